@@ -1,0 +1,87 @@
+"""lfr-edge's actor runtime: a small, general asyncio actor library that knows nothing of faces.
+
+Layering, bottom up (a module imports only from layers below it):
+
+1. ``errors``, ``envelope``, ``mailbox``       - exceptions; bounded mailboxes with statistics
+2. ``actor``, ``ref``, ``actor_metrics``        - the Actor API, typed refs, per-actor counters
+3. ``cell``, ``supervisor``                     - running incarnations; restart strategies
+4. ``blocking``, ``stall_watchdog``, ``metrics_export`` - worker pool, debug stalls, Prometheus
+5. ``system``, ``node``                         - one node's actors; ``run(main)`` with signals
+6. ``schema``, ``message``, ``codec``           - message registry and strict msgpack codec
+7. ``framing``, ``link_messages``, ``link``, ``link_endpoints`` - actor systems linked over
+   byte streams (Unix socket, TCP; later a WebRTC data channel)
+"""
+
+from runtime.actor import Actor, ActorContext
+from runtime.blocking import BlockingPool
+from runtime.codec import Codec, DecodeError, EncodeError
+from runtime.errors import (
+    ActorStopped,
+    AskTimeout,
+    LinkLost,
+    MailboxFull,
+    MessageDropped,
+    RemoteError,
+    RuntimeFault,
+    SupervisorGaveUp,
+)
+from runtime.link import Link, RemoteActorRef
+from runtime.link_endpoints import (
+    LinkClient,
+    LinkServer,
+    connect_tcp,
+    connect_unix,
+    serve_tcp,
+    serve_unix,
+)
+from runtime.link_messages import LinkDown, LinkEvent, LinkUp
+from runtime.mailbox import MailboxConfig, MailboxPolicy, MailboxStatistics
+from runtime.message import MessageRegistry, default_registry, message
+from runtime.node import EXIT_GAVE_UP, run, run_node
+from runtime.ref import ActorRef
+from runtime.supervisor import Backoff, Strategy, Supervisor, SupervisorConfig
+from runtime.system import ActorSystem, SystemConfig
+
+__all__ = [
+    "EXIT_GAVE_UP",
+    "Actor",
+    "ActorContext",
+    "ActorRef",
+    "ActorStopped",
+    "ActorSystem",
+    "AskTimeout",
+    "Backoff",
+    "BlockingPool",
+    "Codec",
+    "DecodeError",
+    "EncodeError",
+    "Link",
+    "LinkClient",
+    "LinkDown",
+    "LinkEvent",
+    "LinkLost",
+    "LinkServer",
+    "LinkUp",
+    "MailboxConfig",
+    "MailboxFull",
+    "MailboxPolicy",
+    "MailboxStatistics",
+    "MessageDropped",
+    "MessageRegistry",
+    "RemoteActorRef",
+    "RemoteError",
+    "RuntimeFault",
+    "Strategy",
+    "Supervisor",
+    "SupervisorConfig",
+    "SupervisorGaveUp",
+    "SystemConfig",
+    "connect_tcp",
+    "connect_unix",
+    "default_registry",
+    "message",
+    "run",
+    "run_node",
+    "serve_tcp",
+    "serve_unix",
+]

@@ -1,0 +1,135 @@
+"""BlazeFace model variants and decoding of their raw outputs, as MediaPipe configures them.
+
+Per anchor the model outputs 16 regressor values and 1 classifier logit. Regressor layout
+(MediaPipe ``reverse_output_order: true``): ``[dx, dy, w, h, kx0, ky0, ..., kx5, ky5]``, all in
+model-input pixels. Decoding (``TensorsToDetectionsCalculator``), with the anchor centre
+(ax, ay) and size (aw, ah) normalised and ``scale`` = the input side (192 or 128)::
+
+    x_center = dx / scale * aw + ax        w = w / scale * aw
+    y_center = dy / scale * ah + ay        h = h / scale * ah
+    keypoint_i = (kx_i / scale * aw + ax, ky_i / scale * ah + ay)
+
+Score: ``sigmoid(clip(logit, -100, 100))`` (clipping keeps ``exp`` finite); candidates below
+the variant's ``min_score`` are dropped before non-maximum suppression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.anchors import FULL_RANGE_ANCHORS, SHORT_RANGE_ANCHORS, AnchorOptions, generate_anchors
+from models.detection import NUM_KEYPOINTS
+from models.model_file import BLAZEFACE_FULL_RANGE, BLAZEFACE_SHORT_RANGE, ModelFile
+from models.non_max_suppression import Candidates
+
+__all__ = [
+    "FULL_RANGE",
+    "NUM_COORDS",
+    "SHORT_RANGE",
+    "BlazeFaceVariant",
+    "decode_raw_outputs",
+]
+
+NUM_COORDS = 4 + 2 * NUM_KEYPOINTS
+"""Regressor values per anchor: box (4) + 6 keypoints x (x, y)."""
+
+
+@dataclass(frozen=True)
+class BlazeFaceVariant:
+    """One BlazeFace model with the decoding options MediaPipe's graph uses for it."""
+
+    model: ModelFile
+    """The pinned ``.tflite`` file."""
+
+    anchor_options: AnchorOptions
+    """How its anchors are generated."""
+
+    num_anchors: int
+    """Number of anchors (= rows of the model's outputs)."""
+
+    min_score: float
+    """MediaPipe's ``min_score_thresh`` for this model."""
+
+    score_clipping: float = 100.0
+    """Logits are clipped to +-this before the sigmoid."""
+
+    anchors: NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    """(num_anchors, 4) [x_center, y_center, w, h], generated from ``anchor_options``."""
+
+    def __post_init__(self) -> None:
+        anchors = generate_anchors(self.anchor_options)
+        if anchors.shape[0] != self.num_anchors:
+            raise ValueError(
+                f"{self.model.model_id}: {anchors.shape[0]} anchors generated, "
+                f"model has {self.num_anchors}"
+            )
+        anchors.setflags(write=False)
+        object.__setattr__(self, "anchors", anchors)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square model input in pixels."""
+        return self.anchor_options.input_size
+
+
+FULL_RANGE = BlazeFaceVariant(
+    model=BLAZEFACE_FULL_RANGE,
+    anchor_options=FULL_RANGE_ANCHORS,
+    num_anchors=2304,
+    min_score=0.6,
+)
+"""Full-range model (faces up to ~5 m), 192x192: MediaPipe ``face_detection_full_range``."""
+
+SHORT_RANGE = BlazeFaceVariant(
+    model=BLAZEFACE_SHORT_RANGE,
+    anchor_options=SHORT_RANGE_ANCHORS,
+    num_anchors=896,
+    min_score=0.5,
+)
+"""Short-range model (faces within ~2 m), 128x128: MediaPipe ``face_detection_short_range``."""
+
+
+def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def decode_raw_outputs(
+    regressors: NDArray[np.float32],
+    logits: NDArray[np.float32],
+    variant: BlazeFaceVariant,
+    min_score: float | None = None,
+) -> Candidates:
+    """Decode one image's raw outputs into candidates in normalised input coordinates.
+
+    ``regressors``: (num_anchors, 16) or (1, num_anchors, 16); ``logits``: (num_anchors,),
+    (num_anchors, 1) or (1, num_anchors, 1). ``min_score`` defaults to the variant's. Boxes are
+    (x0, y0, x1, y1) in 0..1 across the model input (they may extend past it).
+    """
+    n = variant.num_anchors
+    reg = np.asarray(regressors, dtype=np.float32).reshape(n, NUM_COORDS)
+    raw_scores = np.asarray(logits, dtype=np.float32).reshape(n)
+    clip = variant.score_clipping
+    scores = _sigmoid(np.clip(raw_scores, -clip, clip))
+    threshold = variant.min_score if min_score is None else min_score
+    keep = scores >= threshold
+    if not keep.any():
+        return Candidates.empty(NUM_KEYPOINTS)
+    reg = reg[keep]
+    anchors = variant.anchors[keep]
+    scale = np.float32(variant.input_size)
+    ax, ay, aw, ah = (anchors[:, i : i + 1] for i in range(4))
+    xc = reg[:, 0:1] / scale * aw + ax
+    yc = reg[:, 1:2] / scale * ah + ay
+    w = reg[:, 2:3] / scale * aw
+    h = reg[:, 3:4] / scale * ah
+    boxes = np.concatenate([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
+    kp = reg[:, 4:].reshape(-1, NUM_KEYPOINTS, 2)
+    kx = kp[..., 0] / scale * aw + ax
+    ky = kp[..., 1] / scale * ah + ay
+    keypoints = np.stack([kx, ky], axis=-1)
+    return Candidates(
+        boxes.astype(np.float32), scores[keep], keypoints.astype(np.float32)
+    )

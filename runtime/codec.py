@@ -1,0 +1,149 @@
+"""``Codec``: messages to bytes and back, for every process or network boundary.
+
+Wire format: msgpack of ``[type code, schema version, {field name: value}]``; nested messages the
+same way; numpy arrays as msgpack ext type 1 holding ``dtype, shape, raw bytes`` and decoded as a
+read-only view on the received buffer (no copy beyond msgpack's own). Decoding is strict: input
+larger than ``max_message_bytes``, malformed msgpack, unknown codes, wrong versions, missing,
+unknown or mistyped fields all raise ``DecodeError`` - and nothing else. Never pickle, never eval.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from runtime.message import MessageRegistry, default_registry
+from runtime.schema import SchemaError, decode_message
+
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""32 MiB: a 4K RGB frame with room to spare, far below a unit's memory."""
+
+NDARRAY_EXT = 1
+# dtypes that may cross a boundary: plain little-endian numbers and bool, never objects.
+ALLOWED_DTYPES = frozenset(
+    np.dtype(t).newbyteorder("<") if np.dtype(t).itemsize > 1 else np.dtype(t)
+    for t in ("bool", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
+)
+MAX_NDIM = 8
+_HEADER = struct.Struct("<BB")  # dtype string length, ndim
+_DIM = struct.Struct("<Q")
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid message; the text says what was wrong."""
+
+
+class EncodeError(ValueError):
+    """A value that cannot be encoded (unregistered type, forbidden dtype, too large)."""
+
+
+class Codec:
+    """Encodes and decodes registered messages with a size limit."""
+
+    def __init__(self, registry: MessageRegistry | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.registry = registry or default_registry
+        self.max_message_bytes = max_message_bytes
+        self._packer = msgpack.Packer(default=self._encode_value, use_bin_type=True,
+                                      datetime=False)
+
+    def encode(self, message: Any) -> bytes:
+        """Encode one registered message; raises ``EncodeError``."""
+        if self.registry.spec_for_class(type(message)) is None:
+            raise EncodeError(f"{type(message).__qualname__} is not a registered message")
+        try:
+            data: bytes = self._packer.pack(message)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packer.reset()
+            raise EncodeError(f"cannot encode {type(message).__name__}: {exc}") from exc
+        if len(data) > self.max_message_bytes:
+            raise EncodeError(f"{type(message).__name__} encodes to {len(data)} bytes, over the "
+                              f"limit of {self.max_message_bytes}")
+        return data
+
+    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+        """Decode one message; raises ``DecodeError`` and nothing else."""
+        size = len(data)
+        if size > self.max_message_bytes:
+            raise DecodeError(f"message of {size} bytes is over the limit of "
+                              f"{self.max_message_bytes}")
+        if size == 0:
+            raise DecodeError("empty message")
+        try:
+            # Every length inside is bounded by ``size`` (msgpack's limits default to the input
+            # length), so no field can make the decoder allocate more than the input allows.
+            value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                                    ext_hook=_decode_ext, timestamp=0)
+        except DecodeError:
+            raise
+        except (ValueError, TypeError, msgpack.UnpackException, OverflowError,
+                RecursionError) as exc:
+            raise DecodeError(f"malformed message: {type(exc).__name__}: {exc}") from None
+        try:
+            return decode_message(self.registry, value, "message")
+        except SchemaError as exc:
+            raise DecodeError(str(exc)) from None
+        except RecursionError:
+            raise DecodeError("message nests too deeply") from None
+
+    def _encode_value(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return _encode_ndarray(value)
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, np.generic):
+            return value.item()
+        spec = self.registry.spec_for_class(type(value))
+        if spec is None:
+            raise TypeError(f"{type(value).__qualname__} is not a registered message or a "
+                            "supported value")
+        return [spec.code, spec.version, {name: getattr(value, name) for name, _ in spec.fields}]
+
+
+def _encode_ndarray(array: np.ndarray[Any, Any]) -> msgpack.ExtType:
+    dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
+    if dtype not in ALLOWED_DTYPES:
+        raise TypeError(f"ndarray dtype {array.dtype} cannot cross a boundary")
+    if array.ndim > MAX_NDIM:
+        raise TypeError(f"ndarray has {array.ndim} dimensions; at most {MAX_NDIM} cross")
+    dtype_str = dtype.str.encode()
+    header = _HEADER.pack(len(dtype_str), array.ndim) + dtype_str
+    header += b"".join(_DIM.pack(n) for n in array.shape)
+    data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return msgpack.ExtType(NDARRAY_EXT, header + data)
+
+
+def _decode_ext(code: int, data: bytes) -> np.ndarray[Any, Any]:
+    if code != NDARRAY_EXT:
+        raise DecodeError(f"unknown msgpack extension type {code}")
+    view = memoryview(data)
+    if len(view) < _HEADER.size:
+        raise DecodeError("ndarray header is truncated")
+    dtype_len, ndim = _HEADER.unpack_from(view)
+    if ndim > MAX_NDIM:
+        raise DecodeError(f"ndarray with {ndim} dimensions (at most {MAX_NDIM})")
+    offset = _HEADER.size
+    dims_end = offset + dtype_len + ndim * _DIM.size
+    if len(view) < dims_end:
+        raise DecodeError("ndarray header is truncated")
+    try:
+        dtype = np.dtype(bytes(view[offset:offset + dtype_len]).decode("ascii"))
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise DecodeError("ndarray has an unreadable dtype") from None
+    if dtype not in ALLOWED_DTYPES:
+        raise DecodeError(f"ndarray dtype {dtype} is not allowed")
+    offset += dtype_len
+    shape = tuple(_DIM.unpack_from(view, offset + i * _DIM.size)[0] for i in range(ndim))
+    count = 1
+    for n in shape:
+        count *= n
+    payload = view[dims_end:]
+    if count * dtype.itemsize != len(payload):
+        raise DecodeError(f"ndarray of shape {shape} and dtype {dtype} needs "
+                          f"{count * dtype.itemsize} bytes, got {len(payload)}")
+    # A view on the ext payload: no copy; read-only because the buffer is immutable bytes.
+    return np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)

@@ -1,0 +1,95 @@
+"""``run(main)``: the entry point of a node process - event loop, signals, exit code.
+
+- uvloop when installed, the standard asyncio loop otherwise.
+- SIGTERM/SIGINT stop the node gracefully: ``main`` is cancelled, then every actor is stopped
+  newest first, draining mailboxes up to ``SystemConfig.shutdown_drain_s``; exit code 0.
+- The root supervisor giving up stops the node the same way, with exit code ``EXIT_GAVE_UP`` and
+  one log line naming the actor and the error.
+- Otherwise the exit code is what ``main`` returns (None means 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from runtime.system import ActorSystem, SystemConfig
+
+EXIT_GAVE_UP = 70  # EX_SOFTWARE: an internal error the supervisors could not contain
+EXIT_MAIN_CRASHED = 1
+log = logging.getLogger("lfr.runtime")
+
+Main = Callable[[ActorSystem], Coroutine[Any, Any, int | None]]
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop factory when uvloop is installed, else asyncio's."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional: not installed on every platform
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run(main: Main, config: SystemConfig | None = None, *, use_uvloop: bool = True) -> int:
+    """Run ``main(system)`` on a fresh actor system until it returns, a signal, or failure."""
+    factory = event_loop_factory() if use_uvloop else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(run_node(main, config or SystemConfig()))
+
+
+async def run_node(main: Main, config: SystemConfig) -> int:
+    """The body of ``run`` on an already running loop (also used by tests)."""
+    system = ActorSystem(config)
+    await system.start()
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig, received, stop_requested)
+    tasks: dict[str, asyncio.Task[Any]] = {
+        "main": asyncio.create_task(main(system), name="node:main"),
+        "signal": asyncio.create_task(stop_requested.wait(), name="node:signal"),
+        "failure": asyncio.create_task(system.wait_failed(), name="node:failure"),
+    }
+    try:
+        await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+        code = _exit_code(tasks, received)
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await system.stop()
+    return code
+
+
+def _on_signal(sig: signal.Signals, received: list[str], stop_requested: asyncio.Event) -> None:
+    received.append(sig.name)
+    stop_requested.set()
+
+
+def _exit_code(tasks: dict[str, asyncio.Task[Any]], received: list[str]) -> int:
+    failure = tasks["failure"]
+    if failure.done() and not failure.cancelled():
+        log.critical("node stopping: %s", failure.result())
+        return EXIT_GAVE_UP
+    if tasks["signal"].done():
+        log.info("node stopping on %s", received[0] if received else "signal")
+        return 0
+    main = tasks["main"]
+    if main.cancelled():
+        return EXIT_MAIN_CRASHED
+    error = main.exception()
+    if error is not None:
+        log.critical("node stopping: main raised %s: %s", type(error).__name__, error,
+                     exc_info=error)
+        return EXIT_MAIN_CRASHED
+    result = main.result()
+    return 0 if result is None else int(result)
+
+
