@@ -1,24 +1,27 @@
-"""Overlapping tiles for finding small faces in large frames.
+"""Overlapping tiles for finding small faces in large frames, on as few tiles as it takes.
 
 The detector sees a whole 1920x1080 frame shrunk to 192 px wide: a 40 px face becomes 4 px, far
-below what BlazeFace can find. Running the detector also on square tiles of the frame (each
-shrunk much less) finds such faces; their detections are merged with the whole-frame ones by
-weighted NMS.
+below what BlazeFace finds (about 12 px of its 192 px input). Running the detector also on
+square tiles of the frame, each shrunk less, finds such faces; their detections are merged with
+the whole-frame ones by weighted NMS. Each tile costs one more invoke, so:
 
-Cost is one extra invoke per tile, so the grid is the smallest that covers the frame with tiles
-of ``tile_size`` overlapping by at least ``min_overlap``; frames that the whole-frame pass
-already sees at (nearly) tile resolution get no tiles at all.
+- no tiles when the whole-frame pass already finds faces of ``min_face_px``;
+- the finest tile size is the largest that still finds ``min_face_px`` faces;
+- a face is only reliable in a tile that holds it whole (detections reaching an inner tile edge
+  are dropped, ``Tile.crosses_inner_edge``), so neighbouring tiles overlap by at least the
+  largest face that the next coarser pass (the whole frame, or a level of bigger tiles) cannot
+  find. On very large frames that overlap gets big, and a pyramid (tiles of 2x, 4x... the finest
+  size in between) is cheaper: ``plan_tiles`` tries each combination of levels and keeps the one
+  with the fewest tiles.
 
-Why the overlap: a face cut by a tile's inner edge is unreliable (its box is truncated or
-guessed), so such detections are dropped (``Tile.crosses_inner_edge``) and the face is left to
-the neighbouring tile, which holds it whole provided it is no wider than the overlap. Faces
-wider than that are large enough for the whole-frame pass, as long as ``min_overlap`` is at
-least the smallest face the whole-frame pass finds (about frame width / 10 for the full-range
-model on a 16:9 frame; see ``TilingConfig``).
+With the defaults (40 px faces): 1920x1080 gets one level of 15 tiles of 533 px (5 x 3);
+1280x720: 6; 640x480: 2; frames up to 533 px: none; 3840x2160: 60 on two levels.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -30,42 +33,41 @@ __all__ = ["Tile", "TilingConfig", "axis_starts", "plan_tiles"]
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """When and how to tile a frame. Sizes are in frame pixels."""
+    """When and how to tile a frame."""
 
     enabled: bool = True
-    """Run tiles at all; False: whole-frame pass only."""
+    """Run tiles at all; False: the whole-frame pass only."""
 
-    tile_size: int = 448
-    """Side of a square tile. The smallest face found is about ``tile_size / 10`` wide with
-    the full-range model (the model reliably finds faces >= ~18 px of its 192 px input): 448
-    finds 40 px faces with margin."""
+    min_face_px: float = 40.0
+    """Smallest face (detector box width, in frame pixels) the tiles should make findable. Sets
+    the finest tile size: ``min_face_px / model_min_face`` (533 px by default)."""
 
-    min_overlap: int = 192
-    """Least overlap between neighbouring tiles. Faces up to this wide lie whole inside some
-    tile; it should be >= the smallest face the whole-frame pass finds (~ longer frame side /
-    10), else faces in between may be missed near tile seams."""
+    model_min_face: float = 0.075
+    """Smallest face the model finds reliably, as box width over its input side. Full-range
+    BlazeFace, measured on faces pasted onto noise: all found from 12 px of 192 (0.0625), few
+    below 10 px; 0.075 (14.4 px) leaves a margin."""
 
-    min_zoom: float = 1.5
-    """Tile only if the frame's longer side is at least this many tile sizes: below that the
-    tiles would see faces hardly larger than the whole-frame pass does, for several times the
-    cost."""
+    level_ratio: float = 2.0
+    """Ratio between the tile sizes of successive pyramid levels (> 1)."""
 
     edge_margin: float = 0.02
     """Detections reaching within this fraction of the tile side of an inner tile edge (one
     that is not the frame's edge) are dropped as possibly cut off."""
 
     def __post_init__(self) -> None:
-        if self.tile_size < 16:
-            raise ValueError(f"tile_size must be >= 16 px, got {self.tile_size}")
-        if not 0 <= self.min_overlap < self.tile_size:
-            raise ValueError(
-                f"min_overlap must be in [0, tile_size), got {self.min_overlap} "
-                f"for tile_size {self.tile_size}"
-            )
-        if self.min_zoom < 1.0:
-            raise ValueError(f"min_zoom must be >= 1, got {self.min_zoom}")
-        if not 0.0 <= self.edge_margin < 0.5:
-            raise ValueError(f"edge_margin must be in [0, 0.5), got {self.edge_margin}")
+        if self.min_face_px <= 0:
+            raise ValueError(f"min_face_px must be > 0, got {self.min_face_px}")
+        if not 0.0 < self.model_min_face < 0.5:
+            raise ValueError(f"model_min_face must be in (0, 0.5), got {self.model_min_face}")
+        if self.level_ratio <= 1.0:
+            raise ValueError(f"level_ratio must be > 1, got {self.level_ratio}")
+        if not 0.0 <= self.edge_margin < 0.25:
+            raise ValueError(f"edge_margin must be in [0, 0.25), got {self.edge_margin}")
+
+    @property
+    def finest_tile(self) -> int:
+        """Side in frame pixels of the smallest tiles."""
+        return max(16, math.floor(self.min_face_px / self.model_min_face))
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Tile:
     """Bottom edge (exclusive) in frame pixels."""
 
     inner_left: bool
-    """The left edge is inside the frame (another tile continues past it)."""
+    """The left edge is inside the frame (a neighbouring tile continues past it)."""
 
     inner_top: bool
     """The top edge is inside the frame."""
@@ -101,6 +103,11 @@ class Tile:
         """(x0, y0, x1, y1)."""
         return (self.x0, self.y0, self.x1, self.y1)
 
+    @property
+    def side(self) -> int:
+        """The tile's longer side in frame pixels."""
+        return max(self.x1 - self.x0, self.y1 - self.y0)
+
     def crosses_inner_edge(self, boxes: NDArray[np.float32], margin_px: float) -> NDArray[np.bool_]:
         """For (N, 4) frame-pixel boxes: which reach within ``margin_px`` of an inner edge."""
         out = np.zeros(boxes.shape[0], dtype=bool)
@@ -115,9 +122,10 @@ class Tile:
         return out
 
 
-def axis_starts(length: int, tile: int, min_overlap: int) -> list[int]:
-    """Start offsets of the fewest tiles of ``tile`` px covering ``length`` px with at least
-    ``min_overlap`` px overlap, spread evenly (first at 0, last ending at ``length``)."""
+def axis_starts(length: int, tile: int, min_overlap: float) -> list[int]:
+    """Start offsets of the fewest ``tile``-px tiles covering ``length`` px with neighbours
+    overlapping by at least ``min_overlap`` px, spread evenly (first at 0, last ending at
+    ``length``). Requires ``min_overlap < tile``."""
     if length <= tile:
         return [0]
     step = tile - min_overlap
@@ -126,27 +134,68 @@ def axis_starts(length: int, tile: int, min_overlap: int) -> list[int]:
     return [round(i * span / (count - 1)) for i in range(count)]
 
 
+def _level_overlap(tile: int, coarser_side: float, config: TilingConfig) -> float:
+    # Faces up to the smallest one the coarser pass finds must fit whole in some tile, clear of
+    # the edge margin on both sides.
+    return config.model_min_face * coarser_side + 2.0 * config.edge_margin * tile
+
+
+def _plan_cost(sizes: tuple[int, ...], width: int, height: int, config: TilingConfig) -> int:
+    """Tiles needed by levels ``sizes`` (ascending); a huge number if a level can't work."""
+    total = 0
+    for i, t in enumerate(sizes):
+        coarser = sizes[i + 1] if i + 1 < len(sizes) else max(width, height)
+        overlap = _level_overlap(t, coarser, config)
+        if overlap >= t:
+            return 1 << 30
+        total += len(axis_starts(width, t, overlap)) * len(axis_starts(height, t, overlap))
+    return total
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_levels(width: int, height: int, config: TilingConfig) -> tuple[int, ...]:
+    longer = max(width, height)
+    finest = config.finest_tile
+    if not config.enabled or longer * config.model_min_face <= config.min_face_px:
+        return ()
+    coarser: list[int] = []
+    size = finest * config.level_ratio
+    while size < longer:
+        coarser.append(round(size))
+        size *= config.level_ratio
+    best: tuple[int, ...] = ()
+    best_cost = 1 << 31
+    # Every subset of the coarser levels, finest always included; fewer levels win ties.
+    for n in range(len(coarser) + 1):
+        for subset in itertools.combinations(coarser, n):
+            sizes = (finest, *subset)
+            cost = _plan_cost(sizes, width, height, config)
+            if cost < best_cost:
+                best, best_cost = sizes, cost
+    return best
+
+
 def plan_tiles(width: int, height: int, config: TilingConfig) -> list[Tile]:
-    """Tiles for a ``width`` x ``height`` frame; empty when tiling is off or not worth it."""
-    if not config.enabled or max(width, height) < config.min_zoom * config.tile_size:
-        return []
-    t = config.tile_size
-    xs = axis_starts(width, t, config.min_overlap)
-    ys = axis_starts(height, t, config.min_overlap)
+    """Tiles for a ``width`` x ``height`` frame, finest level first; empty when tiling is off or
+    the whole-frame pass already finds ``config.min_face_px`` faces."""
+    levels = _plan_levels(width, height, config)
     tiles: list[Tile] = []
-    for y in ys:
-        for x in xs:
-            x1, y1 = min(x + t, width), min(y + t, height)
-            tiles.append(
-                Tile(
-                    x0=x,
-                    y0=y,
-                    x1=x1,
-                    y1=y1,
-                    inner_left=x > 0,
-                    inner_top=y > 0,
-                    inner_right=x1 < width,
-                    inner_bottom=y1 < height,
+    for i, t in enumerate(levels):
+        coarser = levels[i + 1] if i + 1 < len(levels) else max(width, height)
+        overlap = _level_overlap(t, coarser, config)
+        for y in axis_starts(height, t, overlap):
+            for x in axis_starts(width, t, overlap):
+                x1, y1 = min(x + t, width), min(y + t, height)
+                tiles.append(
+                    Tile(
+                        x0=x,
+                        y0=y,
+                        x1=x1,
+                        y1=y1,
+                        inner_left=x > 0,
+                        inner_top=y > 0,
+                        inner_right=x1 < width,
+                        inner_bottom=y1 < height,
+                    )
                 )
-            )
     return tiles

@@ -139,12 +139,15 @@ class ActorCell(Generic[M]):
     async def _loop(self) -> None:
         actor = self._actor
         assert actor is not None
-        get = self.mailbox.get
+        mailbox = self.mailbox
         metrics = self.metrics
+        histogram = metrics.handling
         while not self._stop_requested:
-            envelope = await get()
+            envelope = mailbox.get_nowait()
             if envelope is None:
-                return  # closed and drained
+                if not await mailbox.wait_nonempty():
+                    return  # closed and drained
+                continue
             reply = envelope.reply
             if reply is not None and reply.done():
                 continue  # the asker gave up (timeout or cancellation) before we got to it
@@ -165,7 +168,7 @@ class ActorCell(Generic[M]):
                     reply.set_result(result)
             finally:
                 metrics.processed += 1
-                metrics.handling.observe(time.perf_counter_ns() - started)
+                histogram.observe(time.perf_counter_ns() - started)
 
     def _request_stop(self) -> None:
         self._stop_requested = True

@@ -74,6 +74,7 @@ class Mailbox:
         self._getter: asyncio.Future[None] | None = None
         # Senders waiting for room (BLOCK policy only), woken in FIFO order.
         self._putters: deque[asyncio.Future[None]] = deque()
+        self._block = config.policy is MailboxPolicy.BLOCK
         # Once closed, no message is accepted; queued ones may still be taken (draining).
         self._closed = False
         self._peak = 0
@@ -103,10 +104,20 @@ class Mailbox:
 
     async def put(self, envelope: Envelope) -> None:
         """Queue ``envelope``, waiting for room if the policy is ``BLOCK``."""
-        if self.config.policy is MailboxPolicy.BLOCK:
+        if self._block:
             while len(self._queue) >= self.config.capacity and not self._closed:
                 await self._wait_for_room()
         self.put_nowait(envelope)
+
+    def offer(self, envelope: Envelope) -> bool:
+        """Queue ``envelope`` if that needs no waiting; False only for a full ``BLOCK`` mailbox.
+
+        The synchronous fast path of ``put``: a sender calls ``put`` only when this says False.
+        """
+        if self._block and len(self._queue) >= self.config.capacity and not self._closed:
+            return False
+        self.put_nowait(envelope)
+        return True
 
     def put_nowait(self, envelope: Envelope) -> None:
         """Queue ``envelope`` without waiting; a full ``BLOCK`` mailbox raises ``MailboxFull``."""
@@ -122,7 +133,8 @@ class Mailbox:
                 raise MailboxFull(self.owner, self.config.capacity)
         queue.append(envelope)
         self._received += 1
-        self._peak = max(self._peak, len(queue))
+        if len(queue) > self._peak:  # noqa: PLR1730 - hot path: cheaper than max()
+            self._peak = len(queue)
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
@@ -130,16 +142,30 @@ class Mailbox:
     async def get(self) -> Envelope | None:
         """Take the oldest envelope, waiting for one; ``None`` once closed and empty."""
         while not self._queue:
-            if self._closed:
+            if not await self.wait_nonempty():
                 return None
+        return self.get_nowait()
+
+    def get_nowait(self) -> Envelope | None:
+        """Take the oldest envelope if there is one, else None (the consumer's fast path)."""
+        if not self._queue:
+            return None
+        envelope = self._queue.popleft()
+        if self._putters:
+            self._wake_one_putter()
+        return envelope
+
+    async def wait_nonempty(self) -> bool:
+        """Wait until a message is queued (True) or the mailbox is closed and empty (False)."""
+        while not self._queue:
+            if self._closed:
+                return False
             self._getter = asyncio.get_running_loop().create_future()
             try:
                 await self._getter
             finally:
                 self._getter = None
-        envelope = self._queue.popleft()
-        self._wake_one_putter()
-        return envelope
+        return True
 
     def close(self) -> None:
         """Refuse new messages from now on; queued ones stay for draining."""

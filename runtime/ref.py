@@ -30,10 +30,11 @@ class ActorRef(Generic[M]):
       ``AskTimeout``; an ask still queued when the actor stops fails with ``ActorStopped``.
     """
 
-    __slots__ = ("_cell",)
+    __slots__ = ("_cell", "_mailbox")
 
     def __init__(self, cell: ActorCell[M]) -> None:
         self._cell = cell
+        self._mailbox = cell.mailbox  # the cell keeps one mailbox for life
 
     @property
     def name(self) -> str:
@@ -47,7 +48,9 @@ class ActorRef(Generic[M]):
 
     async def tell(self, message: M) -> None:
         """Send ``message`` without waiting for it to be handled."""
-        await self._cell.mailbox.put(Envelope(message, None))
+        envelope = Envelope(message, None)
+        if not self._mailbox.offer(envelope):
+            await self._mailbox.put(envelope)
 
     def tell_nowait(self, message: M) -> None:
         """Send ``message`` without ever waiting; a full mailbox raises ``MailboxFull``."""

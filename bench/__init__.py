@@ -1,0 +1,1 @@
+"""Benchmarks behind ``lfr bench``: each measures the project against a baseline in the same run."""

@@ -1,0 +1,163 @@
+"""Face alignment: a similarity transform from four BlazeFace keypoints to the ArcFace template,
+and the warp of the face to a 112x112 crop for the embedder.
+
+The standard 5-point ArcFace template (112x112) has both eyes, the nose tip and the two mouth
+corners. BlazeFace gives one mouth *centre*, so the template's mouth corners are replaced by
+their midpoint and the fit uses 4 point pairs: right eye, left eye, nose tip, mouth centre.
+(The template's first eye, at x = 38.3, is the one on the image's left: the subject's right eye,
+BlazeFace keypoint 0.)
+
+The transform is the least-squares similarity (rotation, uniform scale, translation; no
+reflection) of Umeyama (1991), closed form via an SVD of the 2x2 cross-covariance.
+
+Pixel convention: the template is given in OpenCV's convention (pixel ``i`` centred at ``i``);
+keypoints and Pillow use continuous coordinates (pixel ``i`` spans ``[i, i + 1)``, centred at
+``i + 0.5``). The template is shifted by +0.5 px once, here, so both sides agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from models.detection import FaceDetection, FaceKeypoint
+
+__all__ = [
+    "ALIGNED_SIZE",
+    "ARCFACE_TEMPLATE_112",
+    "TEMPLATE_4",
+    "align_face",
+    "alignment_points",
+    "estimate_similarity",
+    "warp_face",
+]
+
+ALIGNED_SIZE: Final = 112
+"""Side of the aligned face crop in pixels."""
+
+ARCFACE_TEMPLATE_112: Final[NDArray[np.float64]] = np.array(
+    [
+        [38.2946, 51.6963],  # right eye (image left)
+        [73.5318, 51.5014],  # left eye (image right)
+        [56.0252, 71.7366],  # nose tip
+        [41.5493, 92.3655],  # right mouth corner
+        [70.7299, 92.2041],  # left mouth corner
+    ],
+    dtype=np.float64,
+)
+"""The 5-point ArcFace template for 112x112 crops (OpenCV pixel-centre convention)."""
+
+TEMPLATE_4: Final[NDArray[np.float64]] = (
+    np.vstack([ARCFACE_TEMPLATE_112[:3], ARCFACE_TEMPLATE_112[3:].mean(axis=0)]) + 0.5
+)
+"""Targets of right eye, left eye, nose tip, mouth centre in continuous 112x112 coordinates."""
+
+_KEYPOINTS_USED: Final = (
+    FaceKeypoint.RIGHT_EYE,
+    FaceKeypoint.LEFT_EYE,
+    FaceKeypoint.NOSE_TIP,
+    FaceKeypoint.MOUTH_CENTER,
+)
+
+
+def alignment_points(detection: FaceDetection) -> NDArray[np.float64]:
+    """The detection's 4 keypoints that are fitted to ``TEMPLATE_4``, as (4, 2) float64."""
+    return detection.keypoints[list(_KEYPOINTS_USED)].astype(np.float64)
+
+
+def estimate_similarity(
+    src: NDArray[np.floating], dst: NDArray[np.floating]
+) -> NDArray[np.float64]:
+    """Least-squares similarity transform mapping ``src`` (N, 2) onto ``dst`` (N, 2), N >= 2.
+
+    Returns the 2x3 matrix ``M`` with ``dst ~= M[:, :2] @ src + M[:, 2]``. Reflections are
+    excluded (a mirrored face is not the same face). Raises ``ValueError`` for degenerate input
+    (all source points equal).
+    """
+    s = np.asarray(src, dtype=np.float64)
+    d = np.asarray(dst, dtype=np.float64)
+    if s.shape != d.shape or s.ndim != 2 or s.shape[1] != 2 or s.shape[0] < 2:
+        raise ValueError(f"need two (N, 2) point sets with N >= 2, got {s.shape} and {d.shape}")
+    mu_s, mu_d = s.mean(axis=0), d.mean(axis=0)
+    sc, dc = s - mu_s, d - mu_d
+    var_s = float((sc**2).sum()) / s.shape[0]
+    if var_s <= 1e-12:
+        raise ValueError("source points are all the same: no transform")
+    cov = dc.T @ sc / s.shape[0]
+    u, sigma, vt = np.linalg.svd(cov)
+    # Force a proper rotation (det +1): flip the weakest axis if the best fit is a reflection.
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1] = -1.0
+    rotation = u @ np.diag(sign) @ vt
+    scale = float((sigma * sign).sum()) / var_s
+    matrix = np.empty((2, 3), dtype=np.float64)
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = mu_d - scale * rotation @ mu_s
+    return matrix
+
+
+def _invert(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+    a = matrix[:, :2]
+    a_inv = np.linalg.inv(a)
+    out = np.empty((2, 3), dtype=np.float64)
+    out[:, :2] = a_inv
+    out[:, 2] = -a_inv @ matrix[:, 2]
+    return out
+
+
+def warp_face(
+    frame: NDArray[np.uint8], matrix: NDArray[np.float64], size: int = ALIGNED_SIZE
+) -> NDArray[np.uint8]:
+    """Warp ``frame`` (H x W x 3 uint8) by the frame->crop similarity ``matrix`` into a
+    ``size`` x ``size`` x 3 uint8 crop; outside the frame is black.
+
+    Only the frame region the crop maps from is handed to Pillow (not a whole 1080p frame).
+    When that region is more than 2x larger than the crop it is first shrunk by an integer
+    factor with a box filter, so the bilinear warp does not alias (skip pixels) on big faces.
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
+    inverse = _invert(matrix)  # crop -> frame
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
+    src = corners @ inverse[:, :2].T + inverse[:, 2]
+    h, w = frame.shape[:2]
+    x0 = max(0, math.floor(src[:, 0].min()) - 1)
+    y0 = max(0, math.floor(src[:, 1].min()) - 1)
+    x1 = min(w, math.ceil(src[:, 0].max()) + 1)
+    y1 = min(h, math.ceil(src[:, 1].max()) + 1)
+    if x1 <= x0 or y1 <= y0:  # the face maps entirely outside the frame
+        return np.zeros((size, size, 3), dtype=np.uint8)
+    region = Image.fromarray(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+    # Frame pixels per crop pixel (the similarity's inverse scale).
+    frame_per_crop = math.sqrt(abs(np.linalg.det(inverse[:, :2])))
+    factor = max(1, math.floor(frame_per_crop / 2.0))
+    shift = np.array([x0, y0], dtype=np.float64)
+    if factor > 1:
+        region = region.reduce(factor)
+    # Pillow's AFFINE takes the crop -> source map: source = A @ (u, v) + b, source in the
+    # (cropped, reduced) region's continuous coordinates.
+    a = inverse[:, :2] / factor
+    b = (inverse[:, 2] - shift) / factor
+    coeffs = (a[0, 0], a[0, 1], b[0], a[1, 0], a[1, 1], b[1])
+    warped = region.transform(
+        (size, size),
+        Image.Transform.AFFINE,
+        coeffs,
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=(0, 0, 0),
+    )
+    return np.asarray(warped, dtype=np.uint8)
+
+
+def align_face(
+    frame: NDArray[np.uint8], detection: FaceDetection, size: int = ALIGNED_SIZE
+) -> NDArray[np.uint8]:
+    """The face of ``detection`` warped to the (scaled) ArcFace template: size x size x 3."""
+    target = TEMPLATE_4 * (size / ALIGNED_SIZE)
+    matrix = estimate_similarity(alignment_points(detection), target)
+    return warp_face(frame, matrix, size)

@@ -1,0 +1,212 @@
+"""Face detection with BlazeFace: letterbox, invoke, decode, weighted NMS, tiles for large frames.
+
+``FaceDetector.detect(frame)`` does everything. The steps are also public so a pipeline can run
+the model part on worker threads and time it alone::
+
+    inputs = detector.prepare(frame)                      # whole frame + tiles, CPU, numpy/Pillow
+    raws = [detector.invoke(i) for i in inputs]           # model only; GIL released in invoke
+    cands = [detector.decode(r, i) for r, i in zip(raws, inputs)]  # to frame pixels
+    faces = detector.merge(cands)                         # weighted NMS across all inputs
+
+``prepare``, ``decode`` and ``merge`` are pure functions of their arguments. ``invoke`` uses one
+interpreter per calling thread, so one ``FaceDetector`` may be shared by a thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.blazeface import FULL_RANGE, NUM_COORDS, BlazeFaceVariant, decode_raw_outputs
+from models.detection import FaceDetection
+from models.interpreter import InterpreterConfig, PerThreadInterpreter, verify_model
+from models.letterbox import Letterbox, letterbox_region
+from models.model_file import ModelFile
+from models.non_max_suppression import Candidates, weighted_nms
+from models.tiling import Tile, TilingConfig, plan_tiles
+
+__all__ = [
+    "DetectorInput",
+    "FaceDetector",
+    "FaceDetectorConfig",
+    "RawDetectorOutput",
+]
+
+
+@dataclass(frozen=True)
+class FaceDetectorConfig:
+    """Face detector settings; defaults follow MediaPipe's full-range face detection graph."""
+
+    variant: BlazeFaceVariant = FULL_RANGE
+    """Which BlazeFace model (``FULL_RANGE`` for surveillance distances, ``SHORT_RANGE`` for
+    faces within ~2 m)."""
+
+    min_score: float | None = None
+    """Candidates scoring below this are dropped; None: the variant's MediaPipe value (0.6
+    full-range, 0.5 short-range)."""
+
+    nms_iou_threshold: float = 0.3
+    """Candidates overlapping a better one by more than this IoU are merged into it
+    (MediaPipe: 0.3)."""
+
+    max_faces: int | None = None
+    """Keep at most this many faces per frame, best first; None: all."""
+
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    """Extra passes on overlapping tiles of large frames, for small faces."""
+
+    interpreter: InterpreterConfig = field(default_factory=InterpreterConfig)
+    """Threads / Edge TPU settings for the model."""
+
+    edgetpu_model: ModelFile | None = None
+    """The Edge TPU compiled variant (``*_edgetpu.tflite``) used when
+    ``interpreter.use_edgetpu`` is set."""
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorInput:
+    """One model input prepared from a frame: the whole frame or one tile."""
+
+    tensor: NDArray[np.float32]
+    """(1, S, S, 3) float32 RGB in [-1, 1] (black padding is -1)."""
+
+    letterbox: Letterbox
+    """Maps normalised model coordinates back to frame pixels."""
+
+    tile: Tile | None
+    """The tile this input covers; None for the whole-frame pass."""
+
+
+@dataclass(frozen=True, eq=False)
+class RawDetectorOutput:
+    """The model's raw outputs for one input."""
+
+    regressors: NDArray[np.float32]
+    """(num_anchors, 16) box and keypoint regressions, in model-input pixels."""
+
+    logits: NDArray[np.float32]
+    """(num_anchors,) classifier logits (before the sigmoid)."""
+
+
+def _to_tensor(image: NDArray[np.uint8]) -> NDArray[np.float32]:
+    # BlazeFace takes RGB scaled to [-1, 1]: x / 127.5 - 1.
+    t = image.astype(np.float32)
+    t *= np.float32(1.0 / 127.5)
+    t -= np.float32(1.0)
+    return t[None]
+
+
+def _check_frame(frame: NDArray[np.uint8]) -> None:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(
+            f"frame must be an H x W x 3 uint8 RGB array, got shape {frame.shape} {frame.dtype}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame is empty: shape {frame.shape}")
+
+
+class FaceDetector:
+    """BlazeFace face detector over whole frames (plus tiles of large frames)."""
+
+    def __init__(
+        self, config: FaceDetectorConfig | None = None, *, data_dir: Path | None = None
+    ) -> None:
+        """Load and verify the model (``ModelIntegrityError`` on a sha256 mismatch).
+
+        ``data_dir`` overrides where the model file is read from.
+        """
+        self.config = config if config is not None else FaceDetectorConfig()
+        self.variant = self.config.variant
+        verified = verify_model(
+            self.variant.model,
+            self.config.interpreter,
+            edgetpu_model=self.config.edgetpu_model,
+            data_dir=data_dir,
+        )
+        self._interpreters = PerThreadInterpreter(verified)
+        self.model = verified.model
+        self._min_score = (
+            self.config.min_score if self.config.min_score is not None else self.variant.min_score
+        )
+
+    @property
+    def model_id(self) -> str:
+        """Id of the model file in use."""
+        return self.model.model_id
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 of the model file in use."""
+        return self.model.sha256
+
+    def plan(self, frame_width: int, frame_height: int) -> list[Tile]:
+        """The tiles a frame of this size gets (empty: whole-frame pass only)."""
+        return plan_tiles(frame_width, frame_height, self.config.tiling)
+
+    def prepare(self, frame: NDArray[np.uint8]) -> list[DetectorInput]:
+        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles."""
+        _check_frame(frame)
+        h, w = frame.shape[:2]
+        size = self.variant.input_size
+        image, mapping = letterbox_region(frame, (0, 0, w, h), size)
+        inputs = [DetectorInput(_to_tensor(image), mapping, None)]
+        for tile in self.plan(w, h):
+            image, mapping = letterbox_region(frame, tile.region, size)
+            inputs.append(DetectorInput(_to_tensor(image), mapping, tile))
+        return inputs
+
+    def invoke(self, detector_input: DetectorInput) -> RawDetectorOutput:
+        """Run the model on one input (the calling thread's own interpreter)."""
+        outputs = self._interpreters.get().invoke(detector_input.tensor)
+        # Tell the outputs apart by shape (names differ between the two variants).
+        regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
+        logits = next(o for o in outputs if o.shape[-1] == 1)
+        return RawDetectorOutput(
+            regressors.reshape(-1, NUM_COORDS), logits.reshape(-1)
+        )
+
+    def decode(self, raw: RawDetectorOutput, detector_input: DetectorInput) -> Candidates:
+        """Candidates (before NMS) of one input, in frame pixels.
+
+        On a tile, candidates reaching an inner tile edge are dropped: the neighbouring tile or
+        the whole-frame pass sees those faces whole.
+        """
+        cands = decode_raw_outputs(raw.regressors, raw.logits, self.variant, self._min_score)
+        if len(cands) == 0:
+            return cands
+        lb = detector_input.letterbox
+        corners = lb.to_frame(cands.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        framed = Candidates(corners, cands.scores, lb.to_frame(cands.keypoints))
+        tile = detector_input.tile
+        if tile is not None:
+            margin = self.config.tiling.edge_margin * tile.side
+            framed = framed.select(~tile.crosses_inner_edge(framed.boxes, margin))
+        return framed
+
+    def merge(self, candidates: Sequence[Candidates]) -> list[FaceDetection]:
+        """Weighted NMS over the candidates of all inputs of one frame; best first."""
+        merged = weighted_nms(
+            Candidates.concatenate(list(candidates)),
+            self.config.nms_iou_threshold,
+            self.config.max_faces,
+        )
+        return [
+            FaceDetection(
+                x0=float(b[0]),
+                y0=float(b[1]),
+                x1=float(b[2]),
+                y1=float(b[3]),
+                score=float(s),
+                keypoints=k,
+            )
+            for b, s, k in zip(merged.boxes, merged.scores, merged.keypoints, strict=True)
+        ]
+
+    def detect(self, frame: NDArray[np.uint8]) -> list[FaceDetection]:
+        """All faces in ``frame`` (H x W x 3 uint8 RGB), best first, in frame pixels."""
+        inputs = self.prepare(frame)
+        return self.merge([self.decode(self.invoke(i), i) for i in inputs])
