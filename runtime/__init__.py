@@ -5,7 +5,8 @@ Layering, bottom up (a module imports only from layers below it):
 1. ``errors``, ``envelope``, ``mailbox``       - exceptions; bounded mailboxes with statistics
 2. ``actor``, ``ref``, ``actor_metrics``        - the Actor API, typed refs, per-actor counters
 3. ``cell``, ``supervisor``                     - running incarnations; restart strategies
-4. ``blocking``, ``stall_watchdog``, ``metrics_export`` - worker pool, debug stalls, Prometheus
+4. ``blocking``, ``ordered_window``, ``stall_watchdog``, ``metrics_export`` - worker pool, in-order
+   concurrent jobs inside one actor, debug stalls, Prometheus
 5. ``system``, ``node``                         - one node's actors; ``run(main)`` with signals
 6. ``schema``, ``message``, ``codec``           - message registry and strict msgpack codec
 7. ``framing``, ``link_messages``, ``link``, ``link_endpoints`` - actor systems linked over
@@ -38,6 +39,7 @@ from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.mailbox import MailboxConfig, MailboxPolicy, MailboxStatistics
 from runtime.message import MessageRegistry, default_registry, message
 from runtime.node import EXIT_GAVE_UP, run, run_node
+from runtime.ordered_window import OrderedWindow
 from runtime.ref import ActorRef
 from runtime.supervisor import Backoff, Strategy, Supervisor, SupervisorConfig
 from runtime.system import ActorSystem, SystemConfig
@@ -68,6 +70,7 @@ __all__ = [
     "MailboxStatistics",
     "MessageDropped",
     "MessageRegistry",
+    "OrderedWindow",
     "RemoteActorRef",
     "RemoteError",
     "RuntimeFault",

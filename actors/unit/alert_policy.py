@@ -1,0 +1,69 @@
+"""``AlertPolicy``: when a track's per-frame matches become one alert, and only one.
+
+A track alerts for a subject once at least ``min_hits`` of its last ``window`` outcomes name
+that subject above the subject's threshold. One alert per appearance: if the same subject was
+seen matching on the same camera within ``appearance_gap_s`` (a lost track picked up again after
+an occlusion, a missed detection or a camera cut), no new alert is raised; a person who returns
+after a longer gap is a new appearance and alerts again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from actors.unit.tracking import FrameOutcome, Track
+
+MAX_APPEARANCE_GAP_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicyConfig:
+    """N-of-M fusion and appearance continuity."""
+
+    min_hits: int = 3
+    """N: matched frames naming the same subject needed to alert."""
+    window: int = 5
+    """M: how many of a track's most recent frames are considered."""
+    appearance_gap_s: float = 3.0
+    """A subject matched again on the same camera within this gap (s of stream time) is the same
+    appearance and does not alert again; at most ``MAX_APPEARANCE_GAP_S``."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_hits <= self.window:
+            raise ValueError(f"need 1 <= min_hits <= window, got {self.min_hits} of {self.window}")
+        if not 0 <= self.appearance_gap_s <= MAX_APPEARANCE_GAP_S:
+            raise ValueError(f"appearance_gap_s must be within 0..{MAX_APPEARANCE_GAP_S} s, "
+                             f"got {self.appearance_gap_s}")
+
+
+class AlertPolicy:
+    """Decides alerts for the tracks of one camera."""
+
+    def __init__(self, config: AlertPolicyConfig | None = None) -> None:
+        self.config = config or AlertPolicyConfig()
+        # subject -> stream time (s) it was last seen matching on this camera.
+        self._last_matched_s: dict[str, float] = {}
+
+    def observe(self, track: Track, outcome: FrameOutcome, t_s: float) -> str | None:
+        """Record one frame's outcome for ``track``; returns the subject to alert for, if any."""
+        track.outcomes.append(outcome)
+        subject = self._fused_subject(track)
+        if subject is None:
+            return None
+        previous = self._last_matched_s.get(subject)
+        self._last_matched_s[subject] = t_s
+        if subject in track.alerted:
+            return None
+        track.alerted.add(subject)
+        if previous is not None and t_s - previous <= self.config.appearance_gap_s:
+            return None  # the same appearance, picked up again by a new track
+        return subject
+
+    def _fused_subject(self, track: Track) -> str | None:
+        recent = list(track.outcomes)[-self.config.window:]
+        hits = Counter(o.subject for o in recent if o.subject is not None)
+        if not hits:
+            return None
+        subject, count = hits.most_common(1)[0]
+        return subject if count >= self.config.min_hits else None

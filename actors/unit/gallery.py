@@ -1,0 +1,126 @@
+"""``Gallery``: the watchlist's embeddings, searched with one matrix product per frame.
+
+Small galleries are searched exactly (float32 matrix product). Large ones use an 8-bit scalar
+quantised index (faiss ``IndexScalarQuantizer``) to find candidates and re-score them exactly in
+float32. No match is lost to the approximation: the index's worst-case score error for a query
+is bounded (``_error_bound``), and the candidate list is widened until no item outside it could
+reach either the k-th exact score or the lowest subject threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+EXACT_SEARCH_MAX_SUBJECTS = 20_000
+"""Up to this many subjects a float32 matrix product is as fast as the index (~1 ms)."""
+_FLOAT_SLACK = 1e-4  # float32 rounding in the index's own dot products
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryMatch:
+    """One candidate subject for one face."""
+
+    subject: str
+    """Subject id (the watchlist folder name)."""
+    score: float
+    """Exact cosine similarity in float32, in [-1, 1]."""
+    threshold: float
+    """The subject's own alert threshold."""
+
+    @property
+    def is_match(self) -> bool:
+        """True if the score reaches the subject's threshold."""
+        return self.score >= self.threshold
+
+
+class Gallery:
+    """Top-k cosine search over L2-normalised embeddings, exact in its final scores."""
+
+    def __init__(self, subjects: Sequence[str], embeddings: NDArray[np.float32],
+                 thresholds: NDArray[np.float32], *, index: str = "auto") -> None:
+        n = len(subjects)
+        if embeddings.ndim != 2 or embeddings.shape[0] != n or thresholds.shape != (n,):
+            raise ValueError(f"gallery of {n} subjects needs embeddings of shape ({n}, d) and "
+                             f"{n} thresholds, got {embeddings.shape} and {thresholds.shape}")
+        self.subjects = list(subjects)
+        # Invariant: rows are unit length (cosine similarity is a dot product).
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        if n and not np.all(norms > 0):
+            raise ValueError("gallery embeddings must be non-zero")
+        self.embeddings = np.ascontiguousarray(embeddings / norms if n else embeddings,
+                                               dtype=np.float32)
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        self.floor = float(self.thresholds.min()) if n else 1.0
+        use_index = index == "sq8" or (index == "auto" and n > EXACT_SEARCH_MAX_SUBJECTS)
+        self._index: faiss.IndexScalarQuantizer | None = None
+        self._component_error: NDArray[np.float32] | None = None
+        if use_index and n:
+            self._build_index()
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    @property
+    def dimension(self) -> int:
+        """Embedding length."""
+        return int(self.embeddings.shape[1])
+
+    def search(self, queries: NDArray[np.float32], k: int = 3) -> list[list[GalleryMatch]]:
+        """For each unit-length query row, the ``k`` best subjects, best first."""
+        if queries.ndim != 2 or queries.shape[1] != self.dimension:
+            raise ValueError(f"queries must have shape (m, {self.dimension}), got {queries.shape}")
+        k = min(k, len(self))
+        if k == 0:
+            return [[] for _ in range(len(queries))]
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._index is None:
+            scores = queries @ self.embeddings.T
+            return [self._top(row, np.arange(len(self)), k) for row in scores]
+        return [self._search_indexed(q, k) for q in queries]
+
+    # --- exact re-scoring on top of the quantised index ---------------------------------------
+
+    def _build_index(self) -> None:
+        d = self.dimension
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit,
+                                           faiss.METRIC_INNER_PRODUCT)
+        index.train(self.embeddings)
+        index.add(self.embeddings)
+        decoded = index.sa_decode(index.sa_encode(self.embeddings))
+        # Worst quantisation error per component over the whole gallery.
+        self._component_error = np.abs(decoded - self.embeddings).max(axis=0)
+        self._index = index
+
+    def _error_bound(self, query: NDArray[np.float32]) -> float:
+        assert self._component_error is not None
+        # |q.g - q.g'| <= sum_i |q_i| |g_i - g'_i| <= sum_i |q_i| max_err_i
+        return float(np.abs(query) @ self._component_error) + _FLOAT_SLACK
+
+    def _search_indexed(self, query: NDArray[np.float32], k: int) -> list[GalleryMatch]:
+        assert self._index is not None
+        n = len(self)
+        bound = self._error_bound(query)
+        width = min(n, max(4 * k, 32))
+        while True:
+            approx, ids = self._index.search(query[None, :], width)
+            candidates = ids[0][ids[0] >= 0]
+            exact = self.embeddings[candidates] @ query
+            top = self._top(exact, candidates, k)
+            kth = top[-1].score if len(top) == k else -np.inf
+            # Anything outside the candidates scores at most (last approx score + bound).
+            outside_best = float(approx[0][-1]) + bound
+            if width >= n or outside_best < max(kth, self.floor):
+                return top
+            width = min(n, width * 4)
+
+    def _top(self, scores: NDArray[np.float32], ids: NDArray[np.int64],
+             k: int) -> list[GalleryMatch]:
+        part = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+        order = part[np.argsort(-scores[part], kind="stable")]
+        return [GalleryMatch(self.subjects[int(ids[i])], float(scores[i]),
+                             float(self.thresholds[int(ids[i])])) for i in order]
