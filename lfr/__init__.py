@@ -1,1 +1,1 @@
-"""The ``lfr`` command line, configuration and node assembly (built on ``runtime`` and ``actors``)."""
+"""The ``lfr`` command line, configuration and node assembly (on ``runtime`` and ``actors``)."""

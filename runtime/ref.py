@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from runtime.cell import ActorCell
     from runtime.mailbox import MailboxStatistics
 
-M = TypeVar("M")
+M = TypeVar("M", contravariant=True)  # a ref accepting A | B serves where A is sent
 
 
 class ActorRef(Generic[M]):

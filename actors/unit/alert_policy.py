@@ -46,10 +46,14 @@ class AlertPolicy:
         self._last_matched_s: dict[str, float] = {}
 
     def observe(self, track: Track, outcome: FrameOutcome, t_s: float) -> str | None:
-        """Record one frame's outcome for ``track``; returns the subject to alert for, if any."""
+        """Record one frame's outcome for ``track``; returns the subject to alert for, if any.
+
+        An alert is only raised on a frame that itself matches the fused subject, so the alert's
+        score and crop come from a matching face.
+        """
         track.outcomes.append(outcome)
         subject = self._fused_subject(track)
-        if subject is None:
+        if subject is None or outcome.subject != subject:
             return None
         previous = self._last_matched_s.get(subject)
         self._last_matched_s[subject] = t_s

@@ -47,6 +47,8 @@ class Frame:
     live sources."""
     captured_ns: int
     """``time.monotonic_ns()`` when the frame was decoded (for latency measurement)."""
+    captured_at: float
+    """Wall-clock time of the decode, seconds since the epoch (what an alert reports)."""
     pixels: NDArray[np.uint8]
     """H x W x 3 RGB."""
 
@@ -201,7 +203,8 @@ class Camera(Actor[_NextFrame]):
             t_s = (now - self._started_ns) / 1e9
         else:
             t_s = float(decoded.time)
-        return Frame(self.config.camera_id, self.progress.delivered, t_s, now, pixels)
+        return Frame(self.config.camera_id, self.progress.delivered, t_s, now, time.time(),
+                     pixels)
 
     async def _pace(self, t_s: float) -> None:
         if not self.config.paced or self.config.is_live:

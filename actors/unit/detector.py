@@ -1,0 +1,130 @@
+"""``Detector``: finds, aligns and quality-gates the faces of each frame.
+
+Up to ``in_flight`` frames are analysed at once on the worker pool (one per core by default), and
+results are passed on in frame order. Faces failing a quality gate are counted and dropped here.
+Privacy: nothing is logged or written; a rejected face's crop is zeroed before it is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from actors.unit.camera import CameraOutput, EndOfStream, Frame
+from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, analyse_faces
+from models.face_detector import FaceDetector
+from models.face_quality import QualityConfig
+from runtime.actor import Actor
+from runtime.errors import RuntimeFault
+from runtime.ordered_window import OrderedWindow
+from runtime.ref import ActorRef
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DetectedFaces:
+    """The usable faces of one frame. In-process only: deliberately not registered."""
+
+    camera: str
+    """Camera id."""
+    index: int
+    """Frame index."""
+    t_s: float
+    """Stream time of the frame (s)."""
+    captured_ns: int
+    """``time.monotonic_ns()`` at decode, for latency."""
+    captured_at: float
+    """Wall-clock decode time, seconds since the epoch."""
+    pixels: NDArray[np.uint8]
+    """The frame, kept (in memory only) so an alert can carry a crop."""
+    faces: tuple[FaceCandidate, ...]
+    """Faces that passed the quality gates."""
+    rejected: int
+    """Faces detected but dropped by a quality gate."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The stream ended; carries the counters of every stage so far. In-process only."""
+
+    camera: str
+    """Camera id."""
+    frames: int
+    """Frames decoded."""
+    faces_seen: int = 0
+    """Faces detected."""
+    faces_rejected: int = 0
+    """Faces dropped by quality gates."""
+    alerts: int = 0
+    """Alerts raised."""
+
+
+DetectorOutput = DetectedFaces | StreamEnded
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Detector actor settings."""
+
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    """Quality gates applied before any embedding."""
+    in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Frames analysed concurrently on the worker pool."""
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowFailed:
+    error: BaseException
+
+
+class Detector(Actor[CameraOutput | _WindowFailed]):
+    """Frames in, ``DetectedFaces`` out, in order."""
+
+    def __init__(self, detector: FaceDetector, output: ActorRef[DetectorOutput],
+                 config: DetectorConfig | None = None) -> None:
+        self.detector = detector
+        self.output = output
+        self.config = config or DetectorConfig()
+        self.faces_seen = 0
+        self.faces_rejected = 0
+        self._window: OrderedWindow[DetectedFaces] | None = None
+
+    async def on_start(self) -> None:
+        self._window = OrderedWindow(self.config.in_flight, self._emit, self._window_failed,
+                                     name=f"{self.context.name}:window")
+
+    async def on_stop(self) -> None:
+        if self._window is not None:
+            await self._window.close()
+
+    async def receive(self, message: CameraOutput | _WindowFailed) -> None:
+        assert self._window is not None
+        if isinstance(message, Frame):
+            await self._window.submit(self._analyse(message))
+        elif isinstance(message, EndOfStream):
+            await self._window.drain()
+            await self.output.tell(StreamEnded(message.camera, message.frames, self.faces_seen,
+                                               self.faces_rejected))
+        else:
+            raise message.error
+
+    async def _analyse(self, frame: Frame) -> DetectedFaces:
+        analysis: FaceAnalysis = await self.context.run_blocking(
+            analyse_faces, self.detector, frame.pixels, self.config.quality)
+        return DetectedFaces(frame.camera, frame.index, frame.t_s, frame.captured_ns,
+                             frame.captured_at, frame.pixels, analysis.usable,
+                             len(analysis.rejected))
+
+    async def _emit(self, faces: DetectedFaces) -> None:
+        self.faces_seen += len(faces.faces) + faces.rejected
+        self.faces_rejected += faces.rejected
+        await self.output.tell(faces)
+
+    def _window_failed(self, error: BaseException) -> None:
+        # Re-raised from receive so the supervisor sees this actor fail. If the mailbox is full
+        # the next submit raises the same error instead.
+        with contextlib.suppress(RuntimeFault):
+            self.context.ref.tell_nowait(_WindowFailed(error))

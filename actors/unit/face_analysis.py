@@ -1,0 +1,76 @@
+"""Faces of one image: detect, align and gate each face; shared by video frames and photos.
+
+Runs on a worker thread (``run_blocking``): everything here is synchronous numpy/TFLite work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.detection import FaceDetection
+from models.face_alignment import align_face
+from models.face_detector import FaceDetector
+from models.face_quality import QualityConfig, QualityVerdict, assess_quality
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FaceCandidate:
+    """A face that passed the quality gates, ready to embed. In-process only (face data)."""
+
+    detection: FaceDetection
+    """Box, score and keypoints in frame pixels."""
+    aligned: NDArray[np.uint8]
+    """112 x 112 x 3 RGB crop warped to the ArcFace template."""
+    quality: QualityVerdict
+    """The measured quality values."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceAnalysis:
+    """What one image yielded."""
+
+    usable: tuple[FaceCandidate, ...]
+    """Faces that passed every gate, best detector score first."""
+    rejected: tuple[QualityVerdict, ...]
+    """Verdicts of the faces that failed a gate (values only, no pixels)."""
+
+    @property
+    def seen(self) -> int:
+        """Faces detected in total."""
+        return len(self.usable) + len(self.rejected)
+
+
+def analyse_faces(detector: FaceDetector, image: NDArray[np.uint8],
+                  quality: QualityConfig) -> FaceAnalysis:
+    """Detect every face in ``image``, then align and gate each one."""
+    usable: list[FaceCandidate] = []
+    rejected: list[QualityVerdict] = []
+    for detection in sorted(detector.detect(image), key=lambda d: -d.score):
+        # Writeable (a copy if need be) so it can be wiped once its decision is made.
+        aligned = np.require(align_face(image, detection), requirements="W")
+        verdict = assess_quality(detection, aligned, quality)
+        if verdict.passed:
+            usable.append(FaceCandidate(detection, aligned, verdict))
+        else:
+            wipe(aligned)  # privacy: a rejected face's pixels are overwritten, then dropped
+            rejected.append(verdict)
+    return FaceAnalysis(tuple(usable), tuple(rejected))
+
+
+def wipe(array: NDArray[Any]) -> None:
+    """Overwrite face data with zeros before dropping it (read-only views are left alone).
+
+    Defence in depth: the guarantee is that no reference survives; wiping also keeps the bytes
+    out of any later heap dump of the process.
+    """
+    if array.flags.writeable:
+        array.fill(0)
+
+
+def detection_box(detection: FaceDetection) -> tuple[float, float, float, float]:
+    """The detection's box as ``(x0, y0, x1, y1)`` in frame pixels."""
+    return (detection.x0, detection.y0, detection.x1, detection.y1)

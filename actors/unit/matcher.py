@@ -1,0 +1,210 @@
+"""``Matcher``: embeds faces, searches the watchlist, tracks faces and raises alerts.
+
+Per frame, in order: every usable face is embedded (faces and frames run concurrently on the
+worker pool), all embeddings are matched against the gallery in one matrix product, faces are
+associated with tracks, and the alert policy fuses each track's recent outcomes (N of M).
+
+Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
+overwritten with zeros and dropped - except the crop of a face that raised an alert, which
+leaves as JPEG inside the ``MatchAlert``. The only other things that leave are counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from actors.unit.alert_policy import AlertPolicy, AlertPolicyConfig
+from actors.unit.detector import DetectedFaces, DetectorOutput, StreamEnded
+from actors.unit.face_analysis import FaceCandidate, detection_box, wipe
+from actors.unit.gallery import Gallery, GalleryMatch
+from actors.unit.match_alert import MatchAlert
+from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
+from models.face_embedder import FaceEmbedder
+from runtime.actor import Actor
+from runtime.errors import RuntimeFault
+from runtime.ordered_window import OrderedWindow
+from runtime.ref import ActorRef
+
+MatcherOutput = MatchAlert | StreamEnded
+CROP_CONTEXT = 0.4
+"""An alert crop adds this share of the box size on every side, for the officer's context."""
+CROP_MAX_SIDE_PX = 256
+LATENCY_SAMPLES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class MatcherConfig:
+    """Matcher actor settings."""
+
+    tracking: TrackerConfig = field(default_factory=TrackerConfig)
+    """How faces are followed across frames."""
+    alerts: AlertPolicyConfig = field(default_factory=AlertPolicyConfig)
+    """N-of-M fusion and appearance continuity."""
+    in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Frames whose faces are embedded concurrently."""
+    unit_id: str = "unit"
+    """This unit's name, part of every alert id."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetMatcherStatistics:
+    """Ask the matcher for its counters (in-process)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MatcherStatistics:
+    """Counters of the matcher."""
+
+    frames: int
+    """Frames decided."""
+    faces: int
+    """Faces embedded and matched."""
+    alerts: int
+    """Alerts raised."""
+    latency_ms: tuple[float, ...]
+    """Capture-to-decision latency of recent frames (ms), oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedded:
+    faces: DetectedFaces
+    embeddings: NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowFailed:
+    error: BaseException
+
+
+class Matcher(Actor[DetectorOutput | GetMatcherStatistics | _WindowFailed]):
+    """``DetectedFaces`` in, ``MatchAlert`` out."""
+
+    def __init__(self, embedder: FaceEmbedder, gallery: Gallery,
+                 output: ActorRef[MatcherOutput], config: MatcherConfig | None = None) -> None:
+        self.embedder = embedder
+        self.gallery = gallery
+        self.output = output
+        self.config = config or MatcherConfig()
+        self._trackers: dict[str, Tracker] = {}
+        self._policies: dict[str, AlertPolicy] = {}
+        self._frames = 0
+        self._faces = 0
+        self._alerts = 0
+        self._latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._window: OrderedWindow[_Embedded] | None = None
+
+    async def on_start(self) -> None:
+        self._window = OrderedWindow(self.config.in_flight, self._decide, self._window_failed,
+                                     name=f"{self.context.name}:window")
+
+    async def on_stop(self) -> None:
+        if self._window is not None:
+            await self._window.close()
+        for tracker in self._trackers.values():
+            tracker.clear()
+
+    async def receive(
+        self, message: DetectorOutput | GetMatcherStatistics | _WindowFailed,
+    ) -> MatcherStatistics | None:
+        assert self._window is not None
+        if isinstance(message, DetectedFaces):
+            await self._window.submit(self._embed(message))
+        elif isinstance(message, StreamEnded):
+            await self._window.drain()
+            tracker = self._trackers.pop(message.camera, None)
+            if tracker is not None:
+                tracker.clear()
+            self._policies.pop(message.camera, None)
+            await self.output.tell(StreamEnded(message.camera, message.frames,
+                                               message.faces_seen, message.faces_rejected,
+                                               self._alerts))
+        elif isinstance(message, GetMatcherStatistics):
+            return MatcherStatistics(self._frames, self._faces, self._alerts,
+                                     tuple(self._latency_ms))
+        else:
+            raise message.error
+        return None
+
+    async def _embed(self, faces: DetectedFaces) -> _Embedded:
+        if not faces.faces:
+            return _Embedded(faces, np.zeros((0, self.gallery.dimension), np.float32))
+        rows = await asyncio.gather(*(self.context.run_blocking(self.embedder.embed, f.aligned)
+                                      for f in faces.faces))
+        return _Embedded(faces, np.stack(rows).astype(np.float32, copy=False))
+
+    async def _decide(self, embedded: _Embedded) -> None:
+        frame, embeddings = embedded.faces, embedded.embeddings
+        alerted: set[int] = set()
+        try:
+            if frame.faces:
+                alerted = await self._match(frame, embeddings)
+        finally:
+            # Privacy: the decision is made; nothing of a non-alerting face survives it.
+            embeddings.fill(0.0)
+            for i, face in enumerate(frame.faces):
+                if i not in alerted:
+                    wipe(face.aligned)
+        self._frames += 1
+        self._latency_ms.append((time.monotonic_ns() - frame.captured_ns) / 1e6)
+
+    async def _match(self, frame: DetectedFaces, embeddings: NDArray[np.float32]) -> set[int]:
+        results = self.gallery.search(embeddings, k=1)
+        tracker = self._trackers.setdefault(frame.camera, Tracker(self.config.tracking))
+        policy = self._policies.setdefault(frame.camera, AlertPolicy(self.config.alerts))
+        tracks = tracker.update(frame.t_s, [detection_box(f.detection) for f in frame.faces],
+                                embeddings)
+        self._faces += len(frame.faces)
+        alerted: set[int] = set()
+        for i, (face, track, best) in enumerate(zip(frame.faces, tracks, results, strict=True)):
+            top = best[0] if best else None
+            outcome = FrameOutcome(top.subject if top is not None and top.is_match else None,
+                                   top.score if top is not None else 0.0)
+            if policy.observe(track, outcome, frame.t_s) is not None and top is not None:
+                alerted.add(i)
+                await self._raise_alert(frame, face, track, top)
+        return alerted
+
+    async def _raise_alert(self, frame: DetectedFaces, face: FaceCandidate, track: Track,
+                           match: GalleryMatch) -> None:
+        self._alerts += 1
+        subject = match.subject
+        hits = sum(1 for o in track.outcomes if o.subject == subject)
+        alert = MatchAlert(
+            alert_id=f"{self.config.unit_id}/{frame.camera}/{track.track_id}/{subject}/"
+                     f"{frame.index}",
+            subject=subject, score=match.score, threshold=match.threshold, track=track.track_id,
+            camera=frame.camera, t_s=frame.t_s, captured_at=frame.captured_at,
+            frame_index=frame.index, box=detection_box(face.detection), hits=hits,
+            crop_jpeg=alert_crop(frame.pixels, detection_box(face.detection)),
+        )
+        await self.output.tell(alert)
+
+    def _window_failed(self, error: BaseException) -> None:
+        # Re-raised from receive so the supervisor sees this actor fail. If the mailbox is full
+        # the next submit raises the same error instead.
+        with contextlib.suppress(RuntimeFault):
+            self.context.ref.tell_nowait(_WindowFailed(error))
+
+
+def alert_crop(pixels: NDArray[np.uint8], box: tuple[float, float, float, float]) -> bytes:
+    """JPEG of the face box plus context, at most ``CROP_MAX_SIDE_PX`` on its longer side."""
+    x0, y0, x1, y1 = box
+    pad_x, pad_y = (x1 - x0) * CROP_CONTEXT, (y1 - y0) * CROP_CONTEXT
+    h, w = pixels.shape[:2]
+    left, top = max(0, int(x0 - pad_x)), max(0, int(y0 - pad_y))
+    right, bottom = min(w, int(np.ceil(x1 + pad_x))), min(h, int(np.ceil(y1 + pad_y)))
+    image = Image.fromarray(pixels[top:bottom, left:right])
+    image.thumbnail((CROP_MAX_SIDE_PX, CROP_MAX_SIDE_PX))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
