@@ -1,4 +1,9 @@
-"""``lfr``: the command line of an lfr-edge node."""
+"""``lfr``: the command line of an lfr-edge node.
+
+Each command's work lives in its own module; this one only parses arguments and maps errors to
+exit codes (2: bad input, 3: no usable face). Heavy imports happen inside the command functions
+so ``lfr --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +12,179 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
 Command = Callable[[argparse.Namespace], int]
+EXIT_BAD_INPUT = 2
+
+
+def _threshold(text: str) -> float:
+    from actors.unit.watchlist import check_threshold
+
+    try:
+        return check_threshold(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from lfr.runtime_demo import run_demo  # noqa: PLC0415 - keep `lfr --help` fast
+    if args.runtime_only:
+        from lfr.runtime_demo import run_demo
 
-    return run_demo(count=args.count)
+        return run_demo(count=args.count)
+    from lfr.demo import run_recognition_demo
+
+    return run_recognition_demo()
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from actors.unit.camera import CameraConfig
+    from lfr.scan import ScanConfig, run_scan
+    from runtime.node import run
+
+    config = ScanConfig(CameraConfig(args.source, camera_id=args.camera_id, paced=args.paced),
+                        Path(args.watchlist), threshold=args.threshold)
+    return run(lambda system: run_scan(system, config, summary_json=args.jsonl))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from actors.unit.watchlist import DEFAULT_THRESHOLD
+    from lfr.verify import verify
+
+    return verify(Path(args.image_a), Path(args.image_b),
+                  threshold=args.threshold or DEFAULT_THRESHOLD, as_json=args.json)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from lfr.calibrate import calibrate, read_pairs
+
+    pairs = read_pairs(Path(args.pairs))
+    report = calibrate(pairs, Path(args.root), target_fmr=args.target_fmr,
+                       scores_out=Path(args.scores_out) if args.scores_out else None)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:26} {value}")
+    return 0
+
+
+def _cmd_watchlist_build(args: argparse.Namespace) -> int:
+    from actors.unit.watchlist import DEFAULT_THRESHOLD, save_watchlist
+    from lfr.photo_faces import PhotoFaces
+    from lfr.watchlist_build import build_watchlist
+
+    watchlist, report = build_watchlist(Path(args.photos_dir), PhotoFaces(),
+                                        args.threshold or DEFAULT_THRESHOLD,
+                                        progress=not args.quiet)
+    for line in report.skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    save_watchlist(watchlist, Path(args.out))
+    used = ", ".join(f"{s} ({n} photo{'s' if n > 1 else ''})" for s, n in report.used.items())
+    print(f"wrote {args.out}: {len(watchlist.subjects)} subjects: {used}", file=sys.stderr)
+    return 0
 
 
 def _cmd_bench_runtime(args: argparse.Namespace) -> int:
-    from bench.runtime_bench import run_runtime_bench  # noqa: PLC0415 - keep `lfr --help` fast
+    from bench.runtime_bench import run_runtime_bench
 
-    result = run_runtime_bench()
-    if args.json:
+    return _report(run_runtime_bench(), as_json=args.json)
+
+
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from bench.pipeline_bench import run_pipeline_bench
+
+    return _report(run_pipeline_bench(Path(args.source), Path(args.watchlist)
+                                      if args.watchlist else None), as_json=args.json)
+
+
+def _cmd_bench_gallery(args: argparse.Namespace) -> int:
+    from bench.gallery_bench import run_gallery_bench
+
+    return _report(run_gallery_bench(args.subjects), as_json=args.json)
+
+
+def _report(result: dict[str, object], *, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:28} {value}")
-    return 0 if result["ratio"] >= result["target"]["ratio_min"] else 1
+    return 0 if result.get("target_met", True) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``lfr`` argument parser."""
-    parser = argparse.ArgumentParser(prog="lfr", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lfr", description="lfr-edge: live facial "
+                                     "recognition on edge camera units")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run the demo pipeline and print what flows")
-    demo.add_argument("--count", type=int, default=20, help="numbers to send (default 20)")
+    demo = commands.add_parser("demo", help="the live pipeline on the sample clip")
+    demo.add_argument("--runtime-only", action="store_true",
+                      help="run the runtime's own demo (actors printing what flows) instead")
+    demo.add_argument("--count", type=int, default=20, help="runtime demo: numbers to send")
     demo.set_defaults(func=_cmd_demo)
 
+    scan = commands.add_parser("scan", help="scan a file, RTSP URL or device; alerts as JSON")
+    scan.add_argument("source", help="video file, rtsp:// URL or /dev/videoN")
+    scan.add_argument("--watchlist", required=True, help="watchlist file (lfr watchlist build)")
+    scan.add_argument("--threshold", type=_threshold, help="override every subject's threshold")
+    scan.add_argument("--jsonl", action="store_true",
+                      help="alerts are JSON lines on stdout either way; with this flag the "
+                           "summary on stderr is one JSON object too")
+    scan.add_argument("--paced", action="store_true",
+                      help="files: replay at the frame rate (live) instead of as fast as possible")
+    scan.add_argument("--camera-id", default="cam0", help="camera name in alerts (cam0)")
+    scan.set_defaults(func=_cmd_scan)
+
+    verify = commands.add_parser("verify", help="similarity of the faces in two photos")
+    verify.add_argument("image_a")
+    verify.add_argument("image_b")
+    verify.add_argument("--threshold", type=_threshold, help="decision threshold")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(func=_cmd_verify)
+
+    calibrate = commands.add_parser("calibrate", help="measure thresholds on labelled pairs")
+    calibrate.add_argument("--pairs", required=True, help="CSV with columns a,b,same")
+    calibrate.add_argument("--root", default=".", help="folder the CSV paths are relative to")
+    calibrate.add_argument("--target-fmr", type=float, default=0.001,
+                           help="false match rate to find a threshold for (0.001)")
+    calibrate.add_argument("--scores-out", help="write every pair's score to this CSV")
+    calibrate.add_argument("--json", action="store_true", help="print one JSON object")
+    calibrate.set_defaults(func=_cmd_calibrate)
+
+    watchlist = commands.add_parser("watchlist", help="build watchlist files")
+    watchlist_commands = watchlist.add_subparsers(dest="watchlist_command", required=True,
+                                                  metavar="ACTION")
+    build = watchlist_commands.add_parser("build", help="enrol one subfolder per subject")
+    build.add_argument("photos_dir", help="folder with one subfolder of photos per subject")
+    build.add_argument("--out", required=True, help="watchlist file to write")
+    build.add_argument("--threshold", type=_threshold, help="every subject's threshold")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=_cmd_watchlist_build)
+
+    _add_bench_commands(commands)
+    return parser
+
+
+def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = commands.add_parser("bench", help="benchmarks against baselines in the same run")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     runtime = benches.add_parser("runtime", help="actor messaging vs a bare asyncio.Queue")
     runtime.add_argument("--json", action="store_true", help="print one JSON object")
     runtime.set_defaults(func=_cmd_bench_runtime)
-    return parser
+    pipeline = benches.add_parser("pipeline", help="end-to-end fps vs model-bound fps")
+    pipeline.add_argument("--source", required=True, help="video file")
+    pipeline.add_argument("--watchlist", help="watchlist file (default: one random subject)")
+    pipeline.add_argument("--json", action="store_true", help="print one JSON object")
+    pipeline.set_defaults(func=_cmd_bench_pipeline)
+    gallery = benches.add_parser("gallery", help="watchlist search time per face")
+    gallery.add_argument("--subjects", type=int, required=True, help="gallery size")
+    gallery.add_argument("--json", action="store_true", help="print one JSON object")
+    gallery.set_defaults(func=_cmd_bench_gallery)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,5 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its CPU features
     func: Command = args.func
-    return func(args)
+    try:
+        return func(args)
+    except (ValueError, OSError) as exc:
+        # Bad input (a missing file, an invalid watchlist or CSV): one clear line, no traceback.
+        print(f"lfr {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT

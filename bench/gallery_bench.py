@@ -1,0 +1,84 @@
+"""``lfr bench gallery``: watchlist search time per face on one core, with exactness checked.
+
+The gallery holds N random unit vectors (the search cost does not depend on what they encode);
+each query is a noisy copy of a gallery row (a true match at ~0.7) so every search must find its
+subject. Results are compared with a brute-force float32 search in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from actors.unit.gallery import Gallery
+
+DIMENSION = 192
+ROUNDS = 30
+TARGET_MS = {100_000: 5.0, 1_000_000: 50.0}
+
+
+def _unit_rows(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
+    rows = rng.standard_normal((n, DIMENSION), dtype=np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows
+
+
+def _median_ms(fn: object, rounds: int) -> float:
+    assert callable(fn)
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def run_gallery_bench(subjects: int, seed: int = 0) -> dict[str, object]:
+    """Build a gallery of ``subjects`` and time single and batch-of-4 searches on one core."""
+    if subjects < 1:
+        raise ValueError(f"--subjects must be at least 1, got {subjects}")
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    embeddings = _unit_rows(rng, subjects)
+    names = [f"subject-{i}" for i in range(subjects)]
+    started = time.perf_counter()
+    gallery = Gallery(names, embeddings, np.full(subjects, 0.6, np.float32))
+    build_s = time.perf_counter() - started
+    targets = rng.choice(subjects, size=4, replace=subjects < 4)
+    queries = embeddings[targets] + 0.06 * _unit_rows(rng, 4) * np.sqrt(DIMENSION) / 8
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+    single_ms = _median_ms(lambda: gallery.search(queries[:1], k=1), ROUNDS)
+    batch_ms = _median_ms(lambda: gallery.search(queries, k=1), ROUNDS) / 4
+    brute_ms = _median_ms(lambda: embeddings @ queries[0], max(3, ROUNDS // 5))
+
+    results = gallery.search(queries, k=5)
+    exact = embeddings @ queries.T
+    all_exact = True
+    for column, found in enumerate(results):
+        best = np.argsort(-exact[:, column])[:5]
+        all_exact &= [m.subject for m in found] == [names[i] for i in best]
+        all_exact &= all(abs(m.score - float(exact[i, column])) < 1e-5
+                         for m, i in zip(found, best, strict=True))
+    found_targets = all(r[0].subject == names[t] for r, t in zip(results, targets, strict=True))
+    target = TARGET_MS.get(subjects)
+    return {
+        "subjects": subjects,
+        "index": "sq8+exact rescoring" if len(gallery) > 20_000 else "exact float32",
+        "ms_per_face_single": round(single_ms, 3),
+        "ms_per_face_batch4": round(batch_ms, 3),
+        "brute_force_float32_ms_per_face": round(brute_ms, 3),
+        "results_exact": bool(all_exact),
+        "true_subjects_found": bool(found_targets),
+        "build_s": round(build_s, 2),
+        "threads": 1,
+        "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "target_ms": target,
+        "target_met": bool(all_exact and found_targets
+                           and (target is None or single_ms <= target)),
+    }

@@ -1,0 +1,136 @@
+"""``lfr bench pipeline``: the unit's pipeline end to end against what its models alone allow.
+
+Two phases in one process on the same video:
+
+1. The real pipeline (camera -> detector -> matcher -> sink, all actors on the runtime), reading
+   the file as fast as possible: ``fps``, per-frame latency (capture to match decision), peak RSS.
+2. The model-bound rate: the same frames' detector inputs (whole frame and tiles) and as many
+   embedder invokes as the pipeline embedded faces, invoked by one thread per core and nothing
+   else. ``model_bound_fps`` = frames / (sum of invoke time / cores).
+
+``ratio`` = fps / model_bound_fps: how much of the machine the pipeline turns into model work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import resource
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import av
+import numpy as np
+
+from actors.unit.camera import CameraConfig
+from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
+from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
+from lfr.scan import ScanConfig, start_scan
+from models.face_detector import FaceDetector
+from models.face_embedder import FaceEmbedder
+from runtime.node import event_loop_factory
+from runtime.system import ActorSystem, SystemConfig
+
+RATIO_TARGET = 0.9
+RANDOM_SUBJECTS = 1000
+
+
+def _random_watchlist(embedder: FaceEmbedder) -> Watchlist:
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((RANDOM_SUBJECTS, 192)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return Watchlist(embedder.model_id, embedder.model_sha256, time.time(),
+                     tuple(f"random-{i}" for i in range(RANDOM_SUBJECTS)), rows,
+                     np.full(RANDOM_SUBJECTS, DEFAULT_THRESHOLD, np.float32),
+                     (1,) * RANDOM_SUBJECTS)
+
+
+async def _pipeline_phase(source: Path, watchlist: Watchlist, detector: FaceDetector,
+                          embedder: FaceEmbedder) -> tuple[float, int, MatcherStatistics]:
+    config = ScanConfig(CameraConfig(str(source)), Path("<bench>"))
+    async with ActorSystem(SystemConfig(name="bench-pipeline")) as system:
+        started = time.perf_counter()
+        pipeline = await start_scan(system, config, watchlist, detector=detector,
+                                    embedder=embedder, out=io.StringIO())
+        ended = await pipeline.finished
+        elapsed = time.perf_counter() - started
+        matcher = system.lookup("matcher")
+        assert matcher is not None
+        stats = await matcher.ask(GetMatcherStatistics())
+    return elapsed, ended.frames, stats
+
+
+def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmbedder,
+                         faces: int) -> tuple[float, int, int]:
+    """Sum of invoke times / cores for the same frames and the same number of faces."""
+    frames: list[np.ndarray] = []
+    with av.open(str(source)) as container:
+        frames.extend(f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+    face_input = embedder.prepare(np.zeros((112, 112, 3), np.uint8))
+    cores = os.cpu_count() or 1
+    lock = threading.Lock()
+    totals = {"invoke_s": 0.0, "detector_invokes": 0}
+
+    def detect(frame: np.ndarray) -> None:
+        spent = 0.0
+        inputs = detector.prepare(frame)
+        for item in inputs:
+            started = time.perf_counter()
+            detector.invoke(item)
+            spent += time.perf_counter() - started
+        with lock:
+            totals["invoke_s"] += spent
+            totals["detector_invokes"] += len(inputs)
+
+    def embed(_: int) -> None:
+        started = time.perf_counter()
+        embedder.invoke(face_input)
+        spent = time.perf_counter() - started
+        with lock:
+            totals["invoke_s"] += spent
+
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(detect, frames))
+        list(pool.map(embed, range(faces)))
+    return totals["invoke_s"] / cores, int(totals["detector_invokes"]), len(frames)
+
+
+async def _measure(source: Path, watchlist_path: Path | None) -> dict[str, object]:
+    detector = FaceDetector()
+    embedder = FaceEmbedder()
+    watchlist = (load_watchlist(watchlist_path) if watchlist_path is not None
+                 else _random_watchlist(embedder))
+    elapsed, frames, stats = await _pipeline_phase(source, watchlist, detector, embedder)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model_s, detector_invokes, model_frames = await asyncio.to_thread(
+        _model_bound_seconds, source, detector, embedder, stats.faces)
+    fps = frames / elapsed
+    model_bound_fps = model_frames / model_s
+    latency = np.asarray(stats.latency_ms)
+    ratio = fps / model_bound_fps
+    return {
+        "frames": frames,
+        "faces_embedded": stats.faces,
+        "detector_invokes": detector_invokes,
+        "fps": round(fps, 2),
+        "model_bound_fps": round(model_bound_fps, 2),
+        "ratio": round(ratio, 3),
+        "latency_ms_p50": round(float(np.percentile(latency, 50)), 1),
+        "latency_ms_p99": round(float(np.percentile(latency, 99)), 1),
+        "rss_mb": round(rss_mb, 1),
+        "cores": os.cpu_count(),
+        "subjects": len(watchlist.subjects),
+        "target_ratio": RATIO_TARGET,
+        "target_met": ratio >= RATIO_TARGET,
+    }
+
+
+def run_pipeline_bench(source: Path, watchlist: Path | None = None) -> dict[str, object]:
+    """Run both phases on a fresh event loop."""
+    if not source.is_file():
+        raise ValueError(f"{source}: no such video file")
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(_measure(source, watchlist))

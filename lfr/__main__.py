@@ -1,0 +1,7 @@
+"""``python -m lfr``: the same as the ``lfr`` console script."""
+
+import sys
+
+from lfr.cli import main
+
+sys.exit(main())
