@@ -93,7 +93,8 @@ SHORT_RANGE = BlazeFaceVariant(
 
 
 def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    # In float64: exp(100) overflows float32 (max ~3.4e38) but not float64.
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
 
 
 def decode_raw_outputs(
@@ -130,6 +131,4 @@ def decode_raw_outputs(
     kx = kp[..., 0] / scale * aw + ax
     ky = kp[..., 1] / scale * ah + ay
     keypoints = np.stack([kx, ky], axis=-1)
-    return Candidates(
-        boxes.astype(np.float32), scores[keep], keypoints.astype(np.float32)
-    )
+    return Candidates(boxes.astype(np.float32), scores[keep], keypoints.astype(np.float32))

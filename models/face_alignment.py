@@ -117,8 +117,9 @@ def warp_face(
     ``size`` x ``size`` x 3 uint8 crop; outside the frame is black.
 
     Only the frame region the crop maps from is handed to Pillow (not a whole 1080p frame).
-    When that region is more than 2x larger than the crop it is first shrunk by an integer
-    factor with a box filter, so the bilinear warp does not alias (skip pixels) on big faces.
+    When the face is 2x or more larger in the frame than in the crop, the region is first
+    shrunk by an integer factor with a box filter, so the bilinear warp (which samples 4 pixels
+    per output pixel) does not alias on big faces.
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
@@ -135,7 +136,8 @@ def warp_face(
     region = Image.fromarray(np.ascontiguousarray(frame[y0:y1, x0:x1]))
     # Frame pixels per crop pixel (the similarity's inverse scale).
     frame_per_crop = math.sqrt(abs(np.linalg.det(inverse[:, :2])))
-    factor = max(1, math.floor(frame_per_crop / 2.0))
+    # Shrink so that the bilinear warp is left with less than 2 frame pixels per crop pixel.
+    factor = math.floor(frame_per_crop) if frame_per_crop >= 2.0 else 1
     shift = np.array([x0, y0], dtype=np.float64)
     if factor > 1:
         region = region.reduce(factor)

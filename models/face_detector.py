@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from models.blazeface import FULL_RANGE, NUM_COORDS, BlazeFaceVariant, decode_raw_outputs
 from models.detection import FaceDetection
@@ -79,6 +80,10 @@ class DetectorInput:
 
     tile: Tile | None
     """The tile this input covers; None for the whole-frame pass."""
+
+    min_face_px: float = 0.0
+    """Detections narrower than this (frame pixels) are dropped: finer tiles cover such faces
+    (see ``TilingConfig.coarse_min_face``). 0 keeps all."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,11 +157,16 @@ class FaceDetector:
         _check_frame(frame)
         h, w = frame.shape[:2]
         size = self.variant.input_size
-        image, mapping = letterbox_region(frame, (0, 0, w, h), size)
-        inputs = [DetectorInput(_to_tensor(image), mapping, None)]
-        for tile in self.plan(w, h):
-            image, mapping = letterbox_region(frame, tile.region, size)
-            inputs.append(DetectorInput(_to_tensor(image), mapping, tile))
+        pil_frame = Image.fromarray(frame)  # one copy, shared by all regions
+        tiles = self.plan(w, h)
+        coarse = self.config.tiling.coarse_min_face
+        fitted, mapping = letterbox_region(pil_frame, (0, 0, w, h), size)
+        whole_min = coarse * max(w, h) if tiles else 0.0
+        inputs = [DetectorInput(_to_tensor(fitted), mapping, None, whole_min)]
+        for tile in tiles:
+            fitted, mapping = letterbox_region(pil_frame, tile.region, size)
+            tile_min = coarse * tile.level_size if tile.finer_level_below else 0.0
+            inputs.append(DetectorInput(_to_tensor(fitted), mapping, tile, tile_min))
         return inputs
 
     def invoke(self, detector_input: DetectorInput) -> RawDetectorOutput:
@@ -165,15 +175,14 @@ class FaceDetector:
         # Tell the outputs apart by shape (names differ between the two variants).
         regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
         logits = next(o for o in outputs if o.shape[-1] == 1)
-        return RawDetectorOutput(
-            regressors.reshape(-1, NUM_COORDS), logits.reshape(-1)
-        )
+        return RawDetectorOutput(regressors.reshape(-1, NUM_COORDS), logits.reshape(-1))
 
     def decode(self, raw: RawDetectorOutput, detector_input: DetectorInput) -> Candidates:
         """Candidates (before NMS) of one input, in frame pixels.
 
         On a tile, candidates reaching an inner tile edge are dropped: the neighbouring tile or
-        the whole-frame pass sees those faces whole.
+        the whole-frame pass sees those faces whole. Candidates narrower than
+        ``detector_input.min_face_px`` are dropped: finer tiles see those faces sharper.
         """
         cands = decode_raw_outputs(raw.regressors, raw.logits, self.variant, self._min_score)
         if len(cands) == 0:
@@ -181,9 +190,13 @@ class FaceDetector:
         lb = detector_input.letterbox
         corners = lb.to_frame(cands.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
         framed = Candidates(corners, cands.scores, lb.to_frame(cands.keypoints))
+        if detector_input.min_face_px > 0.0:
+            framed = framed.select(
+                framed.boxes[:, 2] - framed.boxes[:, 0] >= detector_input.min_face_px
+            )
         tile = detector_input.tile
         if tile is not None:
-            margin = self.config.tiling.edge_margin * tile.side
+            margin = self.config.tiling.edge_margin * tile.level_size
             framed = framed.select(~tile.crosses_inner_edge(framed.boxes, margin))
         return framed
 

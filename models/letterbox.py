@@ -65,34 +65,40 @@ class Letterbox:
 
 
 def letterbox_region(
-    frame: NDArray[np.uint8],
+    frame: NDArray[np.uint8] | Image.Image,
     region: tuple[int, int, int, int],
     input_size: int,
 ) -> tuple[NDArray[np.uint8], Letterbox]:
     """Fit ``frame[y0:y1, x0:x1]`` into an ``input_size`` square; return it and the mapping.
 
-    ``frame`` is H x W x 3 uint8; ``region`` is (x0, y0, x1, y1) in whole pixels inside the
-    frame. Downscaling uses Pillow's bilinear filter, which widens its support when reducing
-    (i.e. it antialiases): small faces keep their shape instead of aliasing away.
+    ``frame`` is an H x W x 3 uint8 RGB array or the same as an RGB Pillow image (pass the
+    image when fitting several regions of one frame: the array -> image copy is then made only
+    once). ``region`` is (x0, y0, x1, y1) in whole pixels inside the frame. Downscaling uses
+    Pillow's bilinear filter, which widens its support when reducing (i.e. it antialiases):
+    small faces keep their shape instead of aliasing away.
     """
+    image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
+    if image.mode != "RGB":
+        raise ValueError(f"frame must be RGB, got mode {image.mode}")
     x0, y0, x1, y1 = region
-    h_frame, w_frame = frame.shape[:2]
+    w_frame, h_frame = image.size
     if not (0 <= x0 < x1 <= w_frame and 0 <= y0 < y1 <= h_frame):
         raise ValueError(f"region {region} is empty or outside the {w_frame}x{h_frame} frame")
     w, h = x1 - x0, y1 - y0
     scale = input_size / max(w, h)
     new_w = max(1, min(input_size, round(w * scale)))
     new_h = max(1, min(input_size, round(h * scale)))
-    crop = frame[y0:y1, x0:x1]
-    if (new_w, new_h) == (w, h):
-        resized = np.ascontiguousarray(crop)
-    else:
-        image = Image.fromarray(np.ascontiguousarray(crop))
-        # reducing_gap: first shrink by an integer factor with a box filter (fast), then
-        # resample the last <= 3x with the bilinear filter: near-identical output, much faster.
-        resized = np.asarray(
-            image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    # box= resizes the region in place of a crop (no copy). reducing_gap=1: first shrink by the
+    # largest integer factor with a box filter (fast, and itself antialiasing), then resample
+    # the remaining < 2x bilinearly: about half the time of a plain bilinear resize for a tile.
+    resized = np.asarray(
+        image.resize(
+            (new_w, new_h),
+            Image.Resampling.BILINEAR,
+            box=(x0, y0, x1, y1),
+            reducing_gap=1.0,
         )
+    )
     pad_x = (input_size - new_w) // 2
     pad_y = (input_size - new_h) // 2
     out = np.zeros((input_size, input_size, 3), dtype=np.uint8)

@@ -1,0 +1,149 @@
+"""Face embeddings with MobileFaceNet: aligned 112x112 face -> 192 floats, L2-normalised.
+
+The model's batch dimension is fixed at 2 (it cannot be resized: the XNNPACK graph fails to
+reshape). With flip averaging (the default) each invoke takes the face and its mirror image and
+the two embeddings are averaged before normalising: test-time augmentation that makes the
+embedding less sensitive to which half of the face the light or the pose favours. Without it,
+two faces share one invoke.
+
+Input normalisation: RGB ``(x - 127.5) / 128``, i.e. about [-1, 1]. Rows of a batch are
+independent (checked: a face's embedding does not depend on its batch neighbour).
+
+The cosine similarity of two embeddings is their dot product. The watchlist stores
+``model_id`` and ``model_sha256`` with its embeddings: embeddings of different models are not
+comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.face_alignment import ALIGNED_SIZE
+from models.interpreter import InterpreterConfig, PerThreadInterpreter, verify_model
+from models.model_file import MOBILEFACENET, ModelFile
+
+__all__ = ["EMBEDDING_DIM", "FaceEmbedder", "FaceEmbedderConfig", "cosine_similarity"]
+
+EMBEDDING_DIM: Final = 192
+"""Length of a MobileFaceNet embedding."""
+
+_BATCH: Final = 2  # fixed by the model file
+
+
+@dataclass(frozen=True)
+class FaceEmbedderConfig:
+    """Face embedder settings."""
+
+    model: ModelFile = MOBILEFACENET
+    """The embedding model (input (2, 112, 112, 3), output (2, 192))."""
+
+    flip_average: bool = True
+    """Average the embeddings of the face and its mirror image (one invoke per face). False:
+    one pass per face, two faces per invoke, somewhat less robust."""
+
+    interpreter: InterpreterConfig = field(default_factory=InterpreterConfig)
+    """Threads / Edge TPU settings for the model."""
+
+    edgetpu_model: ModelFile | None = None
+    """The Edge TPU compiled variant used when ``interpreter.use_edgetpu`` is set."""
+
+
+def _l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    norm: NDArray[np.float32] = np.linalg.norm(x, axis=-1, keepdims=True)
+    # A zero vector stays zero rather than becoming NaN; it matches nothing.
+    out: NDArray[np.float32] = (x / np.maximum(norm, np.float32(1e-12))).astype(np.float32)
+    return out
+
+
+def cosine_similarity(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    """Cosine similarity of two embeddings (their dot product if already L2-normalised)."""
+    na = float(np.linalg.norm(a))
+    nb = float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b)) / (na * nb)
+
+
+class FaceEmbedder:
+    """MobileFaceNet embedder over aligned 112x112x3 uint8 RGB faces."""
+
+    def __init__(
+        self, config: FaceEmbedderConfig | None = None, *, data_dir: Path | None = None
+    ) -> None:
+        """Load and verify the model (``ModelIntegrityError`` on a sha256 mismatch)."""
+        self.config = config if config is not None else FaceEmbedderConfig()
+        verified = verify_model(
+            self.config.model,
+            self.config.interpreter,
+            edgetpu_model=self.config.edgetpu_model,
+            data_dir=data_dir,
+        )
+        self.model = verified.model
+        self._interpreters = PerThreadInterpreter(verified)
+
+    @property
+    def model_id(self) -> str:
+        """Id of the model in use (recorded in the watchlist with each embedding)."""
+        return self.model.model_id
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 of the model file in use (recorded in the watchlist)."""
+        return self.model.sha256
+
+    @staticmethod
+    def _normalise_pixels(face: NDArray[np.uint8]) -> NDArray[np.float32]:
+        if face.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3) or face.dtype != np.uint8:
+            raise ValueError(
+                f"aligned face must be {ALIGNED_SIZE}x{ALIGNED_SIZE}x3 uint8, "
+                f"got {face.shape} {face.dtype}"
+            )
+        return (face.astype(np.float32) - np.float32(127.5)) * np.float32(1.0 / 128.0)
+
+    def prepare(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Model input for one face with flip averaging: (2, 112, 112, 3) [face, mirror]."""
+        x = self._normalise_pixels(face)
+        return np.stack([x, x[:, ::-1]])
+
+    def invoke(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Run the model on a prepared (2, 112, 112, 3) batch: raw (2, 192) embeddings."""
+        (out,) = self._interpreters.get().invoke(batch)
+        return out.reshape(_BATCH, EMBEDDING_DIM)
+
+    @staticmethod
+    def finish(raw: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Flip-averaged embedding from the raw output of ``invoke(prepare(face))``: (192,)."""
+        # Normalise each view first so neither dominates the mean by its norm alone.
+        views = _l2_normalise(raw)
+        return _l2_normalise(views.mean(axis=0))
+
+    def embed(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Embedding (192,) float32, L2-normalised, of one aligned 112x112x3 uint8 RGB face."""
+        if self.config.flip_average:
+            return self.finish(self.invoke(self.prepare(face)))
+        single: NDArray[np.float32] = self.embed_many([face])[0]
+        return single
+
+    def embed_many(self, faces: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """Embeddings (N, 192) of N aligned faces; the same values as ``embed`` on each.
+
+        With flip averaging: one invoke per face; without: two faces per invoke.
+        """
+        if self.config.flip_average:
+            out = [self.embed(f) for f in faces]
+            return np.stack(out) if out else np.zeros((0, EMBEDDING_DIM), np.float32)
+        rows: list[NDArray[np.float32]] = []
+        for start in range(0, len(faces), _BATCH):
+            pair = [self._normalise_pixels(f) for f in faces[start : start + _BATCH]]
+            n = len(pair)
+            while len(pair) < _BATCH:  # pad the last odd face with a copy of itself
+                pair.append(pair[0])
+            raw = self.invoke(np.stack(pair))
+            rows.extend(_l2_normalise(raw)[:n])
+        return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)

@@ -1,0 +1,145 @@
+"""Load a photo (JPEG or PNG) as an H x W x 3 uint8 RGB array, the way the detector wants it.
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``): phone photos are often stored
+  sideways with a tag saying how to turn them, and BlazeFace finds few upside-down faces.
+- Any mode becomes 8-bit RGB: greyscale, palette, CMYK, 16-bit (scaled by 255/65535, not
+  clipped), and images with transparency, which are composited onto ``background``.
+- Size limit: the pixel count is checked from the header, *before* decoding, against
+  ``max_pixels`` (explicitly set, default 64 MP), so a small file that would decode to
+  gigabytes (a decompression bomb) is refused cheaply. This check is ours and per call; it does
+  not change Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` (whose own guard, ~89 MP warning
+  and ~179 MP error by default, stays behind ours as long as ``max_pixels`` is below it).
+- Only the formats listed are even tried (default JPEG and PNG): fewer decoders, less attack
+  surface for files uploaded by users.
+- Any failure raises ``ImageLoadError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+from typing import IO, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps
+
+__all__ = [
+    "DEFAULT_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoadError",
+    "ImageTooLarge",
+    "decode_rgb",
+    "load_rgb",
+    "to_rgb_array",
+]
+
+DEFAULT_MAX_PIXELS: Final = 64_000_000
+"""Largest accepted image in pixels (width x height): 64 MP, above any common camera photo
+(8000 x 8000), about 192 MB once decoded to RGB."""
+
+DEFAULT_FORMATS: Final = ("JPEG", "PNG")
+"""Pillow format names tried when opening."""
+
+_16BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# PNG stores 16-bit greyscale; Pillow opens it as "I;16" (or "I", 32-bit, on older versions),
+# both holding 0..65535.
+
+
+class ImageLoadError(ValueError):
+    """A photo could not be loaded; the message names the file and the reason."""
+
+
+class ImageTooLarge(ImageLoadError):
+    """A photo has more pixels than allowed."""
+
+
+def _composite(rgba: NDArray[np.uint8], background: tuple[int, int, int]) -> NDArray[np.uint8]:
+    alpha = rgba[..., 3:4].astype(np.float32) * np.float32(1.0 / 255.0)
+    rgb = rgba[..., :3].astype(np.float32)
+    bg = np.asarray(background, dtype=np.float32)
+    out: NDArray[np.float32] = rgb * alpha + bg * (1.0 - alpha)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def to_rgb_array(
+    image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)
+) -> NDArray[np.uint8]:
+    """An opened Pillow image (any mode) as an H x W x 3 uint8 RGB array (a new array)."""
+    if image.mode in _16BIT_MODES:
+        grey = np.asarray(image).astype(np.float32) * np.float32(255.0 / 65535.0)
+        grey8 = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+        return np.repeat(grey8[..., None], 3, axis=2)
+    if image.mode == "F":  # float greyscale: take 0..255 as the range
+        grey8 = np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8)
+        return np.repeat(grey8[..., None], 3, axis=2)
+    if _has_transparency(image):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+        return _composite(rgba, background)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def _decode(
+    source: IO[bytes],
+    name: str,
+    max_pixels: int,
+    formats: tuple[str, ...],
+    background: tuple[int, int, int],
+) -> NDArray[np.uint8]:
+    try:
+        with Image.open(source, formats=list(formats)) as image:
+            # Header only so far: refuse oversized images before decoding any pixel.
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise ImageTooLarge(
+                    f"image {name} is {image.width}x{image.height} = {pixels} pixels, "
+                    f"more than the limit of {max_pixels}"
+                )
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return to_rgb_array(upright, background)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image {name} refused as too large: {exc}") from exc
+    except (OSError, ValueError, EOFError, SyntaxError, struct.error) as exc:
+        # UnidentifiedImageError (not JPEG/PNG or not an image), truncated data, broken chunks.
+        raise ImageLoadError(f"cannot load image {name}: {exc}") from exc
+
+
+def load_rgb(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> NDArray[np.uint8]:
+    """Load the photo at ``path`` as H x W x 3 uint8 RGB, upright per its EXIF orientation.
+
+    Transparent areas are composited onto ``background`` (RGB). Raises ``ImageLoadError``
+    (``ImageTooLarge`` above ``max_pixels``) naming the file.
+    """
+    file_path = Path(path)
+    try:
+        with file_path.open("rb") as fh:
+            return _decode(fh, str(file_path), max_pixels, formats, background)
+    except OSError as exc:  # missing file, permission denied...
+        raise ImageLoadError(f"cannot read image {file_path}: {exc}") from exc
+
+
+def decode_rgb(
+    data: bytes,
+    *,
+    name: str = "<bytes>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> NDArray[np.uint8]:
+    """``load_rgb`` for an encoded photo held in memory (e.g. an upload); ``name`` is used in
+    error messages."""
+    return _decode(io.BytesIO(data), name, max_pixels, formats, background)

@@ -1,0 +1,127 @@
+"""Loading photos of any mode into upright 8-bit RGB arrays, and refusing bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.image_io import ImageLoadError, ImageTooLarge, decode_rgb, load_rgb
+
+
+def _save(tmp_path: Path, name: str, image: Image.Image, **kwargs: object) -> Path:
+    path = tmp_path / name
+    image.save(path, **kwargs)  # type: ignore[arg-type]
+    return path
+
+
+def test_rgb_jpeg_loads_as_uint8_rgb(tmp_path: Path) -> None:
+    arr = np.zeros((40, 60, 3), np.uint8)
+    arr[..., 0] = 200
+    path = _save(tmp_path, "red.jpg", Image.fromarray(arr), quality=95)
+    out = load_rgb(path)
+    assert out.shape == (40, 60, 3)
+    assert out.dtype == np.uint8
+    assert abs(int(out[..., 0].mean()) - 200) <= 2
+    assert out.flags.writeable
+
+
+def test_rgba_is_composited_onto_the_background(tmp_path: Path) -> None:
+    rgba = np.zeros((10, 20, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[:, :10, 3] = 255  # left half opaque
+    rgba[:, 10:, 3] = 0  # right half fully transparent
+    path = _save(tmp_path, "a.png", Image.fromarray(rgba))
+    out = load_rgb(path)
+    assert out.shape == (10, 20, 3)
+    assert (out[:, :10] == (10, 20, 30)).all()
+    assert (out[:, 10:] == 255).all()
+    out_black = load_rgb(path, background=(0, 0, 0))
+    assert (out_black[:, 10:] == 0).all()
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    grey16 = np.array([[0, 257 * 100, 32768, 65535]], np.uint16)
+    path = _save(tmp_path, "g16.png", Image.fromarray(grey16))
+    assert Image.open(path).mode.startswith("I")
+    out = load_rgb(path)
+    assert out.shape == (1, 4, 3)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 100, 128, 255])
+    assert (out[..., 0] == out[..., 2]).all()
+
+
+def test_palette_greyscale_and_bilevel_images(tmp_path: Path) -> None:
+    base = Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1)))
+    for mode in ("L", "P", "1"):
+        out = load_rgb(_save(tmp_path, f"m_{mode}.png", base.convert(mode)))
+        assert out.shape == (8, 16, 3)
+        assert out.dtype == np.uint8
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0, 250, 0, 0])
+    palette.putpixel((0, 0), 1)
+    path = _save(tmp_path, "pt.png", palette, transparency=0)
+    out = load_rgb(path)
+    assert tuple(out[0, 0]) == (250, 0, 0)
+    assert tuple(out[1, 1]) == (255, 255, 255)  # transparent index -> background
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    stored = np.zeros((100, 200, 3), np.uint8)
+    stored[:, :100] = (255, 0, 0)  # left half red
+    stored[:, 100:] = (0, 0, 255)  # right half blue
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    path = _save(tmp_path, "rotated.jpg", image, exif=exif, quality=95)
+    out = load_rgb(path)
+    assert out.shape == (200, 100, 3)  # upright: portrait
+    top, bottom = out[:100].mean(axis=(0, 1)), out[100:].mean(axis=(0, 1))
+    assert top[0] > 200
+    assert top[2] < 50
+    assert bottom[2] > 200
+    assert bottom[0] < 50
+
+
+def test_unreadable_input_names_the_file(tmp_path: Path) -> None:
+    garbage = tmp_path / "not_an_image.jpg"
+    garbage.write_bytes(b"this is not a JPEG at all" * 10)
+    with pytest.raises(ImageLoadError, match=r"not_an_image\.jpg"):
+        load_rgb(garbage)
+    with pytest.raises(ImageLoadError, match=r"missing\.png"):
+        load_rgb(tmp_path / "missing.png")
+
+
+def test_truncated_jpeg_is_an_error(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buf, "JPEG"
+    )
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg"):
+        load_rgb(path)
+
+
+def test_formats_other_than_jpeg_and_png_are_not_tried(tmp_path: Path) -> None:
+    path = _save(tmp_path, "x.gif", Image.new("RGB", (8, 8)))
+    with pytest.raises(ImageLoadError, match=r"x\.gif"):
+        load_rgb(path)
+    assert load_rgb(path, formats=("GIF",)).shape == (8, 8, 3)
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path: Path) -> None:
+    path = _save(tmp_path, "big.png", Image.new("RGB", (300, 200)))
+    with pytest.raises(ImageTooLarge, match=r"big\.png.*60000 pixels"):
+        load_rgb(path, max_pixels=50_000)
+    assert load_rgb(path, max_pixels=60_000).shape == (200, 300, 3)
+
+
+def test_decode_from_bytes_uses_the_given_name() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 7), (1, 2, 3)).save(buf, "PNG")
+    assert decode_rgb(buf.getvalue()).shape == (7, 5, 3)
+    with pytest.raises(ImageLoadError, match="upload-42"):
+        decode_rgb(b"\x00" * 100, name="upload-42")

@@ -1,0 +1,120 @@
+"""Interpreter backend: Edge TPU errors, thread confinement, input checks."""
+
+from __future__ import annotations
+
+import ctypes.util
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models.face_detector import FaceDetector, FaceDetectorConfig
+from models.interpreter import (
+    EdgeTpuUnavailable,
+    InterpreterConfig,
+    ModelInterpreter,
+    PerThreadInterpreter,
+    backend_name,
+    verify_model,
+)
+from models.model_file import BLAZEFACE_FULL_RANGE, BLAZEFACE_SHORT_RANGE
+
+MISSING_LIBRARY = "libedgetpu-not-installed-for-this-test.so.1"
+EDGETPU_MODEL = replace(
+    BLAZEFACE_FULL_RANGE, model_id="x-edgetpu", file_name="x_edgetpu.tflite", sha256="0" * 64
+)
+
+
+def test_backend_is_importable() -> None:
+    assert backend_name() in {"ai_edge_litert", "tflite_runtime"}
+
+
+def test_edgetpu_requested_without_its_library_says_what_is_missing() -> None:
+    config = InterpreterConfig(use_edgetpu=True, edgetpu_library=MISSING_LIBRARY)
+    with pytest.raises(EdgeTpuUnavailable) as excinfo:
+        verify_model(BLAZEFACE_FULL_RANGE, config, edgetpu_model=EDGETPU_MODEL)
+    message = str(excinfo.value)
+    assert MISSING_LIBRARY in message
+    assert "libedgetpu1-std" in message
+
+
+def test_edgetpu_default_library_missing_on_this_machine() -> None:
+    # The real name, as the runtime would use it; only meaningful where it is not installed.
+    if ctypes.util.find_library("edgetpu"):
+        pytest.skip("libedgetpu is installed here")
+    config = FaceDetectorConfig(
+        interpreter=InterpreterConfig(use_edgetpu=True), edgetpu_model=EDGETPU_MODEL
+    )
+    with pytest.raises(EdgeTpuUnavailable, match=r"libedgetpu\.so\.1"):
+        FaceDetector(config)
+
+
+def test_edgetpu_requested_without_an_edgetpu_model_is_refused() -> None:
+    config = InterpreterConfig(use_edgetpu=True, edgetpu_library=MISSING_LIBRARY)
+    with pytest.raises(EdgeTpuUnavailable, match=r"_edgetpu\.tflite"):
+        verify_model(BLAZEFACE_FULL_RANGE, config)
+    with pytest.raises(EdgeTpuUnavailable, match=r"_edgetpu\.tflite"):
+        verify_model(BLAZEFACE_FULL_RANGE, config, edgetpu_model=BLAZEFACE_SHORT_RANGE)
+
+
+def test_num_threads_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="num_threads"):
+        InterpreterConfig(num_threads=0)
+
+
+def test_wrong_input_shape_is_refused() -> None:
+    interpreter = verify_model(BLAZEFACE_SHORT_RANGE).open()
+    assert interpreter.input_shape == BLAZEFACE_SHORT_RANGE.input_shape
+    with pytest.raises(ValueError, match="input shape"):
+        interpreter.invoke(np.zeros((1, 192, 192, 3), np.float32))
+
+
+def test_each_thread_gets_its_own_interpreter() -> None:
+    pool = PerThreadInterpreter(verify_model(BLAZEFACE_SHORT_RANGE))
+    # Keep the objects (not their ids: a dead thread's interpreter may be freed and its id
+    # reused) and hold both threads until both have theirs.
+    seen: list[ModelInterpreter] = []
+    both_ready = threading.Barrier(2)
+
+    def grab() -> None:
+        first = pool.get()
+        assert pool.get() is first  # stable within a thread
+        seen.append(first)
+        both_ready.wait(timeout=10)
+
+    threads = [threading.Thread(target=grab) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    main = pool.get()
+    assert len(seen) == 2
+    assert seen[0] is not seen[1]
+    assert main is not seen[0]
+    assert main is not seen[1]
+
+
+def test_two_threads_invoking_concurrently_get_the_same_results() -> None:
+    pool = PerThreadInterpreter(verify_model(BLAZEFACE_SHORT_RANGE))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, BLAZEFACE_SHORT_RANGE.input_shape).astype(np.float32)
+    expected = pool.get().invoke(x)
+    results: list[list[np.ndarray]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(20):
+            out = pool.get().invoke(x)
+            with lock:
+                results.append(out)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 40
+    for out in results:
+        for got, want in zip(out, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
