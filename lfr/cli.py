@@ -29,6 +29,13 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _subject_threshold(text: str) -> tuple[str, float]:
+    subject, sep, value = text.partition("=")
+    if not sep or not subject:
+        raise argparse.ArgumentTypeError(f"expected SUBJECT=THRESHOLD, got {text!r}")
+    return subject, _threshold(value)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.runtime_only:
         from lfr.runtime_demo import run_demo
@@ -78,7 +85,8 @@ def _cmd_watchlist_build(args: argparse.Namespace) -> int:
 
     watchlist, report = build_watchlist(Path(args.photos_dir), PhotoFaces(),
                                         args.threshold or DEFAULT_THRESHOLD,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet,
+                                        subject_thresholds=dict(args.subject_threshold))
     for line in report.skipped:
         print(f"skipped: {line}", file=sys.stderr)
     save_watchlist(watchlist, Path(args.out))
@@ -163,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("photos_dir", help="folder with one subfolder of photos per subject")
     build.add_argument("--out", required=True, help="watchlist file to write")
     build.add_argument("--threshold", type=_threshold, help="every subject's threshold")
+    build.add_argument("--subject-threshold", action="append", default=[],
+                       type=_subject_threshold, metavar="SUBJECT=T",
+                       help="threshold for one subject (repeatable)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_watchlist_build)
 

@@ -45,9 +45,18 @@ def find_photos(photos_dir: Path) -> dict[str, list[Path]]:
 
 
 def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFAULT_THRESHOLD,
-                    *, progress: bool = True) -> tuple[Watchlist, EnrolmentReport]:
-    """Enrol every subject folder of ``photos_dir``."""
+                    *, progress: bool = True,
+                    subject_thresholds: dict[str, float] | None = None,
+                    ) -> tuple[Watchlist, EnrolmentReport]:
+    """Enrol every subject folder of ``photos_dir``.
+
+    ``subject_thresholds`` overrides ``threshold`` for the subjects it names (each must exist).
+    """
     subjects = find_photos(photos_dir)
+    overrides = subject_thresholds or {}
+    unknown = sorted(set(overrides) - set(subjects))
+    if unknown:
+        raise ValueError(f"--subject-threshold names subjects with no folder: {unknown}")
     report = EnrolmentReport()
     ids: list[str] = []
     rows: list[np.ndarray] = []
@@ -79,7 +88,7 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
     watchlist = Watchlist(
         model_id=faces.embedder.model_id, model_sha256=faces.embedder.model_sha256,
         created_at=time.time(), subjects=tuple(ids), embeddings=np.stack(rows),
-        thresholds=np.full(len(ids), threshold, np.float32),
+        thresholds=np.array([overrides.get(s, threshold) for s in ids], np.float32),
         photos=tuple(report.used[s] for s in ids),
     )
     return watchlist, report
