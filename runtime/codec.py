@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 
 from runtime.message import MessageRegistry, default_registry
-from runtime.schema import SchemaError, decode_message
+from runtime.schema import AnyMessageType, OptionalType, SchemaError, decode_message
 
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """32 MiB: a 4K RGB frame with room to spare, far below a unit's memory."""
@@ -28,6 +28,10 @@ ALLOWED_DTYPES = frozenset(
     np.dtype(t).newbyteorder("<") if np.dtype(t).itemsize > 1 else np.dtype(t)
     for t in ("bool", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8")
 )
+# The wire carries a dtype as its canonical ``dtype.str`` (what ``_encode_ndarray`` writes);
+# decoding looks it up here instead of letting numpy parse peer-supplied text, whose parser
+# accepts far more than these dtypes and raises more than ValueError/TypeError (SyntaxError).
+_DTYPES_BY_STR = {dtype.str: dtype for dtype in ALLOWED_DTYPES}
 MAX_NDIM = 8
 _HEADER = struct.Struct("<BB")  # dtype string length, ndim
 _DIM = struct.Struct("<Q")
@@ -76,7 +80,9 @@ class Codec:
         try:
             # Every length inside is bounded by ``size`` (msgpack's limits default to the input
             # length), so no field can make the decoder allocate more than the input allows.
-            value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+            # Non-str map keys are let through because ``dict[int, X]`` fields are supported:
+            # the schema checks every key's type, and an unhashable key raises TypeError here.
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
                                     ext_hook=_decode_ext, timestamp=0)
         except DecodeError:
             raise
@@ -101,7 +107,19 @@ class Codec:
         if spec is None:
             raise TypeError(f"{type(value).__qualname__} is not a registered message or a "
                             "supported value")
-        return [spec.code, spec.version, {name: getattr(value, name) for name, _ in spec.fields}]
+        fields = {name: getattr(value, name) for name, _ in spec.fields}
+        for name, field_type in spec.fields:
+            # An ``Any`` field decodes only as a registered message, but msgpack would encode a
+            # plain int or str there without complaint; refuse it here so the sender hears of it
+            # (a remote ask answered with such a value would otherwise end in AskTimeout).
+            field = fields[name]
+            kind = (field_type.inner if isinstance(field_type, OptionalType) and field is not None
+                    else field_type)
+            if (isinstance(kind, AnyMessageType)
+                    and self.registry.spec_for_class(type(field)) is None):
+                raise TypeError(f"{type(value).__name__}.{name} must be a registered message, "
+                                f"got {type(field).__name__}")
+        return [spec.code, spec.version, fields]
 
 
 def _encode_ndarray(array: np.ndarray[Any, Any]) -> msgpack.ExtType:
@@ -131,11 +149,12 @@ def _decode_ext(code: int, data: bytes) -> np.ndarray[Any, Any]:
     if len(view) < dims_end:
         raise DecodeError("ndarray header is truncated")
     try:
-        dtype = np.dtype(bytes(view[offset:offset + dtype_len]).decode("ascii"))
-    except (TypeError, ValueError, UnicodeDecodeError):
+        dtype_str = bytes(view[offset:offset + dtype_len]).decode("ascii")
+    except UnicodeDecodeError:
         raise DecodeError("ndarray has an unreadable dtype") from None
-    if dtype not in ALLOWED_DTYPES:
-        raise DecodeError(f"ndarray dtype {dtype} is not allowed")
+    dtype = _DTYPES_BY_STR.get(dtype_str)
+    if dtype is None:
+        raise DecodeError(f"ndarray dtype {dtype_str!r} is not allowed")
     offset += dtype_len
     shape = tuple(_DIM.unpack_from(view, offset + i * _DIM.size)[0] for i in range(ndim))
     count = 1

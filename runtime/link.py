@@ -45,9 +45,10 @@ class Link:
         self._channel = channel
         self._codec = codec
         self._ids = itertools.count(1)
-        # Asks sent and not yet answered; invariant: emptied (each failed with LinkLost) the
-        # moment the link closes, so no asker waits on a dead link.
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        # Asks sent and not yet answered, with the target actor's name (for RemoteError);
+        # invariant: emptied (each failed with LinkLost) the moment the link closes, so no asker
+        # waits on a dead link.
+        self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
         # Tasks answering asks from the peer; owned here, cancelled on close.
         self._serving: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
@@ -79,7 +80,7 @@ class Link:
         """Send an ask and wait for its answer."""
         ask_id = next(self._ids)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ask_id] = reply
+        self._pending[ask_id] = (target, reply)
         try:
             async with asyncio.timeout(timeout_s):
                 await self.send(RemoteAsk(ask_id, target, message, timeout_s))
@@ -151,26 +152,30 @@ class Link:
             except Exception as exc:  # noqa: BLE001 - any handler error is the asker's answer
                 answer = RemoteFailure(envelope.ask_id, type(exc).__name__, str(exc))
         try:
-            await self.send(answer)
-        except EncodeError as exc:
-            await self.send(RemoteFailure(envelope.ask_id, "EncodeError", str(exc)))
+            try:
+                await self.send(answer)
+            except EncodeError as exc:  # the reply cannot cross: tell the asker why instead
+                await self.send(RemoteFailure(envelope.ask_id, "EncodeError", str(exc)))
         except LinkLost:
             pass  # the asker's side already failed the ask with LinkLost
 
     def _resolve(self, envelope: RemoteReply | RemoteFailure) -> None:
-        reply = self._pending.get(envelope.ask_id)
-        if reply is None or reply.done():
+        pending = self._pending.get(envelope.ask_id)
+        if pending is None or pending[1].done():
             return  # the asker timed out already
+        target, reply = pending
         if isinstance(envelope, RemoteReply):
             reply.set_result(envelope.payload)
         else:
-            reply.set_exception(RemoteError(self.peer, envelope.error_type, envelope.message))
+            # Named like AskTimeout names a remote actor: "peer/actor".
+            reply.set_exception(RemoteError(f"{self.peer}/{target}", envelope.error_type,
+                                            envelope.message))
 
     async def _close(self, reason: str) -> None:
         if self._closed_reason is not None:
             return
         self._closed_reason = reason
-        for reply in self._pending.values():
+        for _, reply in self._pending.values():
             if not reply.done():
                 reply.set_exception(LinkLost(self.peer, reason))
         self._pending.clear()

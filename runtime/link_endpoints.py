@@ -76,28 +76,30 @@ class LinkServer:
         self._server = await asyncio.start_server(self._accept, host, port)
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback that starts a task the server owns: had asyncio wrapped a coroutine
+        # in its own task, cancelling that task in ``stop`` would make Python 3.11's stream
+        # protocol log "Exception in callback" (it calls ``task.exception()`` on it).
+        task = asyncio.create_task(self._serve(reader, writer), name="link-server:accept")
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        channel = StreamFrameChannel(reader, writer, self.codec.max_message_bytes)
         try:
-            channel = StreamFrameChannel(reader, writer, self.codec.max_message_bytes)
-            try:
-                peer = await handshake(self.system, channel, self.codec)
-            except (ConnectionError, EOFError, OSError) as exc:
-                log.warning("refused a connection: %s", exc)
-                await channel.close()
-                return
-            link = Link(self.system, channel, self.codec, peer)
-            self.links[peer] = link
-            self._watchers.notify(LinkUp(peer))
-            reason = await link.run()
-            if self.links.get(peer) is link:
-                del self.links[peer]
-            log.warning("link from %s lost: %s", peer, reason)
-            self._watchers.notify(LinkDown(peer, reason))
-        finally:
-            self._tasks.discard(task)
+            peer = await handshake(self.system, channel, self.codec)
+        except (ConnectionError, EOFError, OSError) as exc:
+            log.warning("refused a connection: %s", exc)
+            await channel.close()
+            return
+        link = Link(self.system, channel, self.codec, peer)
+        self.links[peer] = link
+        self._watchers.notify(LinkUp(peer))
+        reason = await link.run()
+        if self.links.get(peer) is link:
+            del self.links[peer]
+        log.warning("link from %s lost: %s", peer, reason)
+        self._watchers.notify(LinkDown(peer, reason))
 
     async def stop(self) -> None:
         """Stop listening, close every link and wait for their tasks."""

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from runtime.cell import ActorCell
     from runtime.mailbox import MailboxStatistics
 
-M = TypeVar("M", contravariant=True)  # a ref accepting A | B serves where A is sent
+# A ref accepting A | B serves where A is sent. Named M like the message type of Actor and
+# ActorCell, which this ref is built from, rather than M_contra.
+M = TypeVar("M", contravariant=True)  # noqa: PLC0105
 
 
 class ActorRef(Generic[M]):

@@ -1,0 +1,99 @@
+"""The bounded worker pool for blocking and CPU-bound calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from runtime import Actor, ActorSystem, BlockingPool
+from tests.runtime.helpers import WAIT_S, eventually, settle
+
+
+@pytest_asyncio.fixture
+async def pool() -> AsyncIterator[BlockingPool]:
+    pool = BlockingPool(workers=1, max_pending=1)
+    yield pool
+    await asyncio.to_thread(pool.shutdown)
+
+
+async def test_runs_on_another_thread(pool: BlockingPool) -> None:
+    assert await pool.run(threading.get_ident) != threading.get_ident()
+
+
+async def test_passes_arguments_and_returns_the_result(pool: BlockingPool) -> None:
+    def combine(a: int, b: int, *, scale: int) -> int:
+        return (a + b) * scale
+
+    assert await pool.run(combine, 1, 2, scale=10) == 30
+    stats = pool.statistics()
+    assert (stats.workers, stats.running_or_queued, stats.waiting, stats.completed) == (1, 0, 0, 1)
+
+
+async def test_exceptions_propagate(pool: BlockingPool) -> None:
+    def fail() -> None:
+        raise ZeroDivisionError("in a worker")
+
+    with pytest.raises(ZeroDivisionError, match="in a worker"):
+        await pool.run(fail)
+    assert pool.statistics().running_or_queued == 0
+    assert await pool.run(lambda: 42) == 42  # the slot was released
+
+
+async def test_is_bounded_and_further_callers_wait(pool: BlockingPool) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hold() -> str:
+        calls.append("first")
+        release.wait(WAIT_S)
+        return "first"
+
+    def quick() -> str:
+        calls.append("second")
+        return "second"
+
+    first = asyncio.create_task(pool.run(hold))
+    await eventually(lambda: calls == ["first"])
+    second = asyncio.create_task(pool.run(quick))
+    await eventually(lambda: pool.statistics().waiting == 1)
+    await settle()
+    stats = pool.statistics()
+    assert (stats.running_or_queued, stats.waiting) == (1, 1)
+    assert not second.done()
+    assert calls == ["first"]  # the second call was not even queued in the executor
+    release.set()
+    assert await asyncio.wait_for(first, WAIT_S) == "first"
+    assert await asyncio.wait_for(second, WAIT_S) == "second"
+    stats = pool.statistics()
+    assert (stats.running_or_queued, stats.waiting, stats.completed) == (0, 0, 2)
+
+
+async def test_defaults_scale_with_workers() -> None:
+    pool = BlockingPool(workers=3)
+    try:
+        assert (pool.workers, pool.max_pending) == (3, 6)
+    finally:
+        pool.shutdown()
+
+
+class Hasher(Actor[bytes]):
+    """Hashes on the worker pool, reporting the thread it ran on."""
+
+    async def receive(self, message: bytes) -> Any:
+        def work(data: bytes) -> tuple[int, int]:
+            return threading.get_ident(), sum(data)
+
+        return await self.context.run_blocking(work, message)
+
+
+async def test_actor_run_blocking_uses_the_systems_pool(system: ActorSystem) -> None:
+    ref = await system.spawn("hasher", Hasher)
+    thread, total = await ref.ask(b"\x01\x02\x03")
+    assert total == 6
+    assert thread != threading.get_ident()
+    assert system.blocking.statistics().completed == 1
