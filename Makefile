@@ -12,14 +12,18 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# The project itself is installed without build isolation: the venv's own setuptools builds it,
-# so nothing unpinned is fetched.
-$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+$(VENV)/.installed-build: requirements-build.lock | $(BIN)/python
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements-build.lock
+	touch $@
+
+# The project itself is installed without build isolation, built by the locked setuptools and
+# wheel, so nothing unpinned is fetched.
+$(VENV)/.installed: requirements.lock pyproject.toml $(VENV)/.installed-build
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-dev: requirements-dev.lock pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: requirements-dev.lock pyproject.toml $(VENV)/.installed-build
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.installed
@@ -47,6 +51,8 @@ lock: | $(BIN)/python
 		-c lock-constraints.txt pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 		--extra dev -c lock-constraints.txt pyproject.toml -o requirements-dev.lock
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		build-requirements.in -o requirements-build.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
