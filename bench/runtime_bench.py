@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ ASKS = 5_000
 TRANSPORT_MESSAGES = 50_000
 CODEC_ROUNDS = 100
 REPEATS = 3
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class _CountTo(Actor[Ping]):
@@ -104,14 +104,13 @@ async def _ask_rtts_us(system: ActorSystem) -> list[float]:
 async def _transport_rate(system: ActorSystem) -> float:
     with tempfile.TemporaryDirectory(prefix="lfr-bench-") as tmp:
         socket_path = os.path.join(tmp, "peer.sock")
-        repo_root = Path(__file__).resolve().parent.parent
-        peer = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "bench.runtime_peer", socket_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=repo_root,
+        peer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.runtime_peer", socket_path,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT,
         )
         try:
             assert peer.stdout is not None
-            ready = await asyncio.to_thread(peer.stdout.readline)
+            ready = await peer.stdout.readline()
             if ready.strip() != b"ready":
                 raise RuntimeError("benchmark peer process did not start")
             client = connect_unix(system, socket_path)
@@ -128,7 +127,8 @@ async def _transport_rate(system: ActorSystem) -> float:
         finally:
             if peer.stdin is not None:
                 peer.stdin.close()
-            await asyncio.to_thread(peer.wait, 10)
+            async with asyncio.timeout(10):
+                await peer.wait()
     if not isinstance(answer, Count) or answer.value != TRANSPORT_MESSAGES:
         raise RuntimeError(f"peer counted {answer!r}, expected {TRANSPORT_MESSAGES}")
     return TRANSPORT_MESSAGES / elapsed

@@ -14,7 +14,8 @@ from runtime.system import ActorSystem
 from tests.lfr.conftest import CLIP
 
 
-async def _scan(watchlist: Watchlist, path: Path, faces: PhotoFaces) -> tuple[list[dict[str, object]], int]:
+async def _scan(watchlist: Watchlist, path: Path,
+                faces: PhotoFaces) -> tuple[list[dict[str, object]], int]:
     out = io.StringIO()
     async with ActorSystem() as system:
         pipeline = await start_scan(system, ScanConfig(CameraConfig(str(CLIP)), path), watchlist,
