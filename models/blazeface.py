@@ -15,6 +15,7 @@ the variant's ``min_score`` are dropped before non-maximum suppression.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,6 +98,14 @@ def _sigmoid(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
 
 
+def _logit(p: float) -> float:
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
+
+
 def decode_raw_outputs(
     regressors: NDArray[np.float32],
     logits: NDArray[np.float32],
@@ -113,11 +122,16 @@ def decode_raw_outputs(
     reg = np.asarray(regressors, dtype=np.float32).reshape(n, NUM_COORDS)
     raw_scores = np.asarray(logits, dtype=np.float32).reshape(n)
     clip = variant.score_clipping
-    scores = _sigmoid(np.clip(raw_scores, -clip, clip))
     threshold = variant.min_score if min_score is None else min_score
-    keep = scores >= threshold
+    # Compare logits with the threshold's logit: the sigmoid then runs on the few kept anchors
+    # only. The sigmoid is monotonic, so this keeps exactly the anchors scoring >= threshold.
+    keep = np.clip(raw_scores, -clip, clip) >= _logit(threshold)
     if not keep.any():
         return Candidates.empty(NUM_KEYPOINTS)
+    scores = _sigmoid(np.clip(raw_scores[keep], -clip, clip))
+    survivors = scores >= threshold  # guards the float rounding of the logit comparison
+    keep[np.flatnonzero(keep)[~survivors]] = False
+    scores = scores[survivors]
     reg = reg[keep]
     anchors = variant.anchors[keep]
     scale = np.float32(variant.input_size)
@@ -131,4 +145,4 @@ def decode_raw_outputs(
     kx = kp[..., 0] / scale * aw + ax
     ky = kp[..., 1] / scale * ah + ay
     keypoints = np.stack([kx, ky], axis=-1)
-    return Candidates(boxes.astype(np.float32), scores[keep], keypoints.astype(np.float32))
+    return Candidates(boxes.astype(np.float32), scores, keypoints.astype(np.float32))

@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from typing import Final
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from models.detection import FaceDetection, FaceKeypoint
+from models.letterbox import FramePyramid, pyramid_level_for
 
 __all__ = [
     "ALIGNED_SIZE",
@@ -113,13 +114,13 @@ def _invert(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
 def warp_face(
     frame: NDArray[np.uint8], matrix: NDArray[np.float64], size: int = ALIGNED_SIZE
 ) -> NDArray[np.uint8]:
-    """Warp ``frame`` (H x W x 3 uint8) by the frame->crop similarity ``matrix`` into a
-    ``size`` x ``size`` x 3 uint8 crop; outside the frame is black.
+    """Warp ``frame`` (H x W x 3 uint8) by the frame->crop similarity ``matrix`` (continuous
+    coordinates) into a ``size`` x ``size`` x 3 uint8 crop; outside the frame is black.
 
-    Only the frame region the crop maps from is handed to Pillow (not a whole 1080p frame).
-    When the face is 2x or more larger in the frame than in the crop, the region is first
-    shrunk by an integer factor with a box filter, so the bilinear warp (which samples 4 pixels
-    per output pixel) does not alias on big faces.
+    Only the frame region the crop maps from is resampled. When the face is 2x or more larger in
+    the frame than in the crop, that region is first halved (``cv2.pyrDown``) until less than a
+    2x shrink is left, so the bilinear warp (4 source pixels per output pixel) does not alias
+    on big faces.
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
@@ -127,32 +128,27 @@ def warp_face(
     corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
     src = corners @ inverse[:, :2].T + inverse[:, 2]
     h, w = frame.shape[:2]
-    x0 = max(0, math.floor(src[:, 0].min()) - 1)
-    y0 = max(0, math.floor(src[:, 1].min()) - 1)
-    x1 = min(w, math.ceil(src[:, 0].max()) + 1)
-    y1 = min(h, math.ceil(src[:, 1].max()) + 1)
+    # The source region, with a few pixels of margin for the pyramid's 5x5 blur.
+    x0 = max(0, math.floor(src[:, 0].min()) - 4)
+    y0 = max(0, math.floor(src[:, 1].min()) - 4)
+    x1 = min(w, math.ceil(src[:, 0].max()) + 4)
+    y1 = min(h, math.ceil(src[:, 1].max()) + 4)
     if x1 <= x0 or y1 <= y0:  # the face maps entirely outside the frame
         return np.zeros((size, size, 3), dtype=np.uint8)
-    region = Image.fromarray(np.ascontiguousarray(frame[y0:y1, x0:x1]))
     # Frame pixels per crop pixel (the similarity's inverse scale).
     frame_per_crop = math.sqrt(abs(np.linalg.det(inverse[:, :2])))
-    # Shrink so that the bilinear warp is left with less than 2 frame pixels per crop pixel.
-    factor = math.floor(frame_per_crop) if frame_per_crop >= 2.0 else 1
-    shift = np.array([x0, y0], dtype=np.float64)
-    if factor > 1:
-        region = region.reduce(factor)
-    # Pillow's AFFINE takes the crop -> source map: source = A @ (u, v) + b, source in the
-    # (cropped, reduced) region's continuous coordinates.
-    a = inverse[:, :2] / factor
-    b = (inverse[:, 2] - shift) / factor
-    coeffs = (a[0, 0], a[0, 1], b[0], a[1, 0], a[1, 1], b[1])
-    warped = region.transform(
-        (size, size),
-        Image.Transform.AFFINE,
-        coeffs,
-        resample=Image.Resampling.BILINEAR,
-        fillcolor=(0, 0, 0),
-    )
+    pyramid = FramePyramid(frame[y0:y1, x0:x1])
+    k = pyramid_level_for(frame_per_crop)
+    factor = float(2**k)
+    # In pixel-centre indices: frame pixel c = (x0, y0) + factor * l for level pixel l, and the
+    # continuous map crop = A frame + b becomes o = A c + A (0.5, 0.5) + b - 0.5.
+    a = np.asarray(matrix[:, :2], dtype=np.float64)
+    b = np.asarray(matrix[:, 2], dtype=np.float64)
+    offset = a @ (np.array([x0, y0], dtype=np.float64) + 0.5) + b - 0.5
+    level_matrix = np.hstack([a * factor, offset[:, None]])
+    warped = cv2.warpAffine(pyramid.level(k), level_matrix, (size, size),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(0, 0, 0))
     return np.asarray(warped, dtype=np.uint8)
 
 

@@ -14,18 +14,23 @@ interpreter per calling thread, so one ``FaceDetector`` may be shared by a threa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from models.blazeface import FULL_RANGE, NUM_COORDS, BlazeFaceVariant, decode_raw_outputs
 from models.detection import FaceDetection
-from models.interpreter import InterpreterConfig, PerThreadInterpreter, verify_model
-from models.letterbox import Letterbox, letterbox_region
+from models.interpreter import (
+    InterpreterConfig,
+    ModelInterpreter,
+    PerThreadInterpreter,
+    verify_model,
+)
+from models.letterbox import FramePyramid, Letterbox, letterbox_region
 from models.model_file import ModelFile
 from models.non_max_suppression import Candidates, weighted_nms
 from models.tiling import Tile, TilingConfig, plan_tiles
@@ -72,8 +77,9 @@ class FaceDetectorConfig:
 class DetectorInput:
     """One model input prepared from a frame: the whole frame or one tile."""
 
-    tensor: NDArray[np.float32]
-    """(1, S, S, 3) float32 RGB in [-1, 1] (black padding is -1)."""
+    image: NDArray[np.uint8]
+    """(S, S, 3) uint8 RGB, the region letterboxed (black padding). Kept as bytes: it is
+    scaled to the model's float range straight into the interpreter's input tensor."""
 
     letterbox: Letterbox
     """Maps normalised model coordinates back to frame pixels."""
@@ -84,6 +90,13 @@ class DetectorInput:
     min_face_px: float = 0.0
     """Detections narrower than this (frame pixels) are dropped: finer tiles cover such faces
     (see ``TilingConfig.coarse_min_face``). 0 keeps all."""
+
+    @property
+    def tensor(self) -> NDArray[np.float32]:
+        """The model input as a new (1, S, S, 3) float32 array in [-1, 1] (black is -1)."""
+        out = np.empty((1, *self.image.shape), dtype=np.float32)
+        _fill_tensor(self.image, out)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,12 +110,10 @@ class RawDetectorOutput:
     """(num_anchors,) classifier logits (before the sigmoid)."""
 
 
-def _to_tensor(image: NDArray[np.uint8]) -> NDArray[np.float32]:
-    # BlazeFace takes RGB scaled to [-1, 1]: x / 127.5 - 1.
-    t = image.astype(np.float32)
-    t *= np.float32(1.0 / 127.5)
-    t -= np.float32(1.0)
-    return t[None]
+def _fill_tensor(image: NDArray[np.uint8], tensor: NDArray[np.float32]) -> None:
+    # BlazeFace takes RGB scaled to [-1, 1]: x / 127.5 - 1, written into ``tensor`` (1,S,S,3).
+    np.multiply(image, np.float32(1.0 / 127.5), out=tensor[0])
+    np.subtract(tensor[0], np.float32(1.0), out=tensor[0])
 
 
 def _check_frame(frame: NDArray[np.uint8]) -> None:
@@ -157,25 +168,40 @@ class FaceDetector:
         _check_frame(frame)
         h, w = frame.shape[:2]
         size = self.variant.input_size
-        pil_frame = Image.fromarray(frame)  # one copy, shared by all regions
+        pyramid = FramePyramid(frame)  # its halvings are built once, shared by all regions
         tiles = self.plan(w, h)
         coarse = self.config.tiling.coarse_min_face
-        fitted, mapping = letterbox_region(pil_frame, (0, 0, w, h), size)
+        fitted, mapping = letterbox_region(pyramid, (0, 0, w, h), size)
         whole_min = coarse * max(w, h) if tiles else 0.0
-        inputs = [DetectorInput(_to_tensor(fitted), mapping, None, whole_min)]
+        inputs = [DetectorInput(fitted, mapping, None, whole_min)]
         for tile in tiles:
-            fitted, mapping = letterbox_region(pil_frame, tile.region, size)
+            fitted, mapping = letterbox_region(pyramid, tile.region, size)
             tile_min = coarse * tile.level_size if tile.finer_level_below else 0.0
-            inputs.append(DetectorInput(_to_tensor(fitted), mapping, tile, tile_min))
+            inputs.append(DetectorInput(fitted, mapping, tile, tile_min))
         return inputs
 
+    def interpreter(self) -> ModelInterpreter:
+        """The calling thread's own interpreter (for timing the model work alone)."""
+        return self._interpreters.get()
+
+    def load(self, detector_input: DetectorInput) -> ModelInterpreter:
+        """Write ``detector_input`` into the calling thread's interpreter; returns it."""
+        interpreter = self._interpreters.get()
+        interpreter.fill_input(functools.partial(_fill_tensor, detector_input.image))
+        return interpreter
+
     def invoke(self, detector_input: DetectorInput) -> RawDetectorOutput:
-        """Run the model on one input (the calling thread's own interpreter)."""
-        outputs = self._interpreters.get().invoke(detector_input.tensor)
-        # Tell the outputs apart by shape (names differ between the two variants).
-        regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
-        logits = next(o for o in outputs if o.shape[-1] == 1)
-        return RawDetectorOutput(regressors.reshape(-1, NUM_COORDS), logits.reshape(-1))
+        """Run the model on one input (the calling thread's own interpreter); copies outputs."""
+        interpreter = self.load(detector_input)
+        interpreter.run()
+        return interpreter.read_outputs(_copy_raw)
+
+    def detect_input(self, detector_input: DetectorInput) -> Candidates:
+        """``decode(invoke(input), input)`` without copying the raw outputs."""
+        interpreter = self.load(detector_input)
+        interpreter.run()
+        return interpreter.read_outputs(
+            lambda outputs: self.decode(_raw_view(outputs), detector_input))
 
     def decode(self, raw: RawDetectorOutput, detector_input: DetectorInput) -> Candidates:
         """Candidates (before NMS) of one input, in frame pixels.
@@ -222,4 +248,16 @@ class FaceDetector:
     def detect(self, frame: NDArray[np.uint8]) -> list[FaceDetection]:
         """All faces in ``frame`` (H x W x 3 uint8 RGB), best first, in frame pixels."""
         inputs = self.prepare(frame)
-        return self.merge([self.decode(self.invoke(i), i) for i in inputs])
+        return self.merge([self.detect_input(i) for i in inputs])
+
+
+def _raw_view(outputs: list[NDArray[np.float32]]) -> RawDetectorOutput:
+    # Tell the outputs apart by shape (names differ between the two variants).
+    regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
+    logits = next(o for o in outputs if o.shape[-1] == 1)
+    return RawDetectorOutput(regressors.reshape(-1, NUM_COORDS), logits.reshape(-1))
+
+
+def _copy_raw(outputs: list[NDArray[np.float32]]) -> RawDetectorOutput:
+    view = _raw_view(outputs)
+    return RawDetectorOutput(view.regressors.copy(), view.logits.copy())

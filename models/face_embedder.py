@@ -16,6 +16,7 @@ comparable.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.face_alignment import ALIGNED_SIZE
-from models.interpreter import InterpreterConfig, PerThreadInterpreter, verify_model
+from models.interpreter import (
+    InterpreterConfig,
+    ModelInterpreter,
+    PerThreadInterpreter,
+    verify_model,
+)
 from models.model_file import MOBILEFACENET, ModelFile
 
 __all__ = ["EMBEDDING_DIM", "FaceEmbedder", "FaceEmbedderConfig", "cosine_similarity"]
@@ -52,6 +58,13 @@ class FaceEmbedderConfig:
 
     edgetpu_model: ModelFile | None = None
     """The Edge TPU compiled variant used when ``interpreter.use_edgetpu`` is set."""
+
+
+def _fill_flip_pair(face: NDArray[np.uint8], batch: NDArray[np.float32]) -> None:
+    # MobileFaceNet takes (x - 127.5) / 128; row 0 the face, row 1 its mirror image.
+    np.subtract(face, np.float32(127.5), out=batch[0], dtype=np.float32)
+    np.multiply(batch[0], np.float32(1.0 / 128.0), out=batch[0])
+    np.copyto(batch[1], batch[0][:, ::-1])
 
 
 def _l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -98,12 +111,16 @@ class FaceEmbedder:
         return self.model.sha256
 
     @staticmethod
-    def _normalise_pixels(face: NDArray[np.uint8]) -> NDArray[np.float32]:
+    def _check_face(face: NDArray[np.uint8]) -> None:
         if face.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3) or face.dtype != np.uint8:
             raise ValueError(
                 f"aligned face must be {ALIGNED_SIZE}x{ALIGNED_SIZE}x3 uint8, "
                 f"got {face.shape} {face.dtype}"
             )
+
+    @staticmethod
+    def _normalise_pixels(face: NDArray[np.uint8]) -> NDArray[np.float32]:
+        FaceEmbedder._check_face(face)
         return (face.astype(np.float32) - np.float32(127.5)) * np.float32(1.0 / 128.0)
 
     def prepare(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -123,10 +140,25 @@ class FaceEmbedder:
         views = _l2_normalise(raw)
         return _l2_normalise(views.mean(axis=0))
 
+    def interpreter(self) -> ModelInterpreter:
+        """The calling thread's own interpreter (for timing the model work alone)."""
+        return self._interpreters.get()
+
+    def load(self, face: NDArray[np.uint8]) -> ModelInterpreter:
+        """Write ``face`` and its mirror image into the calling thread's interpreter."""
+        self._check_face(face)
+        interpreter = self._interpreters.get()
+        interpreter.fill_input(functools.partial(_fill_flip_pair, face))
+        return interpreter
+
     def embed(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Embedding (192,) float32, L2-normalised, of one aligned 112x112x3 uint8 RGB face."""
         if self.config.flip_average:
-            return self.finish(self.invoke(self.prepare(face)))
+            interpreter = self.load(face)
+            interpreter.run()
+            # finish() reads the (2, 192) view and returns a new array: nothing is kept.
+            return interpreter.read_outputs(
+                lambda outputs: self.finish(outputs[0].reshape(_BATCH, EMBEDDING_DIM)))
         single: NDArray[np.float32] = self.embed_many([face])[0]
         return single
 

@@ -50,6 +50,11 @@ def analyse_faces(detector: FaceDetector, image: NDArray[np.uint8],
     usable: list[FaceCandidate] = []
     rejected: list[QualityVerdict] = []
     for detection in sorted(detector.detect(image), key=lambda d: -d.score):
+        # The keypoint gates first: a face they reject is never aligned (most rejections).
+        verdict = assess_quality(detection, None, quality)
+        if not verdict.passed:
+            rejected.append(verdict)
+            continue
         # Writeable (a copy if need be) so it can be wiped once its decision is made.
         aligned = np.require(align_face(image, detection), requirements="W")
         verdict = assess_quality(detection, aligned, quality)
