@@ -61,7 +61,7 @@ def test_decode_drops_faces_left_to_finer_tiles(detector: FaceDetector) -> None:
     logits[[100, 200]] = 3.0
     raw = RawDetectorOutput(reg, logits)
     assert len(detector.decode(raw, inp)) == 2
-    coarse = DetectorInput(inp.tensor, inp.letterbox, None, min_face_px=20.0)
+    coarse = DetectorInput(inp.image, inp.letterbox, None, min_face_px=20.0)
     kept = detector.decode(raw, coarse)
     assert len(kept) == 1
     assert kept.boxes[0, 2] - kept.boxes[0, 0] == pytest.approx(40.0)
