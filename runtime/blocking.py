@@ -56,8 +56,10 @@ class BlockingPool:
         self._in_flight += 1
         try:
             loop = asyncio.get_running_loop()
-            call = functools.partial(fn, *args, **kwargs)
-            return await loop.run_in_executor(self._executor, call)
+            if kwargs:
+                return await loop.run_in_executor(self._executor,
+                                                  functools.partial(fn, *args, **kwargs))
+            return await loop.run_in_executor(self._executor, fn, *args)
         finally:
             self._in_flight -= 1
             self._completed += 1
