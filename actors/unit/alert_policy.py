@@ -9,7 +9,6 @@ after a longer gap is a new appearance and alerts again.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from actors.unit.tracking import FrameOutcome, Track
@@ -52,8 +51,8 @@ class AlertPolicy:
         score and crop come from a matching face.
         """
         track.outcomes.append(outcome)
-        subject = self._fused_subject(track)
-        if subject is None or outcome.subject != subject:
+        subject = outcome.subject
+        if subject is None or self._hits(track, subject) < self.config.min_hits:
             return None
         previous = self._last_matched_s.get(subject)
         self._last_matched_s[subject] = t_s
@@ -64,10 +63,7 @@ class AlertPolicy:
             return None  # the same appearance, picked up again by a new track
         return subject
 
-    def _fused_subject(self, track: Track) -> str | None:
+    def _hits(self, track: Track, subject: str) -> int:
+        """How many of the track's last ``window`` outcomes name ``subject``."""
         recent = list(track.outcomes)[-self.config.window:]
-        hits = Counter(o.subject for o in recent if o.subject is not None)
-        if not hits:
-            return None
-        subject, count = hits.most_common(1)[0]
-        return subject if count >= self.config.min_hits else None
+        return sum(1 for o in recent if o.subject == subject)

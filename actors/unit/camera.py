@@ -98,6 +98,9 @@ class CameraProgress:
     """Frames handed on so far."""
     opened_once: bool = False
     """True after the first successful open."""
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    """When the scan started (``time.monotonic_ns()``): live stream time counts from here, so
+    it keeps increasing across restarts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ class Camera(Actor[_NextFrame]):
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
         self._open_attempts = 0
-        self._started_ns = time.monotonic_ns()
+        self._pace_origin_ns = time.monotonic_ns()
         self._first_t_s: float | None = None
         self._skip = 0
 
@@ -134,7 +137,13 @@ class Camera(Actor[_NextFrame]):
         if self._frames is None and not await self._open():
             return
         assert self._frames is not None
-        frame = await self.context.run_blocking(self._decode_next)
+        try:
+            frame = await self.context.run_blocking(self._decode_next)
+        except av.error.FFmpegError as exc:
+            # FFmpeg's message may hold the source URL with its credentials: redact it before
+            # it reaches the supervisor's log.
+            raise CameraError(f"camera {self.config.camera_id}: "
+                              f"{_redact_in(str(exc), self.config.source)}") from None
         if frame is None:
             await self._end_of_stream()
             return
@@ -149,12 +158,15 @@ class Camera(Actor[_NextFrame]):
         try:
             self._container, self._frames = await self.context.run_blocking(self._open_blocking)
         except (av.error.FFmpegError, OSError) as exc:
+            reason = _redact_in(str(exc), self.config.source)
             if not self.config.is_live:
-                raise  # a file that cannot be opened will not heal by retrying
+                # A file that cannot be opened will not heal by retrying.
+                raise CameraError(f"camera {self.config.camera_id}: cannot open "
+                                  f"{self.config.source}: {reason}") from None
             self._open_attempts += 1
             delay = self.config.reconnect.delay(self._open_attempts)
             log.warning("camera %s: cannot open %s (%s); retrying in %.1f s",
-                        self.config.camera_id, _redact(self.config.source), exc, delay)
+                        self.config.camera_id, _redact(self.config.source), reason, delay)
             await asyncio.sleep(delay)
             self._continue()
             return False
@@ -200,7 +212,7 @@ class Camera(Actor[_NextFrame]):
         pixels = decoded.to_ndarray(format="rgb24")
         now = time.monotonic_ns()
         if self.config.is_live or decoded.time is None:
-            t_s = (now - self._started_ns) / 1e9
+            t_s = (now - self.progress.started_ns) / 1e9
         else:
             t_s = float(decoded.time)
         return Frame(self.config.camera_id, self.progress.delivered, t_s, now, time.time(),
@@ -211,9 +223,9 @@ class Camera(Actor[_NextFrame]):
             return
         if self._first_t_s is None:
             self._first_t_s = t_s
-            self._started_ns = time.monotonic_ns()
+            self._pace_origin_ns = time.monotonic_ns()
             return
-        due_s = (t_s - self._first_t_s) - (time.monotonic_ns() - self._started_ns) / 1e9
+        due_s = (t_s - self._first_t_s) - (time.monotonic_ns() - self._pace_origin_ns) / 1e9
         if due_s > 0:
             await asyncio.sleep(due_s)
 
@@ -231,8 +243,24 @@ class Camera(Actor[_NextFrame]):
 
 
 def _redact(source: str) -> str:
-    """An RTSP URL without its credentials, for logs."""
-    if "://" in source and "@" in source:
-        scheme, rest = source.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return source
+    """A URL without its credentials, for logs.
+
+    The credentials end at the last ``@`` of the authority (FFmpeg accepts a raw ``@`` in a
+    password), and the authority ends at the first ``/`` after the scheme.
+    """
+    if "://" not in source:
+        return source
+    scheme, rest = source.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return source
+    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+
+
+def _redact_in(text: str, source: str) -> str:
+    """``text`` with every occurrence of ``source`` replaced by its redacted form."""
+    return text.replace(source, _redact(source)) if source != _redact(source) else text
+
+
+class CameraError(RuntimeError):
+    """The source failed; the message names the camera and never holds credentials."""

@@ -2,9 +2,9 @@
 
 Small galleries are searched exactly (float32 matrix product). Large ones use an 8-bit scalar
 quantised index (faiss ``IndexScalarQuantizer``) to find candidates and re-score them exactly in
-float32. No match is lost to the approximation: the index's worst-case score error for a query
-is bounded (``_error_bound``), and the candidate list is widened until no item outside it could
-reach either the k-th exact score or the lowest subject threshold.
+float32. The results are exact: the index's worst-case score error for a query is bounded
+(``_error_bound``), and the candidate list is widened until no subject outside it could reach
+the k-th exact score, so no match is lost to the approximation.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ class Gallery:
                                                dtype=np.float32)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         self.floor = float(self.thresholds.min()) if n else 1.0
+        """The lowest subject threshold: a score below it is nobody's match."""
+        if index not in ("auto", "exact", "sq8"):
+            raise ValueError(f"gallery index must be 'auto', 'exact' or 'sq8', got {index!r}")
         use_index = index == "sq8" or (index == "auto" and n > EXACT_SEARCH_MAX_SUBJECTS)
         self._index: faiss.IndexScalarQuantizer | None = None
         self._component_error: NDArray[np.float32] | None = None
@@ -74,6 +77,8 @@ class Gallery:
         """For each unit-length query row, the ``k`` best subjects, best first."""
         if queries.ndim != 2 or queries.shape[1] != self.dimension:
             raise ValueError(f"queries must have shape (m, {self.dimension}), got {queries.shape}")
+        if k < 0:
+            raise ValueError(f"k must not be negative, got {k}")
         k = min(k, len(self))
         if k == 0:
             return [[] for _ in range(len(queries))]
@@ -114,9 +119,10 @@ class Gallery:
             exact = self.embeddings[candidates] @ query
             top = self._top(exact, candidates, k)
             kth = top[-1].score if len(top) == k else -np.inf
-            # Anything outside the candidates scores at most (last approx score + bound).
+            # Anything outside the candidates scores at most (last approx score + bound): once
+            # that is below the k-th exact score, the top k are exact.
             outside_best = float(approx[0][-1]) + bound
-            if width >= n or outside_best < max(kth, self.floor):
+            if width >= n or outside_best < kth:
                 return top
             width = min(n, width * 4)
 

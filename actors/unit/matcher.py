@@ -55,6 +55,11 @@ class MatcherConfig:
     unit_id: str = "unit"
     """This unit's name, part of every alert id."""
 
+    def __post_init__(self) -> None:
+        if self.alerts.window > self.tracking.history:
+            raise ValueError(f"the alert window ({self.alerts.window} frames) cannot exceed "
+                             f"the outcomes a track keeps ({self.tracking.history})")
+
 
 @dataclass(frozen=True, slots=True)
 class GetMatcherStatistics:

@@ -52,6 +52,8 @@ class Watchlist:
 
     def __post_init__(self) -> None:
         n = len(self.subjects)
+        if self.embeddings.dtype != np.float32 or self.thresholds.dtype != np.float32:
+            raise ValueError("embeddings and thresholds must be float32 arrays")
         if len(set(self.subjects)) != n:
             raise ValueError("subject ids must be unique")
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
@@ -77,8 +79,8 @@ class Watchlist:
         if (self.model_id, self.model_sha256) != (model_id, model_sha256):
             raise WatchlistError(
                 f"{source}: watchlist was built with model {self.model_id} "
-                f"(sha256 {self.model_sha256[:12]}...), this unit uses {model_id} "
-                f"(sha256 {model_sha256[:12]}...); rebuild it with this model")
+                f"(sha256 {self.model_sha256}), this unit uses {model_id} "
+                f"(sha256 {model_sha256}); rebuild it with this model")
 
 
 def save_watchlist(watchlist: Watchlist, path: Path) -> None:
@@ -96,12 +98,14 @@ def load_watchlist(path: Path, *, max_bytes: int = MAX_WATCHLIST_BYTES) -> Watch
     """Read and strictly decode a watchlist file; ``WatchlistError`` names what is wrong."""
     try:
         size = path.stat().st_size
+        if size > max_bytes:
+            raise WatchlistError(f"{path}: watchlist of {size} bytes is over the limit of "
+                                 f"{max_bytes}")
+        data = path.read_bytes()
     except OSError as exc:
-        raise WatchlistError(f"{path}: cannot read watchlist: {exc.strerror}") from None
-    if size > max_bytes:
-        raise WatchlistError(f"{path}: watchlist of {size} bytes is over the limit of {max_bytes}")
+        raise WatchlistError(f"{path}: cannot read watchlist: {exc.strerror or exc}") from None
     try:
-        decoded = Codec(max_message_bytes=max_bytes).decode(path.read_bytes())
+        decoded = Codec(max_message_bytes=max_bytes).decode(data)
     except DecodeError as exc:
         raise WatchlistError(f"{path}: not a valid watchlist: {exc}") from None
     if not isinstance(decoded, Watchlist):

@@ -1,0 +1,397 @@
+"""``Camera`` in a real ``ActorSystem``: decoding the shared clip, pacing, failures, restarts.
+
+The clip tests need ``../shared/data`` (they skip without it). The RTSP tests use a closed port
+on 127.0.0.1, which refuses at once, so no network is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+import pytest_asyncio
+from numpy.typing import NDArray
+
+import actors.unit.camera as camera_module
+from actors.unit.camera import (
+    Camera,
+    CameraConfig,
+    CameraError,
+    CameraOutput,
+    CameraProgress,
+    EndOfStream,
+    Frame,
+    _redact,
+)
+from runtime import Actor, ActorRef, ActorSystem, Backoff, SupervisorConfig, SystemConfig
+from runtime.cell import ActorCell
+from runtime.codec import Codec, EncodeError
+from tests.actors.support import WAIT_S, eventually
+
+CLIP_FRAMES = 275
+CLIP_SHAPE = (360, 640, 3)
+FRAME_S = 1001 / 30000
+"""29.97 fps."""
+
+
+# --- a collector and the clip's ground truth --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the collector keeps of a frame (not its pixels: 275 frames are ~190 MB)."""
+
+    index: int
+    t_s: float
+    camera: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    received_s: float
+    """``time.monotonic()`` when the collector got it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Ask the collector how many frames it has seen."""
+
+
+class Recording:
+    """What a collector saw; outlives the actors."""
+
+    def __init__(self) -> None:
+        self.frames: list[Seen] = []
+        self.first_pixels: NDArray[np.uint8] | None = None
+        self.ends: list[tuple[EndOfStream, int]] = []
+        """Each ``EndOfStream`` with the number of frames seen before it."""
+
+
+class Collector(Actor[CameraOutput | Ping]):
+    """Stands in for the detector: records what the camera delivers."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+
+    async def receive(self, message: CameraOutput | Ping) -> int | None:
+        recording = self.recording
+        if isinstance(message, Ping):
+            return len(recording.frames)
+        if isinstance(message, EndOfStream):
+            recording.ends.append((message, len(recording.frames)))
+            return None
+        if recording.first_pixels is None:
+            recording.first_pixels = message.pixels.copy()
+        recording.frames.append(Seen(message.index, message.t_s, message.camera,
+                                     message.pixels.shape, message.pixels.dtype,
+                                     time.monotonic()))
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClipReference:
+    """The clip decoded directly with PyAV."""
+
+    times: list[float]
+    """pts x time_base of every frame."""
+    first_rgb: NDArray[np.uint8]
+    """The first frame as RGB."""
+
+
+@pytest.fixture(scope="session")
+def reference(hamilton_clip: Path) -> ClipReference:
+    times: list[float] = []
+    first: NDArray[np.uint8] | None = None
+    with av.open(str(hamilton_clip)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            assert frame.time is not None
+            times.append(float(frame.time))
+            if first is None:
+                first = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+    assert first is not None
+    return ClipReference(times, first)
+
+
+async def start(system: ActorSystem, config: CameraConfig,
+                progress: CameraProgress | None = None
+                ) -> tuple[Recording, ActorRef[CameraOutput | Ping], ActorRef[Any]]:
+    """Spawn a collector, then a camera feeding it; the factory keeps ``progress``."""
+    recording = Recording()
+    collector = await system.spawn("collector", lambda: Collector(recording))
+    progress = progress or CameraProgress()
+    camera = await system.spawn("camera", lambda: Camera(config, collector, progress))
+    return recording, collector, camera
+
+
+def cell(system: ActorSystem, name: str) -> ActorCell[Any]:
+    """The cell of the actor called ``name``."""
+    return next(c for c in system.cells() if c.name == name)
+
+
+@pytest_asyncio.fixture
+async def patient_system() -> AsyncIterator[ActorSystem]:
+    """A system whose root waits a minute before restarting: a failure stays visible."""
+    root = SupervisorConfig(backoff=Backoff(initial_s=60.0, max_s=60.0))
+    async with ActorSystem(SystemConfig(name="patient", root=root, blocking_workers=2,
+                                        shutdown_drain_s=1.0)) as system:
+        yield system
+
+
+@pytest_asyncio.fixture
+async def fragile_system() -> AsyncIterator[ActorSystem]:
+    """A system whose root gives up at the first failure: the failure is the system's."""
+    async with ActorSystem(SystemConfig(name="fragile", root=SupervisorConfig(max_restarts=0),
+                                        blocking_workers=2, shutdown_drain_s=1.0)) as system:
+        yield system
+
+
+# --- the whole clip ---------------------------------------------------------------------------
+
+
+async def test_camera_delivers_every_frame_then_end_of_stream(
+        system: ActorSystem, hamilton_clip: Path, reference: ClipReference) -> None:
+    recording, _, camera = await start(system, CameraConfig(str(hamilton_clip)))
+    await eventually(lambda: bool(recording.ends))
+    await eventually(lambda: not camera.is_alive)  # it stopped itself
+
+    frames = recording.frames
+    assert [f.index for f in frames] == list(range(CLIP_FRAMES))
+    times = [f.t_s for f in frames]
+    assert times == reference.times  # pts x time_base, exactly
+    assert all(b > a for a, b in itertools.pairwise(times))
+    assert times[0] == pytest.approx(0.85, abs=0.01)
+    assert times[-1] == pytest.approx(10.0, abs=0.01)
+    assert {f.shape for f in frames} == {CLIP_SHAPE}
+    assert {f.dtype for f in frames} == {np.dtype(np.uint8)}
+    assert {f.camera for f in frames} == {"cam0"}
+    assert recording.first_pixels is not None
+    assert np.array_equal(recording.first_pixels, reference.first_rgb)  # RGB, not BGR
+
+    assert recording.ends == [(EndOfStream("cam0", CLIP_FRAMES), CLIP_FRAMES)]
+    assert cell(system, "camera").metrics.failures == 0
+    assert system.failure is None
+
+
+async def test_paced_replay_takes_about_real_time(system: ActorSystem,
+                                                  hamilton_clip: Path) -> None:
+    recording, _, _ = await start(system, CameraConfig(str(hamilton_clip), paced=True,
+                                                       camera_id="replay"))
+    await eventually(lambda: len(recording.frames) >= 15)
+    first, fifteenth = recording.frames[0], recording.frames[14]
+    assert fifteenth.t_s - first.t_s == pytest.approx(14 * FRAME_S, abs=1e-3)
+    # 14 frame intervals at 29.97 fps are 0.467 s; only a loose lower bound is asserted.
+    assert fifteenth.received_s - first.received_s >= 0.3
+    assert {f.camera for f in recording.frames} == {"replay"}
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+async def test_missing_file_fails_the_camera(fragile_system: ActorSystem,
+                                             tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_clip.mp4"
+    recording, _, _ = await start(fragile_system, CameraConfig(str(missing)))
+    async with asyncio.timeout(WAIT_S):
+        failure = await fragile_system.wait_failed()
+    assert failure.actor == "camera"
+    assert isinstance(failure.error, CameraError)
+    assert str(missing) in str(failure.error)
+    assert "No such file" in str(failure.error)
+    assert cell(fragile_system, "camera").metrics.failures == 1
+    assert recording.frames == []
+    assert recording.ends == []
+
+
+async def test_oversize_frames_fail_the_camera(fragile_system: ActorSystem, hamilton_clip: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(camera_module, "MAX_FRAME_PIXELS", 640 * 360 - 1)
+    recording, _, _ = await start(fragile_system, CameraConfig(str(hamilton_clip)))
+    async with asyncio.timeout(WAIT_S):
+        failure = await fragile_system.wait_failed()
+    assert failure.actor == "camera"
+    assert isinstance(failure.error, ValueError)
+    assert "640x360" in str(failure.error)
+    assert recording.frames == []
+
+
+async def test_restarted_camera_resumes_after_the_last_delivered_frame(
+        system: ActorSystem, hamilton_clip: Path, reference: ClipReference,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    decode_next = Camera._decode_next
+    crashes: list[int] = []
+
+    def crash_once_at_frame_50(self: Camera) -> Frame | None:
+        if not crashes and self.progress.delivered == 50:
+            crashes.append(self.progress.delivered)
+            raise RuntimeError("simulated decoder crash")
+        return decode_next(self)
+
+    monkeypatch.setattr(Camera, "_decode_next", crash_once_at_frame_50)
+    recording, _, camera = await start(system, CameraConfig(str(hamilton_clip)))
+    await eventually(lambda: bool(recording.ends))
+    await eventually(lambda: not camera.is_alive)
+
+    assert crashes == [50]
+    metrics = cell(system, "camera").metrics
+    assert (metrics.failures, metrics.restarts) == (1, 1)
+    frames = recording.frames
+    indices = [f.index for f in frames]
+    assert len(set(indices)) == len(indices) == CLIP_FRAMES  # no duplicates, none missing
+    assert indices == list(range(CLIP_FRAMES))
+    # The index is the camera's own count: the presentation times prove the resumed frame is
+    # really frame 50 of the file, not frame 0 or 49 again.
+    assert [f.t_s for f in frames] == reference.times
+    assert recording.ends == [(EndOfStream("cam0", CLIP_FRAMES), CLIP_FRAMES)]
+    assert system.failure is None
+
+
+def faststart_copy(clip: Path, out: Path) -> None:
+    """Remux ``clip`` with its index (moov) first, as streaming encoders write it."""
+    with av.open(str(clip)) as source, \
+            av.open(str(out), "w", format="mp4", options={"movflags": "faststart"}) as target:
+        video = source.streams.video[0]
+        stream = target.add_stream_from_template(video)
+        for packet in source.demux(video):
+            if packet.dts is None:
+                continue  # the demuxer's end-of-stream packet
+            packet.stream = stream
+            target.mux(packet)
+
+
+@pytest.mark.parametrize("layout", ["index-at-end", "index-first"])
+async def test_truncated_clip_ends_or_fails_cleanly(
+        patient_system: ActorSystem, hamilton_clip: Path, reference: ClipReference,
+        tmp_path: Path, layout: str) -> None:
+    source = hamilton_clip
+    if layout == "index-first":
+        source = tmp_path / "faststart.mp4"
+        faststart_copy(hamilton_clip, source)
+    data = source.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[:int(len(data) * 0.4)])
+
+    recording, collector, _ = await start(patient_system, CameraConfig(str(truncated)))
+    camera_cell = cell(patient_system, "camera")
+    await eventually(lambda: bool(recording.ends) or camera_cell.metrics.failures > 0)
+
+    # Whichever it was, the camera alone is affected: the node and its other actors carry on.
+    assert patient_system.failure is None
+    assert collector.is_alive
+    assert await collector.ask(Ping()) == len(recording.frames)
+    frames = recording.frames
+    assert len(frames) < CLIP_FRAMES
+    if layout == "index-first":
+        assert frames, "with the index first, the frames before the cut are decodable"
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert [f.t_s for f in frames] == pytest.approx(reference.times[:len(frames)], abs=1e-3)
+    if recording.ends:
+        assert recording.ends == [(EndOfStream("cam0", len(frames)), len(frames))]
+    else:
+        assert camera_cell.metrics.failures == 1
+
+
+# --- live sources -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "live"), [
+    ("rtsp://10.0.0.5/stream", True),
+    ("rtsps://user:pw@cam.local/live", True),
+    ("/dev/video0", True),
+    ("clips/cam0.mp4", False),
+    ("/data/rtsp://odd-name.mp4", False),
+])
+def test_is_live(source: str, live: bool) -> None:
+    assert CameraConfig(source).is_live is live
+
+
+UNREACHABLE = "rtsp://admin:s3cret-pw@127.0.0.1:1/stream"
+"""An RTSP camera with credentials on a closed local port (refused at once)."""
+
+
+async def unreachable_camera_logs(system: ActorSystem,
+                                  caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Start a camera on ``UNREACHABLE`` and return its first warnings about it."""
+    caplog.set_level(logging.WARNING, logger="lfr.camera")
+    config = CameraConfig(UNREACHABLE, open_timeout_s=2.0,
+                          reconnect=Backoff(initial_s=0.01, max_s=0.01))
+    await start(system, config)
+    await eventually(lambda: len([r for r in caplog.records if r.name == "lfr.camera"]) >= 2)
+    return [r.getMessage() for r in caplog.records if r.name == "lfr.camera"]
+
+
+async def test_unreachable_live_camera_keeps_retrying(system: ActorSystem,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    messages = await unreachable_camera_logs(system, caplog)
+    assert all("rtsp://***@127.0.0.1:1/stream" in m for m in messages)
+    assert cell(system, "camera").metrics.failures == 0  # retried, not failed
+    assert system.failure is None
+
+
+async def test_unreachable_live_camera_logs_no_credentials(
+        system: ActorSystem, caplog: pytest.LogCaptureFixture) -> None:
+    messages = await unreachable_camera_logs(system, caplog)
+    for message in messages:
+        assert "s3cret-pw" not in message, message
+
+
+async def test_live_camera_stream_time_keeps_increasing_across_a_restart(
+        system: ActorSystem, hamilton_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The clip played as if it were a live source (stream time from the clock, no resuming).
+    monkeypatch.setattr(CameraConfig, "is_live", property(lambda self: True))
+    decode_next = Camera._decode_next
+    crashes: list[int] = []
+
+    def slow_then_crash(self: Camera) -> Frame | None:
+        if not crashes:
+            if self.progress.delivered == 20:
+                crashes.append(self.progress.delivered)
+                raise RuntimeError("simulated stream error")
+            time.sleep(0.03)  # a live source delivers in real time: ~0.6 s before the crash
+        return decode_next(self)
+
+    monkeypatch.setattr(Camera, "_decode_next", slow_then_crash)
+    recording, _, _ = await start(system, CameraConfig(str(hamilton_clip)))
+    await eventually(lambda: len(recording.frames) >= 30)
+    assert crashes == [20]
+    assert [f.index for f in recording.frames[:30]] == list(range(30))
+    times = [f.t_s for f in recording.frames]
+    assert times[19] >= 0.5
+    assert all(b > a for a, b in itertools.pairwise(times)), (
+        f"stream time went back at the restart: frame 19 at {times[19]:.3f} s, "
+        f"frame 20 at {times[20]:.3f} s")
+
+
+# --- redaction and privacy --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "shown"), [
+    ("rtsp://admin:secret@10.0.0.5:554/stream", "rtsp://***@10.0.0.5:554/stream"),
+    ("rtsps://user:pw@cam.local/live?profile=1", "rtsps://***@cam.local/live?profile=1"),
+    ("rtsp://operator@10.0.0.5/s", "rtsp://***@10.0.0.5/s"),
+    ("rtsp://10.0.0.5:554/stream", "rtsp://10.0.0.5:554/stream"),
+    ("/dev/video0", "/dev/video0"),
+    ("clips/cam0.mp4", "clips/cam0.mp4"),
+])
+def test_redact_hides_rtsp_credentials(source: str, shown: str) -> None:
+    assert _redact(source) == shown
+
+
+def test_redact_hides_a_password_containing_at_signs() -> None:
+    shown = _redact("rtsp://admin:p@ss@10.0.0.5:554/s")
+    assert shown == "rtsp://***@10.0.0.5:554/s"
+
+
+@pytest.mark.parametrize("message", [
+    Frame("cam0", 0, 0.85, 1, 2.0, np.zeros(CLIP_SHAPE, np.uint8)),
+    EndOfStream("cam0", 275),
+], ids=["frame", "end-of-stream"])
+def test_camera_messages_cannot_be_encoded(message: object) -> None:
+    with pytest.raises(EncodeError, match="not a registered message"):
+        Codec().encode(message)

@@ -1,0 +1,305 @@
+"""The watchlist file: strict round trip, model check, and refusal of every kind of bad file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors.unit.match_alert import MatchAlert
+from actors.unit.watchlist import (
+    MAX_WATCHLIST_BYTES,
+    Watchlist,
+    WatchlistError,
+    check_threshold,
+    load_watchlist,
+    save_watchlist,
+)
+from runtime.codec import Codec
+from tests.actors.support import toward, unit_rows
+
+D = 192
+MODEL_ID = "mobilefacenet-v1"
+MODEL_SHA = hashlib.sha256(b"model bytes").hexdigest()
+
+
+def make_watchlist(n: int = 4, *, seed: int = 0) -> Watchlist:
+    """A valid watchlist of ``n`` subjects."""
+    rng = np.random.default_rng(seed)
+    return Watchlist(
+        model_id=MODEL_ID, model_sha256=MODEL_SHA, created_at=1_700_000_000.25,
+        subjects=tuple(f"subject_{i}" for i in range(n)),
+        embeddings=unit_rows(rng, n, D),
+        thresholds=rng.uniform(0.5, 0.7, n).astype(np.float32),
+        photos=tuple(range(1, n + 1)),
+    )
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Watchlist, Path]:
+    """A watchlist and the file it was saved to."""
+    watchlist = make_watchlist()
+    path = tmp_path / "watchlist.lfrw"
+    save_watchlist(watchlist, path)
+    return watchlist, path
+
+
+# --- round trip -------------------------------------------------------------------------------
+
+
+def assert_same(a: Watchlist, b: Watchlist) -> None:
+    """Field by field (``Watchlist`` compares by identity)."""
+    assert (a.model_id, a.model_sha256, a.created_at, a.subjects, a.photos) == (
+        b.model_id, b.model_sha256, b.created_at, b.subjects, b.photos)
+    assert np.array_equal(a.embeddings, b.embeddings)
+    assert np.array_equal(a.thresholds, b.thresholds)
+
+
+def test_save_then_load_round_trips(saved: tuple[Watchlist, Path]) -> None:
+    watchlist, path = saved
+    loaded = load_watchlist(path)
+    assert_same(loaded, watchlist)
+    assert loaded.embeddings.dtype == np.float32
+    assert loaded.thresholds.dtype == np.float32
+    assert loaded.embeddings.shape == (4, D)
+    assert isinstance(loaded.subjects, tuple)
+    assert isinstance(loaded.photos, tuple)
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(saved: tuple[Watchlist, Path]) -> None:
+    _, path = saved
+    replacement = make_watchlist(2, seed=1)
+    save_watchlist(replacement, path)
+    assert_same(load_watchlist(path), replacement)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_an_empty_watchlist_round_trips(tmp_path: Path) -> None:
+    empty = Watchlist(MODEL_ID, MODEL_SHA, 0.0, (), np.zeros((0, D), np.float32),
+                      np.zeros(0, np.float32), ())
+    save_watchlist(empty, tmp_path / "empty.lfrw")
+    loaded = load_watchlist(tmp_path / "empty.lfrw")
+    assert_same(loaded, empty)
+    assert len(loaded.gallery()) == 0
+
+
+def test_whatever_can_be_saved_can_be_loaded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((2, 8))
+    try:
+        watchlist = Watchlist(MODEL_ID, MODEL_SHA, 0.0, ("a", "b"),
+                              rows / np.linalg.norm(rows, axis=1, keepdims=True),
+                              np.array([0.5, 0.6]), (1, 1))
+        save_watchlist(watchlist, tmp_path / "w.lfrw")
+    except ValueError:
+        return  # refusing such a watchlist up front is fine too
+    assert_same(load_watchlist(tmp_path / "w.lfrw"), watchlist)
+
+
+# --- model check ------------------------------------------------------------------------------
+
+
+def test_check_model_accepts_the_same_model(saved: tuple[Watchlist, Path]) -> None:
+    load_watchlist(saved[1]).check_model(MODEL_ID, MODEL_SHA, "watchlist.lfrw")
+
+
+def test_check_model_refuses_another_model_naming_both() -> None:
+    watchlist = make_watchlist()
+    with pytest.raises(WatchlistError) as info:
+        watchlist.check_model("arcface-r100", MODEL_SHA, "cam0.lfrw")
+    text = str(info.value)
+    assert "cam0.lfrw" in text
+    assert MODEL_ID in text
+    assert "arcface-r100" in text
+
+
+def test_check_model_refuses_another_model_file_naming_both_hashes() -> None:
+    watchlist = make_watchlist()
+    other_sha = hashlib.sha256(b"retrained model").hexdigest()
+    with pytest.raises(WatchlistError) as info:
+        watchlist.check_model(MODEL_ID, other_sha, "cam0.lfrw")
+    text = str(info.value)
+    assert "cam0.lfrw" in text
+    assert MODEL_SHA[:12] in text
+    assert other_sha[:12] in text
+
+
+# --- bad files --------------------------------------------------------------------------------
+
+
+def assert_refused(path: Path, *, max_bytes: int = MAX_WATCHLIST_BYTES,
+                   match: str | None = None) -> None:
+    """``load_watchlist(path)`` raises ``WatchlistError`` naming the path."""
+    with pytest.raises(WatchlistError, match=match) as info:
+        load_watchlist(path, max_bytes=max_bytes)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.99])
+def test_truncated_file_is_refused(saved: tuple[Watchlist, Path], fraction: float) -> None:
+    _, path = saved
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+    assert_refused(path)
+
+
+def test_trailing_garbage_is_refused(saved: tuple[Watchlist, Path]) -> None:
+    _, path = saved
+    path.write_bytes(path.read_bytes() + b"\x00")
+    assert_refused(path)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=2048))
+def test_random_bytes_are_refused(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "random.lfrw"
+    path.write_bytes(data)
+    assert_refused(path)
+
+
+def test_random_bytes_of_realistic_size_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "random.lfrw"
+    path.write_bytes(np.random.default_rng(0).bytes(100_000))
+    assert_refused(path, match="not a valid watchlist")
+
+
+def test_file_holding_another_message_is_refused(tmp_path: Path) -> None:
+    alert = MatchAlert("u/cam0/1/a/3", "a", 0.8, 0.6, 1, "cam0", 1.0, 2.0, 3,
+                       (0.0, 0.0, 1.0, 1.0), 3, b"jpeg")
+    path = tmp_path / "alert.lfrw"
+    path.write_bytes(Codec().encode(alert))
+    assert_refused(path, match="MatchAlert")
+
+
+def test_file_holding_an_invalid_watchlist_is_refused(tmp_path: Path) -> None:
+    # Encode a valid watchlist, then swap its embeddings for non-unit ones in the bytes.
+    watchlist = make_watchlist(2)
+    data = Codec().encode(watchlist)
+    good = watchlist.embeddings.tobytes()
+    bad = (watchlist.embeddings * 2).tobytes()
+    assert data.count(good) == 1
+    path = tmp_path / "tampered.lfrw"
+    path.write_bytes(data.replace(good, bad))
+    assert_refused(path, match="unit length")
+
+
+def test_oversize_file_is_refused_before_reading(saved: tuple[Watchlist, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = saved
+    size = path.stat().st_size
+    assert_same(load_watchlist(path, max_bytes=size), saved[0])
+
+    def no_reading(self: Path) -> bytes:
+        raise AssertionError(f"{self} was read although it is over the limit")
+
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    assert_refused(path, max_bytes=size - 1, match=f"{size} bytes is over the limit of {size - 1}")
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    assert_refused(tmp_path / "nowhere" / "watchlist.lfrw", match="cannot read")
+
+
+def test_directory_instead_of_a_file_is_refused(tmp_path: Path) -> None:
+    assert_refused(tmp_path)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def test_duplicate_subject_ids_are_refused() -> None:
+    w = make_watchlist(3)
+    with pytest.raises(ValueError, match="unique"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, ("a", "b", "a"), w.embeddings, w.thresholds, w.photos)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.01, 0.0])
+def test_non_unit_embeddings_are_refused(scale: float) -> None:
+    w = make_watchlist(3)
+    embeddings = w.embeddings.copy()
+    embeddings[1] *= scale
+    with pytest.raises(ValueError, match="unit length"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, w.subjects, embeddings, w.thresholds, w.photos)
+
+
+def test_non_finite_embeddings_are_refused() -> None:
+    w = make_watchlist(3)
+    embeddings = w.embeddings.copy()
+    embeddings[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, w.subjects, embeddings, w.thresholds, w.photos)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.2, 1.5, np.nan, np.inf])
+def test_thresholds_outside_zero_one_are_refused(bad: float) -> None:
+    w = make_watchlist(3)
+    thresholds = w.thresholds.copy()
+    thresholds[2] = bad
+    with pytest.raises(ValueError, match="thresholds"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, w.subjects, w.embeddings, thresholds, w.photos)
+
+
+@pytest.mark.parametrize(("embeddings_shape", "thresholds_len", "photos_len"), [
+    ((2, D), 3, 3),     # too few rows
+    ((4, D), 3, 3),     # too many rows
+    ((3 * D,), 3, 3),   # not a matrix
+    ((3, D), 2, 3),     # too few thresholds
+    ((3, D), 3, 4),     # too many photo counts
+])
+def test_shape_mismatches_are_refused(embeddings_shape: tuple[int, ...], thresholds_len: int,
+                                      photos_len: int) -> None:
+    rng = np.random.default_rng(0)
+    embeddings = unit_rows(rng, int(np.prod(embeddings_shape)) // D, D).reshape(embeddings_shape)
+    with pytest.raises(ValueError, match=r"shape|thresholds"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, ("a", "b", "c"), embeddings,
+                  np.full(thresholds_len, 0.6, np.float32), tuple(range(photos_len)))
+
+
+# --- gallery ----------------------------------------------------------------------------------
+
+
+def test_gallery_keeps_each_subjects_threshold() -> None:
+    w = make_watchlist()
+    gallery = w.gallery()
+    assert gallery.subjects == list(w.subjects)
+    assert np.array_equal(gallery.thresholds, w.thresholds)
+    best = gallery.search(w.embeddings[2:3], k=1)[0][0]
+    assert best.subject == "subject_2"
+    assert best.threshold == float(w.thresholds[2])
+
+
+def test_gallery_threshold_overrides_every_subject() -> None:
+    w = make_watchlist()
+    gallery = w.gallery(0.9)
+    assert np.array_equal(gallery.thresholds, np.full(4, 0.9, np.float32))
+    # A face at 0.8 to subject_1 matches by the subject's own threshold, not by the override.
+    query = toward(np.random.default_rng(1), w.embeddings[1], 0.8)[None, :]
+    assert w.gallery().search(query, k=1)[0][0].is_match
+    overridden = gallery.search(query, k=1)[0][0]
+    assert overridden.subject == "subject_1"
+    assert overridden.threshold == pytest.approx(0.9)
+    assert not overridden.is_match
+    assert np.array_equal(w.thresholds, make_watchlist().thresholds)  # the watchlist is unchanged
+
+
+def test_gallery_of_a_loaded_watchlist_searches(saved: tuple[Watchlist, Path]) -> None:
+    loaded = load_watchlist(saved[1])
+    results = loaded.gallery().search(loaded.embeddings, k=1)
+    assert [r[0].subject for r in results] == list(loaded.subjects)
+    assert all(r[0].score == pytest.approx(1.0, abs=1e-5) for r in results)
+
+
+@pytest.mark.parametrize("value", [0.01, 0.6, 0.99])
+def test_check_threshold_accepts_values_strictly_inside(value: float) -> None:
+    assert check_threshold(value) == value
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -1.0, 2.0, float("nan"), float("inf")])
+def test_check_threshold_refuses_values_outside(value: float) -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        check_threshold(value)
