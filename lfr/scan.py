@@ -126,7 +126,7 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     live = config.camera.is_live or config.camera.paced
     # Live: the newest frame wins. Offline: every frame is scanned, the camera waits.
     frames_mailbox = (MailboxConfig(capacity=1, policy=MailboxPolicy.DROP_OLDEST) if live
-                      else MailboxConfig(capacity=4))
+                      else MailboxConfig(capacity=2))
     detector_ref = await supervisor.spawn(
         "detector", lambda: Detector(detector, matcher, config.detector), frames_mailbox)
     progress = CameraProgress()

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -29,6 +30,7 @@ from runtime.ref import ActorRef
 from runtime.supervisor import Backoff
 
 log = logging.getLogger("lfr.camera")
+T = TypeVar("T")
 
 MAX_FRAME_PIXELS = 4096 * 4096
 """Frames larger than this are refused: a decoder's output is untrusted input too."""
@@ -81,7 +83,7 @@ class CameraConfig:
     """Network sources: give up opening or reading after this many seconds."""
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=10.0))
     """Delay between attempts to open a live source that is not available."""
-    decoder_threads: int = 1
+    decoder_threads: int = 2
     """Threads FFmpeg may use to decode (the detector and embedder need the other cores)."""
 
     @property
@@ -122,6 +124,13 @@ class Camera(Actor[_NextFrame]):
         self._pace_origin_ns = time.monotonic_ns()
         self._first_t_s: float | None = None
         self._skip = 0
+        # The camera decodes on a thread of its own, not on the shared worker pool: PyAV gives
+        # up and retakes the GIL several times per frame, and a pool worker waiting for it
+        # would leave a core idle that the models could use. Owned here, shut down in on_stop.
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix=f"camera-{config.camera_id}")
+
+    async def _in_decoder_thread(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn)
 
     async def on_start(self) -> None:
         # A restarted file camera skips what it already delivered (no duplicate frames).
@@ -131,14 +140,16 @@ class Camera(Actor[_NextFrame]):
     async def on_stop(self) -> None:
         container, self._container, self._frames = self._container, None, None
         if container is not None:
-            await self.context.run_blocking(container.close)
+            await self._in_decoder_thread(container.close)
+        # Waits for a decode still running (a cancelled receive), off the event loop.
+        await asyncio.to_thread(self._decoder.shutdown, wait=True)
 
     async def receive(self, message: _NextFrame) -> None:
         if self._frames is None and not await self._open():
             return
         assert self._frames is not None
         try:
-            frame = await self.context.run_blocking(self._decode_next)
+            frame = await self._in_decoder_thread(self._decode_next)
         except av.error.FFmpegError as exc:
             # FFmpeg's message may hold the source URL with its credentials: redact it before
             # it reaches the supervisor's log.
@@ -156,7 +167,7 @@ class Camera(Actor[_NextFrame]):
 
     async def _open(self) -> bool:
         try:
-            self._container, self._frames = await self.context.run_blocking(self._open_blocking)
+            self._container, self._frames = await self._in_decoder_thread(self._open_blocking)
         except (av.error.FFmpegError, OSError) as exc:
             reason = _redact_in(str(exc), self.config.source)
             if not self.config.is_live:
