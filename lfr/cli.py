@@ -48,12 +48,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     from actors.unit.camera import CameraConfig
-    from lfr.scan import ScanConfig, run_scan
+    from lfr.scan import ScanConfig, check_scan_inputs, run_scan
     from runtime.node import run
 
     config = ScanConfig(CameraConfig(args.source, camera_id=args.camera_id, paced=args.paced),
                         Path(args.watchlist), threshold=args.threshold)
-    return run(lambda system: run_scan(system, config, summary_json=args.jsonl))
+    watchlist = check_scan_inputs(config)  # bad input fails here, before the node starts
+    return run(lambda system: run_scan(system, config, watchlist, summary_json=args.jsonl))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -38,4 +38,4 @@ def run_recognition_demo(demo_dir: Path = DEMO_DIR) -> int:
         print(f"scanning {clip.name} live (paced at its frame rate); alerts as JSON lines:",
               file=sys.stderr)
         config = ScanConfig(CameraConfig(str(clip), camera_id="demo-cam", paced=True), path)
-        return run(lambda system: run_scan(system, config, summary_json=False))
+        return run(lambda system: run_scan(system, config, watchlist, summary_json=False))

@@ -27,6 +27,7 @@ from actors.unit.matcher import Matcher, MatcherConfig, MatcherOutput
 from actors.unit.watchlist import Watchlist, load_watchlist
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
+from models.model_file import MOBILEFACENET
 from runtime.actor import Actor
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.supervisor import Backoff, Strategy, SupervisorConfig
@@ -135,10 +136,20 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     return pipeline
 
 
-async def run_scan(system: ActorSystem, config: ScanConfig, *, summary_json: bool) -> int:
-    """The body of ``lfr scan``: returns the exit code."""
+def check_scan_inputs(config: ScanConfig) -> Watchlist:
+    """Load the watchlist and check the inputs of a scan; ``ValueError`` names what is wrong."""
+    watchlist = load_watchlist(config.watchlist)
+    watchlist.check_model(MOBILEFACENET.model_id, MOBILEFACENET.sha256, str(config.watchlist))
+    source = config.camera.source
+    if not config.camera.is_live and "://" not in source and not Path(source).is_file():
+        raise ValueError(f"{source}: no such video file")
+    return watchlist
+
+
+async def run_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist, *,
+                   summary_json: bool) -> int:
+    """The body of ``lfr scan`` for a checked watchlist: returns the exit code."""
     started = time.monotonic()
-    watchlist = await system.blocking.run(load_watchlist, config.watchlist)
     detector = await system.blocking.run(FaceDetector)
     embedder = await system.blocking.run(FaceEmbedder)
     pipeline = await start_scan(system, config, watchlist, detector=detector, embedder=embedder)
