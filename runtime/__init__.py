@@ -39,7 +39,7 @@ from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.mailbox import MailboxConfig, MailboxPolicy, MailboxStatistics
 from runtime.message import MessageRegistry, default_registry, message
 from runtime.node import EXIT_GAVE_UP, run, run_node
-from runtime.ordered_window import OrderedWindow
+from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
 from runtime.ref import ActorRef
 from runtime.supervisor import Backoff, Strategy, Supervisor, SupervisorConfig
 from runtime.system import ActorSystem, SystemConfig
@@ -79,6 +79,7 @@ __all__ = [
     "SupervisorConfig",
     "SupervisorGaveUp",
     "SystemConfig",
+    "WindowFailed",
     "connect_tcp",
     "connect_unix",
     "default_registry",
@@ -87,4 +88,5 @@ __all__ = [
     "run_node",
     "serve_tcp",
     "serve_unix",
+    "tell_owner",
 ]

@@ -15,10 +15,40 @@ later ``submit`` raises the same error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from runtime.errors import RuntimeFault
+
+if TYPE_CHECKING:
+    from runtime.ref import ActorRef
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFailed:
+    """Told to the owning actor when a job or ``emit`` raised; its ``receive`` re-raises
+    ``error`` so that the failure is the actor's own and its supervisor decides."""
+
+    error: BaseException
+    """What the job raised."""
+
+
+def tell_owner(owner: ActorRef[WindowFailed]) -> Callable[[BaseException], None]:
+    """An ``on_failure`` callback that tells ``owner`` a ``WindowFailed``.
+
+    If the owner's mailbox is full (or it is stopping) the tell is skipped: the owner's next
+    ``submit`` raises the same error anyway.
+    """
+
+    def report(error: BaseException) -> None:
+        with contextlib.suppress(RuntimeFault):
+            owner.tell_nowait(WindowFailed(error))
+
+    return report
 
 
 class OrderedWindow(Generic[T]):

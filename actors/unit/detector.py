@@ -7,7 +7,6 @@ Privacy: nothing is logged or written; a rejected face's crop is zeroed before i
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -19,8 +18,7 @@ from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, analyse_faces
 from models.face_detector import FaceDetector
 from models.face_quality import QualityConfig
 from runtime.actor import Actor
-from runtime.errors import RuntimeFault
-from runtime.ordered_window import OrderedWindow
+from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
 from runtime.ref import ActorRef
 
 
@@ -75,12 +73,7 @@ class DetectorConfig:
     """Frames analysed concurrently on the worker pool."""
 
 
-@dataclass(frozen=True, slots=True)
-class _WindowFailed:
-    error: BaseException
-
-
-class Detector(Actor[CameraOutput | _WindowFailed]):
+class Detector(Actor[CameraOutput | WindowFailed]):
     """Frames in, ``DetectedFaces`` out, in order."""
 
     def __init__(self, detector: FaceDetector, output: ActorRef[DetectorOutput],
@@ -93,14 +86,15 @@ class Detector(Actor[CameraOutput | _WindowFailed]):
         self._window: OrderedWindow[DetectedFaces] | None = None
 
     async def on_start(self) -> None:
-        self._window = OrderedWindow(self.config.in_flight, self._emit, self._window_failed,
+        self._window = OrderedWindow(self.config.in_flight, self._emit,
+                                     tell_owner(self.context.ref),
                                      name=f"{self.context.name}:window")
 
     async def on_stop(self) -> None:
         if self._window is not None:
             await self._window.close()
 
-    async def receive(self, message: CameraOutput | _WindowFailed) -> None:
+    async def receive(self, message: CameraOutput | WindowFailed) -> None:
         assert self._window is not None
         if isinstance(message, Frame):
             await self._window.submit(self._analyse(message))
@@ -123,8 +117,3 @@ class Detector(Actor[CameraOutput | _WindowFailed]):
         self.faces_rejected += faces.rejected
         await self.output.tell(faces)
 
-    def _window_failed(self, error: BaseException) -> None:
-        # Re-raised from receive so the supervisor sees this actor fail. If the mailbox is full
-        # the next submit raises the same error instead.
-        with contextlib.suppress(RuntimeFault):
-            self.context.ref.tell_nowait(_WindowFailed(error))

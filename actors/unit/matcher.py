@@ -12,7 +12,6 @@ leaves as JPEG inside the ``MatchAlert``. The only other things that leave are c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
 import time
@@ -31,8 +30,7 @@ from actors.unit.match_alert import MatchAlert
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
 from models.face_embedder import FaceEmbedder
 from runtime.actor import Actor
-from runtime.errors import RuntimeFault
-from runtime.ordered_window import OrderedWindow
+from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
 from runtime.ref import ActorRef
 
 MatcherOutput = MatchAlert | StreamEnded
@@ -86,12 +84,7 @@ class _Embedded:
     embeddings: NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
-class _WindowFailed:
-    error: BaseException
-
-
-class Matcher(Actor[DetectorOutput | GetMatcherStatistics | _WindowFailed]):
+class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
     """``DetectedFaces`` in, ``MatchAlert`` out."""
 
     def __init__(self, embedder: FaceEmbedder, gallery: Gallery,
@@ -109,7 +102,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | _WindowFailed]):
         self._window: OrderedWindow[_Embedded] | None = None
 
     async def on_start(self) -> None:
-        self._window = OrderedWindow(self.config.in_flight, self._decide, self._window_failed,
+        self._window = OrderedWindow(self.config.in_flight, self._decide,
+                                     tell_owner(self.context.ref),
                                      name=f"{self.context.name}:window")
 
     async def on_stop(self) -> None:
@@ -119,7 +113,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | _WindowFailed]):
             tracker.clear()
 
     async def receive(
-        self, message: DetectorOutput | GetMatcherStatistics | _WindowFailed,
+        self, message: DetectorOutput | GetMatcherStatistics | WindowFailed,
     ) -> MatcherStatistics | None:
         assert self._window is not None
         if isinstance(message, DetectedFaces):
@@ -193,12 +187,6 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | _WindowFailed]):
             crop_jpeg=alert_crop(frame.pixels, detection_box(face.detection)),
         )
         await self.output.tell(alert)
-
-    def _window_failed(self, error: BaseException) -> None:
-        # Re-raised from receive so the supervisor sees this actor fail. If the mailbox is full
-        # the next submit raises the same error instead.
-        with contextlib.suppress(RuntimeFault):
-            self.context.ref.tell_nowait(_WindowFailed(error))
 
 
 def alert_crop(pixels: NDArray[np.uint8], box: tuple[float, float, float, float]) -> bytes:

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from runtime.ordered_window import OrderedWindow
+from runtime.actor import Actor
+from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
+from runtime.system import ActorSystem
 
 
 async def _job(value: int, gate: asyncio.Event, running: list[int]) -> int:
@@ -126,3 +128,29 @@ async def test_submit_after_a_failure_raises_the_failure_instead_of_hanging() ->
     with pytest.raises(ValueError, match="decoder broke"):
         await asyncio.wait_for(window.submit(_job(1, gate, running)), timeout=5)
     await window.close()
+
+
+async def test_tell_owner_reports_a_failed_job_to_the_owning_actor() -> None:
+    seen: list[BaseException] = []
+
+    class Owner(Actor[WindowFailed]):
+        async def receive(self, message: WindowFailed) -> None:
+            seen.append(message.error)
+
+    async def emit(value: int) -> None:
+        return None
+
+    async def boom() -> int:
+        raise ValueError("model file changed")
+
+    async with ActorSystem() as system:
+        owner = await system.spawn("owner", Owner)
+        window: OrderedWindow[int] = OrderedWindow(1, emit, tell_owner(owner))
+        await window.submit(boom())
+        await window.drain()
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        await window.close()
+    assert [str(e) for e in seen] == ["model file changed"]
