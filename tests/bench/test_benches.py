@@ -1,0 +1,36 @@
+"""The benchmarks run and report what they promise (no speed is asserted: the machine is shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.gallery_bench import run_gallery_bench
+from bench.pipeline_bench import run_pipeline_bench
+from bench.runtime_bench import run_runtime_bench
+from tests.lfr.conftest import CLIP
+
+
+def test_gallery_bench_checks_exactness_on_both_search_paths() -> None:
+    for subjects in (500, 30_000):  # exact float32, then the quantised index
+        result = run_gallery_bench(subjects)
+        assert result["results_exact"] is True
+        assert result["true_subjects_found"] is True
+        assert float(str(result["ms_per_face_single"])) > 0
+
+
+def test_runtime_bench_reports_every_figure() -> None:
+    result = run_runtime_bench()
+    for key in ("tell_msgs_per_s", "queue_baseline_msgs_per_s", "ratio", "ask_rtt_us_p50",
+                "ask_rtt_us_p99", "transport_msgs_per_s", "codec_frame_roundtrip_ms"):
+        assert float(result[key]) > 0, key
+    assert result["ratio"] == round(result["tell_msgs_per_s"]
+                                    / result["queue_baseline_msgs_per_s"], 3)
+
+
+def test_pipeline_bench_counts_the_same_frames_in_both_phases(shared_data: Path) -> None:
+    result = run_pipeline_bench(CLIP)
+    assert result["frames"] == 275
+    assert int(str(result["detector_invokes"])) >= 275
+    assert int(str(result["faces_embedded"])) > 0
+    for key in ("fps", "model_bound_fps", "ratio", "latency_ms_p50", "latency_ms_p99", "rss_mb"):
+        assert float(str(result[key])) > 0, key
