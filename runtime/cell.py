@@ -53,8 +53,8 @@ class ActorCell(Generic[M]):
         self.system = system
         self.name = name
         self.factory = factory
-        self.mailbox = Mailbox(name, mailbox)
-        self.metrics = ActorMetrics()
+        self.mailbox: Mailbox = Mailbox(name, mailbox)
+        self.metrics: ActorMetrics = ActorMetrics()
         self.ref: ActorRef[M] = ActorRef(self)
         self.state = CellState.NEW
         self._listener = listener

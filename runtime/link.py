@@ -10,6 +10,7 @@ closes the link, since the stream can no longer be trusted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -104,6 +105,10 @@ class Link:
             raise
         except (EOFError, ConnectionError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
+        except Exception as exc:
+            # link (watchers hear LinkDown, pending asks fail), never the node.
+            log.exception("link to %s: closing after an internal error", self.peer)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             await self._close(reason)
         return reason
@@ -151,13 +156,12 @@ class Link:
                 answer = RemoteReply(envelope.ask_id, result)
             except Exception as exc:  # noqa: BLE001 - any handler error is the asker's answer
                 answer = RemoteFailure(envelope.ask_id, type(exc).__name__, str(exc))
-        try:
+        # LinkLost: the asker's side has already failed the ask with LinkLost.
+        with contextlib.suppress(LinkLost):
             try:
                 await self.send(answer)
             except EncodeError as exc:  # the reply cannot cross: tell the asker why instead
                 await self.send(RemoteFailure(envelope.ask_id, "EncodeError", str(exc)))
-        except LinkLost:
-            pass  # the asker's side already failed the ask with LinkLost
 
     def _resolve(self, envelope: RemoteReply | RemoteFailure) -> None:
         pending = self._pending.get(envelope.ask_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,42 +22,43 @@ class ActorMetricsCollector(Collector):
         self._cells = cells
 
     def collect(self) -> Iterator[Metric]:
-        processed = CounterMetricFamily("lfr_actor_messages_processed",
-                                        "Messages handled by the actor", labels=["actor"])
-        failures = CounterMetricFamily("lfr_actor_failures",
-                                       "Incarnations of the actor that failed", labels=["actor"])
-        ask_errors = CounterMetricFamily("lfr_actor_ask_errors",
-                                         "Asks whose handling raised", labels=["actor"])
-        restarts = CounterMetricFamily("lfr_actor_restarts",
-                                       "Restarts by the actor's supervisor", labels=["actor"])
-        received = CounterMetricFamily("lfr_mailbox_received",
-                                       "Messages accepted by the mailbox", labels=["actor"])
-        dropped = CounterMetricFamily("lfr_mailbox_dropped",
-                                      "Messages discarded by drop_oldest", labels=["actor"])
-        rejected = CounterMetricFamily("lfr_mailbox_rejected",
-                                       "Messages refused as the mailbox was full", labels=["actor"])
-        depth = GaugeMetricFamily("lfr_mailbox_depth", "Messages queued now", labels=["actor"])
-        peak = GaugeMetricFamily("lfr_mailbox_peak_depth", "Highest queue depth seen",
-                                 labels=["actor"])
+        cells = list(self._cells)
+        for name, help_text, kind, value in _SERIES:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, help_text, labels=["actor"])
+            for cell in cells:
+                family.add_metric([cell.name], value(cell))
+            yield family
         handling = HistogramMetricFamily("lfr_actor_handling_seconds",
                                          "Time spent in receive per message", labels=["actor"])
-        for cell in self._cells:
-            name = [cell.name]
-            m = cell.metrics
-            stats = cell.mailbox.statistics()
-            processed.add_metric(name, m.processed)
-            failures.add_metric(name, m.failures)
-            ask_errors.add_metric(name, m.ask_errors)
-            restarts.add_metric(name, m.restarts)
-            received.add_metric(name, stats.received)
-            dropped.add_metric(name, stats.dropped)
-            rejected.add_metric(name, stats.rejected)
-            depth.add_metric(name, stats.depth)
-            peak.add_metric(name, stats.peak_depth)
-            buckets = [(_le(bound), count) for bound, count in m.handling.cumulative()]
-            handling.add_metric(name, buckets, m.handling.sum_ns / 1e9)
-        yield from (processed, failures, ask_errors, restarts, received, dropped, rejected,
-                    depth, peak, handling)
+        for cell in cells:
+            histogram = cell.metrics.handling
+            buckets = [(_le(bound), count) for bound, count in histogram.cumulative()]
+            handling.add_metric([cell.name], buckets, histogram.sum_ns / 1e9)
+        yield handling
+
+
+# (metric name, help, counter or gauge, how to read it from a cell), in exposition order.
+_SERIES: tuple[tuple[str, str, str, Callable[[ActorCell[object]], float]], ...] = (
+    ("lfr_actor_messages_processed", "Messages handled by the actor", "counter",
+     lambda c: c.metrics.processed),
+    ("lfr_actor_failures", "Incarnations of the actor that failed", "counter",
+     lambda c: c.metrics.failures),
+    ("lfr_actor_ask_errors", "Asks whose handling raised", "counter",
+     lambda c: c.metrics.ask_errors),
+    ("lfr_actor_restarts", "Restarts by the actor's supervisor", "counter",
+     lambda c: c.metrics.restarts),
+    ("lfr_mailbox_received", "Messages accepted by the mailbox", "counter",
+     lambda c: c.mailbox.statistics().received),
+    ("lfr_mailbox_dropped", "Messages discarded by drop_oldest", "counter",
+     lambda c: c.mailbox.statistics().dropped),
+    ("lfr_mailbox_rejected", "Messages refused as the mailbox was full", "counter",
+     lambda c: c.mailbox.statistics().rejected),
+    ("lfr_mailbox_depth", "Messages queued now", "gauge",
+     lambda c: c.mailbox.statistics().depth),
+    ("lfr_mailbox_peak_depth", "Highest queue depth seen", "gauge",
+     lambda c: c.mailbox.statistics().peak_depth),
+)
 
 
 def _le(bound: float) -> str:
