@@ -17,6 +17,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +29,6 @@ from actors.unit.face_analysis import FaceCandidate, detection_box, wipe
 from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
-from models.face_embedder import FaceEmbedder
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
 from runtime.ref import ActorRef
@@ -84,10 +84,18 @@ class _Embedded:
     embeddings: NDArray[np.float32]
 
 
+class Embedder(Protocol):
+    """What the matcher needs of an embedding model (``models.face_embedder.FaceEmbedder``)."""
+
+    def embed(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Unit-length embedding of one aligned 112x112x3 RGB face; called on worker threads."""
+        ...
+
+
 class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
     """``DetectedFaces`` in, ``MatchAlert`` out."""
 
-    def __init__(self, embedder: FaceEmbedder, gallery: Gallery,
+    def __init__(self, embedder: Embedder, gallery: Gallery,
                  output: ActorRef[MatcherOutput], config: MatcherConfig | None = None) -> None:
         self.embedder = embedder
         self.gallery = gallery
