@@ -33,7 +33,7 @@ from models.interpreter import (
 from models.letterbox import FramePyramid, Letterbox, letterbox_region
 from models.model_file import ModelFile
 from models.non_max_suppression import Candidates, weighted_nms
-from models.tiling import Tile, TilingConfig, plan_tiles
+from models.tiling import Tile, TilingConfig, plan_tiles, tiles_hold_every_face
 
 __all__ = [
     "DetectorInput",
@@ -164,16 +164,22 @@ class FaceDetector:
         return plan_tiles(frame_width, frame_height, self.config.tiling)
 
     def prepare(self, frame: NDArray[np.uint8]) -> list[DetectorInput]:
-        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles."""
+        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles.
+
+        The whole-frame pass is left out when the tiles already hold every face the frame can
+        (``tiling.tiles_hold_every_face``).
+        """
         _check_frame(frame)
         h, w = frame.shape[:2]
         size = self.variant.input_size
         pyramid = FramePyramid(frame)  # its halvings are built once, shared by all regions
         tiles = self.plan(w, h)
         coarse = self.config.tiling.coarse_min_face
-        fitted, mapping = letterbox_region(pyramid, (0, 0, w, h), size)
-        whole_min = coarse * max(w, h) if tiles else 0.0
-        inputs = [DetectorInput(fitted, mapping, None, whole_min)]
+        inputs: list[DetectorInput] = []
+        if not tiles_hold_every_face(tiles, w, h, self.config.tiling):
+            fitted, mapping = letterbox_region(pyramid, (0, 0, w, h), size)
+            whole_min = coarse * max(w, h) if tiles else 0.0
+            inputs.append(DetectorInput(fitted, mapping, None, whole_min))
         for tile in tiles:
             fitted, mapping = letterbox_region(pyramid, tile.region, size)
             tile_min = coarse * tile.level_size if tile.finer_level_below else 0.0

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Tile", "TilingConfig", "axis_starts", "plan_tiles"]
+__all__ = ["Tile", "TilingConfig", "axis_starts", "plan_tiles", "tiles_hold_every_face"]
 
 
 @dataclass(frozen=True)
@@ -223,3 +223,24 @@ def plan_tiles(width: int, height: int, config: TilingConfig) -> list[Tile]:
                     )
                 )
     return tiles
+
+
+def tiles_hold_every_face(tiles: list[Tile], width: int, height: int,
+                          config: TilingConfig) -> bool:
+    """True when every face the frame can hold lies whole in some tile, clear of the edge
+    margins: the whole-frame pass then finds nothing the tiles miss and is skipped.
+
+    A face is at most the frame's shorter side; with one level of tiles whose neighbours overlap
+    by that much plus both margins, each such face fits in some column and some row of tiles.
+    On a 640x360 frame (two 533 px tiles overlapping by 426 px) this saves a third of the
+    detector's invokes.
+    """
+    if not tiles or any(t.finer_level_below for t in tiles):
+        return False
+    need = min(width, height) + 2.0 * config.edge_margin * tiles[0].level_size
+
+    def overlaps_enough(spans: list[tuple[int, int]]) -> bool:
+        return all(a[1] - b[0] >= need for a, b in itertools.pairwise(spans))
+
+    return (overlaps_enough(sorted({(t.x0, t.x1) for t in tiles}))
+            and overlaps_enough(sorted({(t.y0, t.y1) for t in tiles})))

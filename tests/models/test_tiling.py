@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.tiling import Tile, TilingConfig, axis_starts, plan_tiles
+from models.tiling import Tile, TilingConfig, axis_starts, plan_tiles, tiles_hold_every_face
 
 DEFAULT = TilingConfig()
 
@@ -91,3 +91,16 @@ def test_invalid_configs_are_refused() -> None:
         TilingConfig(min_face_px=0)
     with pytest.raises(ValueError, match="level_ratio"):
         TilingConfig(level_ratio=1.0)
+
+
+def test_the_whole_frame_pass_is_skipped_only_when_tiles_hold_every_face() -> None:
+    config = TilingConfig()
+    # 640x360: two 533 px tiles overlapping by 426 px hold any face up to 360 px.
+    small = plan_tiles(640, 360, config)
+    assert len(small) == 2
+    assert tiles_hold_every_face(small, 640, 360, config)
+    # 1920x1080: 533 px tiles cannot hold a 1000 px face: the whole-frame pass stays.
+    large = plan_tiles(1920, 1080, config)
+    assert not tiles_hold_every_face(large, 1920, 1080, config)
+    # No tiles: nothing to skip.
+    assert not tiles_hold_every_face([], 320, 240, config)
