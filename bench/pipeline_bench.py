@@ -30,7 +30,7 @@ from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from lfr.scan import ScanConfig, start_scan
 from models.face_detector import FaceDetector
-from models.face_embedder import FaceEmbedder
+from models.face_embedder import EMBEDDING_DIM, FaceEmbedder
 from runtime.node import event_loop_factory
 from runtime.system import ActorSystem, SystemConfig
 
@@ -40,7 +40,7 @@ RANDOM_SUBJECTS = 1000
 
 def _random_watchlist(embedder: FaceEmbedder) -> Watchlist:
     rng = np.random.default_rng(0)
-    rows = rng.standard_normal((RANDOM_SUBJECTS, 192)).astype(np.float32)
+    rows = rng.standard_normal((RANDOM_SUBJECTS, EMBEDDING_DIM)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     return Watchlist(embedder.model_id, embedder.model_sha256, time.time(),
                      tuple(f"random-{i}" for i in range(RANDOM_SUBJECTS)), rows,

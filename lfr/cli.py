@@ -71,12 +71,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     pairs = read_pairs(Path(args.pairs))
     report = calibrate(pairs, Path(args.root), target_fmr=args.target_fmr,
                        scores_out=Path(args.scores_out) if args.scores_out else None)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for key, value in report.items():
-            print(f"{key:26} {value}")
-    return 0
+    return _report(report, as_json=args.json)
 
 
 def _cmd_watchlist_build(args: argparse.Namespace) -> int:

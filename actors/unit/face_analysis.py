@@ -74,8 +74,3 @@ def wipe(array: NDArray[Any]) -> None:
     """
     if array.flags.writeable:
         array.fill(0)
-
-
-def detection_box(detection: FaceDetection) -> tuple[float, float, float, float]:
-    """The detection's box as ``(x0, y0, x1, y1)`` in frame pixels."""
-    return (detection.x0, detection.y0, detection.x1, detection.y1)

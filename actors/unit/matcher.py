@@ -25,7 +25,7 @@ from PIL import Image
 
 from actors.unit.alert_policy import AlertPolicy, AlertPolicyConfig
 from actors.unit.detector import DetectedFaces, DetectorOutput, StreamEnded
-from actors.unit.face_analysis import FaceCandidate, detection_box, wipe
+from actors.unit.face_analysis import FaceCandidate, wipe
 from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
@@ -168,7 +168,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
         results = self.gallery.search(embeddings, k=1)
         tracker = self._trackers.setdefault(frame.camera, Tracker(self.config.tracking))
         policy = self._policies.setdefault(frame.camera, AlertPolicy(self.config.alerts))
-        tracks = tracker.update(frame.t_s, [detection_box(f.detection) for f in frame.faces],
+        tracks = tracker.update(frame.t_s, [f.detection.box for f in frame.faces],
                                 embeddings)
         self._faces += len(frame.faces)
         alerted: set[int] = set()
@@ -191,8 +191,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
                      f"{frame.index}",
             subject=subject, score=match.score, threshold=match.threshold, track=track.track_id,
             camera=frame.camera, t_s=frame.t_s, captured_at=frame.captured_at,
-            frame_index=frame.index, box=detection_box(face.detection), hits=hits,
-            crop_jpeg=alert_crop(frame.pixels, detection_box(face.detection)),
+            frame_index=frame.index, box=face.detection.box, hits=hits,
+            crop_jpeg=alert_crop(frame.pixels, face.detection.box),
         )
         await self.output.tell(alert)
 
