@@ -24,6 +24,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
+from actors.unit.frame_pixels import frame_to_rgb
 from runtime.actor import Actor
 from runtime.errors import ActorStopped
 from runtime.ref import ActorRef
@@ -220,7 +221,7 @@ class Camera(Actor[_NextFrame]):
         if decoded.width * decoded.height > MAX_FRAME_PIXELS:
             raise ValueError(f"camera {self.config.camera_id}: frame of {decoded.width}x"
                              f"{decoded.height} is over the limit of {MAX_FRAME_PIXELS} pixels")
-        pixels = decoded.to_ndarray(format="rgb24")
+        pixels = frame_to_rgb(decoded)
         now = time.monotonic_ns()
         if self.config.is_live or decoded.time is None:
             t_s = (now - self.progress.started_ns) / 1e9
