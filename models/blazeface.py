@@ -60,6 +60,14 @@ class BlazeFaceVariant:
     anchors: NDArray[np.float32] = field(init=False, repr=False, compare=False)
     """(num_anchors, 4) [x_center, y_center, w, h], generated from ``anchor_options``."""
 
+    coord_scale: NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    """(num_anchors, 16): each regressor value times this, plus ``coord_offset``, is the
+    decoded value: ``[aw, ah, aw, ah, aw, ah, ...] / input_size`` per anchor."""
+
+    coord_offset: NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    """(num_anchors, 16): ``[ax, ay, 0, 0, ax, ay, ax, ay, ...]`` per anchor (sizes get no
+    offset, centres and keypoints the anchor centre)."""
+
     def __post_init__(self) -> None:
         anchors = generate_anchors(self.anchor_options)
         if anchors.shape[0] != self.num_anchors:
@@ -67,8 +75,15 @@ class BlazeFaceVariant:
                 f"{self.model.model_id}: {anchors.shape[0]} anchors generated, "
                 f"model has {self.num_anchors}"
             )
-        anchors.setflags(write=False)
-        object.__setattr__(self, "anchors", anchors)
+        pairs = NUM_COORDS // 2  # (x, y) pairs: centre, size, then the keypoints
+        scale = np.tile(anchors[:, 2:4] / np.float32(self.input_size), (1, pairs))
+        offset = np.tile(anchors[:, 0:2], (1, pairs))
+        offset[:, 2:4] = 0.0
+        for name, values in (("anchors", anchors), ("coord_scale", scale),
+                             ("coord_offset", offset)):
+            frozen = np.ascontiguousarray(values, dtype=np.float32)
+            frozen.setflags(write=False)
+            object.__setattr__(self, name, frozen)
 
     @property
     def input_size(self) -> int:
@@ -106,6 +121,20 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _candidate_anchors(raw_scores: NDArray[np.float32], threshold: float,
+                       clip: float) -> NDArray[np.intp]:
+    """Indices of the anchors whose clipped logit reaches the threshold's logit.
+
+    The sigmoid is monotonic, so this keeps exactly the anchors scoring >= threshold, and runs
+    it on those few only. For a threshold logit inside (-clip, clip], clipping cannot change
+    the comparison, so it is skipped; NaN logits are never kept.
+    """
+    limit = _logit(threshold)
+    if limit > clip:
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(raw_scores >= (limit if limit > -clip else -math.inf))
+
+
 def decode_raw_outputs(
     regressors: NDArray[np.float32],
     logits: NDArray[np.float32],
@@ -123,26 +152,18 @@ def decode_raw_outputs(
     raw_scores = np.asarray(logits, dtype=np.float32).reshape(n)
     clip = variant.score_clipping
     threshold = variant.min_score if min_score is None else min_score
-    # Compare logits with the threshold's logit: the sigmoid then runs on the few kept anchors
-    # only. The sigmoid is monotonic, so this keeps exactly the anchors scoring >= threshold.
-    keep = np.clip(raw_scores, -clip, clip) >= _logit(threshold)
-    if not keep.any():
+    kept = _candidate_anchors(raw_scores, threshold, clip)
+    if kept.size == 0:
         return Candidates.empty(NUM_KEYPOINTS)
-    scores = _sigmoid(np.clip(raw_scores[keep], -clip, clip))
+    scores = _sigmoid(np.clip(raw_scores[kept], -clip, clip))
     survivors = scores >= threshold  # guards the float rounding of the logit comparison
-    keep[np.flatnonzero(keep)[~survivors]] = False
-    scores = scores[survivors]
-    reg = reg[keep]
-    anchors = variant.anchors[keep]
-    scale = np.float32(variant.input_size)
-    ax, ay, aw, ah = (anchors[:, i : i + 1] for i in range(4))
-    xc = reg[:, 0:1] / scale * aw + ax
-    yc = reg[:, 1:2] / scale * ah + ay
-    w = reg[:, 2:3] / scale * aw
-    h = reg[:, 3:4] / scale * ah
-    boxes = np.concatenate([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
-    kp = reg[:, 4:].reshape(-1, NUM_KEYPOINTS, 2)
-    kx = kp[..., 0] / scale * aw + ax
-    ky = kp[..., 1] / scale * ah + ay
-    keypoints = np.stack([kx, ky], axis=-1)
-    return Candidates(boxes.astype(np.float32), scores, keypoints.astype(np.float32))
+    if not survivors.all():
+        kept, scores = kept[survivors], scores[survivors]
+        if kept.size == 0:
+            return Candidates.empty(NUM_KEYPOINTS)
+    # One multiply-add decodes everything: centre, size and keypoints (see ``coord_scale``).
+    decoded = reg[kept] * variant.coord_scale[kept] + variant.coord_offset[kept]
+    centre, half = decoded[:, 0:2], decoded[:, 2:4] * np.float32(0.5)
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    keypoints = decoded[:, 4:].reshape(-1, NUM_KEYPOINTS, 2)
+    return Candidates(boxes, scores, keypoints)

@@ -219,18 +219,18 @@ class FaceDetector:
         cands = decode_raw_outputs(raw.regressors, raw.logits, self.variant, self._min_score)
         if len(cands) == 0:
             return cands
-        lb = detector_input.letterbox
-        corners = lb.to_frame(cands.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
-        framed = Candidates(corners, cands.scores, lb.to_frame(cands.keypoints))
+        mul, add = detector_input.letterbox.frame_affine()
+        boxes = (cands.boxes.reshape(-1, 2, 2) * mul + add).reshape(-1, 4)
+        keep: NDArray[np.bool_] | None = None
         if detector_input.min_face_px > 0.0:
-            framed = framed.select(
-                framed.boxes[:, 2] - framed.boxes[:, 0] >= detector_input.min_face_px
-            )
+            keep = boxes[:, 2] - boxes[:, 0] >= detector_input.min_face_px
         tile = detector_input.tile
         if tile is not None:
             margin = self.config.tiling.edge_margin * tile.level_size
-            framed = framed.select(~tile.crosses_inner_edge(framed.boxes, margin))
-        return framed
+            inside = ~tile.crosses_inner_edge(boxes, margin)
+            keep = inside if keep is None else keep & inside
+        framed = Candidates(boxes, cands.scores, cands.keypoints * mul + add)
+        return framed if keep is None or keep.all() else framed.select(keep)
 
     def merge(self, candidates: Sequence[Candidates]) -> list[FaceDetection]:
         """Weighted NMS over the candidates of all inputs of one frame; best first."""

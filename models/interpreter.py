@@ -218,6 +218,8 @@ class ModelInterpreter:
         self.output_shapes: tuple[tuple[int, ...], ...] = tuple(
             tuple(int(x) for x in d["shape"]) for d in outputs
         )
+        self._float_io = self._input_dtype == np.float32 and all(
+            scale == 0.0 for _, scale, _ in self._outputs)
 
     def _quantize_input(self, x: NDArray[np.float32]) -> NDArray[Any]:
         if self._input_dtype == np.float32:
@@ -230,8 +232,7 @@ class ModelInterpreter:
     @property
     def float_io(self) -> bool:
         """True when input and outputs are float32 (no quantisation to apply)."""
-        return self._input_dtype == np.float32 and all(scale == 0.0 for _, scale, _ in
-                                                        self._outputs)
+        return self._float_io
 
     def fill_input(self, fill: Callable[[NDArray[np.float32]], None]) -> None:
         """Let ``fill`` write the next input straight into the interpreter's input tensor.

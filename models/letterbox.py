@@ -61,6 +61,15 @@ class Letterbox:
         y = (pts[..., 1] - self.pad_y) / self.scale_y + self.region_y0
         return np.stack([x, y], axis=-1).astype(np.float32)
 
+    def frame_affine(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """``(mul, add)``, each (2,) float32 [x, y]: ``xy * mul + add`` is ``to_frame(xy)`` in
+        float32 arithmetic (to within 1e-3 px for frames up to 4096 px), broadcast over any
+        (..., 2) array of points."""
+        mul = np.array([self.input_size / self.scale_x, self.input_size / self.scale_y])
+        add = np.array([self.region_x0 - self.pad_x / self.scale_x,
+                        self.region_y0 - self.pad_y / self.scale_y])
+        return mul.astype(np.float32), add.astype(np.float32)
+
     def to_input(self, xy: NDArray[np.float32]) -> NDArray[np.float32]:
         """Map frame pixels (..., 2) [x, y] to normalised input coordinates (inverse of
         ``to_frame``)."""

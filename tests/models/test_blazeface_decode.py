@@ -58,3 +58,19 @@ def test_accepts_the_models_batched_output_shapes() -> None:
     logits[7] = 3.0
     c = decode_raw_outputs(reg[None], logits[None, :, None], FULL_RANGE)
     assert len(c) == 1
+
+
+def test_nan_logits_are_never_candidates() -> None:
+    reg, logits = _empty_outputs(FULL_RANGE.num_anchors)
+    logits[[1, 2]] = [np.nan, 4.0]
+    assert len(decode_raw_outputs(reg, logits, FULL_RANGE)) == 1
+    # A threshold whose logit is below the clipping range keeps every anchor but the NaN one.
+    every = decode_raw_outputs(reg, logits, FULL_RANGE, min_score=1e-50)
+    assert len(every) == FULL_RANGE.num_anchors - 1
+    assert np.isfinite(every.scores).all()
+
+
+def test_a_certain_threshold_keeps_nothing() -> None:
+    reg, logits = _empty_outputs(SHORT_RANGE.num_anchors)
+    logits[0] = 1e30  # clipped to 100: a score of 1.0 in float32, yet logit(1.0) is infinite
+    assert len(decode_raw_outputs(reg, logits, SHORT_RANGE, min_score=1.0)) == 0

@@ -27,6 +27,9 @@ def test_to_frame_and_to_input_are_inverse(w: int, h: int, size: int, data: st.D
     assert image.dtype == np.uint8
     pts = np.array([[x0, y0], [x1, y1], [(x0 + x1) / 2, y0 + 3.25]], np.float32)
     np.testing.assert_allclose(lb.to_frame(lb.to_input(pts)), pts, atol=1e-3)
+    mul, add = lb.frame_affine()  # the detector's fast path: one multiply-add per point
+    normalised = lb.to_input(pts)
+    np.testing.assert_allclose(normalised * mul + add, lb.to_frame(normalised), atol=1e-3)
     # The region's corners land on the corners of the resized area, which is centred. A region
     # shrunk 2x or more is resampled from a pyramid level, its edges snapped to whole level
     # pixels: the mapping is exact for what was sampled, which is the requested region up to
