@@ -118,7 +118,7 @@ def warp_face(
     coordinates) into a ``size`` x ``size`` x 3 uint8 crop; outside the frame is black.
 
     Only the frame region the crop maps from is resampled. When the face is 2x or more larger in
-    the frame than in the crop, that region is first halved (``cv2.pyrDown``) until less than a
+    the frame than in the crop, that region is first halved (``FramePyramid``) until less than a
     2x shrink is left, so the bilinear warp (4 source pixels per output pixel) does not alias
     on big faces.
     """
@@ -128,23 +128,26 @@ def warp_face(
     corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
     src = corners @ inverse[:, :2].T + inverse[:, 2]
     h, w = frame.shape[:2]
-    # The source region, with a few pixels of margin for the pyramid's 5x5 blur.
-    x0 = max(0, math.floor(src[:, 0].min()) - 4)
-    y0 = max(0, math.floor(src[:, 1].min()) - 4)
-    x1 = min(w, math.ceil(src[:, 0].max()) + 4)
-    y1 = min(h, math.ceil(src[:, 1].max()) + 4)
-    if x1 <= x0 or y1 <= y0:  # the face maps entirely outside the frame
-        return np.zeros((size, size, 3), dtype=np.uint8)
-    # Frame pixels per crop pixel (the similarity's inverse scale).
+    # Frame pixels per crop pixel (the similarity's inverse scale) sets the pyramid level.
     frame_per_crop = math.sqrt(abs(np.linalg.det(inverse[:, :2])))
-    pyramid = FramePyramid(frame[y0:y1, x0:x1])
     k = pyramid_level_for(frame_per_crop)
     factor = float(2**k)
-    # In pixel-centre indices: frame pixel c = (x0, y0) + factor * l for level pixel l, and the
-    # continuous map crop = A frame + b becomes o = A c + A (0.5, 0.5) + b - 0.5.
+    # The source region, with a margin of two level pixels for the bilinear taps at its edges
+    # and the odd row or column a pyramid level may leave out.
+    margin = 2 * 2**k + 2
+    x0 = max(0, math.floor(src[:, 0].min()) - margin)
+    y0 = max(0, math.floor(src[:, 1].min()) - margin)
+    x1 = min(w, math.ceil(src[:, 0].max()) + margin)
+    y1 = min(h, math.ceil(src[:, 1].max()) + margin)
+    if x1 <= x0 or y1 <= y0:  # the face maps entirely outside the frame
+        return np.zeros((size, size, 3), dtype=np.uint8)
+    pyramid = FramePyramid(frame[y0:y1, x0:x1])
+    # warpAffine works in pixel-centre indices. Level pixel l is centred on the continuous
+    # frame point (x0, y0) + factor * (l + 0.5), and crop pixel o on o + 0.5, so the continuous
+    # map crop = A frame + b becomes o = A factor l + A ((x0, y0) + factor / 2) + b - 0.5.
     a = np.asarray(matrix[:, :2], dtype=np.float64)
     b = np.asarray(matrix[:, 2], dtype=np.float64)
-    offset = a @ (np.array([x0, y0], dtype=np.float64) + 0.5) + b - 0.5
+    offset = a @ (np.array([x0, y0], dtype=np.float64) + factor / 2) + b - 0.5
     level_matrix = np.hstack([a * factor, offset[:, None]])
     warped = cv2.warpAffine(pyramid.level(k), level_matrix, (size, size),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,

@@ -82,11 +82,13 @@ class Letterbox:
 class FramePyramid:
     """A frame and its successive halvings, built on demand and shared by all its regions.
 
-    Each level is ``cv2.pyrDown`` of the one above: a 5x5 Gaussian blur, then every other pixel,
-    so level ``k`` pixel ``j`` is centred on frame pixel ``2**k * j`` (pixel-centre indices).
+    Each level averages 2x2 blocks of the one above (``cv2.resize`` with ``INTER_AREA`` at
+    exactly half size, OpenCV's fast path: 55 us for 640x360 against 170 us for ``pyrDown``'s
+    5x5 Gaussian; an odd last row or column is averaged with a copy of itself). So level ``k``
+    pixel ``j`` spans frame pixels ``[2**k * j, 2**k * (j + 1))`` (continuous coordinates).
     Shrinking by more than 2x from the nearest level above instead of from the frame keeps a
     bilinear resize from skipping source pixels (aliasing), at a fraction of the cost of an
-    area filter.
+    area filter at an arbitrary scale.
     """
 
     def __init__(self, frame: NDArray[np.uint8]) -> None:
@@ -100,9 +102,15 @@ class FramePyramid:
         return self._levels[0]
 
     def level(self, k: int) -> NDArray[np.uint8]:
-        """The frame halved ``k`` times."""
+        """The frame halved ``k`` times: ``ceil(H / 2**k)`` x ``ceil(W / 2**k)``."""
         while len(self._levels) <= k:
-            self._levels.append(np.asarray(cv2.pyrDown(self._levels[-1]), dtype=np.uint8))
+            above = self._levels[-1]
+            odd_h, odd_w = above.shape[0] % 2, above.shape[1] % 2
+            if odd_h or odd_w:  # repeat the last row / column: the halving stays exact 2x
+                above = cv2.copyMakeBorder(above, 0, odd_h, 0, odd_w, cv2.BORDER_REPLICATE)
+            size = (above.shape[1] // 2, above.shape[0] // 2)
+            self._levels.append(np.asarray(
+                cv2.resize(above, size, interpolation=cv2.INTER_AREA), dtype=np.uint8))
         return self._levels[k]
 
 
@@ -137,11 +145,11 @@ def letterbox_region(
     k = pyramid_level_for(max(w / new_w, h / new_h))
     level, factor = pyramid.level(k), 2**k
     # The region in the level's pixels, snapped to whole level pixels (a resize of a view is
-    # 3x cheaper than a warp). Level pixel l is centred on frame pixel factor * l, so in
-    # continuous coordinates frame = factor * (level - 0.5) + 0.5.
-    lx0, ly0 = _to_level(x0, factor), _to_level(y0, factor)
-    lx1 = min(level.shape[1], max(lx0 + 1, _to_level(x1, factor)))
-    ly1 = min(level.shape[0], max(ly0 + 1, _to_level(y1, factor)))
+    # 3x cheaper than a warp). Level pixel l spans frame [factor * l, factor * (l + 1)).
+    lx0 = min(level.shape[1] - 1, round(x0 / factor))
+    ly0 = min(level.shape[0] - 1, round(y0 / factor))
+    lx1 = min(level.shape[1], max(lx0 + 1, round(x1 / factor)))
+    ly1 = min(level.shape[0], max(ly0 + 1, round(y1 / factor)))
     resized = cv2.resize(level[ly0:ly1, lx0:lx1], (new_w, new_h),
                          interpolation=cv2.INTER_LINEAR)
     pad_x = (input_size - new_w) // 2
@@ -151,16 +159,11 @@ def letterbox_region(
     mapping = Letterbox(
         input_size=input_size,
         # The mapping of what was actually resampled, exact: out = (frame - origin) * scale.
-        region_x0=factor * (lx0 - 0.5) + 0.5,
-        region_y0=factor * (ly0 - 0.5) + 0.5,
+        region_x0=float(factor * lx0),
+        region_y0=float(factor * ly0),
         scale_x=new_w / ((lx1 - lx0) * factor),
         scale_y=new_h / ((ly1 - ly0) * factor),
         pad_x=pad_x,
         pad_y=pad_y,
     )
     return out, mapping
-
-
-def _to_level(frame_edge: int, factor: int) -> int:
-    """The level pixel edge nearest to a frame pixel edge."""
-    return max(0, round((frame_edge - 0.5) / factor + 0.5))
