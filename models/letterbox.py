@@ -107,7 +107,8 @@ class FramePyramid:
             above = self._levels[-1]
             odd_h, odd_w = above.shape[0] % 2, above.shape[1] % 2
             if odd_h or odd_w:  # repeat the last row / column: the halving stays exact 2x
-                above = cv2.copyMakeBorder(above, 0, odd_h, 0, odd_w, cv2.BORDER_REPLICATE)
+                above = np.asarray(cv2.copyMakeBorder(above, 0, odd_h, 0, odd_w,
+                                                      cv2.BORDER_REPLICATE), dtype=np.uint8)
             size = (above.shape[1] // 2, above.shape[0] // 2)
             self._levels.append(np.asarray(
                 cv2.resize(above, size, interpolation=cv2.INTER_AREA), dtype=np.uint8))
