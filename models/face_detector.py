@@ -186,6 +186,10 @@ class FaceDetector:
             inputs.append(DetectorInput(fitted, mapping, tile, tile_min))
         return inputs
 
+    def warm_up(self) -> None:
+        """Open and run the calling thread's interpreter once (see ``PerThreadInterpreter``)."""
+        self._interpreters.warm_up()
+
     def interpreter(self) -> ModelInterpreter:
         """The calling thread's own interpreter (for timing the model work alone)."""
         return self._interpreters.get()

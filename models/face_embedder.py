@@ -140,6 +140,10 @@ class FaceEmbedder:
         views = _l2_normalise(raw)
         return _l2_normalise(views.mean(axis=0))
 
+    def warm_up(self) -> None:
+        """Open and run the calling thread's interpreter once (see ``PerThreadInterpreter``)."""
+        self._interpreters.warm_up()
+
     def interpreter(self) -> ModelInterpreter:
         """The calling thread's own interpreter (for timing the model work alone)."""
         return self._interpreters.get()

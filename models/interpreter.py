@@ -297,6 +297,13 @@ class PerThreadInterpreter:
         self.verified = verified
         self._local = threading.local()
 
+    def warm_up(self) -> None:
+        """Open the calling thread's interpreter and run it once on a blank input, so that the
+        first real call on this thread pays no set-up (opening, XNNPACK's first run)."""
+        interpreter = self.get()
+        interpreter.fill_input(lambda tensor: tensor.fill(0.0))
+        interpreter.run()
+
     def get(self) -> ModelInterpreter:
         """The calling thread's interpreter (opened on first use in that thread)."""
         interpreter: ModelInterpreter | None = getattr(self._local, "interpreter", None)

@@ -14,7 +14,7 @@ Layering, bottom up (a module imports only from layers below it):
 """
 
 from runtime.actor import Actor, ActorContext
-from runtime.blocking import BlockingPool
+from runtime.blocking import BlockingPool, WorkersBusy
 from runtime.codec import Codec, DecodeError, EncodeError
 from runtime.errors import (
     ActorStopped,
@@ -80,6 +80,7 @@ __all__ = [
     "SupervisorGaveUp",
     "SystemConfig",
     "WindowFailed",
+    "WorkersBusy",
     "connect_tcp",
     "connect_unix",
     "default_registry",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class WorkersBusy(RuntimeError):
+    """``BlockingPool.run_on_each_worker`` could not reach every worker in time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,36 @@ class BlockingPool:
             self._in_flight -= 1
             self._completed += 1
             self._slots.release()
+
+    async def run_on_each_worker(self, fn: Callable[[], T], timeout_s: float = 30.0) -> list[T]:
+        """Run ``fn()`` once on every worker thread; its results, one per worker.
+
+        For per-thread set-up before work arrives, such as opening each thread's model
+        interpreters. Each call holds its thread until all have run, so no thread runs two.
+        Meant for start-up: if other calls keep a worker busy for ``timeout_s``,
+        ``WorkersBusy`` says so. If ``fn`` raises on any thread, that error is raised.
+        """
+        barrier = threading.Barrier(self.workers)
+
+        def once() -> T:
+            try:
+                result = fn()
+            except BaseException:
+                barrier.abort()  # the other threads stop waiting for this one
+                raise
+            try:
+                barrier.wait(timeout_s)
+            except threading.BrokenBarrierError:
+                raise WorkersBusy(f"blocking pool: not all of its {self.workers} workers ran "
+                                  f"the call within {timeout_s} s") from None
+            return result
+
+        outcomes = await asyncio.gather(*(self.run(once) for _ in range(self.workers)),
+                                        return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:  # fn's own error first: WorkersBusy on the others is its consequence
+            raise next((f for f in failures if not isinstance(f, WorkersBusy)), failures[0])
+        return [o for o in outcomes if not isinstance(o, BaseException)]
 
     def statistics(self) -> BlockingPoolStatistics:
         """Current load."""

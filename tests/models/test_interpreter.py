@@ -118,3 +118,27 @@ def test_two_threads_invoking_concurrently_get_the_same_results() -> None:
     for out in results:
         for got, want in zip(out, expected, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def test_warm_up_opens_the_threads_interpreter_and_leaves_no_trace() -> None:
+    verified = verify_model(BLAZEFACE_SHORT_RANGE)
+    interpreters = PerThreadInterpreter(verified)
+    seen: list[ModelInterpreter] = []
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    cold = verified.open().invoke(x)
+
+    def on_a_worker() -> None:
+        interpreters.warm_up()
+        seen.append(interpreters.get())  # the one warm_up opened, kept for this thread
+        interpreters.warm_up()
+        seen.append(interpreters.get())
+        seen[-1].invoke(x)
+
+    worker = threading.Thread(target=on_a_worker)
+    worker.start()
+    worker.join()
+    assert len(seen) == 2
+    assert seen[0] is seen[1]
+    warm = seen[0].invoke(x)  # the same results as an interpreter that was never warmed
+    for a, b in zip(cold, warm, strict=True):
+        np.testing.assert_array_equal(a, b)

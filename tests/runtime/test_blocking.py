@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from runtime import Actor, ActorSystem, BlockingPool
+from runtime.blocking import WorkersBusy
 from tests.runtime.helpers import WAIT_S, eventually, settle
 
 
@@ -97,3 +98,46 @@ async def test_actor_run_blocking_uses_the_systems_pool(system: ActorSystem) -> 
     assert total == 6
     assert thread != threading.get_ident()
     assert system.blocking.statistics().completed == 1
+
+
+async def test_run_on_each_worker_reaches_every_thread_once() -> None:
+    pool = BlockingPool(workers=3)
+    try:
+        threads = await pool.run_on_each_worker(threading.get_ident)
+        assert len(threads) == 3
+        assert len(set(threads)) == 3
+        # The same threads serve later calls: what was set up on them is there.
+        later = {await pool.run(threading.get_ident) for _ in range(6)}
+        assert later <= set(threads)
+    finally:
+        await asyncio.to_thread(pool.shutdown)
+
+
+async def test_run_on_each_worker_raises_the_callers_error() -> None:
+    pool = BlockingPool(workers=2)
+    calls = iter(range(2))
+
+    def second_fails() -> int:
+        if next(calls) == 1:
+            raise ValueError("set-up failed")
+        return 0
+
+    try:
+        with pytest.raises(ValueError, match="set-up failed"):
+            await pool.run_on_each_worker(second_fails)
+    finally:
+        await asyncio.to_thread(pool.shutdown)
+
+
+async def test_run_on_each_worker_says_when_a_worker_stays_busy() -> None:
+    pool = BlockingPool(workers=2, max_pending=4)
+    release = threading.Event()
+    busy = asyncio.ensure_future(pool.run(release.wait, WAIT_S))
+    try:
+        await eventually(lambda: pool.statistics().running_or_queued == 1)
+        with pytest.raises(WorkersBusy, match="not all of its 2 workers"):
+            await pool.run_on_each_worker(lambda: None, timeout_s=0.2)
+    finally:
+        release.set()
+        await busy
+        await asyncio.to_thread(pool.shutdown)
