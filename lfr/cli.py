@@ -101,7 +101,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from bench.pipeline_bench import run_pipeline_bench
 
     return _report(run_pipeline_bench(Path(args.source), Path(args.watchlist)
-                                      if args.watchlist else None), as_json=args.json)
+                                      if args.watchlist else None, args.runs), as_json=args.json)
 
 
 def _cmd_bench_gallery(args: argparse.Namespace) -> int:
@@ -186,6 +186,8 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     pipeline = benches.add_parser("pipeline", help="end-to-end fps vs model-bound fps")
     pipeline.add_argument("--source", required=True, help="video file")
     pipeline.add_argument("--watchlist", help="watchlist file (default: one random subject)")
+    pipeline.add_argument("--runs", type=int, default=3,
+                          help="runs of both phases; medians are reported (default 3)")
     pipeline.add_argument("--json", action="store_true", help="print one JSON object")
     pipeline.set_defaults(func=_cmd_bench_pipeline)
     gallery = benches.add_parser("gallery", help="watchlist search time per face")
