@@ -204,14 +204,18 @@ class FaceDetector:
         """Run the model on one input (the calling thread's own interpreter); copies outputs."""
         interpreter = self.load(detector_input)
         interpreter.run()
-        return interpreter.read_outputs(_copy_raw)
+        raw = interpreter.read_outputs(_copy_raw)
+        interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
+        return raw
 
     def detect_input(self, detector_input: DetectorInput) -> Candidates:
         """``decode(invoke(input), input)`` without copying the raw outputs."""
         interpreter = self.load(detector_input)
         interpreter.run()
-        return interpreter.read_outputs(
+        candidates = interpreter.read_outputs(
             lambda outputs: self.decode(_raw_view(outputs), detector_input))
+        interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
+        return candidates
 
     def decode(self, raw: RawDetectorOutput, detector_input: DetectorInput) -> Candidates:
         """Candidates (before NMS) of one input, in frame pixels.

@@ -269,6 +269,20 @@ class ModelInterpreter:
         finally:
             del views
 
+    def wipe(self) -> None:
+        """Overwrite the input and output tensors with zeros.
+
+        Privacy: after a face's input and outputs have been read, nothing of it should stay
+        reachable in the interpreter until the next call, which may come minutes later.
+        """
+        view = self._interpreter.tensor(self._input_index)()
+        view.fill(0)
+        del view
+        for index, _, _ in self._outputs:
+            out = self._interpreter.tensor(index)()
+            out.fill(0)
+            del out
+
     def invoke(self, x: NDArray[np.float32]) -> list[NDArray[np.float32]]:
         """Run the model on ``x`` (shape ``input_shape``); returns its outputs in model order.
 

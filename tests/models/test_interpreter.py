@@ -142,3 +142,37 @@ def test_warm_up_opens_the_threads_interpreter_and_leaves_no_trace() -> None:
     warm = seen[0].invoke(x)  # the same results as an interpreter that was never warmed
     for a, b in zip(cold, warm, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _tensors_of(interpreter: ModelInterpreter) -> list[np.ndarray]:
+    """Copies of the interpreter's input and output tensors (test-only peek inside)."""
+    inner = interpreter._interpreter  # the tensors privacy is about are inside
+    indices = [d["index"] for d in inner.get_input_details() + inner.get_output_details()]
+    return [inner.get_tensor(i) for i in indices]
+
+
+def test_no_face_data_stays_in_the_interpreters_after_a_call() -> None:
+    from models.face_embedder import FaceEmbedder, FaceEmbedderConfig  # noqa: PLC0415
+
+    face = np.random.default_rng(1).integers(1, 255, (112, 112, 3), dtype=np.uint8)
+    frame = np.random.default_rng(2).integers(1, 255, (360, 640, 3), dtype=np.uint8)
+    results: dict[str, list[np.ndarray]] = {}
+
+    def on_a_worker() -> None:
+        for flip in (True, False):
+            embedder = FaceEmbedder(FaceEmbedderConfig(flip_average=flip))
+            assert np.linalg.norm(embedder.embed(face)) > 0.99
+            results[f"embedder flip={flip}"] = _tensors_of(embedder.interpreter())
+        detector = FaceDetector()
+        detector.detect(frame)
+        results["detector.detect"] = _tensors_of(detector.interpreter())
+        detector.invoke(detector.prepare(frame)[0])
+        results["detector.invoke"] = _tensors_of(detector.interpreter())
+
+    worker = threading.Thread(target=on_a_worker)
+    worker.start()
+    worker.join()
+    assert set(results) == {"embedder flip=True", "embedder flip=False", "detector.detect",
+                            "detector.invoke"}
+    for name, tensors in results.items():
+        assert all(not t.any() for t in tensors), name
