@@ -45,6 +45,9 @@ class BlockingPool:
     def __init__(self, workers: int | None = None, max_pending: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_pending = max_pending or 2 * self.workers
+        if self.max_pending < self.workers:
+            raise ValueError(f"max_pending ({self.max_pending}) must be at least the number of "
+                             f"workers ({self.workers}), or some workers could never be used")
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="lfr-blocking")
         self._slots = asyncio.Semaphore(self.max_pending)
         self._in_flight = 0

@@ -141,3 +141,8 @@ async def test_run_on_each_worker_says_when_a_worker_stays_busy() -> None:
         release.set()
         await busy
         await asyncio.to_thread(pool.shutdown)
+
+
+def test_fewer_pending_slots_than_workers_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"max_pending \(1\) must be at least .* workers \(2\)"):
+        BlockingPool(workers=2, max_pending=1)
