@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,9 +30,12 @@ from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.model_file import MOBILEFACENET
 from runtime.actor import Actor
+from runtime.blocking import WorkersBusy
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.supervisor import Backoff, Strategy, SupervisorConfig
 from runtime.system import ActorSystem
+
+log = logging.getLogger("lfr.scan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +149,10 @@ async def warm_up_models(system: ActorSystem, detector: FaceDetector,
         detector.warm_up()
         embedder.warm_up()
 
-    await system.blocking.run_on_each_worker(warm_up)
+    try:
+        await system.blocking.run_on_each_worker(warm_up)
+    except WorkersBusy as exc:  # only an optimisation: the first frames pay the set-up instead
+        log.warning("models not warmed up on every worker: %s", exc)
 
 
 def check_scan_inputs(config: ScanConfig) -> Watchlist:

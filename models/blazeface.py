@@ -127,12 +127,13 @@ def _candidate_anchors(raw_scores: NDArray[np.float32], threshold: float,
 
     The sigmoid is monotonic, so this keeps exactly the anchors scoring >= threshold, and runs
     it on those few only. For a threshold logit inside (-clip, clip], clipping cannot change
-    the comparison, so it is skipped; NaN logits are never kept.
+    the comparison, so it is skipped; NaN logits (and a NaN threshold) keep nothing. All in
+    float32, as the comparison with the float32 logits is.
     """
-    limit = _logit(threshold)
-    if limit > clip:
+    limit, bound = np.float32(_logit(threshold)), np.float32(clip)
+    if not limit <= bound:  # above the clipped range, or NaN
         return np.zeros(0, dtype=np.intp)
-    return np.flatnonzero(raw_scores >= (limit if limit > -clip else -math.inf))
+    return np.flatnonzero(raw_scores >= (limit if limit > -bound else np.float32(-np.inf)))
 
 
 def decode_raw_outputs(

@@ -203,19 +203,21 @@ class FaceDetector:
     def invoke(self, detector_input: DetectorInput) -> RawDetectorOutput:
         """Run the model on one input (the calling thread's own interpreter); copies outputs."""
         interpreter = self.load(detector_input)
-        interpreter.run()
-        raw = interpreter.read_outputs(_copy_raw)
-        interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
-        return raw
+        try:
+            interpreter.run()
+            return interpreter.read_outputs(_copy_raw)
+        finally:
+            interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
 
     def detect_input(self, detector_input: DetectorInput) -> Candidates:
         """``decode(invoke(input), input)`` without copying the raw outputs."""
         interpreter = self.load(detector_input)
-        interpreter.run()
-        candidates = interpreter.read_outputs(
-            lambda outputs: self.decode(_raw_view(outputs), detector_input))
-        interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
-        return candidates
+        try:
+            interpreter.run()
+            return interpreter.read_outputs(
+                lambda outputs: self.decode(_raw_view(outputs), detector_input))
+        finally:
+            interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
 
     def decode(self, raw: RawDetectorOutput, detector_input: DetectorInput) -> Candidates:
         """Candidates (before NMS) of one input, in frame pixels.

@@ -131,8 +131,10 @@ class FaceEmbedder:
     def invoke(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Run the model on a prepared (2, 112, 112, 3) batch: raw (2, 192) embeddings."""
         interpreter = self._interpreters.get()
-        (out,) = interpreter.invoke(batch)  # a copy
-        interpreter.wipe()  # privacy: the faces leave the tensors
+        try:
+            (out,) = interpreter.invoke(batch)  # a copy
+        finally:
+            interpreter.wipe()  # privacy: the faces leave the tensors
         return out.reshape(_BATCH, EMBEDDING_DIM)
 
     @staticmethod
@@ -161,12 +163,13 @@ class FaceEmbedder:
         """Embedding (192,) float32, L2-normalised, of one aligned 112x112x3 uint8 RGB face."""
         if self.config.flip_average:
             interpreter = self.load(face)
-            interpreter.run()
-            # finish() reads the (2, 192) view and returns a new array: nothing is kept.
-            embedding = interpreter.read_outputs(
-                lambda outputs: self.finish(outputs[0].reshape(_BATCH, EMBEDDING_DIM)))
-            interpreter.wipe()  # privacy: the face and its raw embeddings leave the tensors
-            return embedding
+            try:
+                interpreter.run()
+                # finish() reads the (2, 192) view and returns a new array: nothing is kept.
+                return interpreter.read_outputs(
+                    lambda outputs: self.finish(outputs[0].reshape(_BATCH, EMBEDDING_DIM)))
+            finally:
+                interpreter.wipe()  # privacy: the face and its raw embeddings leave the tensors
         single: NDArray[np.float32] = self.embed_many([face])[0]
         return single
 

@@ -78,8 +78,10 @@ class BlockingPool:
 
         For per-thread set-up before work arrives, such as opening each thread's model
         interpreters. Each call holds its thread until all have run, so no thread runs two.
-        Meant for start-up: if other calls keep a worker busy for ``timeout_s``,
-        ``WorkersBusy`` says so. If ``fn`` raises on any thread, that error is raised.
+        Meant for start-up, when the pool is idle: ``timeout_s`` bounds how long a call that
+        has run waits for the others to start and finish; if it runs out (other work holds a
+        worker, or ``fn`` is that slow), ``WorkersBusy`` says so. If ``fn`` raises on any
+        thread, that error is raised. Cancelling the caller releases every waiting thread.
         """
         barrier = threading.Barrier(self.workers)
 
@@ -96,8 +98,12 @@ class BlockingPool:
                                   f"the call within {timeout_s} s") from None
             return result
 
-        outcomes = await asyncio.gather(*(self.run(once) for _ in range(self.workers)),
-                                        return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(*(self.run(once) for _ in range(self.workers)),
+                                            return_exceptions=True)
+        except BaseException:  # cancelled: no thread may stay parked at the barrier
+            barrier.abort()
+            raise
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:  # fn's own error first: WorkersBusy on the others is its consequence
             raise next((f for f in failures if not isinstance(f, WorkersBusy)), failures[0])

@@ -74,3 +74,20 @@ def test_a_certain_threshold_keeps_nothing() -> None:
     reg, logits = _empty_outputs(SHORT_RANGE.num_anchors)
     logits[0] = 1e30  # clipped to 100: a score of 1.0 in float32, yet logit(1.0) is infinite
     assert len(decode_raw_outputs(reg, logits, SHORT_RANGE, min_score=1.0)) == 0
+
+
+@pytest.mark.parametrize("min_score", [3.72008e-44, 1e-45, 1e-30, 0.25, 0.6, 1 - 1e-7,
+                                       float("nan")])
+def test_kept_anchors_are_exactly_those_the_plain_rule_keeps(min_score: float) -> None:
+    # The plain rule: sigmoid of the clipped logit, in float64, compared with the threshold
+    # (1.0 is the one exception: see test_a_certain_threshold_keeps_nothing).
+    rng = np.random.default_rng(5)
+    reg, _ = _empty_outputs(FULL_RANGE.num_anchors)
+    logits = rng.choice(np.array([-1e30, -100.0, -99.999999, -50.0, -1.0, 0.0, 0.4, 2.0, 17.0,
+                                  99.999999, 100.0, 1e30, np.nan], np.float32),
+                        FULL_RANGE.num_anchors)
+    clipped = np.clip(logits.astype(np.float64), -100.0, 100.0)
+    plain = (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        expected = int(np.count_nonzero(plain >= np.float32(min_score)))
+    assert len(decode_raw_outputs(reg, logits, FULL_RANGE, min_score=min_score)) == expected

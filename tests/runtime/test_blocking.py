@@ -146,3 +146,21 @@ async def test_run_on_each_worker_says_when_a_worker_stays_busy() -> None:
 def test_fewer_pending_slots_than_workers_is_refused() -> None:
     with pytest.raises(ValueError, match=r"max_pending \(1\) must be at least .* workers \(2\)"):
         BlockingPool(workers=2, max_pending=1)
+
+
+async def test_cancelling_run_on_each_worker_releases_the_waiting_threads() -> None:
+    pool = BlockingPool(workers=2)
+    release = threading.Event()
+    busy = asyncio.ensure_future(pool.run(release.wait, WAIT_S))
+    try:
+        await eventually(lambda: pool.statistics().running_or_queued == 1)
+        call = asyncio.ensure_future(pool.run_on_each_worker(lambda: None, timeout_s=WAIT_S))
+        await eventually(lambda: pool.statistics().running_or_queued == 3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        release.set()
+        await busy
+    # No thread is left parked at the barrier for WAIT_S: the pool shuts down at once.
+    await asyncio.wait_for(asyncio.to_thread(pool.shutdown), timeout=WAIT_S / 2)
