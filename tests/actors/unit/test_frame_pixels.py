@@ -4,6 +4,7 @@ the fast path cannot read correctly takes PyAV's path."""
 from __future__ import annotations
 
 import av
+import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -64,3 +65,20 @@ def test_yuv420p_flagged_full_range_takes_pyavs_conversion() -> None:
     frame = _frame(_scene(64, 96), "yuv420p")
     frame.color_range = 2  # AVCOL_RANGE_JPEG, as an H.264 stream may signal
     np.testing.assert_array_equal(frame_to_rgb(frame), frame.to_ndarray(format="rgb24"))
+
+
+@pytest.mark.parametrize("colorspace", [2, 5, 6])  # unspecified, BT.470BG, SMPTE 170M
+def test_frames_read_as_bt601_take_the_fast_path(colorspace: int) -> None:
+    frame = _frame(_scene(64, 96), "yuv420p")
+    frame.colorspace = colorspace
+    fast = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    np.testing.assert_array_equal(frame_to_rgb(frame), fast)
+
+
+def test_bt709_frames_keep_their_matrix() -> None:
+    frame = _frame(_scene(64, 96), "yuv420p")
+    frame.colorspace = 1  # BT.709, as HD cameras and the shared clip are tagged
+    converted = frame_to_rgb(frame)
+    np.testing.assert_array_equal(converted, frame.to_ndarray(format="rgb24"))
+    bt601 = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    assert np.abs(converted.astype(np.int16) - bt601).max() >= 5  # the matrices do differ here
