@@ -24,7 +24,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from actors.unit.frame_pixels import frame_to_rgb
+from actors.unit.frame_pixels import RgbConverter
 from runtime.actor import Actor
 from runtime.errors import ActorStopped
 from runtime.ref import ActorRef
@@ -129,6 +129,7 @@ class Camera(Actor[_NextFrame]):
         # up and retakes the GIL several times per frame, and a pool worker waiting for it
         # would leave a core idle that the models could use. Owned here, shut down in on_stop.
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix=f"camera-{config.camera_id}")
+        self._rgb = RgbConverter()  # used on the decoder thread only
 
     async def _in_decoder_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._decoder, fn)
@@ -221,7 +222,7 @@ class Camera(Actor[_NextFrame]):
         if decoded.width * decoded.height > MAX_FRAME_PIXELS:
             raise ValueError(f"camera {self.config.camera_id}: frame of {decoded.width}x"
                              f"{decoded.height} is over the limit of {MAX_FRAME_PIXELS} pixels")
-        pixels = frame_to_rgb(decoded)
+        pixels = self._rgb.to_rgb(decoded)
         now = time.monotonic_ns()
         if self.config.is_live or decoded.time is None:
             t_s = (now - self.progress.started_ns) / 1e9
