@@ -395,3 +395,14 @@ def test_redact_hides_a_password_containing_at_signs() -> None:
 def test_camera_messages_cannot_be_encoded(message: object) -> None:
     with pytest.raises(EncodeError, match="not a registered message"):
         Codec().encode(message)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"source": ""}, "camera source is empty"),
+    ({"source": "a.mp4", "camera_id": ""}, "camera_id is empty"),
+    ({"source": "a.mp4", "open_timeout_s": 0.0}, "open_timeout_s must be > 0"),
+    ({"source": "a.mp4", "decoder_threads": 0}, "decoder_threads must be >= 1"),
+])
+def test_bad_camera_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CameraConfig(**kwargs)
