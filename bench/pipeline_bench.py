@@ -10,6 +10,10 @@ Two phases in one process on the same video:
    embedder invokes as the pipeline embedded faces, invoked by one thread per core and nothing
    else. ``model_bound_fps`` = frames / (sum of invoke time / cores).
 
+With ``bare``, a third phase takes the same frames through the same steps with no actor runtime
+(``bench/bare_pipeline.py``): ``bare_ratio`` is the bound of this design, and the gap to
+``ratio`` is what the runtime costs.
+
 ``ratio`` = fps / model_bound_fps: how much of the machine the pipeline turns into model work.
 This machine is shared and noisy: both phases run ``runs`` times, alternately, and the medians
 are reported (``ratio`` is the median of the per-run ratios, all listed in ``ratios``).
@@ -32,6 +36,7 @@ import numpy as np
 from actors.unit.camera import CameraConfig
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
+from bench.bare_pipeline import bare_pipeline_seconds
 from lfr.scan import ScanConfig, start_scan, warm_up_models
 from models.face_detector import FaceDetector
 from models.face_embedder import EMBEDDING_DIM, FaceEmbedder
@@ -109,13 +114,15 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
     return totals["invoke_s"] / cores, int(totals["detector_invokes"]), len(frames)
 
 
-async def _measure(source: Path, watchlist_path: Path | None, runs: int) -> dict[str, object]:
+async def _measure(source: Path, watchlist_path: Path | None, runs: int, *,
+                   bare: bool) -> dict[str, object]:
     detector = FaceDetector()
     embedder = FaceEmbedder()
     watchlist = (load_watchlist(watchlist_path) if watchlist_path is not None
                  else _random_watchlist(embedder))
     fps_runs: list[float] = []
     bound_runs: list[float] = []
+    bare_runs: list[float] = []
     latency = np.zeros(0)
     rss_mb = 0.0
     for _ in range(runs):  # each run: the pipeline, then the model-bound phase right after it
@@ -126,9 +133,19 @@ async def _measure(source: Path, watchlist_path: Path | None, runs: int) -> dict
             _model_bound_seconds, source, detector, embedder, stats.faces)
         fps_runs.append(frames / elapsed)
         bound_runs.append(model_frames / model_s)
+        if bare:
+            bare_s, bare_frames = await asyncio.to_thread(bare_pipeline_seconds, source,
+                                                          detector, embedder)
+            bare_runs.append(bare_frames / bare_s)
         latency = np.concatenate([latency, np.asarray(stats.latency_ms)])
     ratios = [f / b for f, b in zip(fps_runs, bound_runs, strict=True)]
     ratio = float(np.median(ratios))
+    bare_figures: dict[str, object] = {}
+    if bare:
+        bare_ratios = [f / b for f, b in zip(bare_runs, bound_runs, strict=True)]
+        bare_figures = {"bare_fps": round(float(np.median(bare_runs)), 2),
+                        "bare_ratio": round(float(np.median(bare_ratios)), 3),
+                        "bare_ratios": [round(r, 3) for r in bare_ratios]}
     return {
         "frames": frames,
         "faces_embedded": stats.faces,
@@ -137,6 +154,7 @@ async def _measure(source: Path, watchlist_path: Path | None, runs: int) -> dict
         "model_bound_fps": round(float(np.median(bound_runs)), 2),
         "ratio": round(ratio, 3),
         "ratios": [round(r, 3) for r in ratios],
+        **bare_figures,
         "runs": runs,
         "latency_ms_p50": round(float(np.percentile(latency, 50)), 1),
         "latency_ms_p99": round(float(np.percentile(latency, 99)), 1),
@@ -148,12 +166,12 @@ async def _measure(source: Path, watchlist_path: Path | None, runs: int) -> dict
     }
 
 
-def run_pipeline_bench(source: Path, watchlist: Path | None = None,
-                       runs: int = 3) -> dict[str, object]:
-    """Run both phases ``runs`` times on a fresh event loop; medians (``ratios``: every run)."""
+def run_pipeline_bench(source: Path, watchlist: Path | None = None, runs: int = 3, *,
+                       bare: bool = False) -> dict[str, object]:
+    """Run the phases ``runs`` times on a fresh event loop; medians (``ratios``: every run)."""
     if not source.is_file():
         raise ValueError(f"{source}: no such video file")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(_measure(source, watchlist, runs))
+        return runner.run(_measure(source, watchlist, runs, bare=bare))

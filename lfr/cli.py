@@ -100,8 +100,9 @@ def _cmd_bench_runtime(args: argparse.Namespace) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from bench.pipeline_bench import run_pipeline_bench
 
-    return _report(run_pipeline_bench(Path(args.source), Path(args.watchlist)
-                                      if args.watchlist else None, args.runs), as_json=args.json)
+    watchlist = Path(args.watchlist) if args.watchlist else None
+    return _report(run_pipeline_bench(Path(args.source), watchlist, args.runs, bare=args.bare),
+                   as_json=args.json)
 
 
 def _cmd_bench_gallery(args: argparse.Namespace) -> int:
@@ -188,6 +189,8 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     pipeline.add_argument("--watchlist", help="watchlist file (default: one random subject)")
     pipeline.add_argument("--runs", type=int, default=3,
                           help="runs of both phases; medians are reported (default 3)")
+    pipeline.add_argument("--bare", action="store_true",
+                          help="also time the same steps with no actor runtime (bare_ratio)")
     pipeline.add_argument("--json", action="store_true", help="print one JSON object")
     pipeline.set_defaults(func=_cmd_bench_pipeline)
     gallery = benches.add_parser("gallery", help="watchlist search time per face")
