@@ -27,7 +27,7 @@ from models.detection import FaceDetection
 from models.interpreter import (
     InterpreterConfig,
     ModelInterpreter,
-    PerThreadInterpreter,
+    PerThreadModel,
     verify_model,
 )
 from models.letterbox import FramePyramid, Letterbox, letterbox_region
@@ -125,7 +125,7 @@ def _check_frame(frame: NDArray[np.uint8]) -> None:
         raise ValueError(f"frame is empty: shape {frame.shape}")
 
 
-class FaceDetector:
+class FaceDetector(PerThreadModel):
     """BlazeFace face detector over whole frames (plus tiles of large frames)."""
 
     def __init__(
@@ -143,21 +143,10 @@ class FaceDetector:
             edgetpu_model=self.config.edgetpu_model,
             data_dir=data_dir,
         )
-        self._interpreters = PerThreadInterpreter(verified)
-        self.model = verified.model
+        super().__init__(verified)
         self._min_score = (
             self.config.min_score if self.config.min_score is not None else self.variant.min_score
         )
-
-    @property
-    def model_id(self) -> str:
-        """Id of the model file in use."""
-        return self.model.model_id
-
-    @property
-    def model_sha256(self) -> str:
-        """sha256 of the model file in use."""
-        return self.model.sha256
 
     def plan(self, frame_width: int, frame_height: int) -> list[Tile]:
         """The tiles a frame of this size gets (empty: whole-frame pass only)."""
@@ -185,14 +174,6 @@ class FaceDetector:
             tile_min = coarse * tile.level_size if tile.finer_level_below else 0.0
             inputs.append(DetectorInput(fitted, mapping, tile, tile_min))
         return inputs
-
-    def warm_up(self) -> None:
-        """Open and run the calling thread's interpreter once (see ``PerThreadInterpreter``)."""
-        self._interpreters.warm_up()
-
-    def interpreter(self) -> ModelInterpreter:
-        """The calling thread's own interpreter (for timing the model work alone)."""
-        return self._interpreters.get()
 
     def load(self, detector_input: DetectorInput) -> ModelInterpreter:
         """Write ``detector_input`` into the calling thread's interpreter; returns it."""

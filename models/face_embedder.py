@@ -29,7 +29,7 @@ from models.face_alignment import ALIGNED_SIZE
 from models.interpreter import (
     InterpreterConfig,
     ModelInterpreter,
-    PerThreadInterpreter,
+    PerThreadModel,
     verify_model,
 )
 from models.model_file import MOBILEFACENET, ModelFile
@@ -83,7 +83,7 @@ def cosine_similarity(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
     return float(np.dot(a, b)) / (na * nb)
 
 
-class FaceEmbedder:
+class FaceEmbedder(PerThreadModel):
     """MobileFaceNet embedder over aligned 112x112x3 uint8 RGB faces."""
 
     def __init__(
@@ -97,18 +97,7 @@ class FaceEmbedder:
             edgetpu_model=self.config.edgetpu_model,
             data_dir=data_dir,
         )
-        self.model = verified.model
-        self._interpreters = PerThreadInterpreter(verified)
-
-    @property
-    def model_id(self) -> str:
-        """Id of the model in use (recorded in the watchlist with each embedding)."""
-        return self.model.model_id
-
-    @property
-    def model_sha256(self) -> str:
-        """sha256 of the model file in use (recorded in the watchlist)."""
-        return self.model.sha256
+        super().__init__(verified)
 
     @staticmethod
     def _check_face(face: NDArray[np.uint8]) -> None:
@@ -143,14 +132,6 @@ class FaceEmbedder:
         # Normalise each view first so neither dominates the mean by its norm alone.
         views = _l2_normalise(raw)
         return _l2_normalise(views.mean(axis=0))
-
-    def warm_up(self) -> None:
-        """Open and run the calling thread's interpreter once (see ``PerThreadInterpreter``)."""
-        self._interpreters.warm_up()
-
-    def interpreter(self) -> ModelInterpreter:
-        """The calling thread's own interpreter (for timing the model work alone)."""
-        return self._interpreters.get()
 
     def load(self, face: NDArray[np.uint8]) -> ModelInterpreter:
         """Write ``face`` and its mirror image into the calling thread's interpreter."""

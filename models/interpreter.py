@@ -37,6 +37,7 @@ __all__ = [
     "InterpreterConfig",
     "ModelInterpreter",
     "PerThreadInterpreter",
+    "PerThreadModel",
     "VerifiedModel",
     "backend_name",
     "verify_model",
@@ -325,3 +326,30 @@ class PerThreadInterpreter:
             interpreter = self.verified.open()
             self._local.interpreter = interpreter
         return interpreter
+
+
+class PerThreadModel:
+    """What every model wrapper shares: the verified file in use and one interpreter per
+    calling thread (``FaceDetector`` and ``FaceEmbedder`` build on it)."""
+
+    def __init__(self, verified: VerifiedModel) -> None:
+        self.model = verified.model
+        self._interpreters = PerThreadInterpreter(verified)
+
+    @property
+    def model_id(self) -> str:
+        """Id of the model file in use (a watchlist records the embedder's)."""
+        return self.model.model_id
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 of the model file in use (a watchlist records the embedder's)."""
+        return self.model.sha256
+
+    def warm_up(self) -> None:
+        """Open and run the calling thread's interpreter once (see ``PerThreadInterpreter``)."""
+        self._interpreters.warm_up()
+
+    def interpreter(self) -> ModelInterpreter:
+        """The calling thread's own interpreter (for timing the model work alone)."""
+        return self._interpreters.get()
