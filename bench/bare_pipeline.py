@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from actors.unit.face_analysis import analyse_faces, wipe
 from actors.unit.frame_pixels import RgbConverter
+from lfr.scan import warm_up_on_this_thread
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.face_quality import QualityConfig
@@ -75,13 +76,11 @@ def _decode_and_run(source: Path, work: Callable[[NDArray[np.uint8], int], objec
     at most ``IN_FLIGHT_PER_WORKER`` frames each in flight: seconds taken and frames."""
     cores = os.cpu_count() or 1
 
-    def warm_up() -> None:  # as the pipeline's workers are before its camera starts
-        detector.warm_up()
-        embedder.warm_up()
-
     converter = RgbConverter()
     frames = 0
-    with ThreadPoolExecutor(cores, initializer=warm_up) as pool:
+    # Warmed up as the pipeline's workers are before its camera starts.
+    with ThreadPoolExecutor(cores, initializer=warm_up_on_this_thread,
+                            initargs=(detector, embedder)) as pool:
         list(pool.map(lambda _: time.sleep(0.05), range(cores)))  # every worker warmed up
         pending: deque[Future[object]] = deque()
         started = time.perf_counter()

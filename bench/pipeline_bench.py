@@ -39,7 +39,7 @@ from actors.unit.camera import CameraConfig
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.bare_pipeline import bare_pipeline_seconds, decode_and_models_seconds
-from lfr.scan import ScanConfig, start_scan, warm_up_models
+from lfr.scan import ScanConfig, start_scan, warm_up_models, warm_up_on_this_thread
 from models.face_detector import FaceDetector
 from models.face_embedder import EMBEDDING_DIM, FaceEmbedder
 from runtime.node import event_loop_factory
@@ -106,11 +106,9 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
         with lock:
             totals["invoke_s"] += spent
 
-    def warm_up() -> None:  # as the pipeline's workers are: no first-run set-up is timed
-        detector.warm_up()
-        embedder.warm_up()
-
-    with ThreadPoolExecutor(cores, initializer=warm_up) as pool:
+    # Warmed up as the pipeline's workers are: no first-run set-up is timed.
+    with ThreadPoolExecutor(cores, initializer=warm_up_on_this_thread,
+                            initargs=(detector, embedder)) as pool:
         list(pool.map(detect, frames))
         list(pool.map(embed, range(faces)))
     return totals["invoke_s"] / cores, int(totals["detector_invokes"]), len(frames)

@@ -13,6 +13,7 @@ Supervision tree (rest_for_one, consumers started first so a stop drains produce
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -140,17 +141,19 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     return pipeline
 
 
+def warm_up_on_this_thread(detector: FaceDetector, embedder: FaceEmbedder) -> None:
+    """Open and run both models' interpreters once on the calling thread."""
+    detector.warm_up()
+    embedder.warm_up()
+
+
 async def warm_up_models(system: ActorSystem, detector: FaceDetector,
                          embedder: FaceEmbedder) -> None:
     """Open and run both models' interpreters once on every worker thread, before the camera
     starts: the first frames then pay no set-up (about 30 ms per thread here)."""
-
-    def warm_up() -> None:
-        detector.warm_up()
-        embedder.warm_up()
-
     try:
-        await system.blocking.run_on_each_worker(warm_up)
+        await system.blocking.run_on_each_worker(
+            functools.partial(warm_up_on_this_thread, detector, embedder))
     except WorkersBusy as exc:  # only an optimisation: the first frames pay the set-up instead
         log.warning("models not warmed up on every worker: %s", exc)
 
