@@ -147,10 +147,11 @@ def letterbox_region(
     level, factor = pyramid.level(k), 2**k
     # The region in the level's pixels, snapped to whole level pixels (a resize of a view is
     # 3x cheaper than a warp). Level pixel l spans frame [factor * l, factor * (l + 1)).
-    lx0 = min(level.shape[1] - 1, round(x0 / factor))
-    ly0 = min(level.shape[0] - 1, round(y0 / factor))
-    lx1 = min(level.shape[1], max(lx0 + 1, round(x1 / factor)))
-    ly1 = min(level.shape[0], max(ly0 + 1, round(y1 / factor)))
+    # Halves round up at both ends (not to even), so a region keeps its extent when snapped.
+    lx0 = min(level.shape[1] - 1, _nearest_edge(x0, factor))
+    ly0 = min(level.shape[0] - 1, _nearest_edge(y0, factor))
+    lx1 = min(level.shape[1], max(lx0 + 1, _nearest_edge(x1, factor)))
+    ly1 = min(level.shape[0], max(ly0 + 1, _nearest_edge(y1, factor)))
     resized = cv2.resize(level[ly0:ly1, lx0:lx1], (new_w, new_h),
                          interpolation=cv2.INTER_LINEAR)
     pad_x = (input_size - new_w) // 2
@@ -168,3 +169,8 @@ def letterbox_region(
         pad_y=pad_y,
     )
     return out, mapping
+
+
+def _nearest_edge(frame_edge: int, factor: int) -> int:
+    """The level pixel edge nearest to a frame pixel edge, halves rounded up."""
+    return (frame_edge + factor // 2) // factor

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.letterbox import FramePyramid, letterbox_region
+from models.letterbox import FramePyramid, letterbox_region, pyramid_level_for
 
 
 @settings(max_examples=50, deadline=None)
@@ -33,19 +33,19 @@ def test_to_frame_and_to_input_are_inverse(w: int, h: int, size: int, data: st.D
     # The region's corners land on the corners of the resized area, which is centred. A region
     # shrunk 2x or more is resampled from a pyramid level, its edges snapped to whole level
     # pixels: the mapping is exact for what was sampled, which is the requested region up to
-    # half a level pixel, i.e. about half a model-input pixel (a little more when rounding the
-    # resized size to whole pixels made the shrink used to pick the level larger).
+    # half a level pixel at each edge.
     new_w = round((x1 - x0) * size / max(x1 - x0, y1 - y0))
     new_h = round((y1 - y0) * size / max(x1 - x0, y1 - y0))
     assert max(new_w, new_h) == size
     assert abs(2 * lb.pad_x + new_w - size) <= 1
     assert abs(2 * lb.pad_y + new_h - size) <= 1
-    corners = lb.to_input(pts[:2]) * size
-    shrink_used = max((x1 - x0) / new_w, (y1 - y0) / new_h)
-    half_level_px = 0.5 * shrink_used / (max(x1 - x0, y1 - y0) / size) + 1e-4
-    np.testing.assert_allclose(corners[0], [lb.pad_x, lb.pad_y], atol=half_level_px)
-    np.testing.assert_allclose(corners[1], [lb.pad_x + new_w, lb.pad_y + new_h],
-                               atol=half_level_px)
+    factor = 2 ** pyramid_level_for(max((x1 - x0) / new_w, (y1 - y0) / new_h))
+    resized_corners = np.array([[lb.pad_x, lb.pad_y], [lb.pad_x + new_w, lb.pad_y + new_h]],
+                               np.float32) / np.float32(size)
+    sampled = lb.to_frame(resized_corners).astype(np.float64)
+    np.testing.assert_allclose(sampled, pts[:2].astype(np.float64), atol=factor / 2 + 1e-3)
+    # ... and on whole level pixels: level pixel l spans frame [factor l, factor (l + 1)).
+    np.testing.assert_allclose(sampled / factor, np.rint(sampled / factor), atol=1e-3)
 
 
 def test_content_lands_where_the_mapping_says_and_padding_is_black() -> None:
