@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from actors.unit.gallery import Gallery
+from guards.user_input import UserInputError
 
 DIMENSION = 192
 ROUNDS = 30
@@ -41,7 +42,7 @@ def _median_ms(fn: object, rounds: int) -> float:
 def run_gallery_bench(subjects: int, seed: int = 0) -> dict[str, object]:
     """Build a gallery of ``subjects`` and time single and batch-of-4 searches on one core."""
     if subjects < 1:
-        raise ValueError(f"--subjects must be at least 1, got {subjects}")
+        raise UserInputError(f"--subjects must be at least 1, got {subjects}")
     faiss.omp_set_num_threads(1)
     # One core for everything, the brute-force baseline's BLAS included.
     with threadpool_limits(limits=1):

@@ -39,6 +39,7 @@ from actors.unit.camera import CameraConfig
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.bare_pipeline import bare_pipeline_seconds, decode_and_models_seconds
+from guards.user_input import UserInputError
 from lfr.scan import ScanConfig, start_scan, warm_up_models, warm_up_on_this_thread
 from models.face_detector import FaceDetector
 from models.face_embedder import EMBEDDING_DIM, FaceEmbedder
@@ -178,8 +179,8 @@ def run_pipeline_bench(source: Path, watchlist: Path | None = None, runs: int = 
                        bare: bool = False) -> dict[str, object]:
     """Run the phases ``runs`` times on a fresh event loop; medians (``ratios``: every run)."""
     if not source.is_file():
-        raise ValueError(f"{source}: no such video file")
+        raise UserInputError(f"{source}: no such video file")
     if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
+        raise UserInputError(f"runs must be >= 1, got {runs}")
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(_measure(source, watchlist, runs, bare=bare))

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.watchlist import DEFAULT_THRESHOLD
+from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
 from models.image_io import ImageLoadError
 
@@ -40,19 +41,19 @@ def read_pairs(csv_path: Path) -> list[Pair]:
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"a", "b", "same"} <= set(reader.fieldnames):
-            raise ValueError(f"{csv_path}: needs a header with columns a,b,same")
+            raise UserInputError(f"{csv_path}: needs a header with columns a,b,same")
         for line, row in enumerate(reader, start=2):
             same = (row.get("same") or "").strip()
             if same not in ("0", "1"):
-                raise ValueError(f"{csv_path}:{line}: same must be 0 or 1, got {same!r}")
+                raise UserInputError(f"{csv_path}:{line}: same must be 0 or 1, got {same!r}")
             a, b = (row.get("a") or "").strip(), (row.get("b") or "").strip()
             if not a or not b:
-                raise ValueError(f"{csv_path}:{line}: both a and b must name an image")
+                raise UserInputError(f"{csv_path}:{line}: both a and b must name an image")
             pairs.append(Pair(a, b, same == "1"))
             if len(pairs) > MAX_PAIRS:
-                raise ValueError(f"{csv_path}: more than {MAX_PAIRS} pairs")
+                raise UserInputError(f"{csv_path}: more than {MAX_PAIRS} pairs")
     if not pairs:
-        raise ValueError(f"{csv_path}: no pairs")
+        raise UserInputError(f"{csv_path}: no pairs")
     return pairs
 
 

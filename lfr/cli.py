@@ -1,8 +1,9 @@
 """``lfr``: the command line of an lfr-edge node.
 
 Each command's work lives in its own module; this one only parses arguments and maps errors to
-exit codes (2: bad input, 3: no usable face). Heavy imports happen inside the command functions
-so ``lfr --help`` stays fast.
+exit codes (``runtime.exit_codes``): ``UserInputError`` is bad input (2), Ctrl-C and SIGTERM
+end with 130/143, anything else is an internal error (70) with its traceback logged. Heavy
+imports happen inside the command functions so ``lfr --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
+
+from runtime.exit_codes import ExitCode
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
 Command = Callable[[argparse.Namespace], int]
-EXIT_BAD_INPUT = 2
+log = logging.getLogger("lfr")
 
 
 def _threshold(text: str) -> float:
@@ -199,8 +204,19 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     gallery.set_defaults(func=_cmd_bench_gallery)
 
 
+class _Terminated(BaseException):
+    """SIGTERM during a command that runs no node (a node handles its signals itself)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lfr`` console script."""
+    """Entry point of the ``lfr`` console script; returns an ``ExitCode``."""
+    from guards.log_text import printable
+    from guards.user_input import UserInputError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -208,10 +224,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its CPU features
+    signal.signal(signal.SIGTERM, _raise_terminated)
     func: Command = args.func
     try:
-        return func(args)
-    except (ValueError, OSError) as exc:
+        return int(func(args))
+    except UserInputError as exc:
         # Bad input (a missing file, an invalid watchlist or CSV): one clear line, no traceback.
-        print(f"lfr {args.command}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"lfr {args.command}: {printable(exc, max_chars=2000)}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"lfr {args.command}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except _Terminated:
+        print(f"lfr {args.command}: terminated", file=sys.stderr)
+        return ExitCode.TERMINATED
+    except Exception:
+        # The supervision boundary of a command: anything else is our bug, never the user's
+        # mistake. Its traceback goes to the log and the exit code says "internal error".
+        log.exception("lfr %s: internal error", args.command)
+        return ExitCode.INTERNAL_ERROR

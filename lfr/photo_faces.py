@@ -13,17 +13,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.face_analysis import analyse_faces, wipe
+from guards.user_input import UserInputError
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.face_quality import QualityConfig, QualityVerdict
 from models.image_io import ImageLoadError, load_rgb
 
 
-class NoUsableFace(ValueError):
+class NoUsableFace(UserInputError):
     """The photo holds no face that passed the quality gates."""
 
 
-class SeveralFaces(ValueError):
+class SeveralFaces(UserInputError):
     """The photo holds more than one usable face, so it cannot stand for one person."""
 
 

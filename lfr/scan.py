@@ -27,6 +27,7 @@ from actors.unit.detector import Detector, DetectorConfig, StreamEnded
 from actors.unit.match_alert import MatchAlert
 from actors.unit.matcher import Matcher, MatcherConfig, MatcherOutput
 from actors.unit.watchlist import Watchlist, load_watchlist
+from guards.user_input import UserInputError
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.model_file import MOBILEFACENET
@@ -164,7 +165,7 @@ def check_scan_inputs(config: ScanConfig) -> Watchlist:
     watchlist.check_model(MOBILEFACENET.model_id, MOBILEFACENET.sha256, str(config.watchlist))
     source = config.camera.source
     if not config.camera.is_live and "://" not in source and not Path(source).is_file():
-        raise ValueError(f"{source}: no such video file")
+        raise UserInputError(f"{source}: no such video file")
     return watchlist
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist
+from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
 from models.image_io import ImageLoadError
 
@@ -34,13 +35,13 @@ class EnrolmentReport:
 def find_photos(photos_dir: Path) -> dict[str, list[Path]]:
     """Subject id -> its photos, both sorted; raises ``ValueError`` for an unusable folder."""
     if not photos_dir.is_dir():
-        raise ValueError(f"{photos_dir}: not a folder of subject folders")
+        raise UserInputError(f"{photos_dir}: not a folder of subject folders")
     subjects: dict[str, list[Path]] = {}
     for folder in sorted(p for p in photos_dir.iterdir() if p.is_dir()):
         subjects[folder.name] = sorted(p for p in folder.iterdir()
                                        if p.is_file() and not p.name.startswith("."))
     if not subjects:
-        raise ValueError(f"{photos_dir}: no subject folders (one subfolder per subject)")
+        raise UserInputError(f"{photos_dir}: no subject folders (one subfolder per subject)")
     return subjects
 
 
@@ -56,7 +57,7 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
     overrides = subject_thresholds or {}
     unknown = sorted(set(overrides) - set(subjects))
     if unknown:
-        raise ValueError(f"--subject-threshold names subjects with no folder: {unknown}")
+        raise UserInputError(f"--subject-threshold names subjects with no folder: {unknown}")
     report = EnrolmentReport()
     ids: list[str] = []
     rows: list[np.ndarray] = []
@@ -84,7 +85,7 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
             ids.append(subject)
             report.used[subject] = len(embeddings)
     if not ids:
-        raise ValueError(f"{photos_dir}: no subject has a usable photo")
+        raise UserInputError(f"{photos_dir}: no subject has a usable photo")
     watchlist = Watchlist(
         model_id=faces.embedder.model_id, model_sha256=faces.embedder.model_sha256,
         created_at=time.time(), subjects=tuple(ids), embeddings=np.stack(rows),

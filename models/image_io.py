@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from guards.user_input import UserInputError
+
 __all__ = [
     "DEFAULT_FORMATS",
     "DEFAULT_MAX_PIXELS",
@@ -47,7 +49,7 @@ _16BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # both holding 0..65535.
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserInputError):
     """A photo could not be loaded; the message names the file and the reason."""
 
 

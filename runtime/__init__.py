@@ -26,6 +26,7 @@ from runtime.errors import (
     RuntimeFault,
     SupervisorGaveUp,
 )
+from runtime.exit_codes import ExitCode
 from runtime.link import Link, RemoteActorRef
 from runtime.link_endpoints import (
     LinkClient,
@@ -38,14 +39,13 @@ from runtime.link_endpoints import (
 from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.mailbox import MailboxConfig, MailboxPolicy, MailboxStatistics
 from runtime.message import MessageRegistry, default_registry, message
-from runtime.node import EXIT_GAVE_UP, run, run_node
+from runtime.node import run, run_node
 from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
 from runtime.ref import ActorRef
 from runtime.supervisor import Backoff, Strategy, Supervisor, SupervisorConfig
 from runtime.system import ActorSystem, SystemConfig
 
 __all__ = [
-    "EXIT_GAVE_UP",
     "Actor",
     "ActorContext",
     "ActorRef",
@@ -57,6 +57,7 @@ __all__ = [
     "Codec",
     "DecodeError",
     "EncodeError",
+    "ExitCode",
     "Link",
     "LinkClient",
     "LinkDown",

@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from runtime.errors import RuntimeFault
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class WorkersBusy(RuntimeError):
+class WorkersBusy(RuntimeFault, RuntimeError):
     """``BlockingPool.run_on_each_worker`` could not reach every worker in time."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from runtime.errors import RuntimeFault
 from runtime.message import MessageRegistry, default_registry
 from runtime.schema import AnyMessageType, OptionalType, SchemaError, decode_message
 
@@ -37,11 +38,11 @@ _HEADER = struct.Struct("<BB")  # dtype string length, ndim
 _DIM = struct.Struct("<Q")
 
 
-class DecodeError(ValueError):
+class DecodeError(RuntimeFault, ValueError):
     """Bytes that are not a valid message; the text says what was wrong."""
 
 
-class EncodeError(ValueError):
+class EncodeError(RuntimeFault, ValueError):
     """A value that cannot be encoded (unregistered type, forbidden dtype, too large)."""
 
 

@@ -12,12 +12,14 @@ import contextlib
 import struct
 from typing import Protocol
 
+from runtime.errors import RuntimeFault
+
 _LENGTH = struct.Struct(">I")
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 """Above this much unsent data, ``write_frame`` waits for the socket to drain (backpressure)."""
 
 
-class FrameTooLarge(ConnectionError):
+class FrameTooLarge(RuntimeFault, ConnectionError):
     """The peer announced a frame over the limit; the stream cannot be trusted any more."""
 
 

@@ -2,10 +2,12 @@
 
 - uvloop when installed, the standard asyncio loop otherwise.
 - SIGTERM/SIGINT stop the node gracefully: ``main`` is cancelled, then every actor is stopped
-  newest first, draining mailboxes up to ``SystemConfig.shutdown_drain_s``; exit code 0.
-- The root supervisor giving up stops the node the same way, with exit code ``EXIT_GAVE_UP`` and
-  one log line naming the actor and the error.
-- Otherwise the exit code is what ``main`` returns (None means 0).
+  newest first, draining mailboxes up to ``SystemConfig.shutdown_drain_s``; exit code 143/130.
+- The root supervisor giving up stops the node the same way, with exit code 70 (internal error)
+  and one log line naming the actor and the error.
+- ``main`` raising ``UserInputError`` exits 2 with its message; raising anything else exits 70
+  with the traceback logged. Otherwise the exit code is what ``main`` returns (None means 0).
+  Codes: ``runtime.exit_codes.ExitCode``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from guards.log_text import printable
+from guards.user_input import UserInputError
+from runtime.exit_codes import ExitCode, for_signal
 from runtime.system import ActorSystem, SystemConfig
 
-EXIT_GAVE_UP = 70  # EX_SOFTWARE: an internal error the supervisors could not contain
-EXIT_MAIN_CRASHED = 1
 log = logging.getLogger("lfr.runtime")
 
 Main = Callable[[ActorSystem], Coroutine[Any, Any, int | None]]
@@ -47,7 +50,7 @@ async def run_node(main: Main, config: SystemConfig) -> int:
     await system.start()
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
-    received: list[str] = []
+    received: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, received, stop_requested)
     tasks: dict[str, asyncio.Task[Any]] = {
@@ -68,28 +71,33 @@ async def run_node(main: Main, config: SystemConfig) -> int:
     return code
 
 
-def _on_signal(sig: signal.Signals, received: list[str], stop_requested: asyncio.Event) -> None:
-    received.append(sig.name)
+def _on_signal(sig: signal.Signals, received: list[signal.Signals],
+               stop_requested: asyncio.Event) -> None:
+    received.append(sig)
     stop_requested.set()
 
 
-def _exit_code(tasks: dict[str, asyncio.Task[Any]], received: list[str]) -> int:
+def _exit_code(tasks: dict[str, asyncio.Task[Any]], received: list[signal.Signals]) -> int:
     failure = tasks["failure"]
     if failure.done() and not failure.cancelled():
         log.critical("node stopping: %s", failure.result())
-        return EXIT_GAVE_UP
+        return ExitCode.INTERNAL_ERROR
     if tasks["signal"].done():
-        log.info("node stopping on %s", received[0] if received else "signal")
-        return 0
+        sig = received[0] if received else signal.SIGTERM
+        log.info("node stopping on %s", sig.name)
+        return for_signal(sig)
     main = tasks["main"]
     if main.cancelled():
-        return EXIT_MAIN_CRASHED
+        return ExitCode.INTERNAL_ERROR
     error = main.exception()
+    if isinstance(error, UserInputError):
+        # The user's mistake found once the node was up (a source that will not open): one
+        # clear line, no traceback.
+        log.error("node stopping: %s", printable(error, max_chars=2000))
+        return ExitCode.BAD_INPUT
     if error is not None:
-        log.critical("node stopping: main raised %s: %s", type(error).__name__, error,
-                     exc_info=error)
-        return EXIT_MAIN_CRASHED
+        log.critical("node stopping: main raised %s: %s", type(error).__name__,
+                     printable(error, max_chars=2000), exc_info=error)
+        return ExitCode.INTERNAL_ERROR
     result = main.result()
-    return 0 if result is None else int(result)
-
-
+    return ExitCode.OK if result is None else int(result)

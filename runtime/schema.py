@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from runtime.errors import RuntimeFault
+
 if TYPE_CHECKING:
     from runtime.message import MessageRegistry
 
 
-class SchemaError(ValueError):
+class SchemaError(RuntimeFault, ValueError):
     """A decoded value does not match its field's declared type."""
 
 

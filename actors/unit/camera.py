@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.frame_pixels import RgbConverter
+from guards.user_input import UserInputError
 from runtime.actor import Actor
 from runtime.errors import ActorStopped
 from runtime.ref import ActorRef
@@ -91,13 +92,13 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         if not self.source:
-            raise ValueError("camera source is empty")
+            raise UserInputError("camera source is empty")
         if not self.camera_id:
-            raise ValueError("camera_id is empty")
+            raise UserInputError("camera_id is empty")
         if not self.open_timeout_s > 0:
-            raise ValueError(f"open_timeout_s must be > 0, got {self.open_timeout_s}")
+            raise UserInputError(f"open_timeout_s must be > 0, got {self.open_timeout_s}")
         if self.decoder_threads < 1:
-            raise ValueError(f"decoder_threads must be >= 1, got {self.decoder_threads}")
+            raise UserInputError(f"decoder_threads must be >= 1, got {self.decoder_threads}")
 
     @property
     def is_live(self) -> bool:
@@ -232,7 +233,7 @@ class Camera(Actor[_NextFrame]):
                 continue
             break
         if decoded.width * decoded.height > MAX_FRAME_PIXELS:
-            raise ValueError(f"camera {self.config.camera_id}: frame of {decoded.width}x"
+            raise UserInputError(f"camera {self.config.camera_id}: frame of {decoded.width}x"
                              f"{decoded.height} is over the limit of {MAX_FRAME_PIXELS} pixels")
         pixels = self._rgb.to_rgb(decoded)
         now = time.monotonic_ns()

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.unit.gallery import Gallery
+from guards.user_input import UserInputError
 from runtime.codec import Codec, DecodeError
 from runtime.message import message
 
@@ -26,7 +27,7 @@ MAX_WATCHLIST_BYTES = 512 * 1024 * 1024
 """Largest watchlist file accepted (about 650k subjects of 192 float32)."""
 
 
-class WatchlistError(ValueError):
+class WatchlistError(UserInputError):
     """A watchlist file that cannot be used; the text names the file and the problem."""
 
 

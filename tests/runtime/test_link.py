@@ -358,7 +358,7 @@ async def test_cross_process_tell_and_ask(tmp_path: Path) -> None:
                 with pytest.raises(RemoteError, match="ValueError: no"):
                     await remote.ask(Fail("no"))
                 proc.send_signal(signal.SIGTERM)  # the peer node stops gracefully
-                assert await asyncio.wait_for(proc.wait(), 30) == 0, await proc.stderr.read()
+                assert await asyncio.wait_for(proc.wait(), 30) == 143, await proc.stderr.read()
                 down = await events.get()
                 assert isinstance(down, LinkDown)
                 assert down.peer == "peer"

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from runtime import (
-    EXIT_GAVE_UP,
     Actor,
     ActorSystem,
     Backoff,
@@ -23,7 +22,7 @@ from runtime import (
     SystemConfig,
     run_node,
 )
-from runtime.node import EXIT_MAIN_CRASHED
+from runtime.exit_codes import ExitCode
 from tests.runtime.helpers import WAIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +73,8 @@ async def test_run_node_main_raising_exits_with_failure(caplog: pytest.LogCaptur
         raise ValueError("bad config")
 
     with caplog.at_level(logging.CRITICAL, logger="lfr.runtime"):
-        assert await asyncio.wait_for(run_node(main, SystemConfig()), WAIT_S) == EXIT_MAIN_CRASHED
+        code = await asyncio.wait_for(run_node(main, SystemConfig()), WAIT_S)
+    assert code == ExitCode.INTERNAL_ERROR
     assert any("ValueError: bad config" in r.getMessage() for r in caplog.records)
 
 
@@ -89,7 +89,8 @@ async def test_run_node_exits_gave_up_when_root_supervisor_gives_up(
 
     with caplog.at_level(logging.INFO, logger="lfr.runtime"):
         code = await asyncio.wait_for(run_node(main, config), WAIT_S)
-    assert code == EXIT_GAVE_UP == 70
+    assert code == ExitCode.INTERNAL_ERROR
+    assert int(code) == 70
     critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
     assert len(critical) == 1
     assert "actor 'doomed'" in critical[0]
@@ -112,7 +113,8 @@ async def test_sigterm_stops_run_node_gracefully(caplog: pytest.LogCaptureFixtur
 
     with caplog.at_level(logging.INFO, logger="lfr.runtime"):
         code = await asyncio.wait_for(run_node(main, SystemConfig()), WAIT_S)
-    assert code == 0
+    assert code == ExitCode.TERMINATED
+    assert int(code) == 143
     assert main_cancelled == [True]
     assert stopped == ["service"]
     assert any(r.getMessage() == "node stopping on SIGTERM" for r in caplog.records)

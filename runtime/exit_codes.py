@@ -1,0 +1,35 @@
+"""The exit codes of every lfr-edge process, in one place (README "Exit codes" mirrors this).
+
+Scripts and systemd act on these, so each means one thing only: a failure never exits 0, and
+the program's own fault (70) is never reported as the user's (2).
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+
+
+class ExitCode(enum.IntEnum):
+    """Why a command or node ended."""
+
+    OK = 0
+    """Done, and everything it reports is true."""
+    TARGET_MISSED = 1
+    """A benchmark ran but missed its target (or its regression guard)."""
+    BAD_INPUT = 2
+    """A file, flag, source or configuration is unusable; the message names it."""
+    NO_USABLE_FACE = 3
+    """``verify``: a photo holds no face good enough to compare."""
+    INTERNAL_ERROR = 70
+    """EX_SOFTWARE: a bug or a failure the supervisors could not contain (traceback in the
+    log), including the root supervisor giving up."""
+    INTERRUPTED = 128 + signal.SIGINT
+    """Stopped by Ctrl-C (SIGINT): 130."""
+    TERMINATED = 128 + signal.SIGTERM
+    """Stopped by SIGTERM: 143."""
+
+
+def for_signal(signum: int) -> ExitCode:
+    """The exit code of a process stopped by signal ``signum`` (SIGINT or SIGTERM)."""
+    return ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
