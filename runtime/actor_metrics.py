@@ -51,6 +51,9 @@ class ActorMetrics:
     """Incarnations that failed (an exception from a tell or from ``on_start``)."""
     ask_errors: int = 0
     """Asks whose handling raised; the error went to the asker."""
+    remote_failures: int = 0
+    """Messages from a peer (over a link) whose handling raised: a tell is logged and dropped,
+    an ask answered with the error; neither fails the actor."""
     restarts: int = 0
     """Times a supervisor started a new incarnation."""
     handling: HandlingHistogram = field(default_factory=HandlingHistogram)

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from guards.log_text import printable
 from runtime.actor import Actor, ActorContext
 from runtime.actor_metrics import ActorMetrics
+from runtime.envelope import Envelope
 from runtime.errors import ActorStopped
 from runtime.mailbox import Mailbox, MailboxConfig
 from runtime.ref import ActorRef
@@ -158,17 +160,35 @@ class ActorCell(Generic[M]):
                 envelope.fail(ActorStopped(self.name, "stopped while handling this message"))
                 raise
             except Exception as exc:
-                if reply is None:
+                if reply is None and not envelope.from_peer:
                     raise  # a failed tell fails the actor
-                metrics.ask_errors += 1
-                if not reply.done():
-                    reply.set_exception(exc)
+                self._message_failed(envelope, exc)
             else:
                 if reply is not None and not reply.done():
                     reply.set_result(result)
             finally:
                 metrics.processed += 1
                 histogram.observe(time.perf_counter_ns() - started)
+
+    def _message_failed(self, envelope: Envelope, error: Exception) -> None:
+        """An ask's failure goes to its asker; a peer's tell's failure is counted and logged.
+
+        A peer's message is outside this node's control: its failure is that message's, or a
+        dozen bad tells from outside would spend the supervisor's restart budget.
+        """
+        metrics = self.metrics
+        if envelope.from_peer:
+            metrics.remote_failures += 1
+        reply = envelope.reply
+        if reply is None:
+            # The error's text may quote the peer's data: escaped so it cannot forge log lines.
+            log.warning("actor %s: a tell from a peer failed and was dropped (%s, %s: %s)",
+                        printable(self.name), type(envelope.message).__name__,
+                        type(error).__name__, printable(error))
+            return
+        metrics.ask_errors += 1
+        if not reply.done():
+            reply.set_exception(error)
 
     def _request_stop(self) -> None:
         self._stop_requested = True

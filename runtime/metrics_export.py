@@ -46,6 +46,8 @@ _SERIES: tuple[tuple[str, str, str, Callable[[ActorCell[object]], float]], ...] 
      lambda c: c.metrics.failures),
     ("lfr_actor_ask_errors", "Asks whose handling raised", "counter",
      lambda c: c.metrics.ask_errors),
+    ("lfr_actor_remote_failures", "Messages from peers whose handling raised (not a failure)",
+     "counter", lambda c: c.metrics.remote_failures),
     ("lfr_actor_restarts", "Restarts by the actor's supervisor", "counter",
      lambda c: c.metrics.restarts),
     ("lfr_mailbox_received", "Messages accepted by the mailbox", "counter",

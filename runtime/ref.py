@@ -54,16 +54,27 @@ class ActorRef(Generic[M]):
         if not self._mailbox.offer(envelope):
             await self._mailbox.put(envelope)
 
+    async def tell_from_peer(self, message: M) -> None:
+        """``tell`` for a message that came over a link: if handling it raises, the error is
+        counted (``remote_failures``) and logged, and the actor keeps running."""
+        envelope = Envelope(message, None, from_peer=True)
+        if not self._mailbox.offer(envelope):
+            await self._mailbox.put(envelope)
+
     def tell_nowait(self, message: M) -> None:
         """Send ``message`` without ever waiting; a full mailbox raises ``MailboxFull``."""
         self._cell.mailbox.put_nowait(Envelope(message, None))
 
-    async def ask(self, message: M, timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        """Send ``message`` and wait up to ``timeout`` seconds for the reply."""
+    async def ask(self, message: M, timeout: float = 5.0, *,  # noqa: ASYNC109
+                  from_peer: bool = False) -> Any:
+        """Send ``message`` and wait up to ``timeout`` seconds for the reply.
+
+        ``from_peer``: the ask came over a link (its failure also counts as a remote failure).
+        """
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
-                await self._cell.mailbox.put(Envelope(message, reply))
+                await self._cell.mailbox.put(Envelope(message, reply, from_peer=from_peer))
                 return await reply
         except TimeoutError as exc:
             if reply.done() and not reply.cancelled() and reply.exception() is exc:

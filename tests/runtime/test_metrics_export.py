@@ -66,9 +66,21 @@ async def test_failures_restarts_ask_errors_and_mailbox_counters(system: ActorSy
     assert _value(families, "lfr_actor_ask_errors", "w", "_total") == 1
     assert _value(families, "lfr_actor_failures", "w", "_total") == 1
     assert _value(families, "lfr_actor_restarts", "w", "_total") == 1
+    assert _value(families, "lfr_actor_remote_failures", "w", "_total") == 0
     assert _value(families, "lfr_actor_messages_processed", "w", "_total") == 3
     assert _value(families, "lfr_mailbox_rejected", "w", "_total") == 0
     assert _value(families, "lfr_mailbox_dropped", "w", "_total") == 0
+
+
+async def test_remote_failures_are_exported(system: ActorSystem) -> None:
+    ref = await system.spawn("w", Worker)
+    await ref.tell_from_peer("crash")
+    with pytest.raises(ValueError, match="bad"):
+        await ref.ask("bad", from_peer=True)
+    families = _families(system)
+    assert _value(families, "lfr_actor_remote_failures", "w", "_total") == 2
+    assert _value(families, "lfr_actor_failures", "w", "_total") == 0
+    assert _value(families, "lfr_actor_ask_errors", "w", "_total") == 1
 
 
 async def test_handling_histogram_buckets(system: ActorSystem) -> None:

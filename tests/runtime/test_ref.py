@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -212,6 +213,38 @@ async def test_failed_tell_calls_on_failure_then_on_stop_then_restarts(
     ]
     cell = system.cells()[0]
     assert (cell.metrics.failures, cell.metrics.restarts) == (1, 1)
+
+
+async def test_a_failing_tell_from_a_peer_is_counted_not_a_failure(
+        system: ActorSystem, caplog: pytest.LogCaptureFixture) -> None:
+    ref, _, starts = await _counter(system)
+    with caplog.at_level(logging.WARNING, logger="lfr.runtime"):
+        for _ in range(20):  # far more than the supervisor's restart budget
+            await ref.tell_from_peer("bad")
+        await ref.tell_from_peer("add")
+        assert await ref.ask("get") == 1  # the same incarnation handled every message
+    assert starts == [1]
+    cell = system.cells()[0]
+    assert (cell.metrics.failures, cell.metrics.restarts) == (0, 0)
+    assert cell.metrics.remote_failures == 20
+    assert system.failure is None
+    dropped = [r.getMessage() for r in caplog.records
+               if "tell from a peer failed" in r.getMessage()]
+    assert len(dropped) == 20
+    assert dropped[0] == ("actor counter: a tell from a peer failed and was dropped "
+                          "(str, Boom: bad input)")
+
+
+async def test_a_failing_ask_from_a_peer_goes_to_the_asker_and_is_counted(
+        system: ActorSystem) -> None:
+    ref, _, starts = await _counter(system)
+    with pytest.raises(Boom):
+        await ref.ask("bad", from_peer=True)
+    with pytest.raises(Boom):
+        await ref.ask("bad")  # a local ask's failure is not a remote one
+    cell = system.cells()[0]
+    assert (cell.metrics.ask_errors, cell.metrics.remote_failures) == (2, 1)
+    assert starts == [1]
 
 
 class FailingStart(Actor[Any]):
