@@ -1,10 +1,13 @@
-"""``Camera``: decodes a file, RTSP stream or V4L2 device with PyAV and hands frames on.
+"""``Camera``: decodes a file, RTSP/HTTP stream or V4L2 device with PyAV and hands frames on.
 
 The camera drives itself with ``_NextFrame`` messages to its own mailbox, so decoding, pacing
-and failures all go through the actor runtime: a corrupt or truncated stream raises in
-``receive`` and the camera's supervisor restarts it (resuming after the last delivered frame for
-files) while the rest of the node keeps running. Frames go to the detector, whose ``drop_oldest``
-mailbox makes sure a slow detector never works on stale frames.
+and failures all go through the actor runtime. A file always ends: what could be decoded is
+delivered, undecodable packets are skipped and counted, and a file that cannot be opened or read
+on ends its stream with the reason in ``CameraProgress.failure`` (retrying a broken file cannot
+heal it). A live source that fails raises, so the supervisor restarts the camera while the rest
+of the node keeps running. Every decoder call has a timeout (FFmpeg's own for network sources,
+plus an asyncio guard for all), and the decoding thread never holds up a stop. Frames go to the
+detector, whose ``drop_oldest`` mailbox makes sure a slow detector never works on stale frames.
 
 Privacy: frames exist only in memory; this module never writes or logs pixel data.
 """
@@ -13,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,8 +28,15 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
+from actors.unit.decoder_thread import DecoderThread
 from actors.unit.frame_pixels import RgbConverter
-from guards.user_input import UserInputError
+from guards.config_checks import (
+    require_at_least,
+    require_non_negative,
+    require_positive,
+    require_text,
+)
+from guards.log_text import printable
 from runtime.actor import Actor
 from runtime.errors import ActorStopped
 from runtime.ref import ActorRef
@@ -70,45 +81,58 @@ class EndOfStream:
 CameraOutput = Frame | EndOfStream
 
 
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "/dev/video")
+"""Sources that are live: reconnected with backoff when they fail, never "finished"."""
+MAX_CONSECUTIVE_DECODE_ERRORS = 50
+"""Live sources: this many undecodable packets in a row restart the camera (a stream that
+lost its way); fewer are packet loss and only counted."""
+
+
 @dataclass(frozen=True, slots=True)
 class CameraConfig:
     """Where frames come from and how fast."""
 
     source: str
-    """A file path, an ``rtsp://`` URL or a V4L2 device such as ``/dev/video0``."""
+    """A file path, an ``rtsp://``/``rtsps://`` or ``http(s)://`` URL, or a V4L2 device such
+    as ``/dev/video0``."""
     camera_id: str = "cam0"
     """Name carried by every frame and alert."""
     paced: bool = False
     """Files only: deliver frames at their presentation times (live replay) instead of as fast
     as the pipeline takes them (offline scan)."""
     open_timeout_s: float = 10.0
-    """Network sources: give up opening or reading after this many seconds."""
+    """Live sources: give up opening after this many seconds (then retry with ``reconnect``)."""
+    read_timeout_s: float = 10.0
+    """Give up waiting for the next frame after this many seconds: a live source is then
+    reopened, a file ends with that failure."""
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=10.0))
     """Delay between attempts to open a live source that is not available."""
     decoder_threads: int = 1
     """Threads FFmpeg may use to decode. One by default: the models keep every core busy, and
     FFmpeg's frame threading costs CPU (640x360 H.264 here: 0.28 ms of CPU per frame on one
     thread, 0.44 ms on two). More only helps a large stream whose decoding alone is too slow."""
+    stop_wait_s: float = 0.5
+    """On stop, how long to wait for a decoder call still inside FFmpeg (a stuck open) before
+    leaving it to end by itself on its daemon thread."""
 
     def __post_init__(self) -> None:
-        if not self.source:
-            raise UserInputError("camera source is empty")
-        if not self.camera_id:
-            raise UserInputError("camera_id is empty")
-        if not self.open_timeout_s > 0:
-            raise UserInputError(f"open_timeout_s must be > 0, got {self.open_timeout_s}")
-        if self.decoder_threads < 1:
-            raise UserInputError(f"decoder_threads must be >= 1, got {self.decoder_threads}")
+        require_text("CameraConfig.source", self.source)
+        require_text("CameraConfig.camera_id", self.camera_id)
+        require_positive("CameraConfig.open_timeout_s", self.open_timeout_s)
+        require_positive("CameraConfig.read_timeout_s", self.read_timeout_s)
+        require_at_least("CameraConfig.decoder_threads", self.decoder_threads, 1)
+        require_non_negative("CameraConfig.stop_wait_s", self.stop_wait_s)
 
     @property
     def is_live(self) -> bool:
-        """RTSP and devices are live; anything else is a file."""
-        return self.source.startswith(("rtsp://", "rtsps://", "/dev/video"))
+        """RTSP, HTTP(S) and devices are live; anything else is a file."""
+        return self.source.startswith(LIVE_PREFIXES)
 
 
 @dataclass(slots=True)
 class CameraProgress:
-    """Survives restarts (held by the factory): where a restarted file camera resumes."""
+    """Survives restarts (held by the factory): where a restarted file camera resumes, and how
+    a file source ended."""
 
     delivered: int = 0
     """Frames handed on so far."""
@@ -117,6 +141,12 @@ class CameraProgress:
     started_ns: int = field(default_factory=time.monotonic_ns)
     """When the scan started (``time.monotonic_ns()``): live stream time counts from here, so
     it keeps increasing across restarts."""
+    decode_errors: int = 0
+    """Packets that could not be decoded and were skipped."""
+    failure: str | None = None
+    """Files only: why the file could not be scanned to its end (it cannot be opened, is not a
+    video, a frame is over the size limit, packets could not be decoded, no frame at all).
+    Set before ``EndOfStream``; names the camera and the file, never credentials."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,28 +154,61 @@ class _NextFrame:
     """The camera's own pacing message."""
 
 
+class _SourceEnded(Exception):
+    """A file source cannot go on; the text says why (becomes ``CameraProgress.failure``)."""
+
+
 class Camera(Actor[_NextFrame]):
-    """Decodes ``config.source`` and tells each frame to ``output``."""
+    """Decodes ``config.source`` and tells each frame to ``output``.
+
+    Failure semantics: a file that fails (cannot be opened, undecodable packets, frames over the
+    size limit, a stall) ends its stream: what could be decoded was delivered, the reason is in
+    ``progress.failure``, and ``EndOfStream`` follows. A live source that fails raises, so the
+    supervisor restarts the camera (open failures are retried here first, with backoff). Any
+    other error (a bug) raises for files too, and a restarted file camera resumes after the
+    last delivered frame.
+    """
 
     def __init__(self, config: CameraConfig, output: ActorRef[CameraOutput],
                  progress: CameraProgress | None = None) -> None:
         self.config = config
         self.output = output
         self.progress = progress or CameraProgress()
+        self._shown = _redact(config.source)  # the source as logs may show it
+        # Invariant: set only on the decoder thread, cleared (closed) there or after it is idle.
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
+        self._container_lock = threading.Lock()
+        self._stopping = threading.Event()
         self._open_attempts = 0
         self._pace_origin_ns = time.monotonic_ns()
         self._first_t_s: float | None = None
         self._skip = 0
-        # The camera decodes on a thread of its own, not on the shared worker pool: PyAV gives
-        # up and retakes the GIL several times per frame, and a pool worker waiting for it
-        # would leave a core idle that the models could use. Owned here, shut down in on_stop.
-        self._decoder = ThreadPoolExecutor(1, thread_name_prefix=f"camera-{config.camera_id}")
+        self._consecutive_decode_errors = 0
+        self._first_decode_error: str | None = None
+        self._decoder = DecoderThread(f"camera-{printable(config.camera_id, max_chars=12)}")
         self._rgb = RgbConverter()  # used on the decoder thread only
 
-    async def _in_decoder_thread(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn)
+    async def _in_decoder_thread(self, fn: Callable[[], T], timeout_s: float, doing: str) -> T:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._decoder.run(functools.partial(self._guarded, fn))
+        except TimeoutError:
+            raise CameraError(f"camera {self._id}: no answer from {self._shown} while "
+                              f"{doing} within {timeout_s:g} s") from None
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        """Runs ``fn`` on the decoder thread; a call that outlives the camera closes the source
+        it opened or read (nobody else will)."""
+        try:
+            return fn()
+        finally:
+            if self._stopping.is_set():
+                self._close_source()
+
+    @property
+    def _id(self) -> str:
+        return printable(self.config.camera_id)
 
     async def on_start(self) -> None:
         # A restarted file camera skips what it already delivered (no duplicate frames).
@@ -153,46 +216,57 @@ class Camera(Actor[_NextFrame]):
         await self.context.ref.tell(_NextFrame())
 
     async def on_stop(self) -> None:
-        container, self._container, self._frames = self._container, None, None
-        if container is not None:
-            await self._in_decoder_thread(container.close)
-        # Waits for a decode still running (a cancelled receive), off the event loop.
-        await asyncio.to_thread(self._decoder.shutdown, wait=True)
+        self._stopping.set()
+        if self._decoder.idle:
+            self._close_source()
+        if not await self._decoder.close(self.config.stop_wait_s):
+            log.warning("camera %s: decoder still inside FFmpeg on %s; it ends by itself",
+                        self._id, printable(self._shown))
 
     async def receive(self, message: _NextFrame) -> None:
-        if self._frames is None and not await self._open():
-            return
-        assert self._frames is not None
         try:
-            frame = await self._in_decoder_thread(self._decode_next)
-        except av.error.FFmpegError as exc:
-            # FFmpeg's message may hold the source URL with its credentials: redact it before
-            # it reaches the supervisor's log.
-            raise CameraError(f"camera {self.config.camera_id}: "
-                              f"{_redact_in(str(exc), self.config.source)}") from None
+            if self._frames is None and not await self._open():
+                return
+            frame = await self._in_decoder_thread(self._decode_next, self._read_guard_s,
+                                                  "reading a frame")
+        except (_SourceEnded, CameraError) as exc:
+            if self.config.is_live:
+                raise
+            await self._end_of_stream(str(exc))
+            return
         if frame is None:
-            await self._end_of_stream()
+            await self._end_of_stream(self._file_failure())
             return
         await self._pace(frame.t_s)
         await self.output.tell(frame)
         self.progress.delivered += 1
         self._continue()
 
+    @property
+    def _read_guard_s(self) -> float:
+        # FFmpeg's own read timeout (live sources) fires first; this catches what it misses.
+        return self.config.read_timeout_s + 2.0
+
     # --- opening ------------------------------------------------------------------------------
 
     async def _open(self) -> bool:
+        config = self.config
+        if config.is_live:
+            log.info("camera %s: opening %s (waiting up to %g s)", self._id,
+                     printable(self._shown), config.open_timeout_s)
         try:
-            self._container, self._frames = await self._in_decoder_thread(self._open_blocking)
-        except (av.error.FFmpegError, OSError) as exc:
-            reason = _redact_in(str(exc), self.config.source)
-            if not self.config.is_live:
+            await self._in_decoder_thread(self._open_blocking, config.open_timeout_s + 2.0,
+                                          "opening")
+        except (av.error.FFmpegError, OSError, CameraError, _SourceEnded) as exc:
+            reason = _redact_in(str(exc), config.source)
+            if not config.is_live:
                 # A file that cannot be opened will not heal by retrying.
-                raise CameraError(f"camera {self.config.camera_id}: cannot open "
-                                  f"{self.config.source}: {reason}") from None
+                raise _SourceEnded(f"camera {self._id}: cannot open "
+                                   f"{printable(config.source)}: {printable(reason)}") from None
             self._open_attempts += 1
-            delay = self.config.reconnect.delay(self._open_attempts)
-            log.warning("camera %s: cannot open %s (%s); retrying in %.1f s",
-                        self.config.camera_id, _redact(self.config.source), reason, delay)
+            delay = config.reconnect.delay(self._open_attempts)
+            log.warning("camera %s: cannot open %s (%s); retrying in %.1f s", self._id,
+                        printable(self._shown), printable(reason), delay)
             await asyncio.sleep(delay)
             self._continue()
             return False
@@ -200,7 +274,7 @@ class Camera(Actor[_NextFrame]):
         self.progress.opened_once = True
         return True
 
-    def _open_blocking(self) -> tuple[Any, Iterator[Any]]:
+    def _open_blocking(self) -> None:
         config = self.config
         options: dict[str, str] = {}
         fmt: str | None = None
@@ -208,33 +282,75 @@ class Camera(Actor[_NextFrame]):
             options = {"rtsp_transport": "tcp"}
         elif config.source.startswith("/dev/video"):
             fmt = "v4l2"
-        timeout = config.open_timeout_s if config.is_live else None
+        # FFmpeg's timeouts (open, then each read) apply to network I/O; devices and files are
+        # guarded by the asyncio timeout around every decoder call.
+        timeout = (config.open_timeout_s, config.read_timeout_s) if config.is_live else None
         container = av.open(config.source, format=fmt, options=options, timeout=timeout)
         if not container.streams.video:
             container.close()
-            raise av.error.InvalidDataError(0, "no video stream", config.source)
+            raise _SourceEnded(f"camera {self._id}: {printable(self._shown)} has no video "
+                               "stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = config.decoder_threads
-        return container, iter(container.decode(stream))
+        with self._container_lock:
+            self._container = container
+            self._frames = self._decoded_frames(container, stream)
+
+    def _close_source(self) -> None:
+        with self._container_lock:
+            container, self._container, self._frames = self._container, None, None
+        if container is not None:
+            container.close()
 
     # --- decoding -----------------------------------------------------------------------------
 
+    def _decoded_frames(self, container: Any, stream: Any) -> Iterator[Any]:
+        """Every decodable frame, packet by packet: an undecodable packet is counted and
+        skipped, not the end of the stream. A demuxer error ends it (raised)."""
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                self._decode_failed(exc)
+                continue
+            self._consecutive_decode_errors = 0
+            yield from frames
+
+    def _decode_failed(self, exc: av.error.FFmpegError) -> None:
+        self.progress.decode_errors += 1
+        self._consecutive_decode_errors += 1
+        reason = printable(_redact_in(str(exc), self.config.source))
+        if self._first_decode_error is None:
+            self._first_decode_error = reason
+        if self.config.is_live and (self._consecutive_decode_errors
+                                    >= MAX_CONSECUTIVE_DECODE_ERRORS):
+            raise CameraError(f"camera {self._id}: {self._consecutive_decode_errors} "
+                              f"undecodable packets in a row from {printable(self._shown)}: "
+                              f"{reason}")
+
     def _decode_next(self) -> Frame | None:
-        """Runs on a worker thread: the next frame as RGB, or None at the end of a file."""
-        assert self._frames is not None
+        """Runs on the decoder thread: the next frame as RGB, or None at the end of a file."""
+        frames = self._frames
+        if frames is None:  # closed under us: the camera is stopping
+            return None
         while True:
             try:
-                decoded = next(self._frames)
+                decoded = next(frames)
             except StopIteration:
                 return None
+            except av.error.FFmpegError as exc:
+                reason = printable(_redact_in(str(exc), self.config.source))
+                raise _SourceEnded(f"camera {self._id}: {printable(self._shown)} cannot be "
+                                   f"read after {self.progress.delivered} frames: "
+                                   f"{reason}") from None
             if self._skip > 0:
                 self._skip -= 1
                 continue
             break
         if decoded.width * decoded.height > MAX_FRAME_PIXELS:
-            raise UserInputError(f"camera {self.config.camera_id}: frame of {decoded.width}x"
-                             f"{decoded.height} is over the limit of {MAX_FRAME_PIXELS} pixels")
+            raise _SourceEnded(f"camera {self._id}: frame of {decoded.width}x{decoded.height} "
+                               f"is over the limit of {MAX_FRAME_PIXELS} pixels")
         pixels = self._rgb.to_rgb(decoded)
         now = time.monotonic_ns()
         if self.config.is_live or decoded.time is None:
@@ -243,6 +359,17 @@ class Camera(Actor[_NextFrame]):
             t_s = float(decoded.time)
         return Frame(self.config.camera_id, self.progress.delivered, t_s, now, time.time(),
                      pixels)
+
+    def _file_failure(self) -> str | None:
+        """Why a file that reached its end was not scanned whole, or None."""
+        if self.progress.decode_errors:
+            return (f"camera {self._id}: {self.progress.decode_errors} packets of "
+                    f"{printable(self.config.source)} could not be decoded "
+                    f"(first: {self._first_decode_error})")
+        if self.progress.delivered == 0:
+            return (f"camera {self._id}: {printable(self.config.source)} holds no decodable "
+                    "frame")
+        return None
 
     async def _pace(self, t_s: float) -> None:
         if not self.config.paced or self.config.is_live:
@@ -255,11 +382,14 @@ class Camera(Actor[_NextFrame]):
         if due_s > 0:
             await asyncio.sleep(due_s)
 
-    async def _end_of_stream(self) -> None:
+    async def _end_of_stream(self, failure: str | None) -> None:
         if self.config.is_live:
-            raise EOFError(f"camera {self.config.camera_id}: live source ended")
-        log.info("camera %s: end of %s after %d frames", self.config.camera_id,
-                 self.config.source, self.progress.delivered)
+            raise EOFError(f"camera {self._id}: live source ended")
+        if failure is not None:
+            self.progress.failure = failure
+            log.error("%s", failure)
+        log.info("camera %s: end of %s after %d frames", self._id,
+                 printable(self.config.source), self.progress.delivered)
         await self.output.tell(EndOfStream(self.config.camera_id, self.progress.delivered))
         self.context.stop()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,14 @@ import actors.unit.camera as camera_module
 from actors.unit.camera import (
     Camera,
     CameraConfig,
-    CameraError,
     CameraOutput,
     CameraProgress,
     EndOfStream,
     Frame,
     _redact,
 )
-from runtime import Actor, ActorRef, ActorSystem, Backoff, SupervisorConfig, SystemConfig
+from guards.config_checks import ConfigError
+from runtime import Actor, ActorRef, ActorSystem, Backoff, SystemConfig
 from runtime.cell import ActorCell
 from runtime.codec import Codec, EncodeError
 from tests.actors.support import WAIT_S, eventually
@@ -135,23 +136,6 @@ def cell(system: ActorSystem, name: str) -> ActorCell[Any]:
     return next(c for c in system.cells() if c.name == name)
 
 
-@pytest_asyncio.fixture
-async def patient_system() -> AsyncIterator[ActorSystem]:
-    """A system whose root waits a minute before restarting: a failure stays visible."""
-    root = SupervisorConfig(backoff=Backoff(initial_s=60.0, max_s=60.0))
-    async with ActorSystem(SystemConfig(name="patient", root=root, blocking_workers=2,
-                                        shutdown_drain_s=1.0)) as system:
-        yield system
-
-
-@pytest_asyncio.fixture
-async def fragile_system() -> AsyncIterator[ActorSystem]:
-    """A system whose root gives up at the first failure: the failure is the system's."""
-    async with ActorSystem(SystemConfig(name="fragile", root=SupervisorConfig(max_restarts=0),
-                                        blocking_workers=2, shutdown_drain_s=1.0)) as system:
-        yield system
-
-
 # --- the whole clip ---------------------------------------------------------------------------
 
 
@@ -194,30 +178,109 @@ async def test_paced_replay_takes_about_real_time(system: ActorSystem,
 # --- failures ---------------------------------------------------------------------------------
 
 
-async def test_missing_file_fails_the_camera(fragile_system: ActorSystem,
-                                             tmp_path: Path) -> None:
+async def ended_with_failure(system: ActorSystem, config: CameraConfig
+                             ) -> tuple[Recording, CameraProgress]:
+    """Run a camera on a broken file until its stream ends; the file's failure is its own."""
+    progress = CameraProgress()
+    recording, _, camera = await start(system, config, progress)
+    await eventually(lambda: bool(recording.ends))
+    await eventually(lambda: not camera.is_alive)
+    assert recording.ends == [(EndOfStream("cam0", len(recording.frames)),
+                               len(recording.frames))]
+    # Retrying a broken file cannot heal it: the camera ended, it did not fail and restart.
+    assert cell(system, "camera").metrics.failures == 0
+    assert system.failure is None
+    assert progress.failure is not None
+    return recording, progress
+
+
+async def test_missing_file_ends_the_stream_naming_the_file(system: ActorSystem,
+                                                            tmp_path: Path) -> None:
     missing = tmp_path / "no_such_clip.mp4"
-    recording, _, _ = await start(fragile_system, CameraConfig(str(missing)))
-    async with asyncio.timeout(WAIT_S):
-        failure = await fragile_system.wait_failed()
-    assert failure.actor == "camera"
-    assert isinstance(failure.error, CameraError)
-    assert str(missing) in str(failure.error)
-    assert "No such file" in str(failure.error)
-    assert cell(fragile_system, "camera").metrics.failures == 1
+    recording, progress = await ended_with_failure(system, CameraConfig(str(missing)))
+    assert progress.failure is not None
+    assert str(missing) in progress.failure
+    assert "No such file" in progress.failure
     assert recording.frames == []
-    assert recording.ends == []
 
 
-async def test_oversize_frames_fail_the_camera(fragile_system: ActorSystem, hamilton_clip: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"no\n", "Invalid data"),
+    (b"", "Invalid data"),
+    (bytes(range(256)) * 64, "cannot open"),
+], ids=["text", "empty", "noise"])
+async def test_a_file_that_is_not_a_video_ends_the_stream(
+        system: ActorSystem, tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "x.mp4"
+    path.write_bytes(content)
+    recording, progress = await ended_with_failure(system, CameraConfig(str(path)))
+    assert progress.failure is not None
+    assert str(path) in progress.failure
+    assert reason in progress.failure
+    assert recording.frames == []
+
+
+def write_audio_only(path: Path) -> None:
+    """An .m4a holding one second of silence and no video stream."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for i in range(44):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate = 44100
+            frame.pts = i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+async def test_an_audio_only_file_ends_the_stream(system: ActorSystem, tmp_path: Path) -> None:
+    path = tmp_path / "speech.m4a"
+    write_audio_only(path)
+    _, progress = await ended_with_failure(system, CameraConfig(str(path)))
+    assert progress.failure is not None
+    assert "no video stream" in progress.failure
+
+
+async def test_a_video_with_no_frames_ends_the_stream(system: ActorSystem, hamilton_clip: Path,
+                                                      tmp_path: Path) -> None:
+    # The clip's header and index with every video packet's bytes gone: a video stream that
+    # yields no frame at all.
+    path = tmp_path / "hollow.mp4"
+    faststart_copy(hamilton_clip, path, keep_packets=False)
+    _, progress = await ended_with_failure(system, CameraConfig(str(path)))
+    assert progress.failure is not None
+    assert "no decodable frame" in progress.failure or "could not be decoded" in progress.failure
+
+
+def zeroed_copy(clip: Path, out: Path) -> None:
+    """``clip`` with 20 kB a third of the way in overwritten by zeros (a damaged recording)."""
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 3
+    data[middle:middle + 20_000] = bytes(20_000)
+    out.write_bytes(bytes(data))
+
+
+async def test_corrupted_packets_are_skipped_and_named(system: ActorSystem, hamilton_clip: Path,
+                                                       tmp_path: Path) -> None:
+    path = tmp_path / "damaged.mp4"
+    zeroed_copy(hamilton_clip, path)
+    recording, progress = await ended_with_failure(system, CameraConfig(str(path)))
+    # What could be decoded was delivered, in order, and the damage is named.
+    assert 200 < len(recording.frames) < CLIP_FRAMES
+    assert [f.index for f in recording.frames] == list(range(len(recording.frames)))
+    assert progress.decode_errors > 0
+    assert progress.failure is not None
+    assert f"{progress.decode_errors} packets of {path} could not be decoded" in progress.failure
+
+
+async def test_oversize_frames_end_the_stream(system: ActorSystem, hamilton_clip: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(camera_module, "MAX_FRAME_PIXELS", 640 * 360 - 1)
-    recording, _, _ = await start(fragile_system, CameraConfig(str(hamilton_clip)))
-    async with asyncio.timeout(WAIT_S):
-        failure = await fragile_system.wait_failed()
-    assert failure.actor == "camera"
-    assert isinstance(failure.error, ValueError)
-    assert "640x360" in str(failure.error)
+    recording, progress = await ended_with_failure(system, CameraConfig(str(hamilton_clip)))
+    assert progress.failure is not None
+    assert "640x360" in progress.failure
     assert recording.frames == []
 
 
@@ -252,8 +315,9 @@ async def test_restarted_camera_resumes_after_the_last_delivered_frame(
     assert system.failure is None
 
 
-def faststart_copy(clip: Path, out: Path) -> None:
-    """Remux ``clip`` with its index (moov) first, as streaming encoders write it."""
+def faststart_copy(clip: Path, out: Path, *, keep_packets: bool = True) -> None:
+    """Remux ``clip`` with its index (moov) first, as streaming encoders write it; without
+    ``keep_packets`` every video packet is written empty."""
     with av.open(str(clip)) as source, \
             av.open(str(out), "w", format="mp4", options={"movflags": "faststart"}) as target:
         video = source.streams.video[0]
@@ -261,13 +325,18 @@ def faststart_copy(clip: Path, out: Path) -> None:
         for packet in source.demux(video):
             if packet.dts is None:
                 continue  # the demuxer's end-of-stream packet
-            packet.stream = stream
-            target.mux(packet)
+            written: av.Packet[Any] = packet
+            if not keep_packets:  # same timing, the picture's bytes gone
+                written = av.Packet(b"\x00" * 8)
+                written.pts, written.dts = packet.pts, packet.dts
+                written.time_base = packet.time_base
+            written.stream = stream
+            target.mux(written)
 
 
 @pytest.mark.parametrize("layout", ["index-at-end", "index-first"])
-async def test_truncated_clip_ends_or_fails_cleanly(
-        patient_system: ActorSystem, hamilton_clip: Path, reference: ClipReference,
+async def test_truncated_clip_ends_cleanly(
+        system: ActorSystem, hamilton_clip: Path, reference: ClipReference,
         tmp_path: Path, layout: str) -> None:
     source = hamilton_clip
     if layout == "index-first":
@@ -277,24 +346,26 @@ async def test_truncated_clip_ends_or_fails_cleanly(
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[:int(len(data) * 0.4)])
 
-    recording, collector, _ = await start(patient_system, CameraConfig(str(truncated)))
-    camera_cell = cell(patient_system, "camera")
-    await eventually(lambda: bool(recording.ends) or camera_cell.metrics.failures > 0)
+    progress = CameraProgress()
+    recording, collector, camera = await start(system, CameraConfig(str(truncated)), progress)
+    await eventually(lambda: bool(recording.ends))
+    await eventually(lambda: not camera.is_alive)
 
-    # Whichever it was, the camera alone is affected: the node and its other actors carry on.
-    assert patient_system.failure is None
+    # The camera alone is affected: the node and its other actors carry on.
+    assert system.failure is None
+    assert cell(system, "camera").metrics.failures == 0
     assert collector.is_alive
     assert await collector.ask(Ping()) == len(recording.frames)
     frames = recording.frames
     assert len(frames) < CLIP_FRAMES
+    assert recording.ends == [(EndOfStream("cam0", len(frames)), len(frames))]
     if layout == "index-first":
         assert frames, "with the index first, the frames before the cut are decodable"
+    else:
+        assert progress.failure is not None
+        assert "cannot open" in progress.failure
     assert [f.index for f in frames] == list(range(len(frames)))
     assert [f.t_s for f in frames] == pytest.approx(reference.times[:len(frames)], abs=1e-3)
-    if recording.ends:
-        assert recording.ends == [(EndOfStream("cam0", len(frames)), len(frames))]
-    else:
-        assert camera_cell.metrics.failures == 1
 
 
 # --- live sources -----------------------------------------------------------------------------
@@ -306,6 +377,8 @@ async def test_truncated_clip_ends_or_fails_cleanly(
     ("/dev/video0", True),
     ("clips/cam0.mp4", False),
     ("/data/rtsp://odd-name.mp4", False),
+    ("http://10.0.0.5/mjpeg", True),
+    ("https://cam.local/live.m3u8", True),
 ])
 def test_is_live(source: str, live: bool) -> None:
     assert CameraConfig(source).is_live is live
@@ -339,6 +412,86 @@ async def test_unreachable_live_camera_logs_no_credentials(
     messages = await unreachable_camera_logs(system, caplog)
     for message in messages:
         assert "s3cret-pw" not in message, message
+
+
+@pytest_asyncio.fixture
+async def silent_http_server() -> AsyncIterator[str]:
+    """An HTTP server on loopback that accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/live.mp4"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_silent_http_source_times_out_says_what_it_waits_for_and_retries(
+        system: ActorSystem, silent_http_server: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lfr.camera")
+    config = CameraConfig(silent_http_server, open_timeout_s=0.3,
+                          reconnect=Backoff(initial_s=0.01, max_s=0.01))
+    await start(system, config)
+    await eventually(lambda: sum("retrying" in r.getMessage() for r in caplog.records) >= 2)
+    messages = [r.getMessage() for r in caplog.records if r.name == "lfr.camera"]
+    assert f"camera cam0: opening {silent_http_server} (waiting up to 0.3 s)" in messages
+    assert cell(system, "camera").metrics.failures == 0  # retried, not failed
+    assert system.failure is None
+
+
+@pytest.fixture
+def stuck_ffmpeg(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """``av.open`` blocks (as an RTSP open to a dead camera does) until the test ends."""
+    release = threading.Event()
+
+    def blocked_open(*_: Any, **__: Any) -> Any:
+        release.wait(60)
+        raise av.error.ExitError(1414092869, "Immediate exit requested")
+
+    monkeypatch.setattr(av, "open", blocked_open)
+    yield release
+    release.set()
+
+
+async def test_stop_does_not_wait_for_a_stuck_open(stuck_ffmpeg: threading.Event,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    config = SystemConfig(name="stuck", blocking_workers=1, shutdown_drain_s=0.5)
+    system = ActorSystem(config)
+    await system.start()
+    camera = CameraConfig("rtsp://127.0.0.1:1/stream", open_timeout_s=30.0, stop_wait_s=0.2)
+    await start(system, camera)
+    await asyncio.sleep(0.2)  # the open is under way, stuck inside "FFmpeg"
+    started = time.monotonic()
+    await asyncio.wait_for(system.stop(), WAIT_S)
+    assert time.monotonic() - started < 1.5
+    assert any("decoder still inside FFmpeg" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_live_source_that_stops_delivering_is_reopened(
+        system: ActorSystem, hamilton_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CameraConfig, "is_live", property(lambda self: True))
+    decode_next = Camera._decode_next
+    stalls: list[int] = []
+
+    def stall_once_at_frame_5(self: Camera) -> Frame | None:
+        if not stalls and self.progress.delivered == 5:
+            stalls.append(5)
+            time.sleep(1.0)  # longer than the read guard (0.1 s + 2 s grace is patched below)
+        return decode_next(self)
+
+    monkeypatch.setattr(Camera, "_decode_next", stall_once_at_frame_5)
+    monkeypatch.setattr(Camera, "_read_guard_s", property(lambda self: 0.3))
+    recording, _, _ = await start(system, CameraConfig(str(hamilton_clip)))
+    await eventually(lambda: len(recording.frames) >= 10)
+    assert stalls == [5]
+    assert cell(system, "camera").metrics.failures == 1  # the stall failed it; it reopened
 
 
 async def test_live_camera_stream_time_keeps_increasing_across_a_restart(
@@ -398,11 +551,15 @@ def test_camera_messages_cannot_be_encoded(message: object) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"source": ""}, "camera source is empty"),
-    ({"source": "a.mp4", "camera_id": ""}, "camera_id is empty"),
+    ({"source": ""}, "CameraConfig.source is empty"),
+    ({"source": "a.mp4", "camera_id": ""}, "CameraConfig.camera_id is empty"),
+    ({"source": "a.mp4", "camera_id": "x\nCRITICAL fake"}, "camera_id holds control"),
+    ({"source": "a\x1b[2J.mp4"}, "source holds control"),
     ({"source": "a.mp4", "open_timeout_s": 0.0}, "open_timeout_s must be > 0"),
-    ({"source": "a.mp4", "decoder_threads": 0}, "decoder_threads must be >= 1"),
+    ({"source": "a.mp4", "read_timeout_s": float("nan")}, "read_timeout_s must be > 0"),
+    ({"source": "a.mp4", "decoder_threads": 0}, "decoder_threads must be an integer >= 1"),
+    ({"source": "a.mp4", "stop_wait_s": -1.0}, "stop_wait_s must be >= 0"),
 ])
 def test_bad_camera_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         CameraConfig(**kwargs)
