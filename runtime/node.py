@@ -80,7 +80,7 @@ def _on_signal(sig: signal.Signals, received: list[signal.Signals],
 def _exit_code(tasks: dict[str, asyncio.Task[Any]], received: list[signal.Signals]) -> int:
     failure = tasks["failure"]
     if failure.done() and not failure.cancelled():
-        log.critical("node stopping: %s", failure.result())
+        log.critical("node stopping: %s", printable(failure.result(), max_chars=2000))
         return ExitCode.INTERNAL_ERROR
     if tasks["signal"].done():
         sig = received[0] if received else signal.SIGTERM

@@ -4,6 +4,12 @@ A supervisor owns an ordered list of children (actor cells and nested supervisor
 fails it applies its strategy after an exponential backoff. If more than ``max_restarts`` failures
 happen within ``within_s`` seconds it gives up: it halts all its children and escalates to its own
 supervisor, which treats it as one failed child. The root supervisor giving up fails the system.
+
+Escalations are not forgotten by the window: a child supervisor that gave up has already spent its
+own restart budget, and giving up can take longer than the parent's window (backoffs grow), so a
+parent that only counted restarts per window would restart a hopeless subtree for ever. Each
+supervisor therefore also counts the give-ups of its child supervisors over its whole life and
+gives up itself after ``max_escalations`` of them, whatever their timing.
 """
 
 from __future__ import annotations
@@ -11,12 +17,20 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from guards.config_checks import (
+    ConfigError,
+    require_at_least,
+    require_non_negative,
+    require_positive,
+)
+from guards.log_text import printable
 from runtime.cell import ActorCell
 from runtime.errors import SupervisorGaveUp
 from runtime.mailbox import MailboxConfig
@@ -52,6 +66,15 @@ class Backoff:
     max_s: float = 10.0
     """Upper bound of the delay, in seconds."""
 
+    def __post_init__(self) -> None:
+        require_non_negative("Backoff.initial_s", self.initial_s)
+        if not (math.isfinite(self.factor) and self.factor >= 1.0):
+            raise ConfigError(f"Backoff.factor must be >= 1, got {self.factor!r}")
+        require_non_negative("Backoff.max_s", self.max_s)
+        if self.max_s < self.initial_s:
+            raise ConfigError(f"Backoff.max_s ({self.max_s}) is below initial_s "
+                              f"({self.initial_s})")
+
     def delay(self, attempt: int) -> float:
         """Delay in seconds before restart number ``attempt`` (1-based) in the window."""
         return float(min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1)))
@@ -69,6 +92,14 @@ class SupervisorConfig:
     """Length of the restart-intensity window, in seconds."""
     backoff: Backoff = field(default_factory=Backoff)
     """Delay before each restart."""
+    max_escalations: int = 3
+    """Give-ups of child supervisors this supervisor absorbs (restarting the child) over its
+    whole life; the next one makes it give up too, whatever the timing."""
+
+    def __post_init__(self) -> None:
+        require_at_least("SupervisorConfig.max_restarts", self.max_restarts, 0)
+        require_positive("SupervisorConfig.within_s", self.within_s)
+        require_at_least("SupervisorConfig.max_escalations", self.max_escalations, 0)
 
 
 class Child(Protocol):
@@ -95,6 +126,8 @@ class SupervisorStatistics:
     """The last few backoff delays applied, oldest first, in seconds."""
     gave_up: bool
     """True once the restart intensity was exceeded."""
+    escalations: int
+    """Give-ups of child supervisors absorbed so far (see ``max_escalations``)."""
 
 
 class Supervisor:
@@ -116,6 +149,9 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._recent_backoffs: deque[float] = deque(maxlen=16)
         self._restarts = 0
+        # Give-ups of child supervisors over this supervisor's life; never reset by the window
+        # (invariant: <= config.max_escalations while this supervisor has not given up).
+        self._escalations = 0
         self._gave_up = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +180,7 @@ class Supervisor:
         return SupervisorStatistics(
             children=len(self.children), restarts=self._restarts,
             recent_backoffs_s=tuple(self._recent_backoffs), gave_up=self._gave_up,
+            escalations=self._escalations,
         )
 
     # --- Child protocol (driven by the parent) --------------------------------------------------
@@ -200,13 +237,22 @@ class Supervisor:
         if len(window) >= self.config.max_restarts:
             await self._give_up(child, error)
             return
+        if isinstance(error, SupervisorGaveUp):
+            self._escalations += 1
+            if self._escalations > self.config.max_escalations:
+                log.error("%s gave up %d times, more than %s absorbs (%d)",
+                          _describe(child, error), self._escalations, self.name,
+                          self.config.max_escalations)
+                await self._give_up(child, error)
+                return
         window.append(now)
         delay = self.config.backoff.delay(len(window))
         self._recent_backoffs.append(delay)
         self._restarts += 1
         log.warning("%s failed (%s: %s); %s restarts it in %.2f s (%s)",
                     _describe(child, error), type(_root_error(error)).__name__,
-                    _root_error(error), self.name, delay, self.config.strategy.value)
+                    printable(_root_error(error), max_chars=1000), self.name, delay,
+                    self.config.strategy.value)
         await asyncio.sleep(delay)
         for target in reversed(self._siblings_to_restart(child)):
             await target.halt()
@@ -228,7 +274,7 @@ class Supervisor:
         gave_up = SupervisorGaveUp(self.name, actor, root, self.config.max_restarts,
                                    self.config.within_s)
         gave_up.__cause__ = root
-        log.error("%s", gave_up)
+        log.error("%s", printable(gave_up, max_chars=1000))
         for target in reversed(self.children):
             await target.halt()
         if self.parent is not None:

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+from guards.config_checks import (
+    require_at_least,
+    require_non_negative,
+    require_positive,
+    require_text,
+)
 from runtime.actor import Actor
 from runtime.blocking import BlockingPool
 from runtime.cell import ActorCell
@@ -37,6 +43,14 @@ class SystemConfig:
     """On stop, how long actors may keep handling queued messages before being cancelled (s)."""
     stall_threshold_s: float | None = None
     """Debug mode: report event-loop stalls longer than this (s), naming the actor; None: off."""
+
+    def __post_init__(self) -> None:
+        require_text("SystemConfig.name", self.name)
+        if self.blocking_workers is not None:
+            require_at_least("SystemConfig.blocking_workers", self.blocking_workers, 1)
+        require_non_negative("SystemConfig.shutdown_drain_s", self.shutdown_drain_s)
+        if self.stall_threshold_s is not None:
+            require_positive("SystemConfig.stall_threshold_s", self.stall_threshold_s)
 
 
 class ActorSystem:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from guards.config_checks import ConfigError
 from runtime import (
     Actor,
     ActorRef,
@@ -223,3 +224,42 @@ def test_backoff_defaults() -> None:
     backoff = Backoff()
     assert [backoff.delay(n) for n in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.4])
     assert backoff.delay(1000) == pytest.approx(10.0)
+
+
+async def test_a_subtree_that_keeps_giving_up_ends_the_node_whatever_the_timing() -> None:
+    # The root's window is so short that no two give-ups of "sub" ever fall inside it: counted
+    # per window only, the root would restart the hopeless subtree for ever.
+    world = World()
+    root = SupervisorConfig(max_restarts=5, within_s=0.01, backoff=TINY, max_escalations=2)
+    async with ActorSystem(SystemConfig(root=root)) as system:
+        sub = await system.spawn_supervisor("sub", _config(max_restarts=0))
+        ref = await world.spawn(sub, "w")
+        for incarnation in (2, 3):
+            await asyncio.sleep(0.05)  # outside the root's window
+            await ref.tell("crash")  # sub gives up; the root absorbs it and restarts sub
+            await eventually(lambda: sub.incarnation == incarnation)  # noqa: B023
+        assert system.failure is None
+        assert system.root.statistics().escalations == 2
+        await asyncio.sleep(0.05)
+        await ref.tell("crash")  # a third give-up: more than the root absorbs
+        failure = await asyncio.wait_for(system.wait_failed(), WAIT_S)
+        assert (failure.supervisor, failure.actor) == ("root", "w")
+        assert isinstance(failure.error, Boom)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: SupervisorConfig(max_restarts=-1), "max_restarts must be an integer >= 0"),
+    (lambda: SupervisorConfig(within_s=0.0), "within_s must be > 0"),
+    (lambda: SupervisorConfig(max_escalations=-1), "max_escalations must be an integer >= 0"),
+    (lambda: Backoff(initial_s=-0.1), "initial_s must be >= 0"),
+    (lambda: Backoff(factor=0.5), "factor must be >= 1"),
+    (lambda: Backoff(initial_s=2.0, max_s=1.0), "max_s .* is below initial_s"),
+    (lambda: SystemConfig(name=""), "SystemConfig.name is empty"),
+    (lambda: SystemConfig(name="a\nb"), "SystemConfig.name holds control characters"),
+    (lambda: SystemConfig(blocking_workers=0), "blocking_workers must be an integer >= 1"),
+    (lambda: SystemConfig(shutdown_drain_s=float("inf")), "shutdown_drain_s must be >= 0"),
+    (lambda: SystemConfig(stall_threshold_s=0.0), "stall_threshold_s must be > 0"),
+])
+def test_bad_supervision_settings_are_refused(make: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()
