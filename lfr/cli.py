@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from guards.log_text import printable
 from runtime.exit_codes import ExitCode
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
@@ -66,13 +67,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from actors.unit.watchlist import DEFAULT_THRESHOLD
     from lfr.verify import verify
 
-    return verify(Path(args.image_a), Path(args.image_b),
-                  threshold=args.threshold or DEFAULT_THRESHOLD, as_json=args.json)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    return verify(Path(args.image_a), Path(args.image_b), threshold=threshold,
+                  as_json=args.json)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from lfr.calibrate import calibrate, read_pairs
+    from lfr.calibrate import calibrate, check_target_fmr, read_pairs
 
+    check_target_fmr(args.target_fmr)  # before reading anything
     pairs = read_pairs(Path(args.pairs))
     report = calibrate(pairs, Path(args.root), target_fmr=args.target_fmr,
                        scores_out=Path(args.scores_out) if args.scores_out else None)
@@ -80,19 +83,29 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_watchlist_build(args: argparse.Namespace) -> int:
-    from actors.unit.watchlist import DEFAULT_THRESHOLD, save_watchlist
+    from actors.unit.watchlist import ALLOW_UNUSUAL_FLAG, DEFAULT_THRESHOLD, save_watchlist
+    from guards.files import check_output_target
+    from guards.log_text import printable
     from lfr.photo_faces import PhotoFaces
     from lfr.watchlist_build import build_watchlist
 
-    watchlist, report = build_watchlist(Path(args.photos_dir), PhotoFaces(),
-                                        args.threshold or DEFAULT_THRESHOLD,
+    out = check_output_target(args.out, "--out")  # refused before minutes of enrolment
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    watchlist, report = build_watchlist(Path(args.photos_dir), PhotoFaces(), threshold,
                                         progress=not args.quiet,
-                                        subject_thresholds=dict(args.subject_threshold))
+                                        subject_thresholds=dict(args.subject_threshold),
+                                        allow_unusual_thresholds=args.allow_unusual_thresholds)
     for line in report.skipped:
         print(f"skipped: {line}", file=sys.stderr)
-    save_watchlist(watchlist, Path(args.out))
-    used = ", ".join(f"{s} ({n} photo{'s' if n > 1 else ''})" for s, n in report.used.items())
-    print(f"wrote {args.out}: {len(watchlist.subjects)} subjects: {used}", file=sys.stderr)
+    save_watchlist(watchlist, out)
+    used = ", ".join(f"{printable(s)} ({n} photo{'s' if n > 1 else ''})"
+                     for s, n in report.used.items())
+    print(f"wrote {printable(out)}: {len(watchlist.subjects)} subjects: {used}", file=sys.stderr)
+    if report.unusual_thresholds:
+        unusual = ", ".join(f"{printable(s)} ({t:.3f})" for s, t in report.unusual_thresholds)
+        print(f"warning: thresholds outside the usual range, accepted by {ALLOW_UNUSUAL_FLAG}: "
+              f"{unusual}; a scan must also be given {ALLOW_UNUSUAL_FLAG} to use this file",
+              file=sys.stderr)
     return 0
 
 
@@ -161,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--pairs", required=True, help="CSV with columns a,b,same")
     calibrate.add_argument("--root", default=".", help="folder the CSV paths are relative to")
     calibrate.add_argument("--target-fmr", type=float, default=0.001,
-                           help="false match rate to find a threshold for (0.001)")
+                           help="false match rate to find a threshold for, strictly between "
+                                "0 and 1 (0.001)")
     calibrate.add_argument("--scores-out", help="write every pair's score to this CSV")
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(func=_cmd_calibrate)
@@ -176,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--subject-threshold", action="append", default=[],
                        type=_subject_threshold, metavar="SUBJECT=T",
                        help="threshold for one subject (repeatable)")
+    build.add_argument("--allow-unusual-thresholds", action="store_true",
+                       help="accept thresholds outside the usual range 0.45-0.80 "
+                            "(docs/THRESHOLDS.md)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_watchlist_build)
 
@@ -204,6 +221,32 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     gallery.set_defaults(func=_cmd_bench_gallery)
 
 
+def _refuse_unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Name a flag no parser on the command's path knows (exit 2). argparse alone reports a
+    missing command or argument first, so ``lfr --bogus`` never said which flag was wrong."""
+    current = parser
+    for token in argv:
+        if token == "--":  # noqa: S105 - the end-of-options marker, not a password
+            return
+        subparsers = next((a for a in current._actions
+                           if isinstance(a, argparse._SubParsersAction)), None)
+        if subparsers is not None and token in subparsers.choices:
+            current = subparsers.choices[token]
+            continue
+        if token.startswith("-") and len(token) > 1 and not _is_number(token):
+            flag = token.split("=", 1)[0]
+            if flag not in current._option_string_actions:
+                current.error(f"unrecognized argument: {printable(flag)}")
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 class _Terminated(BaseException):
     """SIGTERM during a command that runs no node (a node handles its signals itself)."""
 
@@ -214,10 +257,12 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lfr`` console script; returns an ``ExitCode``."""
-    from guards.log_text import printable
     from guards.user_input import UserInputError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _refuse_unknown_flags(parser, arguments)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -7,32 +7,45 @@ Supervision tree (rest_for_one, consumers started first so a stop drains produce
         ├── alerts    prints each MatchAlert as one JSON line; ends the scan on StreamEnded
         ├── matcher   embeds, matches, tracks, fuses, alerts
         ├── detector  finds, aligns and gates faces (drop_oldest for live sources)
-        └── camera    decodes the source (restarted alone if the stream breaks)
+        └── camera    decodes the source (restarted alone if a live stream breaks)
+
+How a scan ends, and its exit code (``runtime.exit_codes``):
+- the file was scanned to its end: 0;
+- the file could not be scanned whole (not a video, damaged, frames too large): what could be
+  decoded was scanned, the summary names the file and the reason, exit 2;
+- the alert output cannot be written (stdout closed, disk full): the scan stops at once and
+  exits 74, never claiming alerts nobody received;
+- Ctrl-C / SIGTERM: the summary of what was scanned so far, exit 130 / 143.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from actors.unit.camera import Camera, CameraConfig, CameraProgress
+from actors.unit.camera import LIVE_PREFIXES, Camera, CameraConfig, CameraProgress
 from actors.unit.detector import Detector, DetectorConfig, StreamEnded
 from actors.unit.match_alert import MatchAlert
 from actors.unit.matcher import Matcher, MatcherConfig, MatcherOutput
 from actors.unit.watchlist import Watchlist, load_watchlist
+from guards.files import open_regular_file
+from guards.log_text import printable
 from guards.user_input import UserInputError
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.model_file import MOBILEFACENET
 from runtime.actor import Actor
 from runtime.blocking import WorkersBusy
+from runtime.exit_codes import ExitCode
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.supervisor import Backoff, Strategy, SupervisorConfig
 from runtime.system import ActorSystem
@@ -58,7 +71,7 @@ class ScanConfig:
 
 @dataclass(frozen=True, slots=True)
 class ScanSummary:
-    """What a finished scan reports on stderr."""
+    """What a scan reports on stderr when it ends, however it ends."""
 
     frames: int
     """Frames decoded."""
@@ -67,9 +80,11 @@ class ScanSummary:
     faces_rejected: int
     """Faces dropped by quality gates."""
     alerts: int
-    """Alerts raised."""
+    """Alerts written to the alert output (what somebody received)."""
     seconds: float
     """Wall-clock duration of the scan."""
+    failure: str | None = None
+    """Why the scan did not complete (source failure, output failure, interruption)."""
 
     @property
     def fps(self) -> float:
@@ -87,17 +102,42 @@ def alert_json(alert: MatchAlert) -> str:
     })
 
 
-class AlertPrinter(Actor[MatcherOutput]):
-    """Prints alerts as JSON lines; resolves ``finished`` when the stream has ended."""
+class AlertOutputFailed(Exception):
+    """The alert output cannot be written: the scan must stop, not count unreceived alerts."""
 
-    def __init__(self, out: TextIO, finished: asyncio.Future[StreamEnded]) -> None:
+
+@dataclass(slots=True)
+class AlertCount:
+    """Survives restarts of the printer (held by its factory)."""
+
+    written: int = 0
+    """Alerts written and flushed to the output."""
+
+
+class AlertPrinter(Actor[MatcherOutput]):
+    """Prints alerts as JSON lines; resolves ``finished`` when the stream has ended, or fails it
+    with ``AlertOutputFailed`` the moment an alert cannot be written."""
+
+    def __init__(self, out: TextIO, finished: asyncio.Future[StreamEnded],
+                 count: AlertCount | None = None) -> None:
         self.out = out
         self.finished = finished
+        self.count = count or AlertCount()
 
     async def receive(self, message: MatcherOutput) -> None:
+        if self.finished.done():
+            return  # the scan is over (or its output failed): nothing more goes out
         if isinstance(message, MatchAlert):
-            print(alert_json(message), file=self.out, flush=True)
-        elif not self.finished.done():
+            try:
+                print(alert_json(message), file=self.out, flush=True)
+            except (OSError, ValueError) as exc:  # EPIPE, ENOSPC, EIO; ValueError: closed file
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                self.finished.set_exception(AlertOutputFailed(
+                    f"cannot write alerts: {reason}; {self.count.written} alerts written "
+                    "before it"))
+                return
+            self.count.written += 1
+        else:
             self.finished.set_result(message)
 
 
@@ -106,9 +146,16 @@ class ScanPipeline:
     """The refs and state a running scan exposes (for the CLI and the benchmark)."""
 
     finished: asyncio.Future[StreamEnded]
-    """Resolved when a file source has been scanned to the end."""
+    """Resolved when a file source has been scanned to the end; fails with
+    ``AlertOutputFailed`` when alerts cannot be written."""
+    camera: CameraProgress = field(default_factory=CameraProgress)
+    """Frames delivered and, for a file, why it could not be scanned whole."""
+    alerts: AlertCount = field(default_factory=AlertCount)
+    """Alerts written so far."""
     matcher: Matcher | None = None
     """The current matcher incarnation (for statistics)."""
+    detector: Detector | None = None
+    """The current detector incarnation (for statistics)."""
 
 
 async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist, *,
@@ -122,7 +169,8 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     supervisor = await system.spawn_supervisor("pipeline", SupervisorConfig(
         strategy=Strategy.REST_FOR_ONE, max_restarts=5, within_s=60,
         backoff=Backoff(initial_s=0.2, max_s=5.0)))
-    alerts = await supervisor.spawn("alerts", lambda: AlertPrinter(out, finished),
+    alerts = await supervisor.spawn("alerts", lambda: AlertPrinter(out, finished,
+                                                                   pipeline.alerts),
                                     MailboxConfig(capacity=256))
 
     def make_matcher() -> Matcher:
@@ -134,10 +182,14 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     # Live: the newest frame wins. Offline: every frame is scanned, the camera waits.
     frames_mailbox = (MailboxConfig(capacity=1, policy=MailboxPolicy.DROP_OLDEST) if live
                       else MailboxConfig(capacity=2))
-    detector_ref = await supervisor.spawn(
-        "detector", lambda: Detector(detector, matcher, config.detector), frames_mailbox)
-    progress = CameraProgress()
-    await supervisor.spawn("camera", lambda: Camera(config.camera, detector_ref, progress),
+
+    def make_detector() -> Detector:
+        pipeline.detector = Detector(detector, matcher, config.detector)
+        return pipeline.detector
+
+    detector_ref = await supervisor.spawn("detector", make_detector, frames_mailbox)
+    await supervisor.spawn("camera",
+                           lambda: Camera(config.camera, detector_ref, pipeline.camera),
                            MailboxConfig(capacity=2))
     return pipeline
 
@@ -159,13 +211,25 @@ async def warm_up_models(system: ActorSystem, detector: FaceDetector,
         log.warning("models not warmed up on every worker: %s", exc)
 
 
+def check_source(camera: CameraConfig) -> None:
+    """Refuse a source the camera cannot scan: a scheme it does not know (it would have no
+    timeout), or a file that is missing or not a regular file (a FIFO would block)."""
+    source = camera.source
+    if camera.is_live:
+        return
+    if "://" in source:
+        raise UserInputError(f"video source {printable(source)}: unknown scheme; use a file, "
+                             f"{', '.join(p for p in LIVE_PREFIXES if '://' in p)} URL or "
+                             "/dev/videoN")
+    os.close(open_regular_file(source, "video file"))
+
+
 def check_scan_inputs(config: ScanConfig) -> Watchlist:
-    """Load the watchlist and check the inputs of a scan; ``ValueError`` names what is wrong."""
+    """Load the watchlist and check the inputs of a scan; ``UserInputError`` names what is
+    wrong."""
     watchlist = load_watchlist(config.watchlist)
     watchlist.check_model(MOBILEFACENET.model_id, MOBILEFACENET.sha256, str(config.watchlist))
-    source = config.camera.source
-    if not config.camera.is_live and "://" not in source and not Path(source).is_file():
-        raise UserInputError(f"{source}: no such video file")
+    check_source(config.camera)
     return watchlist
 
 
@@ -173,15 +237,48 @@ async def run_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist
                    summary_json: bool) -> int:
     """The body of ``lfr scan`` for a checked watchlist: returns the exit code."""
     started = time.monotonic()
-    detector = await system.blocking.run(FaceDetector)
-    embedder = await system.blocking.run(FaceEmbedder)
-    await warm_up_models(system, detector, embedder)
-    pipeline = await start_scan(system, config, watchlist, detector=detector, embedder=embedder)
-    ended = await pipeline.finished
-    summary = ScanSummary(ended.frames, ended.faces_seen, ended.faces_rejected, ended.alerts,
-                          time.monotonic() - started)
+    pipeline: ScanPipeline | None = None
+    try:
+        detector = await system.blocking.run(FaceDetector)
+        embedder = await system.blocking.run(FaceEmbedder)
+        await warm_up_models(system, detector, embedder)
+        pipeline = await start_scan(system, config, watchlist, detector=detector,
+                                    embedder=embedder)
+        log.info("scanning %s for %d watchlisted subjects", printable(config.camera.source),
+                 len(watchlist.subjects))
+        await pipeline.finished
+    except AlertOutputFailed as exc:
+        _silence_broken_stdout()
+        print_summary(summarise(pipeline, started, str(exc)), as_json=summary_json)
+        return ExitCode.OUTPUT_FAILED
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: report what was done, then stop
+        print_summary(summarise(pipeline, started, "interrupted"), as_json=summary_json)
+        raise
+    summary = summarise(pipeline, started, pipeline.camera.failure)
     print_summary(summary, as_json=summary_json)
-    return 0
+    return ExitCode.OK if summary.failure is None else ExitCode.BAD_INPUT
+
+
+def summarise(pipeline: ScanPipeline | None, started: float,
+              failure: str | None) -> ScanSummary:
+    """The summary of a scan so far (``pipeline`` None: it never started)."""
+    seconds = time.monotonic() - started
+    if pipeline is None:
+        return ScanSummary(0, 0, 0, 0, seconds, failure)
+    detector = pipeline.detector
+    return ScanSummary(pipeline.camera.delivered,
+                       detector.faces_seen if detector is not None else 0,
+                       detector.faces_rejected if detector is not None else 0,
+                       pipeline.alerts.written, seconds, failure)
+
+
+def _silence_broken_stdout() -> None:
+    """Point a broken stdout at /dev/null, so the interpreter's final flush does not print
+    an 'Exception ignored ... BrokenPipeError' after the summary."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def print_summary(summary: ScanSummary, *, as_json: bool) -> None:
@@ -189,9 +286,12 @@ def print_summary(summary: ScanSummary, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"frames": summary.frames, "faces_seen": summary.faces_seen,
                           "faces_rejected": summary.faces_rejected, "alerts": summary.alerts,
-                          "fps": round(summary.fps, 2)}), file=sys.stderr)
-    else:
-        print(f"scanned {summary.frames} frames in {summary.seconds:.1f} s "
-              f"({summary.fps:.1f} fps): {summary.faces_seen} faces seen, "
-              f"{summary.faces_rejected} rejected by quality gates, {summary.alerts} alerts",
-              file=sys.stderr)
+                          "fps": round(summary.fps, 2), "failure": summary.failure}),
+              file=sys.stderr, flush=True)
+        return
+    print(f"scanned {summary.frames} frames in {summary.seconds:.1f} s "
+          f"({summary.fps:.1f} fps): {summary.faces_seen} faces seen, "
+          f"{summary.faces_rejected} rejected by quality gates, {summary.alerts} alerts",
+          file=sys.stderr, flush=True)
+    if summary.failure is not None:
+        print(f"scan incomplete: {summary.failure}", file=sys.stderr, flush=True)

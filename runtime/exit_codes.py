@@ -24,6 +24,9 @@ class ExitCode(enum.IntEnum):
     INTERNAL_ERROR = 70
     """EX_SOFTWARE: a bug or a failure the supervisors could not contain (traceback in the
     log), including the root supervisor giving up."""
+    OUTPUT_FAILED = 74
+    """EX_IOERR: results could not be written (stdout closed, disk full): whatever the command
+    found, nobody received it."""
     INTERRUPTED = 128 + signal.SIGINT
     """Stopped by Ctrl-C (SIGINT): 130."""
     TERMINATED = 128 + signal.SIGTERM

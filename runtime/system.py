@@ -39,8 +39,9 @@ class SystemConfig:
     """Strategy and restart intensity of the root supervisor; if it gives up, the node stops."""
     blocking_workers: int | None = None
     """Threads for ``run_blocking`` (None: one per CPU core)."""
-    shutdown_drain_s: float = 5.0
-    """On stop, how long actors may keep handling queued messages before being cancelled (s)."""
+    shutdown_drain_s: float = 1.0
+    """On stop, how long actors may keep handling queued messages before being cancelled (s).
+    Short, so that Ctrl-C and SIGTERM end a node within 2 s."""
     stall_threshold_s: float | None = None
     """Debug mode: report event-loop stalls longer than this (s), naming the actor; None: off."""
 
