@@ -20,7 +20,9 @@ import numpy as np
 from bench.runtime_messages import Count, CountQuery, FrameMessage, Ping
 from runtime.actor import Actor
 from runtime.codec import Codec
+from runtime.link_config import LinkConfig
 from runtime.link_endpoints import connect_unix
+from runtime.link_keys import LinkKeys, write_shared_key_file
 from runtime.mailbox import MailboxConfig
 from runtime.node import event_loop_factory
 from runtime.system import ActorSystem, SystemConfig
@@ -104,8 +106,9 @@ async def _ask_rtts_us(system: ActorSystem) -> list[float]:
 async def _transport_rate(system: ActorSystem) -> float:
     with tempfile.TemporaryDirectory(prefix="lfr-bench-") as tmp:
         socket_path = os.path.join(tmp, "peer.sock")
+        key_file = write_shared_key_file(os.path.join(tmp, "link.key"))
         peer = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.runtime_peer", socket_path,
+            sys.executable, "-m", "bench.runtime_peer", socket_path, str(key_file),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT,
         )
         try:
@@ -113,7 +116,7 @@ async def _transport_rate(system: ActorSystem) -> float:
             ready = await peer.stdout.readline()
             if ready.strip() != b"ready":
                 raise RuntimeError("benchmark peer process did not start")
-            client = connect_unix(system, socket_path)
+            client = connect_unix(system, socket_path, LinkConfig(LinkKeys.from_file(key_file)))
             await client.wait_connected()
             counter = client.ref("counter")
             message = Ping(1)

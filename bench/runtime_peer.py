@@ -1,7 +1,8 @@
 """The second process of the transport benchmark: serves a counting actor on a Unix socket.
 
-Run as ``python -m bench.runtime_peer SOCKET_PATH``; prints ``ready`` once listening and exits
-when its standard input closes.
+Run as ``python -m bench.runtime_peer SOCKET_PATH KEY_FILE``; prints ``ready`` once listening
+and exits when its standard input closes. Peers must prove the key in ``KEY_FILE``; only
+``counter`` is exposed, to ``Ping`` and ``CountQuery``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 from bench.runtime_messages import Count, CountQuery, Ping
 from runtime.actor import Actor
+from runtime.link_config import LinkConfig
 from runtime.link_endpoints import serve_unix
+from runtime.link_keys import LinkKeys
 from runtime.mailbox import MailboxConfig
 from runtime.node import run
 from runtime.system import ActorSystem, SystemConfig
@@ -34,7 +37,8 @@ class Counter(Actor[Ping | CountQuery]):
 async def serve(system: ActorSystem) -> int:
     """Serve ``counter`` until standard input closes."""
     await system.spawn("counter", Counter, MailboxConfig(capacity=4096))
-    server = await serve_unix(system, sys.argv[1])
+    config = LinkConfig(LinkKeys.from_file(sys.argv[2]), exposed={"counter": (Ping, CountQuery)})
+    server = await serve_unix(system, sys.argv[1], config)
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)

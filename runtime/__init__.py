@@ -9,8 +9,10 @@ Layering, bottom up (a module imports only from layers below it):
    concurrent jobs inside one actor, debug stalls, Prometheus
 5. ``system``, ``node``                         - one node's actors; ``run(main)`` with signals
 6. ``schema``, ``message``, ``codec``           - message registry and strict msgpack codec
-7. ``framing``, ``link_messages``, ``link``, ``link_endpoints`` - actor systems linked over
-   byte streams (Unix socket, TCP; later a WebRTC data channel)
+7. ``framing``, ``link_messages``, ``link_keys``, ``link_config``, ``link_handshake``, ``link``,
+   ``link_endpoints`` - actor systems linked over byte streams (Unix socket, loopback TCP; later
+   a WebRTC data channel): keys from a 0600 key file, limits and exposed actors per node, an
+   HMAC challenge-response handshake before any message is accepted
 """
 
 from runtime.actor import Actor, ActorContext
@@ -27,7 +29,8 @@ from runtime.errors import (
     SupervisorGaveUp,
 )
 from runtime.exit_codes import ExitCode
-from runtime.link import Link, RemoteActorRef
+from runtime.link import Link, RemoteActorRef, TooManyAsks
+from runtime.link_config import LinkConfig
 from runtime.link_endpoints import (
     LinkClient,
     LinkServer,
@@ -36,6 +39,8 @@ from runtime.link_endpoints import (
     serve_tcp,
     serve_unix,
 )
+from runtime.link_handshake import HandshakeRefused
+from runtime.link_keys import KeyFileError, LinkKeys, write_shared_key_file
 from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.mailbox import MailboxConfig, MailboxPolicy, MailboxStatistics
 from runtime.message import MessageRegistry, default_registry, message
@@ -58,10 +63,14 @@ __all__ = [
     "DecodeError",
     "EncodeError",
     "ExitCode",
+    "HandshakeRefused",
+    "KeyFileError",
     "Link",
     "LinkClient",
+    "LinkConfig",
     "LinkDown",
     "LinkEvent",
+    "LinkKeys",
     "LinkLost",
     "LinkServer",
     "LinkUp",
@@ -80,6 +89,7 @@ __all__ = [
     "SupervisorConfig",
     "SupervisorGaveUp",
     "SystemConfig",
+    "TooManyAsks",
     "WindowFailed",
     "WorkersBusy",
     "connect_tcp",
@@ -91,4 +101,5 @@ __all__ = [
     "serve_tcp",
     "serve_unix",
     "tell_owner",
+    "write_shared_key_file",
 ]

@@ -3,6 +3,11 @@
 A frame is a 4-byte big-endian length followed by that many bytes (one codec message). The
 ``Link`` only needs ``FrameChannel``, so a message-oriented transport (a WebRTC data channel)
 can implement it without the length prefix.
+
+Reading is bounded: the length is checked against ``max_frame_bytes`` before a byte of the body
+is read, the body must arrive within ``partial_frame_timeout_s``, and the stream reader's own
+limit pauses the socket once that much is buffered unread. One frame being read therefore holds
+at most ``max_frame_bytes`` plus twice the reader's limit, and not for longer than the timeout.
 """
 
 from __future__ import annotations
@@ -23,8 +28,15 @@ class FrameTooLarge(RuntimeFault, ConnectionError):
     """The peer announced a frame over the limit; the stream cannot be trusted any more."""
 
 
+class PartialFrameTimeout(RuntimeFault, ConnectionError):
+    """A frame's length arrived but its body did not follow in time; the link is closed."""
+
+
 class FrameChannel(Protocol):
     """A bidirectional channel of whole frames."""
+
+    max_frame_bytes: int
+    """Largest frame ``read_frame`` accepts; lowered during the handshake."""
 
     async def read_frame(self) -> bytes:
         """The next frame; raises ``EOFError``/``ConnectionError`` when the peer is gone."""
@@ -48,21 +60,30 @@ class StreamFrameChannel:
     """``FrameChannel`` over asyncio streams (Unix socket or TCP)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 max_frame_bytes: int) -> None:
+                 max_frame_bytes: int, partial_frame_timeout_s: float = 30.0) -> None:
         self._reader = reader
         self._writer = writer
         self.max_frame_bytes = max_frame_bytes
+        self.partial_frame_timeout_s = partial_frame_timeout_s
+        """Seconds a frame's body may take to arrive once its length has."""
         peer = writer.get_extra_info("peername")
         self.description = f"{peer}" if peer else "unix socket peer"
 
     async def read_frame(self) -> bytes:
+        reader = self._reader
         try:
-            header = await self._reader.readexactly(_LENGTH.size)
+            header = await reader.readexactly(_LENGTH.size)  # an idle link may wait forever
             (size,) = _LENGTH.unpack(header)
             if size > self.max_frame_bytes:
                 raise FrameTooLarge(f"peer announced a frame of {size} bytes, over the limit "
                                     f"of {self.max_frame_bytes}")
-            return await self._reader.readexactly(size)
+            try:
+                async with asyncio.timeout(self.partial_frame_timeout_s):
+                    return await reader.readexactly(size)
+            except TimeoutError:
+                raise PartialFrameTimeout(
+                    f"the peer sent {size} bytes' length but not the frame within "
+                    f"{self.partial_frame_timeout_s:g} s") from None
         except asyncio.IncompleteReadError as exc:
             raise EOFError("connection closed by peer") from exc
 

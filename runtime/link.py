@@ -1,10 +1,16 @@
-"""``Link``: one connection between two actor systems, carrying tells and asks by actor name.
+"""``Link``: one authenticated connection between two actor systems, carrying tells and asks.
 
 Semantics match local refs: ``tell`` is fire and forget (it waits only for socket buffer room),
 ``ask`` returns the reply or raises ``RemoteError``/``AskTimeout``. When the connection is lost
 every pending ask fails with ``LinkLost`` at once (never a hang) and watchers are told
 ``LinkDown``. A frame that does not decode is logged and skipped; a frame over the size limit
 closes the link, since the stream can no longer be trusted.
+
+What a peer may do is bounded by ``LinkConfig``: it reaches only the exposed actors, with only
+the message classes listed for each (never a runtime message); a message of its that makes an
+actor raise fails alone (a tell is counted and logged, an ask answered with the error), never
+the actor; and it has at most ``max_peer_asks`` asks being answered at once. Everything a peer
+sent is logged through ``printable``: names and texts from a peer cannot forge log lines.
 """
 
 from __future__ import annotations
@@ -16,45 +22,64 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from guards.log_text import printable
 from runtime.codec import Codec, DecodeError, EncodeError
 from runtime.errors import AskTimeout, LinkLost, RemoteError, RuntimeFault
 from runtime.link_messages import (
-    PROTOCOL_VERSION,
-    Hello,
     RemoteAsk,
     RemoteFailure,
     RemoteReply,
     RemoteTell,
 )
+from runtime.message import RESERVED_CODES
 
 if TYPE_CHECKING:
     from runtime.framing import FrameChannel
+    from runtime.link_config import LinkConfig
     from runtime.system import ActorSystem
 
 M = TypeVar("M")
 log = logging.getLogger("lfr.runtime.link")
-HANDSHAKE_TIMEOUT_S = 10.0
+MAX_REMOTE_ERROR_CHARS = 1000
+"""A peer's error text is cut here (and escaped) before it becomes a ``RemoteError``."""
+
+
+class TooManyAsks(RuntimeFault):
+    """This node already awaits ``LinkConfig.max_pending_asks`` replies over the link."""
+
+    def __init__(self, peer: str, limit: int) -> None:
+        self.peer = peer
+        self.limit = limit
+        super().__init__(f"too many pending asks to {peer}: {limit} await replies already")
 
 
 class Link:
     """A live connection; created by ``LinkServer``/``LinkClient`` after the handshake."""
 
     def __init__(self, system: ActorSystem, channel: FrameChannel, codec: Codec,
-                 peer: str) -> None:
+                 peer: str, config: LinkConfig) -> None:
         self.system = system
         self.peer = peer
+        """The peer's proven node name (valid and printable: checked by the handshake)."""
         self._channel = channel
         self._codec = codec
+        self._config = config
         self._ids = itertools.count(1)
         # Asks sent and not yet answered, with the target actor's name (for RemoteError);
         # invariant: emptied (each failed with LinkLost) the moment the link closes, so no asker
-        # waits on a dead link.
+        # waits on a dead link; at most config.max_pending_asks long.
         self._pending: dict[int, tuple[str, asyncio.Future[Any]]] = {}
-        # Tasks answering asks from the peer; owned here, cancelled on close.
+        # Tasks answering asks from the peer; owned here, cancelled on close; at most
+        # config.max_peer_asks of them.
         self._serving: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
         self.undecodable_frames = 0
         """Frames from the peer that did not decode and were skipped."""
+        self.refused_messages = 0
+        """Tells and asks from the peer refused: an actor not exposed, a class it does not
+        accept, a runtime message, or a frame that is not a tell, ask or answer."""
+        self.refused_asks = 0
+        """Asks from the peer answered "too many pending asks" at once."""
 
     @property
     def closed(self) -> bool:
@@ -78,7 +103,9 @@ class Link:
             raise LinkLost(self.peer, str(exc) or type(exc).__name__) from exc
 
     async def ask(self, target: str, message: Any, timeout_s: float) -> Any:
-        """Send an ask and wait for its answer."""
+        """Send an ask and wait for its answer; ``TooManyAsks`` if too many are pending."""
+        if len(self._pending) >= self._config.max_pending_asks:
+            raise TooManyAsks(self.peer, self._config.max_pending_asks)
         ask_id = next(self._ids)
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ask_id] = (target, reply)
@@ -107,8 +134,8 @@ class Link:
             reason = str(exc) or type(exc).__name__
         except Exception as exc:
             # link (watchers hear LinkDown, pending asks fail), never the node.
-            log.exception("link to %s: closing after an internal error", self.peer)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("link to %s: closing after an internal error", printable(self.peer))
+            reason = f"internal error: {type(exc).__name__}: {printable(exc)}"
         finally:
             await self._close(reason)
         return reason
@@ -118,50 +145,89 @@ class Link:
             envelope = self._codec.decode(frame)
         except DecodeError as exc:
             self.undecodable_frames += 1
-            log.warning("link to %s: skipped an undecodable frame: %s", self.peer, exc)
+            log.warning("link to %s: skipped an undecodable frame: %s", printable(self.peer),
+                        printable(exc))
             return
         if isinstance(envelope, RemoteTell):
             await self._deliver_tell(envelope)
         elif isinstance(envelope, RemoteAsk):
-            task = asyncio.create_task(self._answer(envelope))
-            self._serving.add(task)
-            task.add_done_callback(self._serving.discard)
+            await self._accept_ask(envelope)
         elif isinstance(envelope, RemoteReply | RemoteFailure):
             self._resolve(envelope)
         else:
-            log.warning("link to %s: unexpected %s frame ignored", self.peer,
+            # A Hello, a proof or a link event inside an established link: never delivered.
+            self.refused_messages += 1
+            log.warning("link to %s: unexpected %s frame refused", printable(self.peer),
                         type(envelope).__name__)
 
+    def _refusal(self, target: str, payload: Any) -> tuple[str, str] | None:
+        """Why the peer may not send ``payload`` to ``target`` (error type, text), or None."""
+        spec = self._codec.registry.spec_for_class(type(payload))
+        kind = type(payload).__name__
+        if spec is None or spec.code in RESERVED_CODES:
+            return "MessageRefused", f"{kind} is a runtime message; a peer cannot send it"
+        accepts = self._config.exposed.get(target)
+        if accepts is None or self.system.lookup(target) is None:
+            # Unexposed and missing look the same: a peer learns nothing of what runs here.
+            return ("ActorNotFound",
+                    f"no actor named '{printable(target)}' on '{printable(self.system.name)}'")
+        if type(payload) not in accepts:
+            return ("MessageRefused",
+                    f"actor '{printable(target)}' does not accept {kind} from peers")
+        return None
+
     async def _deliver_tell(self, envelope: RemoteTell) -> None:
+        refusal = self._refusal(envelope.target, envelope.payload)
         ref = self.system.lookup(envelope.target)
-        if ref is None:
-            log.warning("link to %s: tell to unknown actor %r dropped", self.peer, envelope.target)
+        if refusal is not None or ref is None:
+            self.refused_messages += 1
+            log.warning("link to %s: tell dropped: %s", printable(self.peer),
+                        refusal[1] if refusal else "no such actor")
             return
         try:
             # Awaiting a BLOCK mailbox here is deliberate: backpressure reaches the peer's socket.
-            await ref.tell(envelope.payload)
+            await ref.tell_from_peer(envelope.payload)
         except RuntimeFault as exc:
-            log.warning("link to %s: tell to %r not delivered: %s", self.peer, envelope.target,
-                        exc)
+            log.warning("link to %s: tell to '%s' not delivered: %s", printable(self.peer),
+                        printable(envelope.target), printable(exc))
+
+    async def _accept_ask(self, envelope: RemoteAsk) -> None:
+        if len(self._serving) >= self._config.max_peer_asks:
+            self.refused_asks += 1
+            await self._send_answer(RemoteFailure(
+                envelope.ask_id, "TooManyAsks",
+                f"too many pending asks: {len(self._serving)} from this peer are being answered"))
+            return
+        task = asyncio.create_task(self._answer(envelope))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
 
     async def _answer(self, envelope: RemoteAsk) -> None:
+        refusal = self._refusal(envelope.target, envelope.payload)
         ref = self.system.lookup(envelope.target)
         answer: RemoteReply | RemoteFailure
-        if ref is None:
-            answer = RemoteFailure(envelope.ask_id, "ActorNotFound",
-                                   f"no actor named {envelope.target!r} on {self.system.name!r}")
+        if refusal is not None or ref is None:
+            self.refused_messages += 1
+            error_type, text = refusal or ("ActorNotFound", "no such actor")
+            answer = RemoteFailure(envelope.ask_id, error_type, text)
         else:
+            # A NaN, negative or huge timeout from the peer is not this node's to honour.
+            timeout_s = (min(envelope.timeout_s, self._config.max_ask_timeout_s)
+                         if envelope.timeout_s > 0 else 0.0)
             try:
-                result = await ref.ask(envelope.payload, timeout=envelope.timeout_s)
+                result = await ref.ask(envelope.payload, timeout=timeout_s, from_peer=True)
                 answer = RemoteReply(envelope.ask_id, result)
             except Exception as exc:  # noqa: BLE001 - any handler error is the asker's answer
                 answer = RemoteFailure(envelope.ask_id, type(exc).__name__, str(exc))
+        await self._send_answer(answer)
+
+    async def _send_answer(self, answer: RemoteReply | RemoteFailure) -> None:
         # LinkLost: the asker's side has already failed the ask with LinkLost.
         with contextlib.suppress(LinkLost):
             try:
                 await self.send(answer)
             except EncodeError as exc:  # the reply cannot cross: tell the asker why instead
-                await self.send(RemoteFailure(envelope.ask_id, "EncodeError", str(exc)))
+                await self.send(RemoteFailure(answer.ask_id, "EncodeError", str(exc)))
 
     def _resolve(self, envelope: RemoteReply | RemoteFailure) -> None:
         pending = self._pending.get(envelope.ask_id)
@@ -171,9 +237,11 @@ class Link:
         if isinstance(envelope, RemoteReply):
             reply.set_result(envelope.payload)
         else:
-            # Named like AskTimeout names a remote actor: "peer/actor".
-            reply.set_exception(RemoteError(f"{self.peer}/{target}", envelope.error_type,
-                                            envelope.message))
+            # Named like AskTimeout names a remote actor: "peer/actor". The peer's texts are
+            # escaped and cut: whoever logs this error logs them.
+            reply.set_exception(RemoteError(
+                f"{self.peer}/{target}", printable(envelope.error_type, max_chars=100),
+                printable(envelope.message, max_chars=MAX_REMOTE_ERROR_CHARS)))
 
     async def _close(self, reason: str) -> None:
         if self._closed_reason is not None:
@@ -187,21 +255,6 @@ class Link:
             task.cancel()
         await asyncio.gather(*self._serving, return_exceptions=True)
         await self._channel.close()
-
-
-async def handshake(system: ActorSystem, channel: FrameChannel, codec: Codec) -> str:
-    """Exchange ``Hello`` frames; returns the peer's node name or raises ``ConnectionError``."""
-    await channel.write_frame(codec.encode(Hello(system.name, PROTOCOL_VERSION)))
-    try:
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-            frame = await channel.read_frame()
-        hello = codec.decode(frame)
-    except (DecodeError, TimeoutError) as exc:
-        raise ConnectionError(f"handshake with {channel.description} failed: {exc}") from exc
-    if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
-        raise ConnectionError(f"handshake with {channel.description} failed: expected Hello "
-                              f"protocol {PROTOCOL_VERSION}, got {hello!r}")
-    return hello.node
 
 
 class RemoteActorRef(Generic[M]):

@@ -2,30 +2,46 @@
 
 Both own the tasks of their links and tell watchers ``LinkUp``/``LinkDown``. A dropped
 connection never takes the node down: the server keeps listening; the client reconnects with
-exponential backoff until it is stopped.
+exponential backoff until it is stopped. No link exists before the handshake proved the peer's
+key (``link_handshake``); a server holds at most ``LinkConfig.max_links`` connections and at
+most one link per peer name.
+
+Addresses: a Unix socket is created with mode 0600 (only this user may connect) and removed when
+the server stops; TCP listens and dials on loopback addresses only, since links are not
+encrypted yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
+import socket
+import stat
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from guards.config_checks import ConfigError
+from guards.log_text import printable
 from runtime.codec import Codec
 from runtime.framing import StreamFrameChannel
-from runtime.link import Link, RemoteActorRef, handshake
+from runtime.link import Link, RemoteActorRef
+from runtime.link_handshake import HandshakeRefused, handshake
 from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.supervisor import Backoff
 
 if TYPE_CHECKING:
+    from runtime.link_config import LinkConfig
     from runtime.ref import ActorRef
     from runtime.system import ActorSystem
 
 log = logging.getLogger("lfr.runtime.link")
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+UNIX_SOCKET_MODE = 0o600
+"""Only the user running the node may connect to its socket."""
 
 
 class _Watchers:
@@ -42,20 +58,60 @@ class _Watchers:
             try:
                 ref.tell_nowait(event)
             except Exception as exc:  # noqa: BLE001 - one broken watcher must not stop the link
-                log.warning("watcher %s missed %s: %s", ref.name, event, exc)
+                log.warning("watcher %s missed %s: %s", printable(ref.name), event,
+                            printable(exc))
+
+
+class _LogBudget:
+    """At most ``lines`` warnings per ``window_s``; the rest are counted and summed up later,
+    so a flood of bad connections cannot flood the log."""
+
+    def __init__(self, lines: int = 20, window_s: float = 10.0) -> None:
+        self._lines = lines
+        self._window_s = window_s
+        self._window_start = -window_s
+        self._used = 0
+        self._suppressed = 0
+
+    def warning(self, text: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self._window_s:
+            if self._suppressed:
+                log.warning("%d more refused connections and links were not logged",
+                            self._suppressed)
+            self._window_start, self._used, self._suppressed = now, 0, 0
+        if self._used < self._lines:
+            self._used += 1
+            log.warning(text, *args)
+        else:
+            self._suppressed += 1
 
 
 class LinkServer:
     """Accepts links on a Unix socket or TCP port; see ``serve_unix``/``serve_tcp``."""
 
-    def __init__(self, system: ActorSystem, codec: Codec) -> None:
+    def __init__(self, system: ActorSystem, config: LinkConfig, codec: Codec) -> None:
+        config.check_registered(codec.registry)
         self.system = system
+        self.config = config
         self.codec = codec
         self.links: dict[str, Link] = {}
         """Live links by peer name."""
+        self.refused_connections = 0
+        """Connections closed at once because ``max_links`` were open."""
+        self.failed_handshakes = 0
+        """Connections whose handshake failed (the log says why)."""
         self._watchers = _Watchers()
         self._server: asyncio.Server | None = None
+        # Invariant: one task per open connection (handshaking or linked), so len(_tasks) is
+        # what max_links bounds.
         self._tasks: set[asyncio.Task[None]] = set()
+        # Peer names with a link, or past their proof and about to get one: a second
+        # connection claiming one of them is refused.
+        self._names: set[str] = set()
+        self._unix_path: str | None = None
+        self._unix_inode: tuple[int, int] | None = None
+        self._log_budget = _LogBudget()
 
     def watch(self, ref: ActorRef[LinkEvent]) -> None:
         """Tell ``ref`` about every peer connecting and disconnecting."""
@@ -66,17 +122,27 @@ class LinkServer:
         return RemoteActorRef(lambda: self.links.get(peer), name)
 
     async def start_unix(self, path: str) -> None:
-        """Listen on a Unix socket at ``path`` (replacing a stale socket file)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a socket file left by a previous run of this node
-        self._server = await asyncio.start_unix_server(self._accept, path)
+        """Listen on a Unix socket at ``path`` with mode 0600 (replacing a stale socket)."""
+        sock = _bind_private_unix_socket(path)
+        info = os.stat(path)
+        self._unix_path, self._unix_inode = path, (info.st_dev, info.st_ino)
+        self._server = await asyncio.start_unix_server(
+            self._accept, sock=sock, limit=self.config.read_ahead_bytes)
 
     async def start_tcp(self, host: str, port: int) -> int:
-        """Listen on TCP; returns the bound port (useful with ``port=0``)."""
-        self._server = await asyncio.start_server(self._accept, host, port)
+        """Listen on TCP at a loopback address; returns the bound port (useful with ``port=0``)."""
+        require_loopback(host)
+        self._server = await asyncio.start_server(self._accept, host, port,
+                                                  limit=self.config.read_ahead_bytes)
         return int(self._server.sockets[0].getsockname()[1])
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._tasks) >= self.config.max_links:
+            self.refused_connections += 1
+            self._log_budget.warning("refused a connection: %d are open, the limit",
+                                     len(self._tasks))
+            writer.close()  # the transport closes on the loop; nothing to wait for here
+            return
         # A plain callback that starts a task the server owns: had asyncio wrapped a coroutine
         # in its own task, cancelling that task in ``stop`` would make Python 3.11's stream
         # protocol log "Exception in callback" (it calls ``task.exception()`` on it).
@@ -84,25 +150,56 @@ class LinkServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _admit(self, peer: str) -> None:
+        if peer in self._names:
+            raise HandshakeRefused(f"{printable(peer)} is linked already; a second link "
+                                   "claiming that name is refused")
+        self._names.add(peer)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        channel = StreamFrameChannel(reader, writer, self.codec.max_message_bytes)
+        config = self.config
+        channel = StreamFrameChannel(reader, writer, config.max_frame_bytes,
+                                     config.partial_frame_timeout_s)
+        peer: str | None = None
         try:
-            peer = await handshake(self.system, channel, self.codec)
-        except (ConnectionError, EOFError, OSError) as exc:
-            log.warning("refused a connection: %s", exc)
-            await channel.close()
-            return
-        link = Link(self.system, channel, self.codec, peer)
+            try:
+                peer = await handshake(channel, self.codec, self.system.name, config.keys,
+                                       initiator=False, timeout_s=config.handshake_timeout_s,
+                                       admit=self._admit)
+            except (HandshakeRefused, OSError) as exc:
+                self.failed_handshakes += 1
+                self._log_budget.warning("refused a link from %s: %s", channel.description,
+                                         printable(exc))
+                await channel.close()
+                return
+            except Exception:
+                # A bug in the handshake must cost this connection, not the server.
+                self.failed_handshakes += 1
+                log.exception("refused a link from %s after an internal error",
+                              channel.description)
+                await channel.close()
+                return
+            channel.max_frame_bytes = min(config.max_frame_bytes, self.codec.max_message_bytes)
+            await self._run_link(Link(self.system, channel, self.codec, peer, config))
+        finally:
+            if peer is not None:
+                self._names.discard(peer)
+
+    async def _run_link(self, link: Link) -> None:
+        peer = link.peer
         self.links[peer] = link
         self._watchers.notify(LinkUp(peer))
-        reason = await link.run()
-        if self.links.get(peer) is link:
-            del self.links[peer]
-        log.warning("link from %s lost: %s", peer, reason)
+        log.info("link from %s up", printable(peer))
+        try:
+            reason = await link.run()
+        finally:
+            if self.links.get(peer) is link:
+                del self.links[peer]
+        log.warning("link from %s lost: %s", printable(peer), printable(reason))
         self._watchers.notify(LinkDown(peer, reason))
 
     async def stop(self) -> None:
-        """Stop listening, close every link and wait for their tasks."""
+        """Stop listening, close every link, wait for their tasks, remove the socket file."""
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -110,14 +207,27 @@ class LinkServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self._remove_socket_file()
+
+    def _remove_socket_file(self) -> None:
+        path, inode = self._unix_path, self._unix_inode
+        self._unix_path = self._unix_inode = None
+        if path is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(path)
+            if (info.st_dev, info.st_ino) == inode:  # ours, not a later node's
+                os.unlink(path)
 
 
 class LinkClient:
     """Dials a peer and keeps the link up, redialling with backoff after a loss."""
 
-    def __init__(self, system: ActorSystem, codec: Codec, opener: Opener, address: str,
-                 backoff: Backoff) -> None:
+    def __init__(self, system: ActorSystem, config: LinkConfig, codec: Codec, *,
+                 opener: Opener, address: str, backoff: Backoff) -> None:
+        config.check_registered(codec.registry)
         self.system = system
+        self.config = config
         self.codec = codec
         self.address = address
         self.link: Link | None = None
@@ -154,58 +264,126 @@ class LinkClient:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def _connect(self) -> Link:
+        config = self.config
+        reader, writer = await self._opener()
+        channel = StreamFrameChannel(reader, writer, config.max_frame_bytes,
+                                     config.partial_frame_timeout_s)
+        try:
+            peer = await handshake(channel, self.codec, self.system.name, config.keys,
+                                   initiator=True, timeout_s=config.handshake_timeout_s)
+        except BaseException:
+            await channel.close()
+            raise
+        channel.max_frame_bytes = min(config.max_frame_bytes, self.codec.max_message_bytes)
+        return Link(self.system, channel, self.codec, peer, config)
+
     async def _keep_connected(self) -> None:
         attempt = 0
         while True:
             try:
-                reader, writer = await self._opener()
-                channel = StreamFrameChannel(reader, writer, self.codec.max_message_bytes)
-                peer = await handshake(self.system, channel, self.codec)
+                self.link = await self._connect()
             except (ConnectionError, EOFError, OSError) as exc:
                 attempt += 1
                 delay = self._backoff.delay(attempt)
-                log.info("cannot reach %s (%s); retrying in %.2f s", self.address, exc, delay)
+                level = logging.WARNING if isinstance(exc, HandshakeRefused) else logging.INFO
+                log.log(level, "cannot link to %s (%s); retrying in %.2f s", self.address,
+                        printable(exc), delay)
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
-            self.link = Link(self.system, channel, self.codec, peer)
+            peer = self.link.peer
             self._connected.set()
             self._watchers.notify(LinkUp(peer))
             reason = await self.link.run()
-            log.warning("link to %s (%s) lost: %s", peer, self.address, reason)
+            log.warning("link to %s (%s) lost: %s", printable(peer), self.address,
+                        printable(reason))
             self._watchers.notify(LinkDown(peer, reason))
             await asyncio.sleep(self._backoff.delay(1))
 
 
-async def serve_unix(system: ActorSystem, path: str, codec: Codec | None = None) -> LinkServer:
-    """Accept links from other systems on the Unix socket ``path``."""
-    server = LinkServer(system, codec or Codec())
+def require_loopback(host: str) -> None:
+    """Refuse a TCP address that is not a loopback IP (``ConfigError`` saying why)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"TCP links use loopback IP addresses only (127.0.0.1, ::1) until they "
+                          f"are encrypted; got {printable(host)!r}")
+
+
+def _bind_private_unix_socket(path: str) -> socket.socket:
+    """A Unix socket bound at ``path`` with mode 0600, not yet listening."""
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        # No peer can connect before listen() (asyncio calls it), so no window is left open
+        # between bind and chmod, whatever the umask.
+        os.chmod(path, UNIX_SOCKET_MODE)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by an earlier run; refuse a live socket or any other file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"link socket {printable(path)} exists and is not a socket; "
+                          "refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)  # a listener with a full backlog is alive too
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # nobody listens: left by a previous run of this node
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"link socket {printable(path)}: another process is listening on it")
+
+
+async def serve_unix(system: ActorSystem, path: str, config: LinkConfig, *,
+                     codec: Codec | None = None) -> LinkServer:
+    """Accept links from other systems on the Unix socket ``path`` (mode 0600)."""
+    server = LinkServer(system, config, codec or Codec())
     await server.start_unix(path)
     return server
 
 
-async def serve_tcp(system: ActorSystem, host: str, port: int,
+async def serve_tcp(system: ActorSystem, host: str, port: int, config: LinkConfig, *,
                     codec: Codec | None = None) -> tuple[LinkServer, int]:
-    """Accept links on TCP ``host:port``; returns the server and the bound port."""
-    server = LinkServer(system, codec or Codec())
+    """Accept links on TCP ``host:port`` (loopback only); returns the server and its port."""
+    server = LinkServer(system, config, codec or Codec())
     bound = await server.start_tcp(host, port)
     return server, bound
 
 
-def connect_unix(system: ActorSystem, path: str, codec: Codec | None = None,
-                 backoff: Backoff | None = None) -> LinkClient:
+def connect_unix(system: ActorSystem, path: str, config: LinkConfig, *,
+                 codec: Codec | None = None, backoff: Backoff | None = None) -> LinkClient:
     """A started client that keeps a link to the Unix socket ``path``."""
-    client = LinkClient(system, codec or Codec(), lambda: asyncio.open_unix_connection(path),
-                        f"unix:{path}", backoff or Backoff(initial_s=0.05, max_s=2.0))
+    client = LinkClient(
+        system, config, codec or Codec(),
+        opener=lambda: asyncio.open_unix_connection(path, limit=config.read_ahead_bytes),
+        address=f"unix:{path}", backoff=backoff or Backoff(initial_s=0.05, max_s=2.0))
     client.start()
     return client
 
 
-def connect_tcp(system: ActorSystem, host: str, port: int, codec: Codec | None = None,
-                backoff: Backoff | None = None) -> LinkClient:
-    """A started client that keeps a link to TCP ``host:port``."""
-    client = LinkClient(system, codec or Codec(),
-                        lambda: asyncio.open_connection(host, port),
-                        f"tcp:{host}:{port}", backoff or Backoff(initial_s=0.05, max_s=2.0))
+def connect_tcp(system: ActorSystem, host: str, port: int, config: LinkConfig, *,
+                codec: Codec | None = None, backoff: Backoff | None = None) -> LinkClient:
+    """A started client that keeps a link to TCP ``host:port`` (loopback only)."""
+    require_loopback(host)
+    client = LinkClient(
+        system, config, codec or Codec(),
+        opener=lambda: asyncio.open_connection(host, port, limit=config.read_ahead_bytes),
+        address=f"tcp:{host}:{port}", backoff=backoff or Backoff(initial_s=0.05, max_s=2.0))
     client.start()
     return client

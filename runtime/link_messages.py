@@ -1,4 +1,8 @@
-"""The runtime's own messages (type codes 1-99): transport envelopes and link events."""
+"""The runtime's own messages (type codes 1-99): handshake, transport envelopes, link events.
+
+None of them may travel as the payload of a ``RemoteTell``/``RemoteAsk``: a peer must not be
+able to tell an actor that a link went down, or replay a handshake inside a link.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,38 @@ from typing import Any, TypeVar
 from runtime.message import default_registry
 
 T = TypeVar("T")
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: the handshake proves a shared key (``runtime.link_handshake``); 1 had no authentication."""
 
 
-def _runtime_message(code: int) -> Any:
+def _runtime_message(code: int, version: int = 1) -> Any:
     def register(cls: type[T]) -> type[T]:
-        default_registry.register(cls, code, 1, reserved=True)
+        default_registry.register(cls, code, version, reserved=True)
         return cls
 
     return register
 
 
-@_runtime_message(1)
+@_runtime_message(1, version=2)
 @dataclass(frozen=True, slots=True)
 class Hello:
     """First frame each side sends on a new link."""
 
     node: str
-    """The sender's system name."""
+    """The sender's system name (the name its key is looked up by)."""
     protocol: int
     """``PROTOCOL_VERSION`` of the sender."""
+    nonce: bytes
+    """32 fresh random bytes: the challenge the other side's proof must cover."""
+
+
+@_runtime_message(8)
+@dataclass(frozen=True, slots=True)
+class HandshakeProof:
+    """Second frame of each side: proves knowledge of the link's key (see ``link_handshake``)."""
+
+    mac: bytes
+    """HMAC-SHA256 over the role, both names and both nonces."""
 
 
 @_runtime_message(2)

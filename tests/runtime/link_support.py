@@ -1,4 +1,5 @@
-"""Messages and the service actor of the transport tests (also run by ``peer_node``).
+"""Messages, the service actor and the link configuration of the transport tests (also used
+by ``peer_node``).
 
 The transport speaks through the default registry (its own envelopes live there), so these
 messages are registered there too, under codes far from any application's.
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime import Actor, message
+from runtime import Actor, LinkConfig, LinkKeys, message
 
 
 @message(31001)
@@ -111,3 +112,15 @@ class Service(Actor[Any]):
             case _:
                 raise TypeError(f"unexpected {message!r}")
         return None
+
+
+SERVICE_ACCEPTS: tuple[type[Any], ...] = (Ping, Add, GetTotal, Fail, Hold, Frame, Unanswerable)
+"""What a peer may send a ``Service`` (``Pong``, ``Total`` and ``FrameSum`` are answers only)."""
+TEST_KEY = bytes(range(32))
+"""The shared key of in-process tests (key files are tested in ``test_link_keys``)."""
+
+
+def service_link_config(keys: LinkKeys | None = None, **limits: Any) -> LinkConfig:
+    """Links exposing ``svc`` and ``csvc`` (each a ``Service``), with ``limits`` overridden."""
+    return LinkConfig(keys or LinkKeys.shared(TEST_KEY),
+                      exposed={"svc": SERVICE_ACCEPTS, "csvc": SERVICE_ACCEPTS}, **limits)

@@ -1,7 +1,8 @@
 """A node in a process of its own for the cross-process link test.
 
-``python -m tests.runtime.peer_node SOCKET_PATH`` serves a ``Service`` actor named ``svc`` on a
-Unix socket, prints ``ready`` and runs until SIGTERM (exit code 0).
+``python -m tests.runtime.peer_node SOCKET_PATH KEY_FILE`` serves a ``Service`` actor named
+``svc`` on a Unix socket to peers proving the key in ``KEY_FILE``, prints ``ready`` and runs
+until SIGTERM (exit code 143).
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from runtime import ActorSystem, SystemConfig, run, serve_unix
-from tests.runtime.link_support import Service
+from runtime import ActorSystem, LinkKeys, SystemConfig, run, serve_unix
+from tests.runtime.link_support import Service, service_link_config
 
 
 async def main(system: ActorSystem) -> int:
     await system.spawn("svc", Service)
-    server = await serve_unix(system, sys.argv[1])
+    config = service_link_config(LinkKeys.from_file(sys.argv[2]))
+    server = await serve_unix(system, sys.argv[1], config)
     print("ready", flush=True)  # the parent test waits for this line
     try:
         await asyncio.Event().wait()

@@ -8,11 +8,8 @@ import os
 import signal
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import numpy as np
@@ -21,24 +18,20 @@ import pytest
 from runtime import (
     ActorSystem,
     AskTimeout,
-    Backoff,
-    Codec,
     EncodeError,
-    LinkClient,
     LinkDown,
+    LinkKeys,
     LinkLost,
-    LinkServer,
     LinkUp,
     RemoteError,
     SystemConfig,
-    connect_tcp,
     connect_unix,
-    serve_tcp,
     serve_unix,
+    write_shared_key_file,
 )
-from runtime.framing import StreamFrameChannel
-from runtime.link_messages import PROTOCOL_VERSION, Hello, RemoteAsk, RemoteReply, RemoteTell
+from runtime.link_messages import RemoteAsk, RemoteReply, RemoteTell
 from tests.runtime.helpers import WAIT_S, Inbox, Recorder, eventually
+from tests.runtime.link_harness import FAST_REDIAL, RawPeer, linked, socket_path
 from tests.runtime.link_support import (
     Add,
     Fail,
@@ -48,76 +41,12 @@ from tests.runtime.link_support import (
     Hold,
     Ping,
     Pong,
-    Service,
     Total,
     Unanswerable,
+    service_link_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST_REDIAL = Backoff(initial_s=0.01, factor=2.0, max_s=0.05)
-
-
-def _socket_path(tmp_path: Path, name: str = "link.sock") -> str:
-    path = str(tmp_path / name)
-    assert len(path) < 100, f"Unix socket path too long: {path}"
-    return path
-
-
-@dataclass
-class Linked:
-    """Two systems in this process, the client dialled into the server."""
-
-    server_system: ActorSystem
-    client_system: ActorSystem
-    server: LinkServer
-    client: LinkClient
-    entered: asyncio.Event
-    """Set when the server's ``svc`` starts handling ``Hold``."""
-    release: asyncio.Event
-    """Lets the server's ``svc`` finish ``Hold``."""
-    client_events: Inbox
-    """What the client's link watcher received."""
-    server_events: Inbox
-    """What the server's link watcher received."""
-
-
-@asynccontextmanager
-async def linked(transport: str, tmp_path: Path, *,
-                 server_codec: Codec | None = None) -> AsyncIterator[Linked]:
-    server_system = ActorSystem(SystemConfig(name="server", shutdown_drain_s=0.2))
-    client_system = ActorSystem(SystemConfig(name="client", shutdown_drain_s=0.2))
-    entered, release = asyncio.Event(), asyncio.Event()
-    client_events, server_events = Inbox(), Inbox()
-    server: LinkServer | None = None
-    client: LinkClient | None = None
-    try:
-        await server_system.spawn("svc", lambda: Service(entered=entered, release=release))
-        await client_system.spawn("csvc", Service)
-        server_watcher = await server_system.spawn("watcher", lambda: Recorder(server_events))
-        client_watcher = await client_system.spawn("watcher", lambda: Recorder(client_events))
-        if transport == "unix":
-            path = _socket_path(tmp_path)
-            server = await serve_unix(server_system, path, server_codec)
-            server.watch(server_watcher)
-            client = connect_unix(client_system, path, backoff=FAST_REDIAL)
-        else:
-            server, port = await serve_tcp(server_system, "127.0.0.1", 0, server_codec)
-            server.watch(server_watcher)
-            client = connect_tcp(client_system, "127.0.0.1", port, backoff=FAST_REDIAL)
-        client.watch(client_watcher)
-        await client.wait_connected(WAIT_S)
-        assert await client_events.get() == LinkUp("server")
-        assert await server_events.get() == LinkUp("client")
-        yield Linked(server_system, client_system, server, client, entered, release,
-                     client_events, server_events)
-    finally:
-        release.set()
-        if client is not None:
-            await client.stop()
-        if server is not None:
-            await server.stop()
-        await client_system.stop()
-        await server_system.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +124,7 @@ async def test_unknown_remote_actor(tmp_path: Path, caplog: pytest.LogCaptureFix
             await ghost.tell(Add(1))  # dropped by the receiver, with a warning
             remote = pair.client.ref("svc")
             assert await remote.ask(GetTotal()) == Total(0)
-        assert any("tell to unknown actor 'ghost' dropped" in r.getMessage()
+        assert any("tell dropped: no actor named 'ghost' on 'server'" in r.getMessage()
                    for r in caplog.records)
 
 
@@ -235,7 +164,7 @@ async def test_lost_server_fails_pending_asks_and_the_client_reconnects(tmp_path
         assert csvc is not None
         assert await csvc.ask(GetTotal()) == Total(0)
         # The server comes back on the same path; the client redials by itself.
-        pair.server = await serve_unix(pair.server_system, _socket_path(tmp_path))
+        pair.server = await serve_unix(pair.server_system, pair.path, service_link_config())
         assert await pair.client_events.get() == LinkUp("server")
         await remote.tell(Add(5))
         assert await remote.ask(GetTotal()) == Total(5)
@@ -262,33 +191,10 @@ async def test_lost_client_fails_the_servers_pending_asks(tmp_path: Path) -> Non
         assert await svc.ask(GetTotal()) == Total(0)
 
 
-class RawPeer:
-    """A hand-driven peer: does the handshake, then writes whatever a test wants."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.channel = StreamFrameChannel(reader, writer, max_frame_bytes=1 << 20)
-        self.codec = Codec()
-
-    @classmethod
-    async def connect(cls, path: str, name: str = "raw") -> RawPeer:
-        peer = cls(*await asyncio.open_unix_connection(path))
-        await peer.channel.write_frame(peer.codec.encode(Hello(name, PROTOCOL_VERSION)))
-        hello = peer.codec.decode(await peer.channel.read_frame())
-        assert hello == Hello("server", PROTOCOL_VERSION)
-        return peer
-
-    async def send(self, message: Any) -> None:
-        await self.channel.write_frame(self.codec.encode(message))
-
-    async def receive(self) -> Any:
-        async with asyncio.timeout(WAIT_S):
-            return self.codec.decode(await self.channel.read_frame())
-
-
 async def test_oversize_frame_header_closes_the_link(tmp_path: Path) -> None:
-    async with linked("unix", tmp_path, server_codec=Codec(max_message_bytes=4096)) as pair:
-        raw = await RawPeer.connect(_socket_path(tmp_path))
+    async with linked("unix", tmp_path,
+                      server_config=service_link_config(max_frame_bytes=4096)) as pair:
+        raw = await RawPeer.connect(pair.path)
         assert await pair.server_events.get() == LinkUp("raw")
         raw.writer.write(struct.pack(">I", 4097))  # one byte over the server's limit
         await raw.writer.drain()
@@ -308,7 +214,7 @@ async def test_oversize_frame_header_closes_the_link(tmp_path: Path) -> None:
 async def test_undecodable_frames_are_skipped_and_counted(tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     async with linked("unix", tmp_path) as pair:
-        raw = await RawPeer.connect(_socket_path(tmp_path))
+        raw = await RawPeer.connect(pair.path)
         await eventually(lambda: "raw" in pair.server.links)
         link = pair.server.links["raw"]
         with caplog.at_level(logging.WARNING, logger="lfr.runtime.link"):
@@ -328,10 +234,11 @@ async def test_undecodable_frames_are_skipped_and_counted(tmp_path: Path,
 
 
 async def test_cross_process_tell_and_ask(tmp_path: Path) -> None:
-    path = _socket_path(tmp_path, "peer.sock")
+    path = socket_path(tmp_path, "peer.sock")
+    key_file = write_shared_key_file(tmp_path / "link.key")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.runtime.peer_node", path, cwd=ROOT, env=env,
+        sys.executable, "-m", "tests.runtime.peer_node", path, str(key_file), cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stderr is not None
@@ -341,7 +248,8 @@ async def test_cross_process_tell_and_ask(tmp_path: Path) -> None:
         events = Inbox()
         async with ActorSystem(SystemConfig(name="parent")) as system:
             watcher = await system.spawn("watcher", lambda: Recorder(events))
-            client = connect_unix(system, path, backoff=FAST_REDIAL)
+            config = service_link_config(LinkKeys.from_file(key_file))
+            client = connect_unix(system, path, config, backoff=FAST_REDIAL)
             client.watch(watcher)
             try:
                 await client.wait_connected(WAIT_S)

@@ -1,0 +1,92 @@
+"""``LinkConfig``: the key, the limits and the exposed actors of one node's links.
+
+Everything a peer can make this node hold is bounded here: connections, bytes buffered while a
+frame arrives, asks in either direction, and time spent on a handshake or a half-sent frame. The
+defaults suit a camera unit linked to one van; each can be set per endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from guards.config_checks import ConfigError, require_at_least, require_positive, require_text
+from runtime.link_keys import LinkKeys, valid_peer_name
+from runtime.message import RESERVED_CODES, MessageRegistry
+
+HANDSHAKE_FRAME_BYTES = 1024
+"""Largest frame read before a peer is authenticated (a ``Hello`` or a proof is ~150 bytes), so
+an unauthenticated connection can make this node buffer no more than this plus read-ahead."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Settings of a ``LinkServer`` or ``LinkClient``; ``keys`` and ``exposed`` have no default
+    on purpose: no link without a key, no actor reachable unless named."""
+
+    keys: LinkKeys
+    """Keys the handshake proves (``LinkKeys.from_file``); a peer without one is refused."""
+    exposed: Mapping[str, Collection[type[Any]]] = field(default_factory=dict)
+    """Actors a peer may reach, by name, each with the message classes a peer may send it.
+    Any other name is answered as if no such actor existed; any other class is refused before
+    the actor sees it. Runtime messages (type codes 1-99) can never be listed."""
+    max_links: int = 8
+    """Connections a server holds at once, authenticated or still in their handshake; one more
+    is closed at once (and counted)."""
+    max_pending_asks: int = 256
+    """Asks this node sent over one link and still awaits; one more raises ``TooManyAsks``."""
+    max_peer_asks: int = 32
+    """Asks from the peer being answered at once on one link; one more is answered at once
+    with a ``RemoteFailure`` "too many pending asks" instead of being queued."""
+    max_frame_bytes: int = 4 * 1024 * 1024
+    """Largest frame an authenticated peer may send (4 MiB), checked on the length prefix
+    before any of it is read; a larger one closes the link. Match events are a few KB; frames
+    never cross."""
+    read_ahead_bytes: int = 64 * 1024
+    """The stream reader's limit: beyond twice this, unread bytes pause the socket. A link
+    therefore buffers at most ``max_frame_bytes`` plus ``2 * read_ahead_bytes``."""
+    handshake_timeout_s: float = 5.0
+    """Deadline of the whole handshake, from accept or connect, in seconds."""
+    partial_frame_timeout_s: float = 30.0
+    """Once a frame's length has arrived, its body must follow within this many seconds or the
+    link closes (a peer cannot park half a frame in this node's memory)."""
+    max_ask_timeout_s: float = 60.0
+    """A peer's ask is served for at most this long, whatever timeout the peer asked for (s)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keys, LinkKeys):
+            raise ConfigError(f"LinkConfig.keys must be LinkKeys, got {type(self.keys).__name__}")
+        for name in ("max_links", "max_pending_asks", "max_peer_asks"):
+            require_at_least(f"LinkConfig.{name}", getattr(self, name), 1)
+        require_at_least("LinkConfig.max_frame_bytes", self.max_frame_bytes,
+                         HANDSHAKE_FRAME_BYTES)
+        require_at_least("LinkConfig.read_ahead_bytes", self.read_ahead_bytes, 1024)
+        for name in ("handshake_timeout_s", "partial_frame_timeout_s", "max_ask_timeout_s"):
+            require_positive(f"LinkConfig.{name}", getattr(self, name))
+        exposed: dict[str, frozenset[type[Any]]] = {}
+        for actor, classes in self.exposed.items():
+            require_text("LinkConfig.exposed actor name", actor)
+            if not valid_peer_name(actor):
+                raise ConfigError(f"LinkConfig.exposed: {actor!r} is not a valid actor name")
+            listed: Any = classes  # a str would pass for a collection here: checked at run time
+            if (isinstance(listed, str | bytes) or not listed
+                    or not all(isinstance(cls, type) for cls in listed)):
+                raise ConfigError(f"LinkConfig.exposed[{actor!r}] must list the message classes "
+                                  "a peer may send it")
+            exposed[actor] = frozenset(classes)
+        # Frozen: nobody widens the allow-list after the links were built on it.
+        object.__setattr__(self, "exposed", MappingProxyType(exposed))
+
+    def check_registered(self, registry: MessageRegistry) -> None:
+        """Every exposed class is an application message of ``registry`` (not a runtime one)."""
+        for actor, classes in self.exposed.items():
+            for cls in classes:
+                spec = registry.spec_for_class(cls)
+                if spec is None:
+                    raise ConfigError(f"LinkConfig.exposed[{actor!r}]: {cls.__qualname__} is not "
+                                      "a registered message")
+                if spec.code in RESERVED_CODES:
+                    raise ConfigError(f"LinkConfig.exposed[{actor!r}]: {cls.__qualname__} is a "
+                                      "runtime message; a peer may never send it")
