@@ -2,27 +2,27 @@
 
 Camera ids, source URLs, file names, subject ids and peer names come from people and peers we do
 not trust. Written raw, a newline in one of them forges a log line (``x\\nCRITICAL fake``) and an
-ANSI escape rewrites the operator's terminal. ``printable`` escapes every control character
-(C0, DEL, C1, and Unicode line/paragraph separators and bidi overrides) the way Python writes
-them in a string literal, so the text stays readable and cannot break out of its line.
+ANSI escape rewrites the operator's terminal. ``printable`` escapes every character that is not
+printable (C0, DEL, C1, Unicode line/paragraph separators, bidi overrides...) the way Python
+writes them in a string literal, so the text stays readable and cannot break out of its line.
 """
 
 from __future__ import annotations
 
-import unicodedata
-
 MAX_LOGGED_CHARS = 256
 """Longer text is cut here (with a note of how much was cut): a log line is not a dump."""
 
-# Unicode "format" (Cf) characters include bidi overrides that reorder what a terminal shows;
-# "Zl"/"Zp" are the line and paragraph separators; "Cc" the C0/C1 controls and DEL.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape(char: str) -> str:
-    if char == "\\":
-        return "\\\\"
-    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    # str.isprintable() is False for the C0/C1 controls and DEL, the "format" characters
+    # (bidi overrides reorder what a terminal shows), line and paragraph separators, spaces
+    # other than " ", surrogates, private-use and unassigned code points.
+    if char.isprintable():
         return char
     code = ord(char)
     if code <= 0xFF:
