@@ -168,8 +168,10 @@ class LinkServer:
                                        admit=self._admit)
             except (HandshakeRefused, OSError) as exc:
                 self.failed_handshakes += 1
+                # A HandshakeRefused text escaped what it quotes of the peer already.
+                reason = str(exc) if isinstance(exc, HandshakeRefused) else printable(exc)
                 self._log_budget.warning("refused a link from %s: %s", channel.description,
-                                         printable(exc))
+                                         reason)
                 await channel.close()
                 return
             except Exception:
@@ -287,8 +289,9 @@ class LinkClient:
                 attempt += 1
                 delay = self._backoff.delay(attempt)
                 level = logging.WARNING if isinstance(exc, HandshakeRefused) else logging.INFO
+                reason = str(exc) if isinstance(exc, HandshakeRefused) else printable(exc)
                 log.log(level, "cannot link to %s (%s); retrying in %.2f s", self.address,
-                        printable(exc), delay)
+                        reason, delay)
                 await asyncio.sleep(delay)
                 continue
             attempt = 0

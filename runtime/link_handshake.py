@@ -41,13 +41,17 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 NONCE_BYTES = 32
 _CONTEXT = b"lfr-link/2"
-_INITIATOR = b"initiator"
-_RESPONDER = b"responder"
+INITIATOR = b"initiator"
+RESPONDER = b"responder"
 _FIELD = struct.Struct(">H")
 
 
 class HandshakeRefused(RuntimeFault, ConnectionError):
-    """The handshake failed; the text says why, for the log (the peer is told nothing)."""
+    """The handshake failed; the text says why, for the log (the peer is told nothing).
+
+    Invariant: whatever the text quotes of the peer went through ``printable``, so the text
+    is logged as it is.
+    """
 
 
 async def handshake(channel: FrameChannel, codec: Codec, own_name: str, keys: LinkKeys, *,
@@ -85,8 +89,8 @@ async def _exchange(channel: FrameChannel, codec: Codec, own_name: str, keys: Li
     if key is None:
         raise HandshakeRefused(f"no key for a peer named {printable(peer)} in {keys.source}")
     us, them = (own_name, nonce), (peer, hello.nonce)
-    mine = _proof(key, _INITIATOR if initiator else _RESPONDER, us, them)
-    expected = _proof(key, _RESPONDER if initiator else _INITIATOR, them, us)
+    mine = proof(key, INITIATOR if initiator else RESPONDER, us, them)
+    expected = proof(key, RESPONDER if initiator else INITIATOR, them, us)
     if initiator:
         await channel.write_frame(codec.encode(HandshakeProof(mine)))
         await _check_proof(channel, codec, expected, peer)
@@ -130,7 +134,7 @@ async def _read(channel: FrameChannel, codec: Codec, kind: type[T]) -> T:
     return message
 
 
-def _proof(key: bytes, role: bytes, prover: tuple[str, bytes],
+def proof(key: bytes, role: bytes, prover: tuple[str, bytes],
            verifier: tuple[str, bytes]) -> bytes:
     """The MAC a side in ``role`` sends: over its (name, nonce) and then the other side's."""
     parts = (_CONTEXT, role, prover[0].encode(), prover[1], verifier[0].encode(), verifier[1])
