@@ -1,7 +1,9 @@
 """``Detector``: finds, aligns and quality-gates the faces of each frame.
 
 Up to ``in_flight`` frames are analysed at once on the worker pool (one per core by default), and
-results are passed on in frame order. Faces failing a quality gate are counted and dropped here.
+results are passed on in frame order, by the actor's own loop (``OrderedWindow``: a finished
+analysis is taken inside ``receive``, never from the window's tasks). Faces failing a quality
+gate are counted and dropped here. ``StreamEnded`` follows the faces of every frame analysed.
 Privacy: nothing is logged or written; a rejected face's crop is zeroed before it is dropped.
 """
 
@@ -14,11 +16,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.camera import CameraOutput, EndOfStream, Frame
-from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, analyse_faces
-from models.face_detector import FaceDetector
+from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, FaceFinder, analyse_faces
 from models.face_quality import QualityConfig
 from runtime.actor import Actor
-from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
+from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
 
 
@@ -73,10 +74,10 @@ class DetectorConfig:
     """Frames analysed concurrently on the worker pool."""
 
 
-class Detector(Actor[CameraOutput | WindowFailed]):
+class Detector(Actor[CameraOutput | ResultsReady]):
     """Frames in, ``DetectedFaces`` out, in order."""
 
-    def __init__(self, detector: FaceDetector, output: ActorRef[DetectorOutput],
+    def __init__(self, detector: FaceFinder, output: ActorRef[DetectorOutput],
                  config: DetectorConfig | None = None) -> None:
         self.detector = detector
         self.output = output
@@ -94,16 +95,16 @@ class Detector(Actor[CameraOutput | WindowFailed]):
         if self._window is not None:
             await self._window.close()
 
-    async def receive(self, message: CameraOutput | WindowFailed) -> None:
+    async def receive(self, message: CameraOutput | ResultsReady) -> None:
         assert self._window is not None
+        # Every message first passes on the finished analyses (a ResultsReady does only this).
+        await self._window.take_ready()
         if isinstance(message, Frame):
             await self._window.submit(self._analyse(message))
         elif isinstance(message, EndOfStream):
             await self._window.drain()
             await self.output.tell(StreamEnded(message.camera, message.frames, self.faces_seen,
                                                self.faces_rejected))
-        else:
-            raise message.error
 
     async def _analyse(self, frame: Frame) -> DetectedFaces:
         analysis: FaceAnalysis = await self.context.run_blocking(

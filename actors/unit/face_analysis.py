@@ -6,15 +6,22 @@ Runs on a worker thread (``run_blocking``): everything here is synchronous numpy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from models.detection import FaceDetection
 from models.face_alignment import align_face
-from models.face_detector import FaceDetector
 from models.face_quality import QualityConfig, QualityVerdict, assess_quality
+
+
+class FaceFinder(Protocol):
+    """What the analysis needs of a detector (``models.face_detector.FaceDetector``)."""
+
+    def detect(self, frame: NDArray[np.uint8]) -> list[FaceDetection]:
+        """All faces in an H x W x 3 uint8 RGB image, in its pixels; called on worker threads."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,7 +51,7 @@ class FaceAnalysis:
         return len(self.usable) + len(self.rejected)
 
 
-def analyse_faces(detector: FaceDetector, image: NDArray[np.uint8],
+def analyse_faces(detector: FaceFinder, image: NDArray[np.uint8],
                   quality: QualityConfig) -> FaceAnalysis:
     """Detect every face in ``image``, then align and gate each one."""
     usable: list[FaceCandidate] = []

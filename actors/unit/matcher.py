@@ -2,7 +2,9 @@
 
 Per frame, in order: every usable face is embedded (faces and frames run concurrently on the
 worker pool), all embeddings are matched against the gallery in one matrix product, faces are
-associated with tracks, and the alert policy fuses each track's recent outcomes (N of M).
+associated with tracks, and the alert policy fuses each track's recent outcomes (N of M). Only
+the embedding runs off the actor's loop: the decisions, which change trackers, policies and
+counters, are taken by ``receive`` itself (``OrderedWindow``), one frame at a time, in order.
 
 Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
 overwritten with zeros and dropped - except the crop of a face that raised an alert, which
@@ -30,7 +32,7 @@ from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
 from runtime.actor import Actor
-from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
+from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
 
 MatcherOutput = MatchAlert | StreamEnded
@@ -92,7 +94,7 @@ class Embedder(Protocol):
         ...
 
 
-class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
+class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     """``DetectedFaces`` in, ``MatchAlert`` out."""
 
     def __init__(self, embedder: Embedder, gallery: Gallery,
@@ -121,9 +123,16 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
             tracker.clear()
 
     async def receive(
-        self, message: DetectorOutput | GetMatcherStatistics | WindowFailed,
+        self, message: DetectorOutput | GetMatcherStatistics | ResultsReady,
     ) -> MatcherStatistics | None:
         assert self._window is not None
+        if isinstance(message, GetMatcherStatistics):
+            # An ask takes no results: a failed embedding must fail the matcher, not the asker.
+            self._window.announce_ready()
+            return MatcherStatistics(self._frames, self._faces, self._alerts,
+                                     tuple(self._latency_ms))
+        # Every other message first decides the embedded frames (a ResultsReady does only this).
+        await self._window.take_ready()
         if isinstance(message, DetectedFaces):
             await self._window.submit(self._embed(message))
         elif isinstance(message, StreamEnded):
@@ -135,11 +144,6 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | WindowFailed]):
             await self.output.tell(StreamEnded(message.camera, message.frames,
                                                message.faces_seen, message.faces_rejected,
                                                self._alerts))
-        elif isinstance(message, GetMatcherStatistics):
-            return MatcherStatistics(self._frames, self._faces, self._alerts,
-                                     tuple(self._latency_ms))
-        else:
-            raise message.error
         return None
 
     async def _embed(self, faces: DetectedFaces) -> _Embedded:

@@ -1,30 +1,274 @@
-"""Privacy by construction: the detector's in-process messages cannot cross a boundary."""
+"""The detector actor with a stand-in face finder: frames in order, counts, the end of stream
+after every frame's faces, failures to the supervisor, and results passed on by its own loop.
+
+The face finder is faked (a unit test may mock; the product uses BlazeFace): the test decides
+which faces each frame holds, and how long its analysis takes. Alignment and the quality gates
+are the real ones: a face on the frame's noise is sharp, one on its flat grey strip is blurred.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
-from actors.unit.detector import DetectedFaces, StreamEnded
+from actors.unit.camera import CameraOutput, EndOfStream, Frame
+from actors.unit.detector import (
+    DetectedFaces,
+    Detector,
+    DetectorConfig,
+    DetectorOutput,
+    StreamEnded,
+)
 from actors.unit.face_analysis import FaceCandidate
 from models.detection import FaceDetection
 from models.face_quality import QualityVerdict
+from runtime.actor import Actor
 from runtime.codec import Codec, EncodeError
+from runtime.mailbox import MailboxConfig, MailboxPolicy
+from runtime.ordered_window import ResultsReady
+from runtime.ref import ActorRef
+from runtime.system import ActorSystem, SystemConfig
+from tests.actors.conftest import FAST_ROOT
+from tests.actors.support import WAIT_S, eventually
+
+FLAT_FROM_X = 240
+"""Frames are noise left of this column and flat grey from it on: faces there are blurred."""
 
 
-def candidate() -> FaceCandidate:
-    """One usable face with its aligned crop."""
-    detection = FaceDetection(10.0, 20.0, 60.0, 80.0, 0.9, np.zeros((6, 2), np.float32))
-    return FaceCandidate(detection, np.full((112, 112, 3), 128, np.uint8),
-                         QualityVerdict(None, 0.9, 30.0, 0.0, 100.0))
+def face_at(x0: float, score: float = 0.9) -> FaceDetection:
+    """A frontal face 40 px wide, eyes 20 px apart, at ``x0``."""
+    keypoints = np.array([[x0 + 10, 20], [x0 + 30, 20], [x0 + 20, 30], [x0 + 20, 40],
+                          [x0, 25], [x0 + 40, 25]], np.float32)
+    return FaceDetection(x0, 0.0, x0 + 40.0, 50.0, score, keypoints)
+
+
+SHARP = face_at(20.0)
+SHARP_2 = face_at(120.0)
+DOUBTFUL = face_at(70.0, score=0.65)  # below the 0.7 detector score gate
+BLURRED = face_at(260.0)  # on the flat strip: fails the sharpness gate
+
+
+def frame(index: int, camera: str = "cam0") -> Frame:
+    pixels = np.random.default_rng(index).integers(0, 256, (120, 320, 3), dtype=np.uint8)
+    pixels[:, FLAT_FROM_X:] = 128
+    pixels[0, 0, 0] = index  # how the stand-in finder knows the frame
+    return Frame(camera, index, index / 30, time.monotonic_ns(), time.time(), pixels)
+
+
+@dataclass
+class FakeFinder:
+    """Returns the faces the test gave each frame; may hold a frame until released."""
+
+    faces: dict[int, list[FaceDetection]] = field(default_factory=dict)
+    hold: dict[int, threading.Event] = field(default_factory=dict)
+    fail: set[int] = field(default_factory=set)
+    started: list[int] = field(default_factory=list)
+    on_start: Callable[[], None] = lambda: None
+
+    def detect(self, image: NDArray[np.uint8]) -> list[FaceDetection]:
+        index = int(image[0, 0, 0])
+        self.started.append(index)
+        self.on_start()
+        gate = self.hold.get(index)
+        if gate is not None and not gate.wait(WAIT_S):
+            raise TimeoutError(f"frame {index} was never released")
+        if index in self.fail:
+            raise RuntimeError(f"model failed on frame {index}")
+        return list(self.faces.get(index, []))
+
+
+class Sink(Actor[DetectorOutput]):
+    def __init__(self, received: list[DetectorOutput]) -> None:
+        self.received = received
+
+    async def receive(self, message: DetectorOutput) -> None:
+        self.received.append(message)
+
+
+def frames_of(received: list[DetectorOutput]) -> list[DetectedFaces]:
+    return [m for m in received if isinstance(m, DetectedFaces)]
+
+
+def ended(received: list[DetectorOutput]) -> list[StreamEnded]:
+    return [m for m in received if isinstance(m, StreamEnded)]
+
+
+async def spawn(system: ActorSystem, finder: FakeFinder, output: ActorRef[DetectorOutput],
+                in_flight: int = 2, mailbox: MailboxConfig | None = None,
+                ) -> ActorRef[CameraOutput | ResultsReady]:
+    config = DetectorConfig(in_flight=in_flight)
+    return await system.spawn("detector", lambda: Detector(finder, output, config),
+                              mailbox or MailboxConfig(capacity=2))
+
+
+async def test_frames_are_passed_on_in_order_with_their_faces_counted(
+        system: ActorSystem) -> None:
+    finder = FakeFinder(faces={0: [SHARP, DOUBTFUL], 1: [], 2: [SHARP, SHARP_2, BLURRED],
+                               3: [DOUBTFUL, BLURRED], 4: [SHARP_2]})
+    # Earlier frames take longer: they finish after later ones, and must still come first.
+    finder.hold = {i: threading.Event() for i in range(5)}
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    detector = await spawn(system, finder, sink, in_flight=3)
+    for i in range(5):
+        await detector.tell(frame(i))
+    await detector.tell(EndOfStream("cam0", 5))
+    for i in reversed(range(5)):
+        await asyncio.sleep(0.01)
+        finder.hold[i].set()
+    await eventually(lambda: bool(ended(received)))
+
+    got = frames_of(received)
+    assert [f.index for f in got] == [0, 1, 2, 3, 4]
+    assert [len(f.faces) for f in got] == [1, 0, 2, 0, 1]
+    assert [f.rejected for f in got] == [1, 0, 1, 2, 0]
+    assert [f.faces[0].detection.x0 for f in got if f.faces] == [20.0, 20.0, 120.0]
+    assert all(f.faces[0].aligned.shape == (112, 112, 3) for f in got if f.faces)
+    assert received[-1] == StreamEnded("cam0", frames=5, faces_seen=8, faces_rejected=4)
+
+
+async def test_stream_ended_waits_for_the_faces_of_every_frame(system: ActorSystem) -> None:
+    finder = FakeFinder(faces={0: [SHARP], 1: [SHARP, DOUBTFUL]},
+                        hold={1: threading.Event()})
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    detector = await spawn(system, finder, sink)
+    await detector.tell(frame(0))
+    await detector.tell(frame(1))
+    await detector.tell(EndOfStream("cam0", 2))
+    await eventually(lambda: len(received) == 1)
+    await asyncio.sleep(0.05)
+    assert [type(m) for m in received] == [DetectedFaces]  # frame 1 is still being analysed
+    finder.hold[1].set()
+    await eventually(lambda: bool(ended(received)))
+    assert [type(m) for m in received] == [DetectedFaces, DetectedFaces, StreamEnded]
+    assert received[-1] == StreamEnded("cam0", frames=2, faces_seen=3, faces_rejected=1)
+
+
+async def test_a_frames_faces_do_not_wait_for_the_next_message(system: ActorSystem) -> None:
+    # A live camera may send nothing for a while: a finished frame is passed on anyway.
+    finder = FakeFinder(faces={0: [SHARP]}, hold={0: threading.Event()})
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    detector = await spawn(system, finder, sink)
+    await detector.tell(frame(0))
+    await eventually(lambda: finder.started == [0])
+    finder.hold[0].set()
+    await eventually(lambda: len(received) == 1)
+    assert frames_of(received)[0].index == 0
+
+
+async def test_nothing_is_lost_with_a_live_mailbox_of_one_that_drops_the_oldest(
+        system: ActorSystem) -> None:
+    finder = FakeFinder(faces={0: [SHARP], 1: [SHARP_2]}, hold={0: threading.Event()})
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    live = MailboxConfig(capacity=1, policy=MailboxPolicy.DROP_OLDEST)
+    detector = await spawn(system, finder, sink, in_flight=1, mailbox=live)
+    await detector.tell(frame(0))
+    await eventually(lambda: finder.started == [0])
+    await detector.tell(frame(1))  # taken at once; waits in receive for frame 0's place
+    await eventually(lambda: detector.statistics().depth == 0)
+    await detector.tell(EndOfStream("cam0", 2))  # the mailbox is full now
+    finder.hold[0].set()  # frame 0 is ready while the end of stream is queued
+    await eventually(lambda: bool(ended(received)))
+    assert [f.index for f in frames_of(received)] == [0, 1]
+    assert received[-1] == StreamEnded("cam0", frames=2, faces_seen=2, faces_rejected=0)
+    assert detector.statistics().dropped == 0
+
+
+async def test_at_most_in_flight_frames_are_analysed_or_waiting_to_be_passed_on() -> None:
+    told: list[DetectorOutput] = []
+    pending: list[int] = []
+    finder = FakeFinder(faces={i: [SHARP] for i in range(12)})
+    finder.on_start = lambda: pending.append(len(finder.started) - len(told))
+
+    class Output:
+        async def tell(self, message: DetectorOutput) -> None:
+            await asyncio.sleep(0.002)  # a slow downstream: results pile up unless bounded
+            told.append(message)
+
+    config = SystemConfig(name="bound", root=FAST_ROOT, blocking_workers=4)
+    async with ActorSystem(config) as system:
+        detector = await spawn(system, finder, cast(ActorRef[DetectorOutput], Output()),
+                               in_flight=2)
+        for i in range(12):
+            await detector.tell(frame(i))
+        await detector.tell(EndOfStream("cam0", 12))
+        await eventually(lambda: bool(ended(told)))
+    assert len(frames_of(told)) == 12
+    assert max(pending) == 2
+
+
+async def test_faces_are_passed_on_by_the_detectors_own_loop(system: ActorSystem) -> None:
+    loop_tasks: set[asyncio.Task[object] | None] = set()
+    telling_tasks: list[asyncio.Task[object] | None] = []
+
+    class Recorded(Detector):
+        async def receive(self, message: CameraOutput | ResultsReady) -> None:
+            loop_tasks.add(asyncio.current_task())
+            await super().receive(message)
+
+    class Output:
+        async def tell(self, message: DetectorOutput) -> None:
+            telling_tasks.append(asyncio.current_task())
+
+    finder = FakeFinder(faces={i: [SHARP] for i in range(6)},
+                        hold={i: threading.Event() for i in range(6)})
+    output = cast(ActorRef[DetectorOutput], Output())
+    detector = await system.spawn(
+        "detector", lambda: Recorded(finder, output, DetectorConfig(in_flight=3)))
+    for i in range(6):
+        await detector.tell(frame(i))
+    for i in (2, 1, 0, 5, 4, 3):
+        await asyncio.sleep(0.01)
+        finder.hold[i].set()  # frames finish while the detector is idle or handling others
+    await eventually(lambda: len(telling_tasks) == 6)
+    await detector.tell(EndOfStream("cam0", 6))
+    await eventually(lambda: len(telling_tasks) == 7)
+    assert len(loop_tasks) == 1  # one incarnation: one loop task
+    assert set(telling_tasks) == loop_tasks
+
+
+async def test_a_failed_analysis_fails_the_detector_and_its_supervisor_restarts_it(
+        system: ActorSystem) -> None:
+    finder = FakeFinder(faces={0: [SHARP], 1: [SHARP], 2: [SHARP]}, fail={1})
+    incarnations: list[Detector] = []
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+
+    def make() -> Detector:
+        incarnations.append(Detector(finder, sink, DetectorConfig(in_flight=2)))
+        return incarnations[-1]
+
+    detector = await system.spawn("detector", make)
+    await detector.tell(frame(0))
+    await detector.tell(frame(1))  # the last message for now: the failure must not wait
+    await eventually(lambda: len(incarnations) == 2)
+    await detector.tell(frame(2))
+    await detector.tell(EndOfStream("cam0", 3))
+    await eventually(lambda: bool(ended(received)))
+    assert [f.index for f in frames_of(received)] == [0, 2]  # frame 1 has no result
 
 
 @pytest.mark.parametrize("message", [
-    DetectedFaces("cam0", 7, 0.25, 1, 2.0, np.zeros((36, 64, 3), np.uint8), (candidate(),), 1),
+    DetectedFaces("cam0", 7, 0.25, 1, 2.0, np.zeros((36, 64, 3), np.uint8),
+                  (FaceCandidate(SHARP, np.full((112, 112, 3), 128, np.uint8),
+                                 QualityVerdict(None, 0.9, 30.0, 0.0, 100.0)),), 1),
     DetectedFaces("cam0", 8, 0.28, 1, 2.0, np.zeros((36, 64, 3), np.uint8), (), 0),
     StreamEnded("cam0", 275, faces_seen=40, faces_rejected=3, alerts=1),
-    candidate(),
-], ids=["faces", "no-faces", "stream-ended", "face-candidate"])
+    FaceCandidate(SHARP, np.full((112, 112, 3), 128, np.uint8),
+                  QualityVerdict(None, 0.9, 30.0, 0.0, 100.0)),
+    ResultsReady(),
+], ids=["faces", "no-faces", "stream-ended", "face-candidate", "results-ready"])
 def test_in_process_messages_cannot_be_encoded(message: object) -> None:
     with pytest.raises(EncodeError, match="not a registered message"):
         Codec().encode(message)
