@@ -40,13 +40,25 @@ from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.bare_pipeline import bare_pipeline_seconds, decode_and_models_seconds
 from guards.user_input import UserInputError
-from lfr.scan import ScanConfig, start_scan, warm_up_models, warm_up_on_this_thread
+from lfr.scan import (
+    ScanConfig,
+    check_source,
+    start_scan,
+    warm_up_models,
+    warm_up_on_this_thread,
+)
 from models.face_detector import FaceDetector
 from models.face_embedder import EMBEDDING_DIM, FaceEmbedder
 from runtime.node import event_loop_factory
 from runtime.system import ActorSystem, SystemConfig
 
-RATIO_TARGET = 0.9
+RATIO_GUARD = 0.72
+"""Regression guard on the median ``ratio`` (the design's own bound here is about 0.83, see
+docs/RECOGNITION.md "Speed"); below it the bench exits 1."""
+RSS_GUARD_MB = 250.0
+"""Regression guard on the node's peak resident memory during the pipeline phase."""
+DEFAULT_RUNS = 5
+"""Runs the guard's median is taken over."""
 RANDOM_SUBJECTS = 1000
 
 
@@ -70,6 +82,8 @@ async def _pipeline_phase(source: Path, watchlist: Watchlist, detector: FaceDete
                                     embedder=embedder, out=io.StringIO())
         ended = await pipeline.finished
         elapsed = time.perf_counter() - started
+        if pipeline.camera.failure is not None:  # a broken source measures nothing true
+            raise UserInputError(f"bench source: {pipeline.camera.failure}")
         matcher = system.lookup("matcher")
         assert matcher is not None
         stats = await matcher.ask(GetMatcherStatistics())
@@ -88,24 +102,21 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
     totals = {"invoke_s": 0.0, "detector_invokes": 0}
 
     def detect(frame: np.ndarray) -> None:
-        spent = 0.0
+        interpreter = detector.interpreter()  # this thread's: its invoke_s is the model work
+        before = interpreter.invoke_s
         inputs = detector.prepare(frame)
         for item in inputs:
-            interpreter = detector.load(item)  # filling the input is not model work
-            started = time.perf_counter()
-            interpreter.run()
-            spent += time.perf_counter() - started
+            detector.detect_input(item)
         with lock:
-            totals["invoke_s"] += spent
+            totals["invoke_s"] += interpreter.invoke_s - before
             totals["detector_invokes"] += len(inputs)
 
     def embed(_: int) -> None:
-        interpreter = embedder.load(face)
-        started = time.perf_counter()
-        interpreter.run()
-        spent = time.perf_counter() - started
+        interpreter = embedder.interpreter()
+        before = interpreter.invoke_s
+        embedder.embed(face)
         with lock:
-            totals["invoke_s"] += spent
+            totals["invoke_s"] += interpreter.invoke_s - before
 
     # Warmed up as the pipeline's workers are: no first-run set-up is timed.
     with ThreadPoolExecutor(cores, initializer=warm_up_on_this_thread,
@@ -170,17 +181,19 @@ async def _measure(source: Path, watchlist_path: Path | None, runs: int, *,
         "rss_mb": round(rss_mb, 1),
         "cores": os.cpu_count(),
         "subjects": len(watchlist.subjects),
-        "target_ratio": RATIO_TARGET,
-        "target_met": ratio >= RATIO_TARGET,
+        "guard_ratio": RATIO_GUARD,
+        "guard_rss_mb": RSS_GUARD_MB,
+        "target_met": ratio >= RATIO_GUARD and rss_mb <= RSS_GUARD_MB,
     }
 
 
-def run_pipeline_bench(source: Path, watchlist: Path | None = None, runs: int = 3, *,
-                       bare: bool = False) -> dict[str, object]:
-    """Run the phases ``runs`` times on a fresh event loop; medians (``ratios``: every run)."""
-    if not source.is_file():
-        raise UserInputError(f"{source}: no such video file")
+def run_pipeline_bench(source: Path, watchlist: Path | None = None, runs: int = DEFAULT_RUNS,
+                       *, bare: bool = False) -> dict[str, object]:
+    """Run the phases ``runs`` times on a fresh event loop; medians (``ratios``: every run).
+    ``target_met`` is the regression guard: median ratio >= ``RATIO_GUARD`` and peak RSS <=
+    ``RSS_GUARD_MB``."""
+    check_source(CameraConfig(str(source)))
     if runs < 1:
-        raise UserInputError(f"runs must be >= 1, got {runs}")
+        raise UserInputError(f"--runs must be >= 1, got {runs}")
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(_measure(source, watchlist, runs, bare=bare))

@@ -1,20 +1,19 @@
 """Face detection with BlazeFace: letterbox, invoke, decode, weighted NMS, tiles for large frames.
 
-``FaceDetector.detect(frame)`` does everything. The steps are also public so a pipeline can run
-the model part on worker threads and time it alone::
+``FaceDetector.detect(frame)`` does everything, in these public steps (the benchmarks and tests
+use the same ones)::
 
-    inputs = detector.prepare(frame)                      # whole frame + tiles, CPU, numpy/Pillow
-    raws = [detector.invoke(i) for i in inputs]           # model only; GIL released in invoke
-    cands = [detector.decode(r, i) for r, i in zip(raws, inputs)]  # to frame pixels
+    inputs = detector.prepare(frame)                      # whole frame + tiles, CPU, numpy
+    cands = [detector.detect_input(i) for i in inputs]    # the model (GIL released), decoded
     faces = detector.merge(cands)                         # weighted NMS across all inputs
 
-``prepare``, ``decode`` and ``merge`` are pure functions of their arguments. ``invoke`` uses one
-interpreter per calling thread, so one ``FaceDetector`` may be shared by a thread pool.
+``prepare``, ``decode`` and ``merge`` are pure functions of their arguments. ``detect_input``
+runs the calling thread's own interpreter (``ModelInterpreter.infer``, which wipes its tensors
+after every call), so one ``FaceDetector`` may be shared by a thread pool.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,6 @@ from models.blazeface import FULL_RANGE, NUM_COORDS, BlazeFaceVariant, decode_ra
 from models.detection import FaceDetection
 from models.interpreter import (
     InterpreterConfig,
-    ModelInterpreter,
     PerThreadModel,
     verify_model,
 )
@@ -91,29 +89,23 @@ class DetectorInput:
     """Detections narrower than this (frame pixels) are dropped: finer tiles cover such faces
     (see ``TilingConfig.coarse_min_face``). 0 keeps all."""
 
-    @property
-    def tensor(self) -> NDArray[np.float32]:
-        """The model input as a new (1, S, S, 3) float32 array in [-1, 1] (black is -1)."""
-        out = np.empty((1, *self.image.shape), dtype=np.float32)
-        _fill_tensor(self.image, out)
-        return out
+    def fill(self, tensor: NDArray[np.float32]) -> None:
+        """Write the model input into ``tensor`` (1, S, S, 3): RGB scaled to [-1, 1],
+        x / 127.5 - 1 (black padding is -1)."""
+        np.multiply(self.image, np.float32(1.0 / 127.5), out=tensor[0])
+        np.subtract(tensor[0], np.float32(1.0), out=tensor[0])
 
 
 @dataclass(frozen=True, eq=False)
 class RawDetectorOutput:
-    """The model's raw outputs for one input."""
+    """The model's raw outputs for one input (in ``detect_input``: views into the interpreter,
+    valid only while ``decode`` runs)."""
 
     regressors: NDArray[np.float32]
     """(num_anchors, 16) box and keypoint regressions, in model-input pixels."""
 
     logits: NDArray[np.float32]
     """(num_anchors,) classifier logits (before the sigmoid)."""
-
-
-def _fill_tensor(image: NDArray[np.uint8], tensor: NDArray[np.float32]) -> None:
-    # BlazeFace takes RGB scaled to [-1, 1]: x / 127.5 - 1, written into ``tensor`` (1,S,S,3).
-    np.multiply(image, np.float32(1.0 / 127.5), out=tensor[0])
-    np.subtract(tensor[0], np.float32(1.0), out=tensor[0])
 
 
 def _check_frame(frame: NDArray[np.uint8]) -> None:
@@ -175,30 +167,11 @@ class FaceDetector(PerThreadModel):
             inputs.append(DetectorInput(fitted, mapping, tile, tile_min))
         return inputs
 
-    def load(self, detector_input: DetectorInput) -> ModelInterpreter:
-        """Write ``detector_input`` into the calling thread's interpreter; returns it."""
-        interpreter = self._interpreters.get()
-        interpreter.fill_input(functools.partial(_fill_tensor, detector_input.image))
-        return interpreter
-
-    def invoke(self, detector_input: DetectorInput) -> RawDetectorOutput:
-        """Run the model on one input (the calling thread's own interpreter); copies outputs."""
-        interpreter = self.load(detector_input)
-        try:
-            interpreter.run()
-            return interpreter.read_outputs(_copy_raw)
-        finally:
-            interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
-
     def detect_input(self, detector_input: DetectorInput) -> Candidates:
-        """``decode(invoke(input), input)`` without copying the raw outputs."""
-        interpreter = self.load(detector_input)
-        try:
-            interpreter.run()
-            return interpreter.read_outputs(
-                lambda outputs: self.decode(_raw_view(outputs), detector_input))
-        finally:
-            interpreter.wipe()  # privacy: the frame's pixels leave the input tensor
+        """Run the model on one input (the calling thread's own interpreter) and decode its
+        candidates in frame pixels (``decode``); the raw outputs are read in place."""
+        return self.interpreter().infer(
+            detector_input.fill, lambda outputs: self.decode(_raw_view(outputs), detector_input))
 
     def decode(self, raw: RawDetectorOutput, detector_input: DetectorInput) -> Candidates:
         """Candidates (before NMS) of one input, in frame pixels.
@@ -253,8 +226,3 @@ def _raw_view(outputs: list[NDArray[np.float32]]) -> RawDetectorOutput:
     regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
     logits = next(o for o in outputs if o.shape[-1] == 1)
     return RawDetectorOutput(regressors.reshape(-1, NUM_COORDS), logits.reshape(-1))
-
-
-def _copy_raw(outputs: list[NDArray[np.float32]]) -> RawDetectorOutput:
-    view = _raw_view(outputs)
-    return RawDetectorOutput(view.regressors.copy(), view.logits.copy())

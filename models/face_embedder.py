@@ -4,7 +4,8 @@ The model's batch dimension is fixed at 2 (it cannot be resized: the XNNPACK gra
 reshape). With flip averaging (the default) each invoke takes the face and its mirror image and
 the two embeddings are averaged before normalising: test-time augmentation that makes the
 embedding less sensitive to which half of the face the light or the pose favours. Without it,
-two faces share one invoke.
+two faces share one invoke. ``embed`` and ``embed_many`` run the same code (one
+``ModelInterpreter.infer`` per invoke, which wipes the tensors afterwards).
 
 Input normalisation: RGB ``(x - 127.5) / 128``, i.e. about [-1, 1]. Rows of a batch are
 independent (checked: a face's embedding does not depend on its batch neighbour).
@@ -26,12 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.face_alignment import ALIGNED_SIZE
-from models.interpreter import (
-    InterpreterConfig,
-    ModelInterpreter,
-    PerThreadModel,
-    verify_model,
-)
+from models.interpreter import InterpreterConfig, PerThreadModel, verify_model
 from models.model_file import MOBILEFACENET, ModelFile
 
 __all__ = ["EMBEDDING_DIM", "FaceEmbedder", "FaceEmbedderConfig", "cosine_similarity"]
@@ -60,11 +56,28 @@ class FaceEmbedderConfig:
     """The Edge TPU compiled variant used when ``interpreter.use_edgetpu`` is set."""
 
 
-def _fill_flip_pair(face: NDArray[np.uint8], batch: NDArray[np.float32]) -> None:
-    # MobileFaceNet takes (x - 127.5) / 128; row 0 the face, row 1 its mirror image.
-    np.subtract(face, np.float32(127.5), out=batch[0], dtype=np.float32)
-    np.multiply(batch[0], np.float32(1.0 / 128.0), out=batch[0])
-    np.copyto(batch[1], batch[0][:, ::-1])
+def _fill_batch(faces: Sequence[NDArray[np.uint8]], batch: NDArray[np.float32], *,
+                flip_average: bool) -> None:
+    # MobileFaceNet takes (x - 127.5) / 128, one face per row. Flip averaging: row 1 is row 0
+    # mirrored. Otherwise a lone face fills both rows (rows are independent: same result).
+    for row, face in enumerate(faces):
+        np.subtract(face, np.float32(127.5), out=batch[row], dtype=np.float32)
+        np.multiply(batch[row], np.float32(1.0 / 128.0), out=batch[row])
+    if flip_average:
+        np.copyto(batch[1], batch[0][:, ::-1])
+    elif len(faces) < _BATCH:
+        np.copyto(batch[1], batch[0])
+
+
+def _read_embeddings(count: int, outputs: list[NDArray[np.float32]], *,
+                     flip_average: bool) -> NDArray[np.float32]:
+    # New arrays: nothing of the interpreter's output view is kept.
+    raw = outputs[0].reshape(_BATCH, EMBEDDING_DIM)
+    if flip_average:
+        # Normalise each view first so neither dominates the mean by its norm alone.
+        views = _l2_normalise(raw)
+        return _l2_normalise(views.mean(axis=0, keepdims=True))
+    return _l2_normalise(raw[:count])
 
 
 def _l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -99,75 +112,27 @@ class FaceEmbedder(PerThreadModel):
         )
         super().__init__(verified)
 
-    @staticmethod
-    def _check_face(face: NDArray[np.uint8]) -> None:
-        if face.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3) or face.dtype != np.uint8:
-            raise ValueError(
-                f"aligned face must be {ALIGNED_SIZE}x{ALIGNED_SIZE}x3 uint8, "
-                f"got {face.shape} {face.dtype}"
-            )
-
-    @staticmethod
-    def _normalise_pixels(face: NDArray[np.uint8]) -> NDArray[np.float32]:
-        FaceEmbedder._check_face(face)
-        return (face.astype(np.float32) - np.float32(127.5)) * np.float32(1.0 / 128.0)
-
-    def prepare(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """Model input for one face with flip averaging: (2, 112, 112, 3) [face, mirror]."""
-        x = self._normalise_pixels(face)
-        return np.stack([x, x[:, ::-1]])
-
-    def invoke(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Run the model on a prepared (2, 112, 112, 3) batch: raw (2, 192) embeddings."""
-        interpreter = self._interpreters.get()
-        try:
-            (out,) = interpreter.invoke(batch)  # a copy
-        finally:
-            interpreter.wipe()  # privacy: the faces leave the tensors
-        return out.reshape(_BATCH, EMBEDDING_DIM)
-
-    @staticmethod
-    def finish(raw: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Flip-averaged embedding from the raw output of ``invoke(prepare(face))``: (192,)."""
-        # Normalise each view first so neither dominates the mean by its norm alone.
-        views = _l2_normalise(raw)
-        return _l2_normalise(views.mean(axis=0))
-
-    def load(self, face: NDArray[np.uint8]) -> ModelInterpreter:
-        """Write ``face`` and its mirror image into the calling thread's interpreter."""
-        self._check_face(face)
-        interpreter = self._interpreters.get()
-        interpreter.fill_input(functools.partial(_fill_flip_pair, face))
-        return interpreter
-
     def embed(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
         """Embedding (192,) float32, L2-normalised, of one aligned 112x112x3 uint8 RGB face."""
-        if self.config.flip_average:
-            interpreter = self.load(face)
-            try:
-                interpreter.run()
-                # finish() reads the (2, 192) view and returns a new array: nothing is kept.
-                return interpreter.read_outputs(
-                    lambda outputs: self.finish(outputs[0].reshape(_BATCH, EMBEDDING_DIM)))
-            finally:
-                interpreter.wipe()  # privacy: the face and its raw embeddings leave the tensors
         single: NDArray[np.float32] = self.embed_many([face])[0]
         return single
 
     def embed_many(self, faces: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """Embeddings (N, 192) of N aligned faces; the same values as ``embed`` on each.
 
-        With flip averaging: one invoke per face; without: two faces per invoke.
+        With flip averaging: one invoke per face (the face and its mirror image); without: two
+        faces per invoke. The calling thread's own interpreter runs them.
         """
-        if self.config.flip_average:
-            out = [self.embed(f) for f in faces]
-            return np.stack(out) if out else np.zeros((0, EMBEDDING_DIM), np.float32)
-        rows: list[NDArray[np.float32]] = []
-        for start in range(0, len(faces), _BATCH):
-            pair = [self._normalise_pixels(f) for f in faces[start : start + _BATCH]]
-            n = len(pair)
-            while len(pair) < _BATCH:  # pad the last odd face with a copy of itself
-                pair.append(pair[0])
-            raw = self.invoke(np.stack(pair))
-            rows.extend(_l2_normalise(raw)[:n])
-        return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+        for face in faces:
+            if face.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3) or face.dtype != np.uint8:
+                raise ValueError(f"aligned face must be {ALIGNED_SIZE}x{ALIGNED_SIZE}x3 uint8, "
+                                 f"got {face.shape} {face.dtype}")
+        flip = self.config.flip_average
+        per_invoke = 1 if flip else _BATCH
+        interpreter = self.interpreter()
+        rows = [
+            interpreter.infer(functools.partial(_fill_batch, chunk, flip_average=flip),
+                              functools.partial(_read_embeddings, len(chunk), flip_average=flip))
+            for chunk in (faces[i:i + per_invoke] for i in range(0, len(faces), per_invoke))
+        ]
+        return np.concatenate(rows) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)

@@ -6,9 +6,9 @@ Backend: ``ai_edge_litert`` (LiteRT, where Google publishes wheels), else ``tfli
 Threading: one TFLite interpreter is NOT thread-safe (its tensors are shared state between
 ``set_tensor``, ``invoke`` and ``get_tensor``). Use one ``ModelInterpreter`` per worker thread;
 ``PerThreadInterpreter`` does exactly that lazily, so one detector/embedder object can be shared
-by a thread pool. ``invoke`` releases the GIL, so two worker threads each running their own
-interpreter do run in parallel. ``num_threads`` is the interpreter's own (XNNPACK) thread count
-*per invoke*: with a 2-thread pool on 2 cores, keep it at 1.
+by a thread pool. The model's invoke releases the GIL, so two worker threads each running their
+own interpreter do run in parallel. ``num_threads`` is the interpreter's own (XNNPACK) thread
+count *per invoke*: with a 2-thread pool on 2 cores, keep it at 1.
 
 Edge TPU: used only when asked for (``InterpreterConfig.use_edgetpu``) *and* an Edge TPU compiled
 model (``*_edgetpu.tflite``) is configured. If it is asked for and the model or the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,8 +196,9 @@ def _dequantize(values: NDArray[Any], scale: float, zero_point: int) -> NDArray[
 class ModelInterpreter:
     """One TFLite interpreter with float32 in / float32 out; NOT thread-safe.
 
-    Quantised (uint8/int8) inputs and outputs, as Edge TPU models have, are quantised and
-    dequantised here, so callers always deal in float32 whatever the model file.
+    ``infer`` is the only way to run it (for the product, the tests and the benchmarks alike),
+    and it wipes the tensors after every call. Quantised (uint8/int8) inputs and outputs, as
+    Edge TPU models have, are quantised and dequantised here.
     """
 
     def __init__(self, model: ModelFile, interpreter: Any, content: bytes) -> None:
@@ -221,27 +223,36 @@ class ModelInterpreter:
         )
         self._float_io = self._input_dtype == np.float32 and all(
             scale == 0.0 for _, scale, _ in self._outputs)
+        self.invoke_s = 0.0
+        """Seconds spent in the model's own invoke on this interpreter so far (for benchmarks:
+        the model work alone, without filling, reading or wiping)."""
 
-    def _quantize_input(self, x: NDArray[np.float32]) -> NDArray[Any]:
-        if self._input_dtype == np.float32:
-            return x
-        scale, zero = self._input_quant
-        info = np.iinfo(self._input_dtype)
-        q = np.rint(x / np.float32(scale)) + zero if scale else np.rint(x)
-        return np.clip(q, info.min, info.max).astype(self._input_dtype)
+    def infer(self, fill: Callable[[NDArray[np.float32]], None],
+              read: Callable[[list[NDArray[np.float32]]], T]) -> T:
+        """Run the model once: ``fill`` writes its input, ``read`` takes what it needs of the
+        outputs (in model order) and returns the result.
 
-    @property
-    def float_io(self) -> bool:
-        """True when input and outputs are float32 (no quantisation to apply)."""
-        return self._float_io
-
-    def fill_input(self, fill: Callable[[NDArray[np.float32]], None]) -> None:
-        """Let ``fill`` write the next input straight into the interpreter's input tensor.
-
-        Saves allocating and copying a float32 input per call (a 192x192x3 input is 442 KB:
-        a fresh ``mmap`` and page faults each time). ``fill`` must not keep the array it is
-        given. Quantised models get a float32 array that is quantised and copied in.
+        The one way to run a model, so every call ends the same way: afterwards the input and
+        output tensors are overwritten with zeros, also when ``fill``, the model or ``read``
+        raised (privacy: nothing of a frame or a face stays in the interpreter until the next
+        call, which may come minutes later). ``fill`` gets an ``input_shape`` float32 array and
+        ``read`` float32 arrays; both may be views into the interpreter, valid only during the
+        call: ``read`` must copy whatever it keeps. Quantised models (Edge TPU) are quantised
+        and dequantised here, so callers deal in float32 whatever the model file.
         """
+        try:
+            self._fill_input(fill)
+            started = time.perf_counter()
+            self._interpreter.invoke()
+            self.invoke_s += time.perf_counter() - started
+            return self._read_outputs(read)
+        finally:
+            self._wipe()
+
+    def _fill_input(self, fill: Callable[[NDArray[np.float32]], None]) -> None:
+        # Float models: ``fill`` writes straight into the input tensor, which saves allocating
+        # and copying a float32 input per call (192x192x3 is 442 KB: a fresh mmap and page
+        # faults each time). Quantised models: a float32 staging array, quantised and copied.
         if self._input_dtype != np.float32:
             staging = np.empty(self.input_shape, dtype=np.float32)
             fill(staging)
@@ -251,17 +262,15 @@ class ModelInterpreter:
         fill(view)
         del view  # the interpreter refuses to run while a view of its buffers is alive
 
-    def run(self) -> None:
-        """Invoke the model on the input set by ``fill_input`` (the model work alone)."""
-        self._interpreter.invoke()
+    def _quantize_input(self, x: NDArray[np.float32]) -> NDArray[Any]:
+        scale, zero = self._input_quant
+        info = np.iinfo(self._input_dtype)
+        q = np.rint(x / np.float32(scale)) + zero if scale else np.rint(x)
+        return np.clip(q, info.min, info.max).astype(self._input_dtype)
 
-    def read_outputs(self, read: Callable[[list[NDArray[np.float32]]], T]) -> T:
-        """Call ``read`` with the outputs of the last ``run``, without copying them.
-
-        The arrays are views into the interpreter: valid only during ``read``, which must copy
-        whatever it keeps. Quantised outputs are dequantised (copied) first.
-        """
-        if not self.float_io:
+    def _read_outputs(self, read: Callable[[list[NDArray[np.float32]]], T]) -> T:
+        # Float outputs are handed over as views (no copy); quantised ones dequantised (copies).
+        if not self._float_io:
             return read([_dequantize(self._interpreter.get_tensor(index), scale, zero)
                          for index, scale, zero in self._outputs])
         views = [self._interpreter.tensor(index)() for index, _, _ in self._outputs]
@@ -270,12 +279,7 @@ class ModelInterpreter:
         finally:
             del views
 
-    def wipe(self) -> None:
-        """Overwrite the input and output tensors with zeros.
-
-        Privacy: after a face's input and outputs have been read, nothing of it should stay
-        reachable in the interpreter until the next call, which may come minutes later.
-        """
+    def _wipe(self) -> None:
         view = self._interpreter.tensor(self._input_index)()
         view.fill(0)
         del view
@@ -284,21 +288,13 @@ class ModelInterpreter:
             out.fill(0)
             del out
 
-    def invoke(self, x: NDArray[np.float32]) -> list[NDArray[np.float32]]:
-        """Run the model on ``x`` (shape ``input_shape``); returns its outputs in model order.
 
-        The outputs are copies, safe to keep after the next invoke.
-        """
-        if x.shape != self.input_shape:
-            raise ValueError(
-                f"{self.model.model_id}: input shape {x.shape} != model input {self.input_shape}"
-            )
-        self._interpreter.set_tensor(self._input_index, self._quantize_input(x))
-        self._interpreter.invoke()
-        return [
-            _dequantize(self._interpreter.get_tensor(index), scale, zero)
-            for index, scale, zero in self._outputs
-        ]
+def _blank(tensor: NDArray[np.float32]) -> None:
+    tensor.fill(0.0)
+
+
+def _ignore(outputs: list[NDArray[np.float32]]) -> None:
+    return None
 
 
 class PerThreadInterpreter:
@@ -315,9 +311,7 @@ class PerThreadInterpreter:
     def warm_up(self) -> None:
         """Open the calling thread's interpreter and run it once on a blank input, so that the
         first real call on this thread pays no set-up (opening, XNNPACK's first run)."""
-        interpreter = self.get()
-        interpreter.fill_input(lambda tensor: tensor.fill(0.0))
-        interpreter.run()
+        self.get().infer(_blank, _ignore)
 
     def get(self) -> ModelInterpreter:
         """The calling thread's interpreter (opened on first use in that thread)."""
@@ -351,5 +345,5 @@ class PerThreadModel:
         self._interpreters.warm_up()
 
     def interpreter(self) -> ModelInterpreter:
-        """The calling thread's own interpreter (for timing the model work alone)."""
+        """The calling thread's own interpreter (its ``invoke_s`` times the model work alone)."""
         return self._interpreters.get()

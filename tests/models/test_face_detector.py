@@ -1,4 +1,4 @@
-"""FaceDetector: the prepare / invoke / decode / merge split, threads, input checks."""
+"""FaceDetector: the prepare / detect_input / decode / merge steps, threads, input checks."""
 
 from __future__ import annotations
 
@@ -27,9 +27,7 @@ def test_prepare_makes_one_input_for_small_frames_and_adds_tiles_for_large(
     small = detector.prepare(np.zeros((240, 320, 3), np.uint8))
     assert len(small) == 1
     assert small[0].tile is None
-    assert small[0].tensor.shape == (1, 192, 192, 3)
-    assert small[0].tensor.dtype == np.float32
-    assert small[0].tensor.min() == pytest.approx(-1.0)
+    assert small[0].image.shape == (192, 192, 3)
     assert small[0].min_face_px == 0.0
 
     big = detector.prepare(np.full((1080, 1920, 3), 255, np.uint8))
@@ -37,7 +35,16 @@ def test_prepare_makes_one_input_for_small_frames_and_adds_tiles_for_large(
     assert big[0].tile is None
     assert big[0].min_face_px > 0  # tiles below it: tiny faces are theirs
     assert all(i.tile is not None for i in big[1:])
-    assert big[1].tensor.max() == pytest.approx(1.0)
+
+
+def test_inputs_are_scaled_to_minus_one_to_one(detector: FaceDetector) -> None:
+    (black,) = detector.prepare(np.zeros((192, 192, 3), np.uint8))
+    (white,) = detector.prepare(np.full((192, 192, 3), 255, np.uint8))
+    tensor = np.full(detector.interpreter().input_shape, np.nan, np.float32)
+    black.fill(tensor)
+    np.testing.assert_array_equal(tensor, -1.0)
+    white.fill(tensor)
+    np.testing.assert_allclose(tensor, 1.0, atol=1e-6)
 
 
 def test_frames_of_the_wrong_kind_are_refused(detector: FaceDetector) -> None:
@@ -84,33 +91,30 @@ def group_photo(faces_dir: Path) -> np.ndarray:
     return load_rgb(faces_dir / "photos" / "groups" / "obama_and_biden_2.jpg")
 
 
-def test_split_api_gives_the_same_faces_as_detect(
-    detector: FaceDetector, group_photo: np.ndarray
-) -> None:
+def test_detect_is_its_steps(detector: FaceDetector, group_photo: np.ndarray) -> None:
     inputs = detector.prepare(group_photo)
     assert len(inputs) > 1  # 1126 px wide: tiles too
-    raws = [detector.invoke(i) for i in inputs]
-    merged = detector.merge([detector.decode(r, i) for r, i in zip(raws, inputs, strict=True)])
+    merged = detector.merge([detector.detect_input(i) for i in inputs])
     direct = detector.detect(group_photo)
     assert len(merged) == len(direct) == 2
     for a, b in zip(merged, direct, strict=True):
-        np.testing.assert_allclose(a.box, b.box, atol=1e-4)
-        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
-        assert a.score == pytest.approx(b.score)
+        np.testing.assert_array_equal(a.box, b.box)
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
     assert merged[0].score >= merged[1].score
 
 
-def test_invokes_from_a_two_thread_pool_match_sequential_ones(
+def test_inputs_run_on_a_two_thread_pool_match_sequential_ones(
     detector: FaceDetector, group_photo: np.ndarray
 ) -> None:
     inputs = detector.prepare(group_photo)
-    sequential = [detector.invoke(i) for i in inputs]
+    sequential = [detector.detect_input(i) for i in inputs]
+    assert sum(len(c) for c in sequential) > 0
     with ThreadPoolExecutor(max_workers=2) as pool:
-        parallel = list(pool.map(detector.invoke, inputs * 3))
-    for k, raw in enumerate(parallel):
+        parallel = list(pool.map(detector.detect_input, inputs * 3))
+    for k, cands in enumerate(parallel):
         want = sequential[k % len(inputs)]
-        np.testing.assert_array_equal(raw.regressors, want.regressors)
-        np.testing.assert_array_equal(raw.logits, want.logits)
+        np.testing.assert_array_equal(cands.boxes, want.boxes)
+        np.testing.assert_array_equal(cands.scores, want.scores)
 
 
 def test_short_range_variant_and_max_faces(group_photo: np.ndarray) -> None:
@@ -118,7 +122,7 @@ def test_short_range_variant_and_max_faces(group_photo: np.ndarray) -> None:
         FaceDetectorConfig(variant=SHORT_RANGE, tiling=TilingConfig(enabled=False))
     )
     assert short.model_id == "blazeface-short-range"
-    assert short.prepare(group_photo)[0].tensor.shape == (1, 128, 128, 3)
+    assert short.prepare(group_photo)[0].image.shape == (128, 128, 3)
     assert len(short.detect(group_photo)) == 2
     one = FaceDetector(FaceDetectorConfig(max_faces=1))
     (best,) = one.detect(group_photo)

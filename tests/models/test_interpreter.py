@@ -1,4 +1,4 @@
-"""Interpreter backend: Edge TPU errors, thread confinement, input checks."""
+"""Interpreter backend: Edge TPU errors, thread confinement, the one inference path, its wipes."""
 
 from __future__ import annotations
 
@@ -63,11 +63,24 @@ def test_num_threads_must_be_positive() -> None:
         InterpreterConfig(num_threads=0)
 
 
-def test_wrong_input_shape_is_refused() -> None:
+def run(interpreter: ModelInterpreter, x: np.ndarray) -> list[np.ndarray]:
+    """The model's outputs for input ``x``, copied."""
+    return interpreter.infer(lambda tensor: np.copyto(tensor, x),
+                             lambda outputs: [o.copy() for o in outputs])
+
+
+def test_infer_fills_the_models_input_and_reads_its_outputs() -> None:
     interpreter = verify_model(BLAZEFACE_SHORT_RANGE).open()
-    assert interpreter.input_shape == BLAZEFACE_SHORT_RANGE.input_shape
-    with pytest.raises(ValueError, match="input shape"):
-        interpreter.invoke(np.zeros((1, 192, 192, 3), np.float32))
+    shapes: list[tuple[int, ...]] = []
+    outputs = interpreter.infer(lambda tensor: shapes.append(tensor.shape),
+                                lambda outs: [o.shape for o in outs])
+    assert shapes == [BLAZEFACE_SHORT_RANGE.input_shape] == [interpreter.input_shape]
+    assert outputs == list(interpreter.output_shapes)
+    assert interpreter.invoke_s > 0.0
+    rng = np.random.default_rng(3)
+    a, b = (rng.uniform(-1, 1, interpreter.input_shape).astype(np.float32) for _ in range(2))
+    assert not np.array_equal(run(interpreter, a)[0], run(interpreter, b)[0])
+    np.testing.assert_array_equal(run(interpreter, a)[0], run(interpreter, a)[0])
 
 
 def test_each_thread_gets_its_own_interpreter() -> None:
@@ -99,13 +112,13 @@ def test_two_threads_invoking_concurrently_get_the_same_results() -> None:
     pool = PerThreadInterpreter(verify_model(BLAZEFACE_SHORT_RANGE))
     rng = np.random.default_rng(1)
     x = rng.uniform(-1, 1, BLAZEFACE_SHORT_RANGE.input_shape).astype(np.float32)
-    expected = pool.get().invoke(x)
+    expected = run(pool.get(), x)
     results: list[list[np.ndarray]] = []
     lock = threading.Lock()
 
     def work() -> None:
         for _ in range(20):
-            out = pool.get().invoke(x)
+            out = run(pool.get(), x)
             with lock:
                 results.append(out)
 
@@ -125,21 +138,21 @@ def test_warm_up_opens_the_threads_interpreter_and_leaves_no_trace() -> None:
     interpreters = PerThreadInterpreter(verified)
     seen: list[ModelInterpreter] = []
     x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
-    cold = verified.open().invoke(x)
+    cold = run(verified.open(), x)
 
     def on_a_worker() -> None:
         interpreters.warm_up()
         seen.append(interpreters.get())  # the one warm_up opened, kept for this thread
         interpreters.warm_up()
         seen.append(interpreters.get())
-        seen[-1].invoke(x)
+        run(seen[-1], x)
 
     worker = threading.Thread(target=on_a_worker)
     worker.start()
     worker.join()
     assert len(seen) == 2
     assert seen[0] is seen[1]
-    warm = seen[0].invoke(x)  # the same results as an interpreter that was never warmed
+    warm = run(seen[0], x)  # the same results as an interpreter that was never warmed
     for a, b in zip(cold, warm, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -166,13 +179,38 @@ def test_no_face_data_stays_in_the_interpreters_after_a_call() -> None:
         detector = FaceDetector()
         detector.detect(frame)
         results["detector.detect"] = _tensors_of(detector.interpreter())
-        detector.invoke(detector.prepare(frame)[0])
-        results["detector.invoke"] = _tensors_of(detector.interpreter())
+        detector.detect_input(detector.prepare(frame)[0])
+        results["detector.detect_input"] = _tensors_of(detector.interpreter())
+        detector.warm_up()
+        results["detector.warm_up"] = _tensors_of(detector.interpreter())
 
     worker = threading.Thread(target=on_a_worker)
     worker.start()
     worker.join()
     assert set(results) == {"embedder flip=True", "embedder flip=False", "detector.detect",
-                            "detector.invoke"}
+                            "detector.detect_input", "detector.warm_up"}
     for name, tensors in results.items():
         assert all(not t.any() for t in tensors), name
+
+
+def test_the_tensors_are_wiped_also_when_a_call_fails() -> None:
+    interpreter = verify_model(BLAZEFACE_SHORT_RANGE).open()
+    frame = np.random.default_rng(4).uniform(-1, 1, interpreter.input_shape).astype(np.float32)
+
+    def fill(tensor: np.ndarray) -> None:
+        np.copyto(tensor, frame)
+
+    def read_and_fail(outputs: list[np.ndarray]) -> None:
+        assert any(o.any() for o in outputs)  # the model did produce something
+        raise ValueError("decoding failed")
+
+    def fill_and_fail(tensor: np.ndarray) -> None:
+        fill(tensor)
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="decoding failed"):
+        interpreter.infer(fill, read_and_fail)
+    assert all(not t.any() for t in _tensors_of(interpreter))
+    with pytest.raises(ValueError, match="bad frame"):
+        interpreter.infer(fill_and_fail, lambda outputs: None)
+    assert all(not t.any() for t in _tensors_of(interpreter))
