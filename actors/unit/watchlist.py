@@ -1,14 +1,30 @@
 """The watchlist file: subjects' embeddings, the model that made them, and their thresholds.
 
-On disk a watchlist is one codec message (``Watchlist``, msgpack), so it is decoded by the same
-strict, size-limited decoder as everything else that crosses a boundary. The secure-delivery work
-wraps these bytes in a signed, encrypted envelope; the payload stays this message.
+On disk a watchlist is a small header and one codec message (``Watchlist``, msgpack)::
+
+    b"LFRW" | format version (u16, little-endian) | sha256 of the payload (32 bytes) | payload
+
+The payload is decoded by the same strict, size-limited decoder as everything else that crosses
+a boundary, and only once its checksum matches: a single flipped byte (a flipped sign bit once
+made a watchlisted person unmatchable) is refused, never loaded. The checksum guards against
+corruption, not against an attacker, until the secure-delivery work wraps these bytes in a
+signed, encrypted envelope; the payload stays this message.
+
+Thresholds are cosine similarities; what they mean and the range accepted without
+``--allow-unusual-thresholds`` are in docs/THRESHOLDS.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import math
 import os
+import stat
+import struct
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,25 +32,79 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.unit.gallery import Gallery
+from guards.files import UserFileError, check_output_target, read_user_file
+from guards.log_text import printable
 from guards.user_input import UserInputError
+from models.face_embedder import EMBEDDING_DIM
 from runtime.codec import Codec, DecodeError
 from runtime.message import message
 
 DEFAULT_THRESHOLD = 0.60
 """Cosine similarity a face must reach, per frame, to count as a match for a subject.
 Chosen from measurements: see docs/THRESHOLDS.md."""
+USUAL_THRESHOLDS = (0.45, 0.80)
+"""Thresholds accepted without ``--allow-unusual-thresholds`` (inclusive). Below 0.45 a
+threshold is nearer the highest different-person score measured (0.245) than the lowest
+same-person score (0.615); above 0.80 it misses most true matches (the best close-ups of the
+shared clip score 0.83). See docs/THRESHOLDS.md."""
+ALLOW_UNUSUAL_FLAG = "--allow-unusual-thresholds"
+"""The command-line flag that accepts thresholds outside ``USUAL_THRESHOLDS``."""
 MAX_WATCHLIST_BYTES = 512 * 1024 * 1024
 """Largest watchlist file accepted (about 650k subjects of 192 float32)."""
+MAX_SUBJECT_ID_CHARS = 255
+"""Longest subject id (a folder name is at most 255 bytes on common file systems)."""
+
+MAGIC = b"LFRW"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<4sH32s")  # magic, format version, sha256 of the payload
+HEADER_BYTES = _HEADER.size
 
 
 class WatchlistError(UserInputError):
     """A watchlist file that cannot be used; the text names the file and the problem."""
 
 
+class ThresholdError(UserInputError):
+    """A threshold outside (0, 1), or outside the usual range without the override flag."""
+
+
+def check_threshold(value: float, what: str = "threshold") -> float:
+    """A threshold must be a finite cosine strictly between 0 and 1 (the hard limit)."""
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ThresholdError(f"{what} must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+def is_usual_threshold(value: float) -> bool:
+    """True if ``value`` lies in ``USUAL_THRESHOLDS`` (compared as float32, as stored)."""
+    low, high = (np.float32(bound) for bound in USUAL_THRESHOLDS)
+    return bool(low <= np.float32(value) <= high)
+
+
+def check_usual_thresholds(named: Iterable[tuple[str, float]], source: str, *,
+                           allow_unusual: bool) -> list[tuple[str, float]]:
+    """The (name, threshold) pairs outside ``USUAL_THRESHOLDS``; refused with
+    ``ThresholdError`` naming them unless ``allow_unusual``. ``source`` starts the message."""
+    unusual = [(name, value) for name, value in named if not is_usual_threshold(value)]
+    if unusual and not allow_unusual:
+        low, high = USUAL_THRESHOLDS
+        listed = ", ".join(f"{printable(name, max_chars=64)} ({value:.3f})"
+                           for name, value in unusual[:10])
+        more = f" and {len(unusual) - 10} more" if len(unusual) > 10 else ""
+        raise ThresholdError(
+            f"{source}: threshold outside the usual range [{low}, {high}]: {listed}{more}; "
+            f"give {ALLOW_UNUSUAL_FLAG} to use it anyway (see docs/THRESHOLDS.md)")
+    return unusual
+
+
 @message(120)
 @dataclass(frozen=True, slots=True, eq=False)
 class Watchlist:
-    """Subjects and their embeddings, column by column."""
+    """Subjects and their embeddings, column by column.
+
+    Construction refuses (``WatchlistError``) anything a scan could not use: no subject,
+    duplicate or unprintable ids, non-unit or non-finite rows, thresholds outside (0, 1).
+    """
 
     model_id: str
     """Embedding model the embeddings come from; another model's watchlist is refused."""
@@ -43,31 +113,38 @@ class Watchlist:
     created_at: float
     """When it was built, seconds since the epoch."""
     subjects: tuple[str, ...]
-    """Subject ids (unique), in row order."""
+    """Subject ids (unique, printable, at most ``MAX_SUBJECT_ID_CHARS``), in row order."""
     embeddings: npt.NDArray[np.float32]
     """(n, d) unit-length embeddings, the normalised mean of each subject's photos."""
     thresholds: npt.NDArray[np.float32]
-    """(n,) per-subject alert thresholds (cosine)."""
+    """(n,) per-subject alert thresholds (cosine), each strictly between 0 and 1."""
     photos: tuple[int, ...]
     """How many photos each subject's embedding averages."""
 
     def __post_init__(self) -> None:
         n = len(self.subjects)
+        if n == 0:
+            raise WatchlistError("a watchlist needs at least one subject")
+        _check_subject_ids(self.subjects)
         if self.embeddings.dtype != np.float32 or self.thresholds.dtype != np.float32:
-            raise ValueError("embeddings and thresholds must be float32 arrays")
-        if len(set(self.subjects)) != n:
-            raise ValueError("subject ids must be unique")
+            raise WatchlistError("embeddings and thresholds must be float32 arrays")
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
-            raise ValueError(f"embeddings must have shape ({n}, d), got {self.embeddings.shape}")
+            raise WatchlistError(f"embeddings must have shape ({n}, d), got "
+                                 f"{self.embeddings.shape}")
         if self.thresholds.shape != (n,) or len(self.photos) != n:
-            raise ValueError(f"need {n} thresholds and {n} photo counts")
+            raise WatchlistError(f"need {n} thresholds and {n} photo counts")
         if not np.all(np.isfinite(self.embeddings)) or not np.all(np.isfinite(self.thresholds)):
-            raise ValueError("embeddings and thresholds must be finite")
+            raise WatchlistError("embeddings and thresholds must be finite")
         norms = np.linalg.norm(self.embeddings, axis=1)
-        if n and not np.allclose(norms, 1.0, atol=1e-3):
-            raise ValueError("embeddings must be unit length")
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            raise WatchlistError("embeddings must be unit length")
         if np.any((self.thresholds <= 0) | (self.thresholds >= 1)):
-            raise ValueError("thresholds must lie strictly between 0 and 1")
+            raise WatchlistError("thresholds must lie strictly between 0 and 1")
+
+    @property
+    def dimension(self) -> int:
+        """Embedding length."""
+        return int(self.embeddings.shape[1])
 
     def gallery(self, threshold: float | None = None) -> Gallery:
         """A gallery to search; ``threshold`` overrides every subject's threshold."""
@@ -75,47 +152,133 @@ class Watchlist:
                       if threshold is not None else self.thresholds)
         return Gallery(self.subjects, self.embeddings, thresholds)
 
-    def check_model(self, model_id: str, model_sha256: str, source: str) -> None:
-        """Refuse a watchlist made with another embedding model."""
+    def check_model(self, model_id: str, model_sha256: str, source: str, *,
+                    dimension: int = EMBEDDING_DIM) -> None:
+        """Refuse a watchlist made with another embedding model, or whose embeddings do not
+        have the model's ``dimension`` (the shipped embedder's by default)."""
+        shown = printable(source)
         if (self.model_id, self.model_sha256) != (model_id, model_sha256):
             raise WatchlistError(
-                f"{source}: watchlist was built with model {self.model_id} "
-                f"(sha256 {self.model_sha256}), this unit uses {model_id} "
+                f"{shown}: watchlist was built with model {printable(self.model_id)} "
+                f"(sha256 {printable(self.model_sha256)}), this unit uses {model_id} "
                 f"(sha256 {model_sha256}); rebuild it with this model")
+        if self.dimension != dimension:
+            raise WatchlistError(
+                f"{shown}: embeddings have {self.dimension} dimensions, model {model_id} "
+                f"makes {dimension}; the file is inconsistent: rebuild it with this model")
+
+    def unusual_thresholds(self, source: str, *,
+                           allow_unusual: bool) -> list[tuple[str, float]]:
+        """Subjects whose threshold lies outside ``USUAL_THRESHOLDS``; refused with
+        ``ThresholdError`` naming them unless ``allow_unusual``."""
+        return check_usual_thresholds(
+            zip(self.subjects, (float(t) for t in self.thresholds), strict=True), source,
+            allow_unusual=allow_unusual)
+
+
+def _check_subject_ids(subjects: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for subject in subjects:
+        if not subject or len(subject) > MAX_SUBJECT_ID_CHARS:
+            raise WatchlistError(f"subject id {printable(subject, max_chars=64)} must have "
+                                 f"1 to {MAX_SUBJECT_ID_CHARS} characters")
+        if not subject.isprintable():  # also refuses surrogates: undecodable file names
+            raise WatchlistError(f"subject id {printable(subject)} holds characters that "
+                                 "cannot be printed (control characters or undecodable bytes)")
+        if subject in seen:
+            raise WatchlistError(f"subject ids must be unique; {printable(subject)} repeats")
+        seen.add(subject)
+
+
+def encode_watchlist(watchlist: Watchlist) -> bytes:
+    """The file's bytes: header (magic, version, sha256 of the payload) and payload."""
+    payload = Codec(max_message_bytes=MAX_WATCHLIST_BYTES - HEADER_BYTES).encode(watchlist)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(payload).digest()) + payload
 
 
 def save_watchlist(watchlist: Watchlist, path: Path) -> None:
-    """Write ``watchlist`` atomically (a temporary file renamed into place)."""
-    data = Codec(max_message_bytes=MAX_WATCHLIST_BYTES).encode(watchlist)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-
-
-def load_watchlist(path: Path, *, max_bytes: int = MAX_WATCHLIST_BYTES) -> Watchlist:
-    """Read and strictly decode a watchlist file; ``WatchlistError`` names what is wrong."""
+    """Write ``watchlist`` atomically: a temporary file in the target's own folder, renamed
+    into place; the temporary file is removed on any failure. Refuses a target that exists and
+    is not a regular file (a device node, a directory, a FIFO)."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise WatchlistError(f"{path}: watchlist of {size} bytes is over the limit of "
-                                 f"{max_bytes}")
-        data = path.read_bytes()
+        target = check_output_target(path, "watchlist")
+    except UserFileError as exc:
+        raise WatchlistError(str(exc)) from None
+    data = encode_watchlist(watchlist)
+    folder = target.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise WatchlistError(f"{path}: cannot read watchlist: {exc.strerror or exc}") from None
+        raise WatchlistError(f"{printable(target)}: cannot write in {printable(folder)}: "
+                             f"{exc.strerror or exc}") from None
     try:
-        decoded = Codec(max_message_bytes=max_bytes).decode(data)
+        with os.fdopen(fd, "wb") as out:
+            _keep_mode_of(target, out.fileno())
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, target)
+    except BaseException as exc:  # any failure, Ctrl-C included: never leave the copy behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise WatchlistError(f"{printable(target)}: cannot write watchlist: "
+                                 f"{exc.strerror or exc}") from None
+        raise
+
+
+def _keep_mode_of(target: Path, fd: int) -> None:
+    # mkstemp creates the file 0600 (a watchlist is biometric data); a replaced file keeps the
+    # permissions it had, so a service reading it still can.
+    with contextlib.suppress(FileNotFoundError):
+        os.fchmod(fd, stat.S_IMODE(target.stat().st_mode))
+
+
+def load_watchlist(path: Path, *, max_bytes: int = MAX_WATCHLIST_BYTES,
+                   allow_unusual_thresholds: bool = False) -> Watchlist:
+    """Read a regular file, check its checksum and strictly decode it.
+
+    ``WatchlistError`` names what is wrong; ``ThresholdError`` a threshold outside
+    ``USUAL_THRESHOLDS`` unless ``allow_unusual_thresholds``.
+    """
+    shown = printable(path)
+    try:
+        data = read_user_file(path, "watchlist", max_bytes)
+    except UserFileError as exc:
+        raise WatchlistError(str(exc)) from None
+    watchlist = decode_watchlist(data, shown, max_bytes=max_bytes)
+    watchlist.unusual_thresholds(shown, allow_unusual=allow_unusual_thresholds)
+    return watchlist
+
+
+def decode_watchlist(data: bytes, shown: str, *,
+                     max_bytes: int = MAX_WATCHLIST_BYTES) -> Watchlist:
+    """The watchlist in a file's bytes; ``shown`` (already printable) names it in errors."""
+    if len(data) < HEADER_BYTES or not data.startswith(MAGIC):
+        raise WatchlistError(_not_a_watchlist(data, shown, max_bytes))
+    _, version, digest = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise WatchlistError(f"{shown}: watchlist format version {version} is not supported "
+                             f"(this lfr reads version {FORMAT_VERSION})")
+    payload = memoryview(data)[HEADER_BYTES:]
+    if not hmac.compare_digest(hashlib.sha256(payload).digest(), digest):
+        raise WatchlistError(f"{shown}: watchlist is corrupt: its checksum does not match its "
+                             "content (damaged or truncated); rebuild or copy it again")
+    try:
+        decoded = Codec(max_message_bytes=max_bytes).decode(payload)
     except DecodeError as exc:
-        raise WatchlistError(f"{path}: not a valid watchlist: {exc}") from None
+        raise WatchlistError(f"{shown}: not a valid watchlist: {exc}") from None
     if not isinstance(decoded, Watchlist):
-        raise WatchlistError(f"{path}: holds a {type(decoded).__name__}, not a Watchlist")
+        raise WatchlistError(f"{shown}: holds a {type(decoded).__name__}, not a Watchlist")
     return decoded
 
 
-def check_threshold(value: float) -> float:
-    """Validate a threshold given on the command line."""
-    if not (math.isfinite(value) and 0 < value < 1):
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {value}")
-    return value
+def _not_a_watchlist(data: bytes, shown: str, max_bytes: int) -> str:
+    try:
+        old = isinstance(Codec(max_message_bytes=max_bytes).decode(data), Watchlist)
+    except DecodeError:
+        old = False
+    if old:
+        return (f"{shown}: a watchlist of the old format, without a checksum; rebuild it with "
+                "`lfr watchlist build`")
+    return f"{shown}: not a watchlist file (no {MAGIC.decode()} header)"

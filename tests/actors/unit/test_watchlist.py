@@ -1,4 +1,7 @@
-"""The watchlist file: strict round trip, model check, and refusal of every kind of bad file."""
+"""The watchlist: strict round trip, model check, validation, and refusal of bad files.
+
+The file format itself (checksum, file kinds, atomic writes) is tested in test_watchlist_file.py.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,18 @@ from hypothesis import strategies as st
 
 from actors.unit.match_alert import MatchAlert
 from actors.unit.watchlist import (
+    ALLOW_UNUSUAL_FLAG,
     MAX_WATCHLIST_BYTES,
+    ThresholdError,
     Watchlist,
     WatchlistError,
     check_threshold,
+    encode_watchlist,
     load_watchlist,
     save_watchlist,
 )
+from guards.user_input import UserInputError
+from models.face_embedder import EMBEDDING_DIM
 from runtime.codec import Codec
 from tests.actors.support import toward, unit_rows
 
@@ -78,13 +86,12 @@ def test_save_is_atomic_and_leaves_no_temporary_file(saved: tuple[Watchlist, Pat
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
-def test_an_empty_watchlist_round_trips(tmp_path: Path) -> None:
-    empty = Watchlist(MODEL_ID, MODEL_SHA, 0.0, (), np.zeros((0, D), np.float32),
-                      np.zeros(0, np.float32), ())
-    save_watchlist(empty, tmp_path / "empty.lfrw")
-    loaded = load_watchlist(tmp_path / "empty.lfrw")
-    assert_same(loaded, empty)
-    assert len(loaded.gallery()) == 0
+def test_a_watchlist_without_subjects_is_refused() -> None:
+    # It would load, scan for minutes and alert on nobody: refused where it is made (and so
+    # also on load, which builds the object the same way).
+    with pytest.raises(WatchlistError, match="at least one subject"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, (), np.zeros((0, D), np.float32),
+                  np.zeros(0, np.float32), ())
 
 
 def test_whatever_can_be_saved_can_be_loaded(tmp_path: Path) -> None:
@@ -117,6 +124,19 @@ def test_check_model_refuses_another_model_naming_both() -> None:
     assert "arcface-r100" in text
 
 
+def test_check_model_refuses_embeddings_of_another_dimension() -> None:
+    # The right model id and sha, but 128-long rows: every face would be "no match" for 47 s.
+    rng = np.random.default_rng(0)
+    w = Watchlist(MODEL_ID, MODEL_SHA, 0.0, ("a", "b"), unit_rows(rng, 2, 128),
+                  np.full(2, 0.6, np.float32), (1, 1))
+    with pytest.raises(WatchlistError, match=r"128 dimensions.*makes 192") as info:
+        w.check_model(MODEL_ID, MODEL_SHA, "cam0.lfrw")
+    assert "cam0.lfrw" in str(info.value)
+    make_watchlist().check_model(MODEL_ID, MODEL_SHA, "cam0.lfrw")  # D == EMBEDDING_DIM
+    assert D == EMBEDDING_DIM
+    w.check_model(MODEL_ID, MODEL_SHA, "cam0.lfrw", dimension=128)
+
+
 def test_check_model_refuses_another_model_file_naming_both_hashes() -> None:
     watchlist = make_watchlist()
     other_sha = hashlib.sha256(b"retrained model").hexdigest()
@@ -137,6 +157,13 @@ def assert_refused(path: Path, *, max_bytes: int = MAX_WATCHLIST_BYTES,
     with pytest.raises(WatchlistError, match=match) as info:
         load_watchlist(path, max_bytes=max_bytes)
     assert str(path) in str(info.value)
+
+
+def test_encoded_bytes_start_with_the_header() -> None:
+    data = encode_watchlist(make_watchlist())
+    assert data[:4] == b"LFRW"
+    assert data[38:] == Codec().encode(make_watchlist())
+    assert data[6:38] == hashlib.sha256(data[38:]).digest()
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.99])
@@ -165,44 +192,66 @@ def test_random_bytes_are_refused(tmp_path: Path, data: bytes) -> None:
 def test_random_bytes_of_realistic_size_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "random.lfrw"
     path.write_bytes(np.random.default_rng(0).bytes(100_000))
-    assert_refused(path, match="not a valid watchlist")
+    assert_refused(path, match="not a watchlist file")
+
+
+def with_checksum(payload: bytes) -> bytes:
+    """``payload`` behind a header with its correct checksum (a file crafted, not damaged)."""
+    return b"LFRW" + (1).to_bytes(2, "little") + hashlib.sha256(payload).digest() + payload
 
 
 def test_file_holding_another_message_is_refused(tmp_path: Path) -> None:
     alert = MatchAlert("u/cam0/1/a/3", "a", 0.8, 0.6, 1, "cam0", 1.0, 2.0, 3,
                        (0.0, 0.0, 1.0, 1.0), 3, b"jpeg")
     path = tmp_path / "alert.lfrw"
-    path.write_bytes(Codec().encode(alert))
+    path.write_bytes(with_checksum(Codec().encode(alert)))
     assert_refused(path, match="MatchAlert")
 
 
 def test_file_holding_an_invalid_watchlist_is_refused(tmp_path: Path) -> None:
-    # Encode a valid watchlist, then swap its embeddings for non-unit ones in the bytes.
+    # Encode a valid watchlist, then swap its embeddings for non-unit ones in the bytes and
+    # give the result a correct checksum: the checks on load are more than the checksum.
     watchlist = make_watchlist(2)
     data = Codec().encode(watchlist)
     good = watchlist.embeddings.tobytes()
     bad = (watchlist.embeddings * 2).tobytes()
     assert data.count(good) == 1
     path = tmp_path / "tampered.lfrw"
-    path.write_bytes(data.replace(good, bad))
+    path.write_bytes(with_checksum(data.replace(good, bad)))
     assert_refused(path, match="unit length")
 
 
-def test_oversize_file_is_refused_before_reading(saved: tuple[Watchlist, Path],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("subject", "problem"), [
+    ("x\nCRITICAL fake", "cannot be printed"),
+    ("bidi\u202eeman", "cannot be printed"),
+    ("", "1 to 255 characters"),
+    ("s" * 256, "1 to 255 characters"),
+])
+def test_a_crafted_file_with_a_bad_subject_id_is_refused(tmp_path: Path, subject: str,
+                                                         problem: str) -> None:
+    watchlist = make_watchlist(2)
+    forged = object.__new__(Watchlist)  # around the constructor's checks, as an attacker would
+    for name in Watchlist.__dataclass_fields__:
+        object.__setattr__(forged, name, getattr(watchlist, name))
+    object.__setattr__(forged, "subjects", ("subject_0", subject))
+    data = Codec().encode(forged)
+    path = tmp_path / "forged.lfrw"
+    path.write_bytes(with_checksum(data))
+    assert_refused(path, match=problem)
+    with pytest.raises(WatchlistError) as info:
+        load_watchlist(path)
+    assert "\n" not in str(info.value)  # the id is escaped: it forges no log line
+
+
+def test_oversize_file_is_refused(saved: tuple[Watchlist, Path]) -> None:
     _, path = saved
     size = path.stat().st_size
     assert_same(load_watchlist(path, max_bytes=size), saved[0])
-
-    def no_reading(self: Path) -> bytes:
-        raise AssertionError(f"{self} was read although it is over the limit")
-
-    monkeypatch.setattr(Path, "read_bytes", no_reading)
-    assert_refused(path, max_bytes=size - 1, match=f"{size} bytes is over the limit of {size - 1}")
+    assert_refused(path, max_bytes=size - 1, match=f"over the limit of {size - 1} bytes")
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
-    assert_refused(tmp_path / "nowhere" / "watchlist.lfrw", match="cannot read")
+    assert_refused(tmp_path / "nowhere" / "watchlist.lfrw", match="no such file")
 
 
 def test_directory_instead_of_a_file_is_refused(tmp_path: Path) -> None:
@@ -214,8 +263,53 @@ def test_directory_instead_of_a_file_is_refused(tmp_path: Path) -> None:
 
 def test_duplicate_subject_ids_are_refused() -> None:
     w = make_watchlist(3)
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(WatchlistError, match="unique"):
         Watchlist(MODEL_ID, MODEL_SHA, 0.0, ("a", "b", "a"), w.embeddings, w.thresholds, w.photos)
+
+
+@pytest.mark.parametrize("subject", ["x\nCRITICAL fake", "bad\udcffname", "tab\there", ""])
+def test_unprintable_subject_ids_are_refused_when_made(subject: str) -> None:
+    # "bad\udcffname" is how Python names a folder whose name is not UTF-8.
+    w = make_watchlist(2)
+    with pytest.raises(WatchlistError, match="subject id"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, ("ok", subject), w.embeddings, w.thresholds, w.photos)
+
+
+def test_every_refusal_is_a_user_input_error() -> None:
+    # The command line maps UserInputError, and only it, to exit 2.
+    w = make_watchlist(3)
+    with pytest.raises(UserInputError):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, w.subjects, w.embeddings * 2, w.thresholds, w.photos)
+    with pytest.raises(UserInputError):
+        check_threshold(1.5)
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.3, 0.44, 0.81, 0.99])
+def test_an_unusual_threshold_is_refused_on_load_unless_allowed(tmp_path: Path,
+                                                                threshold: float) -> None:
+    w = make_watchlist(3)
+    thresholds = w.thresholds.copy()
+    thresholds[1] = threshold
+    unusual = Watchlist(MODEL_ID, MODEL_SHA, 0.0, w.subjects, w.embeddings, thresholds, w.photos)
+    path = tmp_path / "low.lfrw"
+    save_watchlist(unusual, path)
+    with pytest.raises(ThresholdError, match=ALLOW_UNUSUAL_FLAG) as info:
+        load_watchlist(path)
+    assert "subject_1" in str(info.value)
+    assert "subject_0" not in str(info.value)
+    assert str(path) in str(info.value)
+    loaded = load_watchlist(path, allow_unusual_thresholds=True)
+    assert loaded.thresholds[1] == pytest.approx(threshold)
+    assert [s for s, _ in loaded.unusual_thresholds("x", allow_unusual=True)] == ["subject_1"]
+
+
+@pytest.mark.parametrize("threshold", [0.45, 0.6, 0.8])
+def test_usual_thresholds_load_without_the_flag(tmp_path: Path, threshold: float) -> None:
+    w = make_watchlist(2)
+    path = tmp_path / "w.lfrw"
+    save_watchlist(Watchlist(MODEL_ID, MODEL_SHA, 0.0, w.subjects, w.embeddings,
+                             np.full(2, threshold, np.float32), w.photos), path)
+    assert load_watchlist(path).unusual_thresholds("w", allow_unusual=False) == []
 
 
 @pytest.mark.parametrize("scale", [0.5, 1.01, 0.0])

@@ -1,0 +1,227 @@
+"""The watchlist file on disk: its checksum, the kinds of file refused, and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.unit.watchlist import (
+    HEADER_BYTES,
+    Watchlist,
+    WatchlistError,
+    encode_watchlist,
+    load_watchlist,
+    save_watchlist,
+)
+from guards.log_text import printable
+from runtime.codec import Codec
+from tests.actors.unit.test_watchlist import assert_same, make_watchlist
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Watchlist, Path]:
+    """A small watchlist and the file it was saved to."""
+    watchlist = make_watchlist(2)
+    path = tmp_path / "watchlist.lfrw"
+    save_watchlist(watchlist, path)
+    return watchlist, path
+
+
+# --- checksum ---------------------------------------------------------------------------------
+
+
+def test_every_single_flipped_byte_is_refused(saved: tuple[Watchlist, Path]) -> None:
+    watchlist, path = saved
+    data = path.read_bytes()
+    assert_same(load_watchlist(path), watchlist)
+    for offset in range(len(data)):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x01
+        path.write_bytes(damaged)
+        with pytest.raises(WatchlistError) as info:
+            load_watchlist(path)
+        assert str(path) in str(info.value), offset
+
+
+def test_a_flipped_sign_bit_of_an_embedding_is_refused_as_corrupt(
+        saved: tuple[Watchlist, Path]) -> None:
+    # The incident: one flipped sign bit loaded silently and made a subject unmatchable.
+    watchlist, path = saved
+    data = bytearray(path.read_bytes())
+    row = watchlist.embeddings[1].tobytes()
+    start = bytes(data).index(row)
+    data[start + 3] ^= 0x80  # the sign bit of the row's first float32 (little-endian)
+    path.write_bytes(data)
+    with pytest.raises(WatchlistError, match="checksum does not match"):
+        load_watchlist(path)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 100])
+def test_a_file_cut_short_is_refused_as_corrupt(saved: tuple[Watchlist, Path], cut: int) -> None:
+    _, path = saved
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(WatchlistError, match="checksum does not match"):
+        load_watchlist(path)
+
+
+def test_an_old_file_without_a_checksum_is_refused_with_rebuild_advice(tmp_path: Path) -> None:
+    path = tmp_path / "old.lfrw"
+    path.write_bytes(Codec().encode(make_watchlist()))  # what the first format wrote
+    with pytest.raises(WatchlistError, match=r"old format, without a checksum.*rebuild"):
+        load_watchlist(path)
+
+
+def test_another_format_version_is_refused_naming_it(saved: tuple[Watchlist, Path]) -> None:
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[4:6] = (2).to_bytes(2, "little")
+    path.write_bytes(data)
+    with pytest.raises(WatchlistError, match="format version 2 is not supported"):
+        load_watchlist(path)
+
+
+def test_only_the_header_is_refused(saved: tuple[Watchlist, Path]) -> None:
+    _, path = saved
+    path.write_bytes(path.read_bytes()[:HEADER_BYTES])
+    with pytest.raises(WatchlistError, match="checksum"):
+        load_watchlist(path)
+
+
+# --- what is read -----------------------------------------------------------------------------
+
+
+def _refused_at_once(path: Path, match: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(WatchlistError, match=match):
+        load_watchlist(path)
+    assert time.monotonic() - started < 5  # generous: the point is "does not hang or grow"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "w.fifo"
+    os.mkfifo(fifo)
+    _refused_at_once(fifo, "FIFO")
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_devices_are_refused_without_reading(device: str) -> None:
+    if not Path(device).exists():
+        pytest.skip(f"{device} missing")
+    _refused_at_once(Path(device), "character device")
+
+
+def test_a_symlink_to_a_device_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "w.lfrw"
+    link.symlink_to("/dev/zero")
+    _refused_at_once(link, "character device")
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    _refused_at_once(tmp_path, "directory")
+
+
+def test_a_file_name_cannot_forge_a_line_in_the_message(tmp_path: Path) -> None:
+    path = tmp_path / "w\nCRITICAL fake.lfrw"
+    path.write_bytes(b"junk")
+    with pytest.raises(WatchlistError) as info:
+        load_watchlist(path)
+    assert "\n" not in str(info.value)
+    assert printable(path) in str(info.value)
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_directory_as_target_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(WatchlistError, match="directory"):
+        save_watchlist(make_watchlist(), target)
+    assert _files(tmp_path) == ["out"]
+    assert _files(target) == []
+
+
+def test_a_fifo_or_device_as_target_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(WatchlistError, match="FIFO"):
+        save_watchlist(make_watchlist(), fifo)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    link = tmp_path / "full"
+    link.symlink_to("/dev/null")  # /dev/full as root was replaced by a file
+    with pytest.raises(WatchlistError, match="character device"):
+        save_watchlist(make_watchlist(), link)
+    assert link.is_symlink()
+    assert _files(tmp_path) == ["full", "out.fifo"]
+
+
+def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WatchlistError, match="does not exist"):
+        save_watchlist(make_watchlist(), tmp_path / "nowhere" / "w.lfrw")
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_failed_write_removes_the_temporary_file(tmp_path: Path, failing: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "w.lfrw"
+    save_watchlist(make_watchlist(2), target)
+    before = target.read_bytes()
+
+    def fail(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(WatchlistError, match="No space left"):
+        save_watchlist(make_watchlist(3), target)
+    assert _files(tmp_path) == ["w.lfrw"]
+    assert target.read_bytes() == before  # the old file is untouched
+
+
+def test_ctrl_c_while_writing_removes_the_temporary_file(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_watchlist(make_watchlist(), tmp_path / "w.lfrw")
+    assert _files(tmp_path) == []
+
+
+def test_the_temporary_file_is_in_the_targets_folder(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def spy(src: str, dst: object) -> None:
+        seen.append(src)
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", spy)
+    save_watchlist(make_watchlist(), tmp_path / "w.lfrw")
+    assert len(seen) == 1
+    assert Path(seen[0]).parent == tmp_path
+
+
+def test_a_new_file_is_private_and_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "w.lfrw"
+    save_watchlist(make_watchlist(), target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # biometric data
+    target.chmod(0o640)
+    save_watchlist(make_watchlist(3), target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_saved_bytes_are_the_encoding(saved: tuple[Watchlist, Path]) -> None:
+    watchlist, path = saved
+    assert path.read_bytes() == encode_watchlist(watchlist)
+    assert np.array_equal(load_watchlist(path).embeddings, watchlist.embeddings)
