@@ -1,4 +1,4 @@
-"""Load a photo (JPEG or PNG) as an H x W x 3 uint8 RGB array, the way the detector wants it.
+"""Load a photo (JPEG, PNG or WebP) as an H x W x 3 uint8 RGB array, the way the detector wants it.
 
 - EXIF orientation is applied (``ImageOps.exif_transpose``): phone photos are often stored
   sideways with a tag saying how to turn them, and BlazeFace finds few upside-down faces.
@@ -9,9 +9,11 @@
   gigabytes (a decompression bomb) is refused cheaply. This check is ours and per call; it does
   not change Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` (whose own guard, ~89 MP warning
   and ~179 MP error by default, stays behind ours as long as ``max_pixels`` is below it).
-- Only the formats listed are even tried (default JPEG and PNG): fewer decoders, less attack
-  surface for files uploaded by users.
-- Any failure raises ``ImageLoadError`` naming the file.
+- Only the formats listed are even tried (default JPEG, PNG and WebP): fewer decoders, less
+  attack surface for files uploaded by users. A refusal says which formats are accepted.
+- Only a regular file is read (``guards.files``: a FIFO, a device or a directory is refused
+  at once), and at most ``max_bytes`` of it, counted while reading.
+- Any failure raises ``ImageLoadError`` naming the file (made printable: no forged lines).
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from typing import IO, Final
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from guards.files import UserFileError, read_user_file
+from guards.log_text import printable
 from guards.user_input import UserInputError
 
 __all__ = [
     "DEFAULT_FORMATS",
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "ImageLoadError",
     "ImageTooLarge",
@@ -41,7 +46,10 @@ DEFAULT_MAX_PIXELS: Final = 64_000_000
 """Largest accepted image in pixels (width x height): 64 MP, above any common camera photo
 (8000 x 8000), about 192 MB once decoded to RGB."""
 
-DEFAULT_FORMATS: Final = ("JPEG", "PNG")
+DEFAULT_MAX_BYTES: Final = 128 * 1024 * 1024
+"""Largest photo file read: 128 MiB, above a 64 MP photo saved as a high-quality JPEG."""
+
+DEFAULT_FORMATS: Final = ("JPEG", "PNG", "WEBP")
 """Pillow format names tried when opening."""
 
 _16BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -109,6 +117,9 @@ def _decode(
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image {name} refused as too large: {exc}") from exc
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"cannot load image {name}: not an image in an accepted format "
+                             f"(accepted: {', '.join(formats)})") from None
     except (OSError, ValueError, EOFError, SyntaxError, struct.error) as exc:
         # UnidentifiedImageError (not JPEG/PNG or not an image), truncated data, broken chunks.
         raise ImageLoadError(f"cannot load image {name}: {exc}") from exc
@@ -118,20 +129,21 @@ def load_rgb(
     path: str | Path,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     formats: tuple[str, ...] = DEFAULT_FORMATS,
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> NDArray[np.uint8]:
     """Load the photo at ``path`` as H x W x 3 uint8 RGB, upright per its EXIF orientation.
 
     Transparent areas are composited onto ``background`` (RGB). Raises ``ImageLoadError``
-    (``ImageTooLarge`` above ``max_pixels``) naming the file.
+    (``ImageTooLarge`` above ``max_pixels``) naming the file; a file that is not a regular file
+    or is longer than ``max_bytes`` is refused before any decoding.
     """
-    file_path = Path(path)
     try:
-        with file_path.open("rb") as fh:
-            return _decode(fh, str(file_path), max_pixels, formats, background)
-    except OSError as exc:  # missing file, permission denied...
-        raise ImageLoadError(f"cannot read image {file_path}: {exc}") from exc
+        data = read_user_file(path, "image", max_bytes)
+    except UserFileError as exc:  # missing, a directory, a FIFO, a device, too long...
+        raise ImageLoadError(str(exc)) from None
+    return _decode(io.BytesIO(data), printable(path), max_pixels, formats, background)
 
 
 def decode_rgb(
@@ -144,4 +156,4 @@ def decode_rgb(
 ) -> NDArray[np.uint8]:
     """``load_rgb`` for an encoded photo held in memory (e.g. an upload); ``name`` is used in
     error messages."""
-    return _decode(io.BytesIO(data), name, max_pixels, formats, background)
+    return _decode(io.BytesIO(data), printable(name), max_pixels, formats, background)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from guards.log_text import printable
 from models.image_io import ImageLoadError, ImageTooLarge, decode_rgb, load_rgb
 
 
@@ -125,3 +128,80 @@ def test_decode_from_bytes_uses_the_given_name() -> None:
     assert decode_rgb(buf.getvalue()).shape == (7, 5, 3)
     with pytest.raises(ImageLoadError, match="upload-42"):
         decode_rgb(b"\x00" * 100, name="upload-42")
+
+
+# --- WebP, file kinds, limits, names ------------------------------------------------------------
+
+
+def test_webp_loads(tmp_path: Path) -> None:
+    arr = np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)
+    path = _save(tmp_path, "face.webp", Image.fromarray(arr), lossless=True)
+    np.testing.assert_array_equal(load_rgb(path), arr)
+
+
+def test_webp_pixel_limit_is_checked_from_the_header(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _save(tmp_path, "big.webp", Image.new("RGB", (300, 200)), lossless=True)
+
+    def no_decoding(self: Image.Image) -> None:
+        raise AssertionError("pixels were decoded before the size check")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(ImageTooLarge, match="60000 pixels"):
+        load_rgb(path, max_pixels=50_000)
+
+
+def test_a_refused_format_names_the_accepted_ones(tmp_path: Path) -> None:
+    path = _save(tmp_path, "x.gif", Image.new("RGB", (8, 8)))
+    with pytest.raises(ImageLoadError, match=r"x\.gif.*accepted: JPEG, PNG, WEBP"):
+        load_rgb(path)
+    with pytest.raises(ImageLoadError, match="accepted: JPEG, PNG, WEBP"):
+        load_rgb(_junk(tmp_path))
+
+
+def _junk(tmp_path: Path) -> Path:
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(b"not an image" * 8)
+    return path
+
+
+def _refused_at_once(path: Path, match: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ImageLoadError, match=match):
+        load_rgb(path)
+    assert time.monotonic() - started < 5  # the point: no hang on a FIFO, no endless read
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    _refused_at_once(fifo, "FIFO")
+
+
+def test_a_device_and_a_link_to_it_are_refused(tmp_path: Path) -> None:
+    link = tmp_path / "photo.jpg"
+    link.symlink_to("/dev/zero")
+    _refused_at_once(Path("/dev/zero"), "character device")
+    _refused_at_once(link, "character device")
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    _refused_at_once(tmp_path, "directory")
+
+
+def test_the_byte_limit_counts_bytes_read(tmp_path: Path) -> None:
+    path = _save(tmp_path, "p.png", Image.new("RGB", (64, 64)))
+    size = path.stat().st_size
+    assert load_rgb(path, max_bytes=size).shape == (64, 64, 3)
+    with pytest.raises(ImageLoadError, match=f"over the limit of {size - 1} bytes"):
+        load_rgb(path, max_bytes=size - 1)
+
+
+def test_a_file_name_cannot_forge_a_log_line(tmp_path: Path) -> None:
+    path = tmp_path / "x\nCRITICAL fake.jpg"
+    path.write_bytes(b"not an image")
+    for target in (path, tmp_path / "missing\nCRITICAL.jpg"):
+        with pytest.raises(ImageLoadError) as info:
+            load_rgb(target)
+        assert "\n" not in str(info.value)
+        assert printable(target) in str(info.value)
