@@ -3,10 +3,15 @@
 The gallery holds N random unit vectors (the search cost does not depend on what they encode);
 each query is a noisy copy of a gallery row (a true match at ~0.7) so every search must find its
 subject. Results are compared with a brute-force float32 search in the same run.
+
+The memory a size needs is checked before anything is allocated: a size the machine cannot
+hold is refused with the size, the estimate and the memory available, instead of swapping the
+unit to a halt or dying of ``MemoryError`` half-way.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -21,6 +26,38 @@ from guards.user_input import UserInputError
 DIMENSION = 192
 ROUNDS = 30
 TARGET_MS = {100_000: 5.0, 1_000_000: 50.0}
+BYTES_PER_SUBJECT = 5 * 1024
+"""Peak memory per subject, with a margin: measured 4.1-4.2 KiB (peak RSS at 100k and 400k
+subjects: the rows, the gallery's copy, the sq8 codes, their decoded copy, the ids)."""
+BASE_BYTES = 64 * 1024 * 1024
+"""Memory the benchmark needs whatever the size (queries, interpreter growth)."""
+MEMINFO = "/proc/meminfo"
+
+
+def available_memory_bytes(meminfo: str = MEMINFO) -> int | None:
+    """Memory the kernel can give without swapping (``MemAvailable``), or None if unknown."""
+    try:
+        with open(meminfo, encoding="ascii") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key == "MemAvailable":
+                    return int(value.split()[0]) * 1024  # the file counts kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def check_memory(subjects: int, available: int | None) -> None:
+    """Refuse ``subjects`` if its estimated peak memory exceeds ``available`` bytes."""
+    needed = BASE_BYTES + subjects * BYTES_PER_SUBJECT
+    if available is not None and needed > available:
+        raise UserInputError(
+            f"--subjects {subjects} needs about {needed / 2**30:.1f} GiB of memory "
+            f"({BYTES_PER_SUBJECT // 1024} KiB per subject); {available / 2**30:.1f} GiB is "
+            "available (MemAvailable): choose a smaller gallery")
 
 
 def _unit_rows(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
@@ -43,6 +80,7 @@ def run_gallery_bench(subjects: int, seed: int = 0) -> dict[str, object]:
     """Build a gallery of ``subjects`` and time single and batch-of-4 searches on one core."""
     if subjects < 1:
         raise UserInputError(f"--subjects must be at least 1, got {subjects}")
+    check_memory(subjects, available_memory_bytes())
     faiss.omp_set_num_threads(1)
     # One core for everything, the brute-force baseline's BLAS included.
     with threadpool_limits(limits=1):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.gallery_bench import run_gallery_bench
+import pytest
+
+import bench.gallery_bench
+from bench.gallery_bench import available_memory_bytes, run_gallery_bench
 from bench.pipeline_bench import run_pipeline_bench
 from bench.runtime_bench import run_runtime_bench
+from guards.user_input import UserInputError
 from tests.lfr.conftest import CLIP
 
 
@@ -16,6 +20,26 @@ def test_gallery_bench_checks_exactness_on_both_search_paths() -> None:
         assert result["results_exact"] is True
         assert result["true_subjects_found"] is True
         assert float(str(result["ms_per_face_single"])) > 0
+
+
+def test_gallery_bench_refuses_a_size_beyond_memory_before_allocating() -> None:
+    # 10**12 subjects would need ~5 PB: refused with the size and the memory, not MemoryError.
+    with pytest.raises(UserInputError, match=r"--subjects 1000000000000 needs about .* GiB "
+                                             r"of memory .* GiB is available"):
+        run_gallery_bench(10**12)
+
+
+def test_gallery_bench_checks_the_memory_available_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.gallery_bench, "available_memory_bytes", lambda: 100 * 2**20)
+    with pytest.raises(UserInputError, match=r"--subjects 100000 needs about 0\.5 GiB"):
+        run_gallery_bench(100_000)
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemFree:   100 kB\n"
+                       "MemAvailable:    2048 kB\n")
+    assert available_memory_bytes(str(meminfo)) == 2048 * 1024
 
 
 def test_runtime_bench_reports_every_figure() -> None:
