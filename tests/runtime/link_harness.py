@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -134,10 +135,12 @@ class RawPeer:
             return self.codec.decode(await self.channel.read_frame())
 
     async def wait_closed_by_server(self) -> None:
-        """The server closes this connection (EOF) within ``WAIT_S``."""
+        """The server closes this connection (EOF or reset) within ``WAIT_S``."""
         async with asyncio.timeout(WAIT_S):
-            while await self.reader.read(65536):
-                pass
+            # A connection closed before it was accepted may read as an error, not an EOF.
+            with contextlib.suppress(OSError):
+                while await self.reader.read(65536):
+                    pass
 
     async def close(self) -> None:
         await self.channel.close()
