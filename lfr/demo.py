@@ -13,6 +13,7 @@ from pathlib import Path
 
 from actors.unit.camera import CameraConfig
 from actors.unit.watchlist import save_watchlist
+from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import PhotoFaces
 from lfr.scan import ScanConfig, run_scan
@@ -27,9 +28,9 @@ def run_recognition_demo(demo_dir: Path = DEMO_DIR) -> int:
     clip = demo_dir / "short_hamilton_clip.mp4"
     photos = demo_dir / "watchlist_photos"
     if not clip.is_file() or not photos.is_dir():
-        raise UserInputError(f"{demo_dir}: the demo files are missing (see NOTICE)")
-    print("enrolling the sample watchlist:", ", ".join(sorted(p.name for p in photos.iterdir())),
-          file=sys.stderr)
+        raise UserInputError(f"{printable(demo_dir)}: the demo files are missing (see NOTICE)")
+    print("enrolling the sample watchlist:",
+          ", ".join(sorted(printable(p.name) for p in photos.iterdir())), file=sys.stderr)
     watchlist, report = build_watchlist(photos, PhotoFaces(), progress=False)
     for line in report.skipped:
         print(f"skipped: {line}", file=sys.stderr)

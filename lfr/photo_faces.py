@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.face_analysis import analyse_faces, wipe
+from guards.log_text import printable
 from guards.user_input import UserInputError
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
@@ -47,7 +48,8 @@ class PhotoFaces:
     def embed_single(self, path: Path) -> NDArray[np.float32]:
         """The unit-length embedding of the one usable face in ``path``.
 
-        Raises ``ImageLoadError`` (unreadable), ``NoUsableFace`` or ``SeveralFaces``.
+        Raises ``ImageLoadError`` (not a regular file, unreadable, not a JPEG, PNG or WebP),
+        ``NoUsableFace`` or ``SeveralFaces``; each names the photo, made printable.
         """
         image = load_rgb(path)
         analysis = analyse_faces(self.detector, image, self.config.quality)
@@ -56,10 +58,10 @@ class PhotoFaces:
                 detail = (f"{analysis.seen} face(s) found, all failed quality gates "
                           f"({', '.join(sorted({_gate(v) for v in analysis.rejected}))})"
                           if analysis.seen else "no face found")
-                raise NoUsableFace(f"{path}: {detail}")
+                raise NoUsableFace(f"{printable(path)}: {detail}")
             if len(analysis.usable) > 1:
-                raise SeveralFaces(f"{path}: {len(analysis.usable)} usable faces; an enrolment "
-                                   "or comparison photo must show exactly one person")
+                raise SeveralFaces(f"{printable(path)}: {len(analysis.usable)} usable faces; an "
+                                   "enrolment or comparison photo must show exactly one person")
             return self.embedder.embed(analysis.usable[0].aligned)
         finally:
             for face in analysis.usable:

@@ -1,4 +1,9 @@
-"""``lfr verify A B``: are two photos the same person?"""
+"""``lfr verify A B``: are two photos the same person?
+
+Exit codes (``runtime.exit_codes``): 0 with the similarity printed, 3 when a photo holds no
+single usable face, and an unreadable photo (missing, not a regular file, not a JPEG, PNG or
+WebP) raises ``ImageLoadError``, which the command line reports as bad input (2).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,7 @@ import numpy as np
 
 from actors.unit.watchlist import DEFAULT_THRESHOLD
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
-from models.image_io import ImageLoadError
-
-EXIT_NO_USABLE_FACE = 3
-EXIT_UNREADABLE = 2
+from runtime.exit_codes import ExitCode
 
 
 def verify(image_a: Path, image_b: Path, *, threshold: float = DEFAULT_THRESHOLD,
@@ -25,16 +27,13 @@ def verify(image_a: Path, image_b: Path, *, threshold: float = DEFAULT_THRESHOLD
         b = faces.embed_single(image_b)
     except (NoUsableFace, SeveralFaces) as exc:
         print(f"lfr verify: {exc}", file=sys.stderr)
-        return EXIT_NO_USABLE_FACE
-    except ImageLoadError as exc:
-        print(f"lfr verify: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+        return ExitCode.NO_USABLE_FACE
     similarity = float(np.dot(a, b))
     same = similarity >= threshold
     if as_json:
         print(json.dumps({"similarity": round(similarity, 4), "threshold": threshold,
-                          "same_person": same}))
+                          "same_person": same}, allow_nan=False))
     else:
         verdict = "same person" if same else "different people"
         print(f"similarity {similarity:.4f} (threshold {threshold:.2f}): {verdict}")
-    return 0
+    return ExitCode.OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actors.unit.watchlist import DEFAULT_THRESHOLD, load_watchlist
+from actors.unit.watchlist import (
+    ALLOW_UNUSUAL_FLAG,
+    DEFAULT_THRESHOLD,
+    Watchlist,
+    load_watchlist,
+    save_watchlist,
+)
 from lfr.cli import main
+from models.face_embedder import EMBEDDING_DIM
+from models.model_file import MOBILEFACENET
 from tests.lfr.conftest import PHOTOS
 
 
@@ -36,7 +45,7 @@ def test_watchlist_build_skips_photos_without_exactly_one_face(
     assert code == 0, err
     assert "kit_and_rose.jpg: 2 usable faces" in err
     assert "wall.png: no face found" in err
-    assert "notes.txt: not a JPEG or PNG file" in err
+    assert "notes.txt: not a JPEG, PNG or WebP file" in err
     assert "nobody: no usable photo; subject left out" in err
     watchlist = load_watchlist(out)
     assert watchlist.subjects == ("kit_harington",)
@@ -118,10 +127,84 @@ def test_calibrate_names_a_bad_csv_line(tmp_path: Path,
     assert "same must be 0 or 1" in err
 
 
+def _random_watchlist(path: Path, *, model_id: str = MOBILEFACENET.model_id,
+                      model_sha256: str = MOBILEFACENET.sha256, dimension: int = EMBEDDING_DIM,
+                      threshold: float = DEFAULT_THRESHOLD) -> Path:
+    """A valid watchlist file of two random subjects (no photos needed)."""
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((2, dimension))
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    save_watchlist(Watchlist(model_id, model_sha256, 0.0, ("a", "b"), rows,
+                             np.full(2, threshold, np.float32), (1, 1)), path)
+    return path
+
+
+def test_scan_accepts_a_valid_watchlist_up_to_the_source_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The baseline of the refusals below: a valid file of this model gets as far as the source.
+    path = _random_watchlist(tmp_path / "ok.watchlist")
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(path))
+    assert code == 2
+    assert "nothing.mp4: no such" in err  # refused for the source, not for the watchlist
+
+
 def test_scan_refuses_a_watchlist_of_another_model(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    bogus = tmp_path / "bogus.watchlist"
-    bogus.write_bytes(b"\x93\x01\x02\x03")
-    code, _, err = _run(capsys, "scan", "nothing.mp4", "--watchlist", str(bogus))
+    other = _random_watchlist(tmp_path / "other.watchlist", model_id="arcface-r100",
+                              model_sha256="ab" * 32)
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(other))
     assert code == 2
-    assert "bogus.watchlist" in err
+    assert "other.watchlist: watchlist was built with model arcface-r100" in err
+    assert f"this unit uses {MOBILEFACENET.model_id}" in err
+
+
+def test_scan_refuses_a_watchlist_of_another_model_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = _random_watchlist(tmp_path / "retrained.watchlist", model_sha256="cd" * 32)
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(other))
+    assert code == 2
+    assert "cd" * 32 in err
+
+
+def test_scan_refuses_embeddings_of_another_dimension_up_front(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The right model id and sha but 128-long rows: this used to scan for 47 s and exit 0.
+    wrong = _random_watchlist(tmp_path / "d128.watchlist", dimension=128)
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(wrong))
+    assert code == 2
+    assert f"embeddings have 128 dimensions, model {MOBILEFACENET.model_id} makes 192" in err
+
+
+def test_scan_refuses_a_corrupt_watchlist(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = _random_watchlist(tmp_path / "flipped.watchlist")
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x80
+    path.write_bytes(data)
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(path))
+    assert code == 2
+    assert "flipped.watchlist: watchlist is corrupt" in err
+
+
+def test_scan_refuses_a_watchlist_with_an_unusual_threshold(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _random_watchlist(tmp_path / "low.watchlist", threshold=0.01)
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(path))
+    assert code == 2
+    assert "outside the usual range" in err
+    assert ALLOW_UNUSUAL_FLAG in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_scan_refuses_a_watchlist_that_is_not_a_regular_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    path = tmp_path / "w.watchlist"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    code, _, err = _run(capsys, "scan", str(tmp_path / "nothing.mp4"), "--watchlist", str(path))
+    assert code == 2
+    assert "w.watchlist: is a" in err
