@@ -14,6 +14,7 @@ beat while it decodes the video in software.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,8 +35,12 @@ from models.face_quality import QualityConfig
 IN_FLIGHT_PER_WORKER = 2
 
 
-def bare_pipeline_seconds(source: Path, detector: FaceDetector,
-                          embedder: FaceEmbedder) -> tuple[float, int]:
+class BenchStopped(Exception):
+    """A phase was stopped part-way (its ``stop`` event was set by a signal)."""
+
+
+def bare_pipeline_seconds(source: Path, detector: FaceDetector, embedder: FaceEmbedder,
+                          stop: threading.Event) -> tuple[float, int]:
     """Seconds to take every frame of ``source`` through the steps, and the frame count."""
     quality = QualityConfig()
 
@@ -46,12 +51,12 @@ def bare_pipeline_seconds(source: Path, detector: FaceDetector,
             wipe(face.aligned)
         return len(analysis.usable)
 
-    return _decode_and_run(source, analyse, detector, embedder)
+    return _decode_and_run(source, analyse, detector, embedder, stop)
 
 
-def decode_and_models_seconds(source: Path, detector: FaceDetector, embedder: FaceEmbedder, *,
-                              frame_count: int, detector_invokes: int,
-                              faces: int) -> tuple[float, int]:
+def decode_and_models_seconds(source: Path, detector: FaceDetector, embedder: FaceEmbedder,
+                              stop: threading.Event, *, frame_count: int,
+                              detector_invokes: int, faces: int) -> tuple[float, int]:
     """Seconds to decode every frame of ``source`` (``frame_count`` of them) while the workers
     run, per frame, that frame's share of ``detector_invokes`` and ``faces`` model invokes and
     nothing else."""
@@ -68,7 +73,7 @@ def decode_and_models_seconds(source: Path, detector: FaceDetector, embedder: Fa
             embedder_interpreter.infer(_leave_input, _ignore_outputs)
 
     return _decode_and_run(source, lambda pixels, index: invokes_only(index), detector,
-                           embedder)
+                           embedder, stop)
 
 
 def _leave_input(tensor: NDArray[np.float32]) -> None:
@@ -80,9 +85,11 @@ def _ignore_outputs(outputs: list[NDArray[np.float32]]) -> None:
 
 
 def _decode_and_run(source: Path, work: Callable[[NDArray[np.uint8], int], object],
-                    detector: FaceDetector, embedder: FaceEmbedder) -> tuple[float, int]:
+                    detector: FaceDetector, embedder: FaceEmbedder,
+                    stop: threading.Event) -> tuple[float, int]:
     """Decode on the calling thread, ``work(pixels, index)`` on one warmed-up worker per core,
-    at most ``IN_FLIGHT_PER_WORKER`` frames each in flight: seconds taken and frames."""
+    at most ``IN_FLIGHT_PER_WORKER`` frames each in flight: seconds taken and frames. ``stop``
+    set (a signal) ends it after the frames in flight, raising ``BenchStopped``."""
     cores = os.cpu_count() or 1
 
     converter = RgbConverter()
@@ -95,6 +102,8 @@ def _decode_and_run(source: Path, work: Callable[[NDArray[np.uint8], int], objec
         started = time.perf_counter()
         with av.open(str(source)) as container:
             for decoded in container.decode(video=0):
+                if stop.is_set():
+                    raise BenchStopped
                 if len(pending) >= IN_FLIGHT_PER_WORKER * cores:
                     pending.popleft().result()
                 pending.append(pool.submit(work, converter.to_rgb(decoded), frames))

@@ -38,7 +38,7 @@ import numpy as np
 from actors.unit.camera import CameraConfig
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
-from bench.bare_pipeline import bare_pipeline_seconds, decode_and_models_seconds
+from bench.bare_pipeline import BenchStopped, bare_pipeline_seconds, decode_and_models_seconds
 from guards.user_input import UserInputError
 from lfr.scan import (
     ScanConfig,
@@ -49,7 +49,7 @@ from lfr.scan import (
 )
 from models.face_detector import FaceDetector
 from models.face_embedder import EMBEDDING_DIM, FaceEmbedder
-from runtime.node import event_loop_factory
+from runtime.node import run_interruptible
 from runtime.system import ActorSystem, SystemConfig
 
 RATIO_GUARD = 0.72
@@ -91,17 +91,22 @@ async def _pipeline_phase(source: Path, watchlist: Watchlist, detector: FaceDete
 
 
 def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmbedder,
-                         faces: int) -> tuple[float, int, int]:
+                         faces: int, stop: threading.Event) -> tuple[float, int, int]:
     """Sum of invoke times / cores for the same frames and the same number of faces."""
     frames: list[np.ndarray] = []
     with av.open(str(source)) as container:
-        frames.extend(f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+        for decoded in container.decode(video=0):
+            if stop.is_set():
+                raise BenchStopped
+            frames.append(decoded.to_ndarray(format="rgb24"))
     face = np.zeros((112, 112, 3), np.uint8)
     cores = os.cpu_count() or 1
     lock = threading.Lock()
     totals = {"invoke_s": 0.0, "detector_invokes": 0}
 
     def detect(frame: np.ndarray) -> None:
+        if stop.is_set():
+            return
         interpreter = detector.interpreter()  # this thread's: its invoke_s is the model work
         before = interpreter.invoke_s
         inputs = detector.prepare(frame)
@@ -112,6 +117,8 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
             totals["detector_invokes"] += len(inputs)
 
     def embed(_: int) -> None:
+        if stop.is_set():
+            return
         interpreter = embedder.interpreter()
         before = interpreter.invoke_s
         embedder.embed(face)
@@ -123,15 +130,20 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
                             initargs=(detector, embedder)) as pool:
         list(pool.map(detect, frames))
         list(pool.map(embed, range(faces)))
+    if stop.is_set():
+        raise BenchStopped
     return totals["invoke_s"] / cores, int(totals["detector_invokes"]), len(frames)
 
 
-async def _measure(source: Path, watchlist_path: Path | None, runs: int, *,
-                   bare: bool) -> dict[str, object]:
+async def _measure(stop: threading.Event, source: Path, watchlist_path: Path | None,
+                   runs: int, *, bare: bool) -> dict[str, object]:
     detector = FaceDetector()
     embedder = FaceEmbedder()
-    watchlist = (load_watchlist(watchlist_path) if watchlist_path is not None
-                 else _random_watchlist(embedder))
+    if watchlist_path is not None:
+        watchlist = load_watchlist(watchlist_path)
+        watchlist.check_model(embedder.model_id, embedder.model_sha256, str(watchlist_path))
+    else:
+        watchlist = _random_watchlist(embedder)
     fps_runs: list[float] = []
     bound_runs: list[float] = []
     bare_runs: list[float] = []
@@ -143,15 +155,15 @@ async def _measure(source: Path, watchlist_path: Path | None, runs: int, *,
         if not rss_mb:  # the node's peak: before the model-bound phase holds every frame
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         model_s, detector_invokes, model_frames = await asyncio.to_thread(
-            _model_bound_seconds, source, detector, embedder, stats.faces)
+            _model_bound_seconds, source, detector, embedder, stats.faces, stop)
         fps_runs.append(frames / elapsed)
         bound_runs.append(model_frames / model_s)
         if bare:
             bare_s, bare_frames = await asyncio.to_thread(bare_pipeline_seconds, source,
-                                                          detector, embedder)
+                                                          detector, embedder, stop)
             bare_runs.append(bare_frames / bare_s)
             floor_s, floor_frames = await asyncio.to_thread(functools.partial(
-                decode_and_models_seconds, source, detector, embedder, frame_count=frames,
+                decode_and_models_seconds, source, detector, embedder, stop, frame_count=frames,
                 detector_invokes=detector_invokes, faces=stats.faces))
             floor_runs.append(floor_frames / floor_s)
         latency = np.concatenate([latency, np.asarray(stats.latency_ms)])
@@ -195,5 +207,5 @@ def run_pipeline_bench(source: Path, watchlist: Path | None = None, runs: int = 
     check_source(CameraConfig(str(source)))
     if runs < 1:
         raise UserInputError(f"--runs must be >= 1, got {runs}")
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(_measure(source, watchlist, runs, bare=bare))
+    return run_interruptible(
+        lambda stop: _measure(stop, source, watchlist, runs, bare=bare))

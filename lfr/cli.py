@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from guards.log_text import printable
-from runtime.exit_codes import ExitCode
+from runtime.exit_codes import ExitCode, StoppedBySignal
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
@@ -209,8 +209,10 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     pipeline = benches.add_parser("pipeline", help="end-to-end fps vs model-bound fps")
     pipeline.add_argument("--source", required=True, help="video file")
     pipeline.add_argument("--watchlist", help="watchlist file (default: one random subject)")
-    pipeline.add_argument("--runs", type=int, default=3,
-                          help="runs of both phases; medians are reported (default 3)")
+    pipeline.add_argument("--runs", type=int, default=5,
+                          help="runs of both phases; medians are reported and the guard "
+                               "(median ratio >= 0.72, RSS <= 250 MB) applies to them "
+                               "(default 5)")
     pipeline.add_argument("--bare", action="store_true",
                           help="also time the same steps with no actor runtime (bare_ratio)")
     pipeline.add_argument("--json", action="store_true", help="print one JSON object")
@@ -247,12 +249,9 @@ def _is_number(token: str) -> bool:
     return True
 
 
-class _Terminated(BaseException):
-    """SIGTERM during a command that runs no node (a node handles its signals itself)."""
-
-
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
+    """SIGTERM during a command that runs no event loop (a node handles its signals itself)."""
+    raise StoppedBySignal(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,9 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lfr {args.command}: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
-    except _Terminated:
-        print(f"lfr {args.command}: terminated", file=sys.stderr)
-        return ExitCode.TERMINATED
+    except StoppedBySignal as stopped:
+        print(f"lfr {args.command}: stopped by {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except Exception:
         # The supervision boundary of a command: anything else is our bug, never the user's
         # mistake. Its traceback goes to the log and the exit code says "internal error".

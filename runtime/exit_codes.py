@@ -36,3 +36,14 @@ class ExitCode(enum.IntEnum):
 def for_signal(signum: int) -> ExitCode:
     """The exit code of a process stopped by signal ``signum`` (SIGINT or SIGTERM)."""
     return ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+
+
+class StoppedBySignal(BaseException):
+    """Raised out of a command that SIGINT or SIGTERM stopped; the command line turns it into
+    ``exit_code`` after the command has printed what it did. A ``BaseException``, like
+    ``KeyboardInterrupt``, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = for_signal(signum)
+        super().__init__(signal.Signals(signum).name)

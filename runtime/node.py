@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from guards.log_text import printable
 from guards.user_input import UserInputError
-from runtime.exit_codes import ExitCode, for_signal
+from runtime.exit_codes import ExitCode, StoppedBySignal, for_signal
 from runtime.system import ActorSystem, SystemConfig
 
 log = logging.getLogger("lfr.runtime")
 
 Main = Callable[[ActorSystem], Coroutine[Any, Any, int | None]]
+T = TypeVar("T")
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -42,6 +44,43 @@ def run(main: Main, config: SystemConfig | None = None, *, use_uvloop: bool = Tr
     factory = event_loop_factory() if use_uvloop else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(run_node(main, config or SystemConfig()))
+
+
+def run_interruptible(main: Callable[[threading.Event], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main(stop)`` on a fresh event loop; SIGINT/SIGTERM set ``stop`` and cancel it.
+
+    For commands that run no actor system (benchmarks): their worker threads check ``stop``
+    between frames, so the loop's executor shuts down at once. Raises ``StoppedBySignal`` when
+    a signal ended ``main``.
+    """
+    stop = threading.Event()
+    received: list[signal.Signals] = []
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(sig: signal.Signals) -> None:
+            received.append(sig)
+            stop.set()
+            task.cancel()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await main(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        try:
+            return runner.run(guarded())
+        except asyncio.CancelledError:
+            if received:
+                raise StoppedBySignal(received[0]) from None
+            raise
 
 
 async def run_node(main: Main, config: SystemConfig) -> int:
