@@ -58,7 +58,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from runtime.node import run
 
     config = ScanConfig(CameraConfig(args.source, camera_id=args.camera_id, paced=args.paced),
-                        Path(args.watchlist), threshold=args.threshold)
+                        Path(args.watchlist), threshold=args.threshold,
+                        allow_unusual_thresholds=args.allow_unusual_thresholds)
     watchlist = check_scan_inputs(config)  # bad input fails here, before the node starts
     return run(lambda system: run_scan(system, config, watchlist, summary_json=args.jsonl))
 
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--paced", action="store_true",
                       help="files: replay at the frame rate (live) instead of as fast as possible")
     scan.add_argument("--camera-id", default="cam0", help="camera name in alerts (cam0)")
+    scan.add_argument("--allow-unusual-thresholds", action="store_true",
+                      help="accept thresholds outside 0.45-0.80 (see docs/THRESHOLDS.md); the "
+                           "summary names them")
     scan.set_defaults(func=_cmd_scan)
 
     verify = commands.add_parser("verify", help="similarity of the faces in two photos")

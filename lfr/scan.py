@@ -36,7 +36,12 @@ from actors.unit.camera import LIVE_PREFIXES, Camera, CameraConfig, CameraProgre
 from actors.unit.detector import Detector, DetectorConfig, StreamEnded
 from actors.unit.match_alert import MatchAlert
 from actors.unit.matcher import Matcher, MatcherConfig, MatcherOutput
-from actors.unit.watchlist import Watchlist, load_watchlist
+from actors.unit.watchlist import (
+    USUAL_THRESHOLDS,
+    Watchlist,
+    check_usual_thresholds,
+    load_watchlist,
+)
 from guards.files import open_regular_file
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -63,6 +68,9 @@ class ScanConfig:
     """The watchlist file."""
     threshold: float | None = None
     """Overrides every subject's threshold when set."""
+    allow_unusual_thresholds: bool = False
+    """Accept thresholds outside ``USUAL_THRESHOLDS`` (in the watchlist or ``threshold``); the
+    summary then names them."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     """Detector actor settings."""
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
@@ -85,6 +93,9 @@ class ScanSummary:
     """Wall-clock duration of the scan."""
     failure: str | None = None
     """Why the scan did not complete (source failure, output failure, interruption)."""
+    unusual_thresholds: tuple[str, ...] = ()
+    """Thresholds outside the usual range that were in use ("subject (0.300)"), allowed by
+    ``--allow-unusual-thresholds``."""
 
     @property
     def fps(self) -> float:
@@ -227,16 +238,35 @@ def check_source(camera: CameraConfig) -> None:
 def check_scan_inputs(config: ScanConfig) -> Watchlist:
     """Load the watchlist and check the inputs of a scan; ``UserInputError`` names what is
     wrong."""
-    watchlist = load_watchlist(config.watchlist)
+    watchlist = load_watchlist(config.watchlist,
+                               allow_unusual_thresholds=config.allow_unusual_thresholds)
     watchlist.check_model(MOBILEFACENET.model_id, MOBILEFACENET.sha256, str(config.watchlist))
+    unusual_thresholds(config, watchlist)
     check_source(config.camera)
     return watchlist
+
+
+def unusual_thresholds(config: ScanConfig, watchlist: Watchlist) -> tuple[str, ...]:
+    """The thresholds outside the usual range this scan would use, as "subject (0.300)";
+    ``ThresholdError`` unless ``config.allow_unusual_thresholds``."""
+    if config.threshold is not None:
+        named = [("--threshold", config.threshold)]
+    else:
+        named = list(zip(watchlist.subjects, (float(t) for t in watchlist.thresholds),
+                         strict=True))
+    unusual = check_usual_thresholds(named, printable(config.watchlist),
+                                     allow_unusual=config.allow_unusual_thresholds)
+    return tuple(f"{printable(name, max_chars=64)} ({value:.3f})" for name, value in unusual)
 
 
 async def run_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist, *,
                    summary_json: bool) -> int:
     """The body of ``lfr scan`` for a checked watchlist: returns the exit code."""
     started = time.monotonic()
+    unusual = unusual_thresholds(config, watchlist)
+    if unusual:
+        log.warning("scanning with thresholds outside the usual range %s: %s",
+                    USUAL_THRESHOLDS, ", ".join(unusual))
     pipeline: ScanPipeline | None = None
     try:
         detector = await system.blocking.run(FaceDetector)
@@ -249,27 +279,28 @@ async def run_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist
         await pipeline.finished
     except AlertOutputFailed as exc:
         _silence_broken_stdout()
-        print_summary(summarise(pipeline, started, str(exc)), as_json=summary_json)
+        print_summary(summarise(pipeline, started, str(exc), unusual), as_json=summary_json)
         return ExitCode.OUTPUT_FAILED
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: report what was done, then stop
-        print_summary(summarise(pipeline, started, "interrupted"), as_json=summary_json)
+        print_summary(summarise(pipeline, started, "interrupted", unusual),
+                      as_json=summary_json)
         raise
-    summary = summarise(pipeline, started, pipeline.camera.failure)
+    summary = summarise(pipeline, started, pipeline.camera.failure, unusual)
     print_summary(summary, as_json=summary_json)
     return ExitCode.OK if summary.failure is None else ExitCode.BAD_INPUT
 
 
-def summarise(pipeline: ScanPipeline | None, started: float,
-              failure: str | None) -> ScanSummary:
+def summarise(pipeline: ScanPipeline | None, started: float, failure: str | None,
+              unusual: tuple[str, ...] = ()) -> ScanSummary:
     """The summary of a scan so far (``pipeline`` None: it never started)."""
     seconds = time.monotonic() - started
     if pipeline is None:
-        return ScanSummary(0, 0, 0, 0, seconds, failure)
+        return ScanSummary(0, 0, 0, 0, seconds, failure, unusual)
     detector = pipeline.detector
     return ScanSummary(pipeline.camera.delivered,
                        detector.faces_seen if detector is not None else 0,
                        detector.faces_rejected if detector is not None else 0,
-                       pipeline.alerts.written, seconds, failure)
+                       pipeline.alerts.written, seconds, failure, unusual)
 
 
 def _silence_broken_stdout() -> None:
@@ -286,12 +317,18 @@ def print_summary(summary: ScanSummary, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"frames": summary.frames, "faces_seen": summary.faces_seen,
                           "faces_rejected": summary.faces_rejected, "alerts": summary.alerts,
-                          "fps": round(summary.fps, 2), "failure": summary.failure}),
+                          "fps": round(summary.fps, 2), "failure": summary.failure,
+                          "unusual_thresholds": list(summary.unusual_thresholds)}),
               file=sys.stderr, flush=True)
         return
     print(f"scanned {summary.frames} frames in {summary.seconds:.1f} s "
           f"({summary.fps:.1f} fps): {summary.faces_seen} faces seen, "
           f"{summary.faces_rejected} rejected by quality gates, {summary.alerts} alerts",
           file=sys.stderr, flush=True)
+    if summary.unusual_thresholds:
+        low, high = USUAL_THRESHOLDS
+        print(f"thresholds outside the usual range [{low}, {high}] were used (allowed by "
+              f"--allow-unusual-thresholds): {', '.join(summary.unusual_thresholds)}",
+              file=sys.stderr, flush=True)
     if summary.failure is not None:
         print(f"scan incomplete: {summary.failure}", file=sys.stderr, flush=True)

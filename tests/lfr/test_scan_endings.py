@@ -128,3 +128,17 @@ def test_a_camera_id_cannot_forge_a_log_line(clip_watchlist: tuple[object, Path]
     assert result.returncode == 2
     assert "camera_id holds control characters" in result.stderr
     assert not any(line.startswith("CRITICAL fake") for line in result.stderr.splitlines())
+
+
+def test_an_unusual_threshold_needs_the_flag_and_is_named_in_the_summary(
+        clip_watchlist: tuple[object, Path], tmp_path: Path) -> None:
+    video = tmp_path / "x.mp4"
+    video.write_bytes(b"no\n")  # the scan itself ends at once: this is about its inputs
+    refused = lfr("scan", str(video), "--watchlist", str(clip_watchlist[1]), "--threshold",
+                  "0.3", timeout_s=30)
+    assert refused.returncode == 2
+    assert "outside the usual range" in refused.stderr
+    assert "--allow-unusual-thresholds" in refused.stderr
+    allowed = lfr("scan", str(video), "--watchlist", str(clip_watchlist[1]), "--threshold",
+                  "0.3", "--allow-unusual-thresholds", "--jsonl", timeout_s=30)
+    assert summary_of(allowed.stderr)["unusual_thresholds"] == ["--threshold (0.300)"]
