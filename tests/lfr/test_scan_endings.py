@@ -7,24 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from tests.lfr.conftest import CLIP, REPO_ROOT
-
-LFR = [sys.executable, "-m", "lfr"]
-ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-
-
-def lfr(*args: str, timeout_s: float = 120,
-        stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-    """Run ``lfr ARGS`` to its end (a hang fails the test at ``timeout_s``)."""
-    return subprocess.run([*LFR, *args], env=ENV, stdout=stdout, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout_s, check=False)
+from tests.lfr.cli_process import lfr, stop_with_signal
+from tests.lfr.conftest import CLIP
 
 
 def summary_of(stderr: str) -> dict[str, object]:
@@ -97,29 +87,21 @@ def test_alerts_that_cannot_be_written_fail_the_scan(clip_watchlist: tuple[objec
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_scan_within_2_s_with_a_summary(
         clip_watchlist: tuple[object, Path], sig: signal.Signals, code: int) -> None:
-    # Paced: the scan would take 10 s; it is stopped once frames flow.
-    proc = subprocess.Popen([*LFR, "-v", "scan", str(CLIP), "--watchlist",
-                             str(clip_watchlist[1]), "--paced", "--jsonl"],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # wait until the pipeline runs
+    def frames_flow(stderr: IO[str]) -> None:
+        for line in stderr:
             if "scanning" in line:
                 break
         time.sleep(1.0)
-        sent = time.monotonic()
-        proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=30)
-        stopped_s = time.monotonic() - sent
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == code, stderr[-2000:]
-    assert stopped_s < 2.0, f"took {stopped_s:.2f} s to stop"
-    summary = summary_of(stderr)
+
+    # Paced: the scan would take 10 s; it is stopped once frames flow.
+    stopped = stop_with_signal(["-v", "scan", str(CLIP), "--watchlist", str(clip_watchlist[1]),
+                                "--paced", "--jsonl"], sig, frames_flow)
+    assert stopped.returncode == code, stopped.stderr[-2000:]
+    assert stopped.stopped_s < 2.0, f"took {stopped.stopped_s:.2f} s to stop"
+    summary = summary_of(stopped.stderr)
     assert summary["failure"] == "interrupted"
     assert int(str(summary["frames"])) > 0
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stopped.stderr
 
 
 def test_a_camera_id_cannot_forge_a_log_line(clip_watchlist: tuple[object, Path]) -> None:

@@ -3,17 +3,14 @@ traceback (scan has its own, stricter tests in test_scan_endings.py)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.lfr.conftest import CLIP, REPO_ROOT
+from tests.lfr.cli_process import stop_with_signal
+from tests.lfr.conftest import CLIP
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 COMMANDS = {
     "demo": (["demo"], 5.0),
     "bench-pipeline": (["bench", "pipeline", "--source", str(CLIP), "--runs", "5", "--bare"],
@@ -31,18 +28,7 @@ the signal: well inside its run time here (demo 10 s, the benches 7 s and more).
 def test_a_signal_stops_the_command_within_2_s(shared_data: object, command: str,
                                                sig: signal.Signals, code: int) -> None:
     args, started_s = COMMANDS[command]
-    proc = subprocess.Popen([sys.executable, "-m", "lfr", *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(started_s)
-        assert proc.poll() is None, f"{command} ended before the signal"
-        sent = time.monotonic()
-        proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=60)
-        stopped_s = time.monotonic() - sent
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == code, stderr[-2000:]
-    assert stopped_s < 2.0, f"{command} took {stopped_s:.2f} s to stop"
-    assert "Traceback" not in stderr, stderr[-3000:]
+    stopped = stop_with_signal(args, sig, lambda _: time.sleep(started_s))
+    assert stopped.returncode == code, stopped.stderr[-2000:]
+    assert stopped.stopped_s < 2.0, f"{command} took {stopped.stopped_s:.2f} s to stop"
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
