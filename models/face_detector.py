@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from guards.config_checks import require_at_least, require_between
 from models.blazeface import FULL_RANGE, NUM_COORDS, BlazeFaceVariant, decode_raw_outputs
 from models.detection import FaceDetection
 from models.interpreter import (
     InterpreterConfig,
     PerThreadModel,
+    require_edgetpu_variant,
     verify_model,
 )
 from models.letterbox import FramePyramid, Letterbox, letterbox_region
@@ -69,6 +71,14 @@ class FaceDetectorConfig:
     edgetpu_model: ModelFile | None = None
     """The Edge TPU compiled variant (``*_edgetpu.tflite``) used when
     ``interpreter.use_edgetpu`` is set."""
+
+    def __post_init__(self) -> None:
+        if self.min_score is not None:
+            require_between("FaceDetectorConfig.min_score", self.min_score, 0.0, 1.0)
+        require_between("FaceDetectorConfig.nms_iou_threshold", self.nms_iou_threshold, 0.0, 1.0)
+        if self.max_faces is not None:
+            require_at_least("FaceDetectorConfig.max_faces", self.max_faces, 1)
+        require_edgetpu_variant("FaceDetectorConfig.edgetpu_model", self.edgetpu_model)
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,8 +26,14 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from guards.config_checks import ConfigError
 from models.face_alignment import ALIGNED_SIZE
-from models.interpreter import InterpreterConfig, PerThreadModel, verify_model
+from models.interpreter import (
+    InterpreterConfig,
+    PerThreadModel,
+    require_edgetpu_variant,
+    verify_model,
+)
 from models.model_file import MOBILEFACENET, ModelFile
 
 __all__ = ["EMBEDDING_DIM", "FaceEmbedder", "FaceEmbedderConfig", "cosine_similarity"]
@@ -54,6 +60,14 @@ class FaceEmbedderConfig:
 
     edgetpu_model: ModelFile | None = None
     """The Edge TPU compiled variant used when ``interpreter.use_edgetpu`` is set."""
+
+    def __post_init__(self) -> None:
+        wanted = (_BATCH, ALIGNED_SIZE, ALIGNED_SIZE, 3)
+        for name, model in (("model", self.model), ("edgetpu_model", self.edgetpu_model)):
+            if model is not None and model.input_shape != wanted:
+                raise ConfigError(f"FaceEmbedderConfig.{name} must take input {wanted}, "
+                                  f"{model.model_id} takes {model.input_shape}")
+        require_edgetpu_variant("FaceEmbedderConfig.edgetpu_model", self.edgetpu_model)
 
 
 def _fill_batch(faces: Sequence[NDArray[np.uint8]], batch: NDArray[np.float32], *,

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from guards.config_checks import require_between, require_non_negative
 from models.detection import FaceDetection, FaceKeypoint
 
 __all__ = [
@@ -57,6 +58,12 @@ class QualityConfig:
     """Least variance of the Laplacian of the aligned face (grey, 0..255, centre 80x80 px).
     The shared test photos score 190-1800; a 720p face blurred with a Gaussian of radius 2 px
     scores ~70, radius 4 px ~11, a face 9 px between the eyes ~22."""
+
+    def __post_init__(self) -> None:
+        require_between("QualityConfig.min_detector_score", self.min_detector_score, 0.0, 1.0)
+        require_non_negative("QualityConfig.min_eye_distance_px", self.min_eye_distance_px)
+        require_between("QualityConfig.max_abs_yaw_deg", self.max_abs_yaw_deg, 0.0, 90.0)
+        require_non_negative("QualityConfig.min_sharpness", self.min_sharpness)
 
 
 class QualityGate(Enum):

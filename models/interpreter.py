@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from guards.config_checks import ConfigError, require_at_least, require_text
 from models.model_file import ModelFile, load_model_bytes
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "PerThreadModel",
     "VerifiedModel",
     "backend_name",
+    "require_edgetpu_variant",
     "verify_model",
 ]
 
@@ -75,8 +77,17 @@ class InterpreterConfig:
     """Which Edge TPU to use (``"usb"``, ``"pci"``, ``"usb:0"``...); None: the first found."""
 
     def __post_init__(self) -> None:
-        if self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        require_at_least("InterpreterConfig.num_threads", self.num_threads, 1)
+        require_text("InterpreterConfig.edgetpu_library", self.edgetpu_library)
+        if self.edgetpu_device is not None:
+            require_text("InterpreterConfig.edgetpu_device", self.edgetpu_device)
+
+
+def require_edgetpu_variant(name: str, model: ModelFile | None) -> None:
+    """``model`` is None or an Edge TPU compiled file (``*_edgetpu.tflite``)."""
+    if model is not None and not model.is_edgetpu:
+        raise ConfigError(f"{name} must be an Edge TPU compiled model (*_edgetpu.tflite), "
+                          f"got {model.file_name!r}")
 
 
 def _import_backend() -> tuple[Any, Any, str]:

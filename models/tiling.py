@@ -30,6 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from guards.config_checks import (
+    ConfigError,
+    require_between,
+    require_non_negative,
+    require_positive,
+)
+
 __all__ = ["Tile", "TilingConfig", "axis_starts", "plan_tiles", "tiles_hold_every_face"]
 
 
@@ -65,18 +72,16 @@ class TilingConfig:
     near the limit are seen by both passes."""
 
     def __post_init__(self) -> None:
-        if self.min_face_px <= 0:
-            raise ValueError(f"min_face_px must be > 0, got {self.min_face_px}")
-        if not 0.0 < self.model_min_face < 0.5:
-            raise ValueError(f"model_min_face must be in (0, 0.5), got {self.model_min_face}")
-        if self.level_ratio <= 1.0:
-            raise ValueError(f"level_ratio must be > 1, got {self.level_ratio}")
-        if not 0.0 <= self.edge_margin < 0.25:
-            raise ValueError(f"edge_margin must be in [0, 0.25), got {self.edge_margin}")
-        if not 0.0 <= self.coarse_min_face <= self.model_min_face:
-            raise ValueError(
-                f"coarse_min_face must be in [0, model_min_face], got {self.coarse_min_face}"
-            )
+        require_positive("TilingConfig.min_face_px", self.min_face_px)
+        require_between("TilingConfig.model_min_face", self.model_min_face, 0.0, 0.5,
+                        inclusive=False)
+        if not (math.isfinite(self.level_ratio) and self.level_ratio > 1.0):
+            raise ConfigError(f"TilingConfig.level_ratio must be > 1, got {self.level_ratio!r}")
+        require_non_negative("TilingConfig.edge_margin", self.edge_margin)
+        if self.edge_margin >= 0.25:
+            raise ConfigError(f"TilingConfig.edge_margin must be < 0.25, got {self.edge_margin!r}")
+        require_between("TilingConfig.coarse_min_face (at most model_min_face)",
+                        self.coarse_min_face, 0.0, self.model_min_face)
 
     @property
     def finest_tile(self) -> int:

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from actors.unit.camera import CameraOutput, EndOfStream, Frame
 from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, FaceFinder, analyse_faces
+from guards.config_checks import require_at_least
 from models.face_quality import QualityConfig
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
@@ -71,7 +72,10 @@ class DetectorConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     """Quality gates applied before any embedding."""
     in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
-    """Frames analysed concurrently on the worker pool."""
+    """Frames analysed concurrently on the worker pool (or analysed and not yet passed on)."""
+
+    def __post_init__(self) -> None:
+        require_at_least("DetectorConfig.in_flight", self.in_flight, 1)
 
 
 class Detector(Actor[CameraOutput | ResultsReady]):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from guards.config_checks import require_at_least, require_between, require_positive
+
 Box = tuple[float, float, float, float]
 """x0, y0, x1, y1 in frame pixels."""
 
@@ -31,6 +33,14 @@ class TrackerConfig:
     """A track not seen for this long (s of stream time) ends."""
     history: int = 5
     """How many recent per-frame outcomes a track keeps (the M of N-of-M fusion)."""
+
+    def __post_init__(self) -> None:
+        # 0 would let every face join every track (any overlap or similarity qualifies).
+        for name, value in (("min_iou", self.min_iou), ("min_similarity", self.min_similarity)):
+            require_positive(f"TrackerConfig.{name}", value)
+            require_between(f"TrackerConfig.{name}", value, 0.0, 1.0)
+        require_positive("TrackerConfig.max_age_s", self.max_age_s)
+        require_at_least("TrackerConfig.history", self.history, 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from guards.config_checks import ConfigError
 from models.blazeface import SHORT_RANGE
 from models.detection import FaceDetection
 from models.face_detector import DetectorInput, FaceDetector, FaceDetectorConfig, RawDetectorOutput
 from models.image_io import load_rgb
+from models.model_file import BLAZEFACE_FULL_RANGE
 from models.tiling import TilingConfig
 
 
@@ -127,3 +132,14 @@ def test_short_range_variant_and_max_faces(group_photo: np.ndarray) -> None:
     one = FaceDetector(FaceDetectorConfig(max_faces=1))
     (best,) = one.detect(group_photo)
     assert best.score >= 0.9
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("min_score", 1.2), ("min_score", math.nan),
+    ("nms_iou_threshold", -0.1), ("nms_iou_threshold", 1.1),
+    ("max_faces", 0), ("max_faces", 1.5),
+    ("edgetpu_model", BLAZEFACE_FULL_RANGE),  # a CPU model where the Edge TPU one belongs
+])
+def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"FaceDetectorConfig\.{name}\b"):
+        replace(FaceDetectorConfig(), **{name: value})

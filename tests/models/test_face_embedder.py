@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import pytest
 
+from guards.config_checks import ConfigError
 from models.face_embedder import EMBEDDING_DIM, FaceEmbedder, FaceEmbedderConfig
-from models.model_file import MOBILEFACENET
+from models.model_file import BLAZEFACE_FULL_RANGE, MOBILEFACENET
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,14 @@ def test_wrong_face_shape_is_refused(embedder: FaceEmbedder) -> None:
         embedder.embed(np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(ValueError, match="112x112x3 uint8"):
         embedder.embed(np.zeros((112, 112, 3), np.float32))
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("model", BLAZEFACE_FULL_RANGE, "must take input"),  # not an embedder
+    ("edgetpu_model", MOBILEFACENET, "Edge TPU compiled"),  # a CPU model
+    ("edgetpu_model", replace(BLAZEFACE_FULL_RANGE, file_name="x_edgetpu.tflite"),
+     "must take input"),
+])
+def test_a_bad_model_is_refused_naming_its_field(name: str, value: Any, says: str) -> None:
+    with pytest.raises(ConfigError, match=rf"FaceEmbedderConfig\.{name}\b.*{says}"):
+        replace(FaceEmbedderConfig(), **{name: value})

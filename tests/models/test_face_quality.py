@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from guards.config_checks import ConfigError
 from models.detection import FaceDetection, FaceKeypoint
 from models.face_quality import (
     QualityConfig,
@@ -88,3 +91,14 @@ def test_blur_gate_is_skipped_without_a_crop_and_thresholds_are_configurable() -
     verdict = assess_quality(det, None)
     assert math.isnan(verdict.sharpness)
     assert assess_quality(det, None, QualityConfig(max_abs_yaw_deg=89.0)).passed
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("min_detector_score", 1.5), ("min_detector_score", -0.1), ("min_detector_score", math.nan),
+    ("min_eye_distance_px", -1.0), ("min_eye_distance_px", math.inf),
+    ("max_abs_yaw_deg", 120.0), ("max_abs_yaw_deg", -5.0),
+    ("min_sharpness", -1.0), ("min_sharpness", math.nan),
+])
+def test_a_bad_threshold_is_refused_naming_its_field(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"QualityConfig\.{name}\b"):
+        replace(QualityConfig(), **{name: value})

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ctypes.util
 import threading
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from guards.config_checks import ConfigError
 from models.face_detector import FaceDetector, FaceDetectorConfig
 from models.interpreter import (
     EdgeTpuUnavailable,
@@ -58,9 +60,14 @@ def test_edgetpu_requested_without_an_edgetpu_model_is_refused() -> None:
         verify_model(BLAZEFACE_FULL_RANGE, config, edgetpu_model=BLAZEFACE_SHORT_RANGE)
 
 
-def test_num_threads_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="num_threads"):
-        InterpreterConfig(num_threads=0)
+@pytest.mark.parametrize(("name", "value"), [
+    ("num_threads", 0), ("num_threads", 1.5),
+    ("edgetpu_library", ""), ("edgetpu_library", "libedgetpu.so.1\n"),
+    ("edgetpu_device", ""),
+])
+def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"InterpreterConfig\.{name}\b"):
+        replace(InterpreterConfig(), **{name: value})
 
 
 def run(interpreter: ModelInterpreter, x: np.ndarray) -> list[np.ndarray]:

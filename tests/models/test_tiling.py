@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guards.config_checks import ConfigError
 from models.tiling import Tile, TilingConfig, axis_starts, plan_tiles, tiles_hold_every_face
 
 DEFAULT = TilingConfig()
@@ -86,11 +90,16 @@ def test_inner_edges_are_marked_and_frame_edges_are_not() -> None:
     np.testing.assert_array_equal(first.crosses_inner_edge(boxes, 10.0), [False, True])
 
 
-def test_invalid_configs_are_refused() -> None:
-    with pytest.raises(ValueError, match="min_face_px"):
-        TilingConfig(min_face_px=0)
-    with pytest.raises(ValueError, match="level_ratio"):
-        TilingConfig(level_ratio=1.0)
+@pytest.mark.parametrize(("name", "value"), [
+    ("min_face_px", 0.0), ("min_face_px", math.nan),
+    ("model_min_face", 0.0), ("model_min_face", 0.5),
+    ("level_ratio", 1.0), ("level_ratio", math.inf),
+    ("edge_margin", -0.01), ("edge_margin", 0.25),
+    ("coarse_min_face", -0.01), ("coarse_min_face", 0.08),  # above model_min_face (0.075)
+])
+def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"TilingConfig\.{name}\b"):
+        replace(TilingConfig(), **{name: value})
 
 
 def test_the_whole_frame_pass_is_skipped_only_when_tiles_hold_every_face() -> None:

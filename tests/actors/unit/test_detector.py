@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ from actors.unit.detector import (
     StreamEnded,
 )
 from actors.unit.face_analysis import FaceCandidate
+from guards.config_checks import ConfigError
 from models.detection import FaceDetection
 from models.face_quality import QualityVerdict
 from runtime.actor import Actor
@@ -272,3 +273,9 @@ async def test_a_failed_analysis_fails_the_detector_and_its_supervisor_restarts_
 def test_in_process_messages_cannot_be_encoded(message: object) -> None:
     with pytest.raises(EncodeError, match="not a registered message"):
         Codec().encode(message)
+
+
+@pytest.mark.parametrize("in_flight", [0, -1, 1.5])
+def test_in_flight_must_be_a_positive_integer(in_flight: Any) -> None:
+    with pytest.raises(ConfigError, match=r"DetectorConfig\.in_flight\b"):
+        DetectorConfig(in_flight=in_flight)

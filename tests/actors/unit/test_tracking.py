@@ -6,6 +6,10 @@ array object itself, so any reference still held elsewhere sees zeros) and dropp
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,6 +17,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from actors.unit.tracking import Box, FrameOutcome, Tracker, TrackerConfig, iou
+from guards.config_checks import ConfigError
 from tests.actors.support import toward, unit_rows
 
 D = 32
@@ -230,3 +235,14 @@ def test_outcome_history_is_bounded_by_the_config() -> None:
     for i in range(10):
         track.outcomes.append(FrameOutcome(None, i / 10))
     assert [o.score for o in track.outcomes] == [0.6, 0.7, 0.8, 0.9]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("min_iou", 0.0), ("min_iou", 1.5), ("min_iou", math.nan),
+    ("min_similarity", -0.2), ("min_similarity", 2.0),
+    ("max_age_s", 0.0), ("max_age_s", -1.0), ("max_age_s", math.inf),
+    ("history", 0), ("history", 2.5),
+])
+def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"TrackerConfig\.{name}\b"):
+        replace(TrackerConfig(), **{name: value})
