@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.unit.tracking import FrameOutcome, Track
+from guards.config_checks import ConfigError, require_at_least, require_between
 
 MAX_APPEARANCE_GAP_S = 5.0
 
@@ -29,11 +30,13 @@ class AlertPolicyConfig:
     appearance and does not alert again; at most ``MAX_APPEARANCE_GAP_S``."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_hits <= self.window:
-            raise ValueError(f"need 1 <= min_hits <= window, got {self.min_hits} of {self.window}")
-        if not 0 <= self.appearance_gap_s <= MAX_APPEARANCE_GAP_S:
-            raise ValueError(f"appearance_gap_s must be within 0..{MAX_APPEARANCE_GAP_S} s, "
-                             f"got {self.appearance_gap_s}")
+        require_at_least("AlertPolicyConfig.window", self.window, 1)
+        require_at_least("AlertPolicyConfig.min_hits", self.min_hits, 1)
+        if self.min_hits > self.window:
+            raise ConfigError(f"AlertPolicyConfig.min_hits ({self.min_hits}) cannot exceed "
+                              f"AlertPolicyConfig.window ({self.window})")
+        require_between("AlertPolicyConfig.appearance_gap_s", self.appearance_gap_s, 0.0,
+                        MAX_APPEARANCE_GAP_S)
 
 
 class AlertPolicy:

@@ -31,6 +31,7 @@ from actors.unit.face_analysis import FaceCandidate, wipe
 from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
+from guards.config_checks import ConfigError, require_at_least, require_text
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
@@ -56,9 +57,13 @@ class MatcherConfig:
     """This unit's name, part of every alert id."""
 
     def __post_init__(self) -> None:
+        require_at_least("MatcherConfig.in_flight", self.in_flight, 1)
+        require_text("MatcherConfig.unit_id", self.unit_id)
         if self.alerts.window > self.tracking.history:
-            raise ValueError(f"the alert window ({self.alerts.window} frames) cannot exceed "
-                             f"the outcomes a track keeps ({self.tracking.history})")
+            raise ConfigError(
+                f"MatcherConfig.alerts.window ({self.alerts.window} frames) cannot exceed "
+                f"the outcomes a track keeps, MatcherConfig.tracking.history "
+                f"({self.tracking.history})")
 
 
 @dataclass(frozen=True, slots=True)
