@@ -3,11 +3,18 @@
 Reads a CSV of ``a,b,same`` (paths relative to ``--root``; same = 1 or 0), embeds every image
 once, scores every pair and reports the ROC AUC, the threshold that keeps the false match rate
 at or below a target, and the rates at the shipped default threshold.
+
+Input is checked before the models load: the CSV is read as a regular file of bounded size,
+strict UTF-8 without NUL bytes, with fields of path length; any fault names the file and line.
+A figure that cannot be computed (no different pairs: no false match rate) is ``None`` (JSON
+``null``), never NaN; a run in which every pair was skipped is an error, not a report.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +23,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.watchlist import DEFAULT_THRESHOLD
+from guards.files import check_output_target, read_user_file
+from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
 from models.image_io import ImageLoadError
 
 MAX_PAIRS = 1_000_000
+MAX_CSV_BYTES = 128 * 1024 * 1024
+"""Largest pairs CSV read (a million pairs of two 60-character paths is about 120 MB)."""
+MAX_FIELD_CHARS = 4096
+"""Longest CSV field: a path longer than PATH_MAX (4096 on Linux) names no file."""
+MAX_LINE_CHARS = 4 * MAX_FIELD_CHARS
+"""Longest line: checked before parsing, so csv's own field limit never reports a line."""
+
+
+class CalibrationError(UserInputError):
+    """Unusable calibration input (CSV, --root, --target-fmr) or a run with nothing scored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +55,71 @@ class Pair:
 
 
 def read_pairs(csv_path: Path) -> list[Pair]:
-    """Parse the pairs CSV; ``ValueError`` names the line that is wrong."""
+    """Parse the pairs CSV; ``CalibrationError`` names the file and the line that is wrong."""
+    shown = printable(csv_path)
+    text = _csv_text(read_user_file(csv_path, "pairs CSV", MAX_CSV_BYTES), shown)
     pairs: list[Pair] = []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         if reader.fieldnames is None or not {"a", "b", "same"} <= set(reader.fieldnames):
-            raise UserInputError(f"{csv_path}: needs a header with columns a,b,same")
-        for line, row in enumerate(reader, start=2):
-            same = (row.get("same") or "").strip()
-            if same not in ("0", "1"):
-                raise UserInputError(f"{csv_path}:{line}: same must be 0 or 1, got {same!r}")
-            a, b = (row.get("a") or "").strip(), (row.get("b") or "").strip()
-            if not a or not b:
-                raise UserInputError(f"{csv_path}:{line}: both a and b must name an image")
-            pairs.append(Pair(a, b, same == "1"))
+            raise CalibrationError(f"{shown}: needs a header with columns a,b,same")
+        for row in reader:
+            pairs.append(_pair(row, f"{shown}:{reader.line_num}"))
             if len(pairs) > MAX_PAIRS:
-                raise UserInputError(f"{csv_path}: more than {MAX_PAIRS} pairs")
+                raise CalibrationError(f"{shown}: more than {MAX_PAIRS} pairs")
+    except csv.Error as exc:  # a field over csv's own limit, a stray quote in strict mode
+        raise CalibrationError(f"{shown}:{reader.line_num}: malformed CSV: {exc}") from None
     if not pairs:
-        raise UserInputError(f"{csv_path}: no pairs")
+        raise CalibrationError(f"{shown}: no pairs")
     return pairs
+
+
+def _csv_text(data: bytes, shown: str) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise CalibrationError(f"{shown}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                               f"at offset {exc.start})") from None
+    long_line = _first_long_line(text)
+    if long_line is not None:
+        raise CalibrationError(f"{shown}:{long_line}: line longer than {MAX_LINE_CHARS} characters")
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise CalibrationError(f"{shown}:{text.count(chr(10), 0, nul) + 1}: holds a NUL byte; "
+                               "not a text CSV")
+    return text
+
+
+def _first_long_line(text: str) -> int | None:
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if end - start > MAX_LINE_CHARS:
+            return text.count("\n", 0, start) + 1
+        start = end + 1
+    return None
+
+
+def _pair(row: dict[str | None, str | None], where: str) -> Pair:
+    fields = [value for value in row.values() if isinstance(value, str)]
+    if any(len(value) > MAX_FIELD_CHARS for value in fields):
+        raise CalibrationError(f"{where}: a field is longer than {MAX_FIELD_CHARS} characters")
+    same = (row.get("same") or "").strip()
+    if same not in ("0", "1"):
+        raise CalibrationError(f"{where}: same must be 0 or 1, got {printable(same, max_chars=40)}")
+    a, b = (row.get("a") or "").strip(), (row.get("b") or "").strip()
+    if not a or not b:
+        raise CalibrationError(f"{where}: both a and b must name an image")
+    return Pair(a, b, same == "1")
+
+
+def check_target_fmr(value: float) -> float:
+    """A target false match rate is a finite number strictly between 0 and 1."""
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise CalibrationError(f"--target-fmr must lie strictly between 0 and 1, got {value}")
+    return value
 
 
 def roc_auc(same_scores: NDArray[np.float64], diff_scores: NDArray[np.float64]) -> float:
@@ -81,28 +146,25 @@ def threshold_for_fmr(diff_scores: NDArray[np.float64], target_fmr: float) -> fl
 def calibrate(pairs: list[Pair], root: Path, *, target_fmr: float,
               threshold: float = DEFAULT_THRESHOLD,
               scores_out: Path | None = None) -> dict[str, object]:
-    """Score every pair and compute the report ``lfr calibrate`` prints."""
-    faces = PhotoFaces()
-    embeddings: dict[str, NDArray[np.float32] | None] = {}
-    no_face: list[str] = []
-    for name in sorted({p.a for p in pairs} | {p.b for p in pairs}):
-        try:
-            embeddings[name] = faces.embed_single(root / name)
-        except (NoUsableFace, SeveralFaces, ImageLoadError) as exc:
-            print(f"lfr calibrate: {exc}", file=sys.stderr)
-            embeddings[name] = None
-            no_face.append(name)
-    scored: list[tuple[Pair, float]] = []
-    for pair in pairs:
-        ea, eb = embeddings[pair.a], embeddings[pair.b]
-        if ea is not None and eb is not None:
-            scored.append((pair, float(np.dot(ea, eb))))
+    """Score every pair and compute the report ``lfr calibrate`` prints.
+
+    ``CalibrationError`` for a bad ``target_fmr``, a missing ``root``, an output that is not a
+    regular file (all checked before the models load) or when every pair was skipped.
+    """
+    check_target_fmr(target_fmr)
+    if not root.is_dir():
+        raise CalibrationError(f"--root {printable(root)}: not a folder")
     if scores_out is not None:
-        with open(scores_out, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["a", "b", "same", "score"])
-            for pair, score in scored:
-                writer.writerow([pair.a, pair.b, int(pair.same), f"{score:.6f}"])
+        check_output_target(scores_out, "--scores-out")
+    embeddings, no_face, unreadable = _embed_all(pairs, root)
+    scored = [(pair, float(np.dot(ea, eb))) for pair in pairs
+              if (ea := embeddings[pair.a]) is not None and (eb := embeddings[pair.b]) is not None]
+    if not scored:
+        raise CalibrationError(f"all {len(pairs)} pairs were skipped (no usable face or "
+                               f"unreadable image: {len(no_face) + len(unreadable)} images, "
+                               "named above); nothing to measure")
+    if scores_out is not None:
+        _write_scores(scores_out, scored)
     same = np.array([s for p, s in scored if p.same], dtype=np.float64)
     diff = np.array([s for p, s in scored if not p.same], dtype=np.float64)
     chosen = threshold_for_fmr(diff, target_fmr)
@@ -111,22 +173,59 @@ def calibrate(pairs: list[Pair], root: Path, *, target_fmr: float,
         "pairs_skipped": len(pairs) - len(scored),
         "same_pairs": len(same),
         "different_pairs": len(diff),
-        "auc": round(roc_auc(same, diff), 6),
+        "auc": _number(roc_auc(same, diff)),
         "target_fmr": target_fmr,
-        "threshold_for_target_fmr": round(chosen, 6),
+        "threshold_for_target_fmr": _number(chosen),
         "tar_at_that_threshold": _share(same, chosen),
         "default_threshold": threshold,
-        "accuracy_at_default": _accuracy(same, diff, threshold),
+        "accuracy_at_default": _number(_accuracy(same, diff, threshold)),
         "tar_at_default": _share(same, threshold),
         "fmr_at_default": _share(diff, threshold),
-        "min_same_score": round(float(same.min()), 6) if len(same) else None,
-        "max_different_score": round(float(diff.max()), 6) if len(diff) else None,
+        "min_same_score": _number(float(same.min())) if len(same) else None,
+        "max_different_score": _number(float(diff.max())) if len(diff) else None,
         "no_face": no_face,
+        "unreadable": unreadable,
     }
 
 
+def _embed_all(pairs: list[Pair], root: Path,
+               ) -> tuple[dict[str, NDArray[np.float32] | None], list[str], list[str]]:
+    faces = PhotoFaces()
+    embeddings: dict[str, NDArray[np.float32] | None] = {}
+    no_face: list[str] = []
+    unreadable: list[str] = []
+    for name in sorted({p.a for p in pairs} | {p.b for p in pairs}):
+        embeddings[name] = None
+        try:
+            embeddings[name] = faces.embed_single(root / name)
+        except (NoUsableFace, SeveralFaces) as exc:
+            print(f"lfr calibrate: {exc}", file=sys.stderr)
+            no_face.append(name)
+        except ImageLoadError as exc:
+            print(f"lfr calibrate: {exc}", file=sys.stderr)
+            unreadable.append(name)
+    return embeddings, no_face, unreadable
+
+
+def _write_scores(path: Path, scored: list[tuple[Pair, float]]) -> None:
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["a", "b", "same", "score"])
+            for pair, score in scored:
+                writer.writerow([pair.a, pair.b, int(pair.same), f"{score:.6f}"])
+    except OSError as exc:  # a full disk, a folder removed meanwhile
+        raise CalibrationError(f"--scores-out {printable(path)}: cannot write: "
+                               f"{exc.strerror or exc}") from None
+
+
+def _number(value: float) -> float | None:
+    """``value`` rounded for the report, or None where it could not be computed (NaN)."""
+    return round(value, 6) if math.isfinite(value) else None
+
+
 def _share(scores: NDArray[np.float64], threshold: float) -> float | None:
-    if len(scores) == 0 or np.isnan(threshold):
+    if len(scores) == 0 or not math.isfinite(threshold):
         return None
     return round(float((scores >= threshold).mean()), 6)
 
@@ -134,4 +233,4 @@ def _share(scores: NDArray[np.float64], threshold: float) -> float | None:
 def _accuracy(same: NDArray[np.float64], diff: NDArray[np.float64], threshold: float) -> float:
     correct = int((same >= threshold).sum()) + int((diff < threshold).sum())
     total = len(same) + len(diff)
-    return round(correct / total, 6) if total else float("nan")
+    return correct / total if total else float("nan")
