@@ -5,6 +5,8 @@ not trust. Written raw, a newline in one of them forges a log line (``x\\nCRITIC
 ANSI escape rewrites the operator's terminal. ``printable`` escapes every character that is not
 printable (C0, DEL, C1, Unicode line/paragraph separators, bidi overrides...) the way Python
 writes them in a string literal, so the text stays readable and cannot break out of its line.
+Backslashes are left as they are, so text that was made printable once (a message holding an
+escaped name) passes through again unchanged.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 MAX_LOGGED_CHARS = 256
 """Longer text is cut here (with a note of how much was cut): a log line is not a dump."""
 
-_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape(char: str) -> str:

@@ -101,7 +101,9 @@ def _cmd_watchlist_build(args: argparse.Namespace) -> int:
     save_watchlist(watchlist, out)
     used = ", ".join(f"{printable(s)} ({n} photo{'s' if n > 1 else ''})"
                      for s, n in report.used.items())
-    print(f"wrote {printable(out)}: {len(watchlist.subjects)} subjects: {used}", file=sys.stderr)
+    count = len(watchlist.subjects)
+    print(f"wrote {printable(out)}: {count} subject{'s' if count != 1 else ''}: {used}",
+          file=sys.stderr)
     if report.unusual_thresholds:
         unusual = ", ".join(f"{printable(s)} ({t:.3f})" for s, t in report.unusual_thresholds)
         print(f"warning: thresholds outside the usual range, accepted by {ALLOW_UNUSUAL_FLAG}: "
@@ -131,12 +133,13 @@ def _cmd_bench_gallery(args: argparse.Namespace) -> int:
 
 
 def _report(result: dict[str, object], *, as_json: bool) -> int:
+    """Print a benchmark's or calibration's figures; ``TARGET_MISSED`` if it says so."""
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))  # strict JSON: a NaN here is a bug
     else:
         for key, value in result.items():
             print(f"{key:28} {value}")
-    return 0 if result.get("target_met", True) else 1
+    return ExitCode.OK if result.get("target_met", True) else ExitCode.TARGET_MISSED
 
 
 def build_parser() -> argparse.ArgumentParser:
