@@ -1,10 +1,12 @@
 """``Codec``: messages to bytes and back, for every process or network boundary.
 
 Wire format: msgpack of ``[type code, schema version, {field name: value}]``; nested messages the
-same way; numpy arrays as msgpack ext type 1 holding ``dtype, shape, raw bytes`` and decoded as a
-read-only view on the received buffer (no copy beyond msgpack's own). Decoding is strict: input
-larger than ``max_message_bytes``, malformed msgpack, unknown codes, wrong versions, missing,
-unknown or mistyped fields all raise ``DecodeError`` - and nothing else. Never pickle, never eval.
+same way; numpy arrays as msgpack ext type 1 holding ``dtype, shape, raw bytes``. Decoding an
+array copies its bytes once: msgpack hands the ext payload over as a new ``bytes`` object, and
+the array is a read-only view on that copy (not on the received frame). Decoding is strict:
+input larger than ``max_message_bytes``, more lists and maps than one per ``CONTAINER_BYTES``
+of input, malformed msgpack, unknown codes, wrong versions, missing, unknown or mistyped fields
+all raise ``DecodeError`` - and nothing else. Never pickle, never eval.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from runtime.schema import AnyMessageType, OptionalType, SchemaError, decode_mes
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """32 MiB: a 4K RGB frame with room to spare, far below a unit's memory."""
 
+CONTAINER_BYTES = 4
+"""Input bytes per list or map a message may hold (beyond ``MIN_CONTAINERS``): a pair of numbers
+over 127 is 5 bytes, an empty list 1."""
+MIN_CONTAINERS = 1024
+"""Lists and maps any message may hold, however small."""
 NDARRAY_EXT = 1
 # dtypes that may cross a boundary: plain little-endian numbers and bool, never objects.
 ALLOWED_DTYPES = frozenset(
@@ -78,13 +85,27 @@ class Codec:
                               f"{self.max_message_bytes}")
         if size == 0:
             raise DecodeError("empty message")
+        # An empty list or map is one byte on the wire and ~60 in memory: a 4 MiB frame of them
+        # made 291 MB of objects before the schema could refuse it. At most one container per
+        # CONTAINER_BYTES of input keeps that under 70 MB (~16 x the input).
+        budget = max(MIN_CONTAINERS, size // CONTAINER_BYTES)
+
+        def count_container(container: Any) -> Any:
+            nonlocal budget
+            budget -= 1
+            if budget < 0:
+                raise DecodeError(f"message of {size} bytes holds more than "
+                                  f"{max(MIN_CONTAINERS, size // CONTAINER_BYTES)} lists and maps")
+            return container
+
         try:
             # Every length inside is bounded by ``size`` (msgpack's limits default to the input
             # length), so no field can make the decoder allocate more than the input allows.
             # Non-str map keys are let through because ``dict[int, X]`` fields are supported:
             # the schema checks every key's type, and an unhashable key raises TypeError here.
             value = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True,
-                                    ext_hook=_decode_ext, timestamp=0)
+                                    ext_hook=_decode_ext, timestamp=0,
+                                    list_hook=count_container, object_hook=count_container)
         except DecodeError:
             raise
         except (ValueError, TypeError, msgpack.UnpackException, OverflowError,
@@ -165,5 +186,6 @@ def _decode_ext(code: int, data: bytes) -> np.ndarray[Any, Any]:
     if count * dtype.itemsize != len(payload):
         raise DecodeError(f"ndarray of shape {shape} and dtype {dtype} needs "
                           f"{count * dtype.itemsize} bytes, got {len(payload)}")
-    # A view on the ext payload: no copy; read-only because the buffer is immutable bytes.
+    # A view on the ext payload (which msgpack already copied out of the frame): no second
+    # copy; read-only because the buffer is immutable bytes.
     return np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)

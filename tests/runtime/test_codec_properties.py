@@ -206,6 +206,31 @@ def test_huge_length_claims_are_refused_without_allocating(claim: bytes, where: 
     assert peak < 4 * 1024 * 1024
 
 
+@pytest.mark.parametrize("container", [b"\x80", b"\x90"])  # empty map, empty list
+def test_a_frame_of_empty_containers_is_refused_before_it_inflates(container: bytes) -> None:
+    """One byte on the wire, ~60 in memory: 4 MiB of them made 291 MB before the budget."""
+    count = 4 * 1024 * 1024
+    data = _field_prefix() + b"\xdd" + struct.pack(">I", count) + container * count
+    codec = Codec(CODEC.registry, max_message_bytes=8 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match="lists and maps"):
+            codec.decode(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(data)  # 70 x without the budget
+
+
+def test_messages_with_many_small_containers_are_within_the_budget() -> None:
+    codec = Codec(CODEC.registry)
+    for count in (10, 1000, 50_000):  # pairs of numbers > 127: 5 bytes each
+        data = _field_prefix() + msgpack.packb([[200, 300] for _ in range(count)])
+        with pytest.raises(DecodeError) as caught:
+            codec.decode(data)
+        assert "lists and maps" not in str(caught.value)  # refused by the schema, not the budget
+
+
 def test_huge_ndarray_shape_is_refused_without_allocating() -> None:
     header = struct.pack("<BB", 3, 3) + b"<f8" + struct.pack("<QQQ", 2**20, 2**20, 2**20)
     data = msgpack.packb([102, 1, {"image": msgpack.ExtType(NDARRAY_EXT, header + b"\x00" * 8),
