@@ -118,12 +118,13 @@ class RawPeer:
         return cls(*await asyncio.open_unix_connection(path))
 
     @classmethod
-    async def connect(cls, path: str, name: str = "raw", key: bytes = TEST_KEY) -> RawPeer:
-        """Connected and authenticated as ``name`` with ``key``."""
+    async def connect(cls, path: str, name: str = "raw", key: bytes = TEST_KEY,
+                      server: str = "server") -> RawPeer:
+        """Connected and authenticated as ``name`` with ``key`` to a node named ``server``."""
         peer = await cls.open(path)
         proven = await handshake(peer.channel, peer.codec, name, LinkKeys.shared(key),
                                  initiator=True, timeout_s=WAIT_S)
-        assert proven == "server"
+        assert proven == server
         peer.channel.max_frame_bytes = 1 << 20
         return peer
 
