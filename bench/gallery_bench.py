@@ -60,9 +60,19 @@ def check_memory(subjects: int, available: int | None) -> None:
             "available (MemAvailable): choose a smaller gallery")
 
 
+ROWS_PER_CHUNK = 65_536
+"""Rows made per numpy call: numpy holds the GIL through one call, and a signal handler only
+runs between calls (one call for a million rows held Ctrl-C up for two seconds)."""
+
+
 def _unit_rows(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
-    rows = rng.standard_normal((n, DIMENSION), dtype=np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    """``n`` random unit rows; the same rows whatever the chunking (the generator's stream is
+    consumed in row order)."""
+    rows = np.empty((n, DIMENSION), np.float32)
+    for start in range(0, n, ROWS_PER_CHUNK):
+        chunk = rows[start:start + ROWS_PER_CHUNK]
+        rng.standard_normal(chunk.shape, dtype=np.float32, out=chunk)
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
     return rows
 
 

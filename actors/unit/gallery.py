@@ -38,6 +38,10 @@ class GalleryMatch:
         return self.score >= self.threshold
 
 
+BUILD_ROWS_PER_CALL = 65_536
+"""Rows handed to faiss per call while the index is built."""
+
+
 class Gallery:
     """Top-k cosine search over L2-normalised embeddings, exact in its final scores."""
 
@@ -97,10 +101,16 @@ class Gallery:
         index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit,
                                            faiss.METRIC_INNER_PRODUCT)
         index.train(self.embeddings)
-        index.add(self.embeddings)
-        decoded = index.sa_decode(index.sa_encode(self.embeddings))
-        # Worst quantisation error per component over the whole gallery.
-        self._component_error = np.abs(decoded - self.embeddings).max(axis=0)
+        error = np.zeros(d, np.float32)
+        # In chunks: faiss holds the GIL through each call, and a process stopped by a signal
+        # must not wait for a million rows (the handler only runs between calls).
+        for start in range(0, len(self), BUILD_ROWS_PER_CALL):
+            rows = self.embeddings[start:start + BUILD_ROWS_PER_CALL]
+            index.add(rows)
+            decoded = index.sa_decode(index.sa_encode(rows))
+            # Worst quantisation error per component over the whole gallery.
+            np.maximum(error, np.abs(decoded - rows).max(axis=0), out=error)
+        self._component_error = error
         self._index = index
 
     def _error_bound(self, query: NDArray[np.float32]) -> float:
