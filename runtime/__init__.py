@@ -45,7 +45,7 @@ from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.mailbox import MailboxConfig, MailboxPolicy, MailboxStatistics
 from runtime.message import MessageRegistry, default_registry, message
 from runtime.node import run, run_node
-from runtime.ordered_window import OrderedWindow, WindowFailed, tell_owner
+from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
 from runtime.supervisor import Backoff, Strategy, Supervisor, SupervisorConfig
 from runtime.system import ActorSystem, SystemConfig
@@ -83,6 +83,7 @@ __all__ = [
     "OrderedWindow",
     "RemoteActorRef",
     "RemoteError",
+    "ResultsReady",
     "RuntimeFault",
     "Strategy",
     "Supervisor",
@@ -90,7 +91,6 @@ __all__ = [
     "SupervisorGaveUp",
     "SystemConfig",
     "TooManyAsks",
-    "WindowFailed",
     "WorkersBusy",
     "connect_tcp",
     "connect_unix",

@@ -46,11 +46,6 @@ class ResultsReady:
     so the codec refuses it."""
 
 
-WindowFailed = ResultsReady
-"""Former name; kept only while ``runtime/__init__.py`` still imports it (failures are no longer
-told: the owner's own ``take_ready``/``submit``/``drain`` raises them)."""
-
-
 def tell_owner(owner: ActorRef[ResultsReady]) -> Callable[[], None]:
     """An ``on_ready`` callback that tells ``owner`` a ``ResultsReady`` if its mailbox has room.
 
