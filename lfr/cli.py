@@ -9,17 +9,11 @@ imports happen inside the command functions so ``lfr --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from guards.log_text import printable
 from runtime.exit_codes import ExitCode, StoppedBySignal
@@ -260,32 +254,10 @@ def _is_number(token: str) -> bool:
     return True
 
 
-FORCED_EXIT_AFTER_S = 1.5
-"""After SIGINT/SIGTERM, a command that has not ended by then is ended by force: native code
-(faiss, FFmpeg) can hold or swallow the interrupt, and a stop must never take more than 2 s."""
-
-
-def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
-    """SIGINT/SIGTERM in a command that runs no event loop (a node handles its own signals):
-    stop gracefully by raising, and arm the forced exit in case native code swallows it."""
-    threading.Thread(target=_forced_exit, args=(signum,), name="forced-exit",
-                     daemon=True).start()
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise StoppedBySignal(signum)
-
-
-def _forced_exit(signum: int) -> None:
-    time.sleep(FORCED_EXIT_AFTER_S)
-    stopped = StoppedBySignal(signum)
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), f"lfr: stopped by {stopped} (forced)\n".encode())
-    os._exit(stopped.exit_code)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lfr`` console script; returns an ``ExitCode``."""
     from guards.user_input import UserInputError
+    from lfr.stop_signals import install_stop_signals
 
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -297,8 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its CPU features
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, _on_stop_signal)
+    install_stop_signals()
     func: Command = args.func
     try:
         return int(func(args))
