@@ -49,6 +49,9 @@ def test_runtime_bench_reports_every_figure() -> None:
         assert float(result[key]) > 0, key
     assert result["ratio"] == round(result["tell_msgs_per_s"]
                                     / result["queue_baseline_msgs_per_s"], 3)
+    # The exit code follows target_met: below the target ratio the bench must say so.
+    assert result["target_met"] is (result["tell_msgs_per_s"] / result["queue_baseline_msgs_per_s"]
+                                     >= result["target_ratio"] == 0.5)
 
 
 def test_pipeline_bench_counts_the_same_frames_in_both_phases(shared_data: Path) -> None:

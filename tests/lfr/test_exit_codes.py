@@ -10,6 +10,7 @@ import signal
 import pytest
 
 import bench.pipeline_bench
+import bench.runtime_bench
 import lfr.cli
 from guards.user_input import UserInputError
 from lfr.cli import main
@@ -75,3 +76,11 @@ def test_bench_pipeline_exits_1_below_its_guard(met: bool, code: ExitCode,
     monkeypatch.setattr(bench.pipeline_bench, "run_pipeline_bench",
                         lambda *_, **__: {"ratio": 0.5, "target_met": met})
     assert main(["bench", "pipeline", "--source", "x.mp4", "--json"]) == code
+
+
+@pytest.mark.parametrize(("met", "code"), [(True, ExitCode.OK), (False, ExitCode.TARGET_MISSED)])
+def test_bench_runtime_exits_1_below_its_target(met: bool, code: ExitCode,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.runtime_bench, "run_runtime_bench",
+                        lambda: {"ratio": 0.4, "target_met": met})
+    assert main(["bench", "runtime", "--json"]) == code
