@@ -130,6 +130,16 @@ def _cmd_bench_gallery(args: argparse.Namespace) -> int:
     return _report(run_gallery_bench(args.subjects), as_json=args.json)
 
 
+def _cmd_bench_street(args: argparse.Namespace) -> int:
+    from bench.street_bench import DEFAULT_SOURCE, DEFAULT_TRUTH, run_street_bench
+
+    return _report(run_street_bench(
+        Path(args.source) if args.source else DEFAULT_SOURCE,
+        Path(args.truth) if args.truth else DEFAULT_TRUTH,
+        watchlist_path=Path(args.watchlist) if args.watchlist else None,
+        alerts_path=Path(args.alerts) if args.alerts else None), as_json=args.json)
+
+
 def _report(result: dict[str, object], *, as_json: bool) -> int:
     """Print a benchmark's or calibration's figures; ``TARGET_MISSED`` if it says so."""
     if as_json:
@@ -226,6 +236,17 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     gallery.add_argument("--subjects", type=int, required=True, help="gallery size")
     gallery.add_argument("--json", action="store_true", help="print one JSON object")
     gallery.set_defaults(func=_cmd_bench_gallery)
+    street = benches.add_parser("street", help="scan the street clip and score its alerts "
+                                "against the truth file")
+    street.add_argument("--source", help="video file (../shared/data/faces/video/"
+                        "street_1080p.mp4)")
+    street.add_argument("--truth", help="truth file (street_1080p.truth.json beside the clip)")
+    street.add_argument("--watchlist", help="watchlist file (default: built from the truth "
+                        "file's enrolment photos)")
+    street.add_argument("--alerts", help="score this file of alert JSON lines (lfr scan's "
+                        "output) instead of scanning")
+    street.add_argument("--json", action="store_true", help="print one JSON object")
+    street.set_defaults(func=_cmd_bench_street)
 
 
 def _refuse_unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
