@@ -222,6 +222,11 @@ def read_node_keys(signing_path: Path | str,
         signing_record.ed25519_seed, signing_record.ml_dsa_65_seed))
     _field_check(shown)(signing.key_id == signing_record.signing_key_id,
                         "signing_key_id does not match the keys in the file (corrupt file)")
+    role = signing_record.role
+    if (encryption_path is not None) != role.has_encryption_key:
+        raise KeyFileError(f"{shown}: a {role.value} node "
+                           f"{'needs' if role.has_encryption_key else 'has no'} "
+                           "encryption key file")
     encryption: EncryptionKeyPair | None = None
     if encryption_path is not None:
         shown_enc = f"encryption key file {printable(encryption_path)}"
@@ -235,11 +240,7 @@ def read_node_keys(signing_path: Path | str,
                                                       record.x25519_private))
         check(encryption.key_id == record.encryption_key_id,
               "encryption_key_id does not match the keys in the file (corrupt file)")
-    if (encryption is not None) != signing_record.role.has_encryption_key:
-        raise KeyFileError(f"{shown}: a {signing_record.role.value} node "
-                           f"{'needs' if signing_record.role.has_encryption_key else 'has no'}"
-                           " encryption key file")
-    return NodeKeys(signing_record.role, signing_record.node_id, signing, encryption)
+    return NodeKeys(role, signing_record.node_id, signing, encryption)
 
 
 # -- helpers -------------------------------------------------------------------------------
