@@ -1,0 +1,429 @@
+"""``Outbox``: the unit's sealed envelopes, kept on disk until the van acknowledges them.
+
+The unit's uplink appends every alert and health report here before sending it, sends what
+``pending`` returns in sequence order, and deletes what the van acknowledges. Delivery is
+at-least-once and ordered per unit; the van's event store turns it into exactly-once storage by
+(unit, sequence number). See docs/DELIVERY.md.
+
+**Only sealed bytes.** The outbox stores envelopes as the envelope layer sealed them: HPKE
+ciphertext for the van's public key, signed by the unit. The unit holds no key that opens them
+(only the van's private key does), so nothing on the unit's disk decrypts the outbox; a stolen
+unit yields ciphertext, sequence numbers, kinds and append times.
+
+**Sequence numbers** are assigned here, inside the transaction that stores the envelope, and go
+into its signed header: ``append`` passes the next number to ``seal``. They strictly increase and
+are never reused, also after deletions and restarts (the last one assigned is persisted in the
+same transaction as the row).
+
+**When full** (``OutboxConfig``): health reports give way, alerts never do. A newer health report
+supersedes older ones, so the oldest health envelopes are deleted first to make room. Alerts may
+fill the outbox only up to its bounds minus a reserve kept for health reports; beyond that
+``append`` raises ``OutboxFull`` (counted in ``refused``) and stores nothing: the caller keeps the
+alert, raises the health alarm the van shows, and the health report carrying it still fits. No
+unacknowledged alert is ever deleted except by an acknowledgement.
+
+**Crash safety**: SQLite in WAL mode with ``synchronous=FULL``: an append that returned is on
+disk, also across a kill -9 or a power cut.
+
+**Threads**: every call is one short SQLite transaction (one fsync per append or
+acknowledgement, about 1.5 ms here), so callers run them through the ``BlockingPool``
+(``await context.run_blocking(outbox.append, ...)``), never on the event loop. Calls may come
+from any pool thread; a lock lets one run at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from guards.config_checks import ConfigError, require_at_least
+from guards.log_text import printable
+from guards.user_input import UserInputError
+
+EnvelopeKind = Literal["alert", "health"]
+"""What an envelope carries: a match alert, or a health report (counts only, no face data)."""
+
+KINDS: frozenset[str] = frozenset(get_args(EnvelopeKind))
+
+MAX_PAGE = 1024
+"""``pending`` returns at most this many envelopes per call."""
+
+_APPLICATION_ID = 0x4C464F42  # "LFOB" in the SQLite header: this file is an lfr outbox
+_SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_S = 2.0  # another connection holding the write lock longer than this is an error
+
+_SCHEMA = """
+CREATE TABLE envelopes (
+    seq INTEGER PRIMARY KEY,           -- per-unit sequence number, in the signed header
+    kind TEXT NOT NULL CHECK (kind IN ('alert', 'health')),
+    appended_at REAL NOT NULL,         -- seconds since epoch (unit clock)
+    size INTEGER NOT NULL,             -- length(sealed), bytes
+    sealed BLOB NOT NULL               -- the envelope as sealed; nothing here opens it
+);
+CREATE INDEX envelopes_by_kind ON envelopes (kind, seq);
+-- One row. Invariant: last_seq >= every seq ever stored; the counts and bytes equal the rows
+-- of envelopes, kept so by the triggers below.
+CREATE TABLE outbox_state (
+    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+    last_seq INTEGER NOT NULL,
+    alerts INTEGER NOT NULL, alert_bytes INTEGER NOT NULL,
+    health INTEGER NOT NULL, health_bytes INTEGER NOT NULL
+);
+INSERT INTO outbox_state VALUES (1, 0, 0, 0, 0, 0);
+CREATE TRIGGER envelope_added AFTER INSERT ON envelopes BEGIN
+    UPDATE outbox_state SET
+        alerts = alerts + (NEW.kind = 'alert'),
+        alert_bytes = alert_bytes + (NEW.kind = 'alert') * NEW.size,
+        health = health + (NEW.kind = 'health'),
+        health_bytes = health_bytes + (NEW.kind = 'health') * NEW.size;
+END;
+CREATE TRIGGER envelope_removed AFTER DELETE ON envelopes BEGIN
+    UPDATE outbox_state SET
+        alerts = alerts - (OLD.kind = 'alert'),
+        alert_bytes = alert_bytes - (OLD.kind = 'alert') * OLD.size,
+        health = health - (OLD.kind = 'health'),
+        health_bytes = health_bytes - (OLD.kind = 'health') * OLD.size;
+END;
+"""
+
+
+class OutboxFileError(UserInputError):
+    """The outbox path cannot hold an outbox: missing folder, not a regular file, not writable,
+    not an SQLite database or another program's database. The text names the file."""
+
+
+class OutboxFull(RuntimeError):
+    """Alerts fill their share of the outbox: this alert was not stored. Keep it, raise the
+    health alarm, retry once the van has acknowledged some."""
+
+
+class EnvelopeTooLarge(ValueError):
+    """The envelope is larger than the outbox could ever hold for its kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    """Bounds of the outbox. Defaults: about 10,000 alerts of ~25 KB (a 20 KB crop, 1.1 KB of
+    HPKE and 3.3 KB of ML-DSA signature), hours of a lost link at alert rates."""
+
+    max_envelopes: int = 10_000
+    """Envelopes held at most, alerts and health reports together."""
+    max_bytes: int = 256 * 1024 * 1024
+    """Bytes of sealed envelopes held at most (the file is somewhat larger: SQLite pages)."""
+    health_reserve_envelopes: int = 64
+    """Of ``max_envelopes``, this many are never used by alerts, so health reports (the alarm
+    that the outbox is full) always fit: 64 is 5 minutes of reports every 5 s."""
+    health_reserve_bytes: int = 1024 * 1024
+    """Of ``max_bytes``, this many bytes are never used by alerts (see above)."""
+
+    def __post_init__(self) -> None:
+        require_at_least("OutboxConfig.max_envelopes", self.max_envelopes, 2)
+        require_at_least("OutboxConfig.max_bytes", self.max_bytes, 2)
+        require_at_least("OutboxConfig.health_reserve_envelopes", self.health_reserve_envelopes, 1)
+        require_at_least("OutboxConfig.health_reserve_bytes", self.health_reserve_bytes, 1)
+        if self.health_reserve_envelopes >= self.max_envelopes:
+            raise ConfigError("OutboxConfig.health_reserve_envelopes "
+                              f"({self.health_reserve_envelopes}) must be below "
+                              f"OutboxConfig.max_envelopes ({self.max_envelopes})")
+        if self.health_reserve_bytes >= self.max_bytes:
+            raise ConfigError(f"OutboxConfig.health_reserve_bytes ({self.health_reserve_bytes}) "
+                              f"must be below OutboxConfig.max_bytes ({self.max_bytes})")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEnvelope:
+    """An envelope the van has not acknowledged yet."""
+
+    seq: int
+    kind: EnvelopeKind
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatistics:
+    """A snapshot of the outbox, for the unit's health report."""
+
+    depth: int
+    """Envelopes waiting for the van's acknowledgement (alerts + health)."""
+    alerts: int
+    """Of ``depth``, alerts."""
+    health: int
+    """Of ``depth``, health reports."""
+    sealed_bytes: int
+    """Bytes of the envelopes waiting."""
+    oldest_age_s: float | None
+    """Seconds since the oldest waiting envelope was appended; None when empty."""
+    last_seq: int
+    """The last sequence number assigned (0: none yet)."""
+    appended: int
+    """Envelopes appended since this ``Outbox`` was opened."""
+    acknowledged: int
+    """Envelopes deleted by acknowledgements since opened."""
+    dropped_health: int
+    """Unacknowledged health reports deleted to make room since opened (never alerts)."""
+    refused: int
+    """Appends refused (``OutboxFull``, ``EnvelopeTooLarge``) since opened."""
+
+
+@dataclass(slots=True)
+class _State:
+    last_seq: int
+    alerts: int
+    alert_bytes: int
+    health: int
+    health_bytes: int
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _check_path(path: Path) -> None:
+    """Refuse what SQLite would hang on (a FIFO) or explain badly (a directory, no folder)."""
+    shown = printable(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise OutboxFileError(f"outbox {shown}: folder {printable(path.parent)} does not "
+                                  "exist") from None
+        return
+    except OSError as exc:
+        raise OutboxFileError(f"outbox {shown}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise OutboxFileError(f"outbox {shown}: is {_file_kind(mode)}; an outbox is a regular "
+                              "file")
+
+
+class Outbox:
+    """The unit's outbox; open with ``Outbox.open(path, config)``, close with ``close()``."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, config: OutboxConfig,
+                 clock: Callable[[], float]) -> None:
+        self.path = path
+        self.config = config
+        self._db = connection
+        self._clock = clock
+        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
+        self._appended = 0
+        self._acknowledged = 0
+        self._dropped_health = 0
+        self._refused = 0
+
+    @classmethod
+    def open(cls, path: Path | str, config: OutboxConfig | None = None, *,
+             clock: Callable[[], float] = time.time) -> Outbox:
+        """Open the outbox at ``path``, creating it if absent. ``clock`` gives seconds since
+        epoch (append times survive restarts). Raises ``OutboxFileError`` naming the file."""
+        path = Path(path)
+        _check_path(path)
+        shown = printable(path)
+        try:
+            db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                 check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise OutboxFileError(f"outbox {shown}: {_explain(exc)}") from None
+        try:
+            _prepare(db, shown)
+        except sqlite3.Error as exc:
+            db.close()
+            raise OutboxFileError(f"outbox {shown}: {_explain(exc)}") from None
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path, config or OutboxConfig(), clock)
+
+    def close(self) -> None:
+        """Close the database; the outbox cannot be used afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def append(self, kind: EnvelopeKind, seal: Callable[[int], bytes]) -> int:
+        """Store one envelope and return its sequence number.
+
+        ``seal(seq)`` makes the sealed envelope whose header carries ``seq``; it runs inside the
+        transaction, so the number and the row are stored together or not at all. Raises
+        ``OutboxFull`` when alerts fill their share, ``EnvelopeTooLarge`` for an envelope that
+        could never fit; either way nothing is stored and the number is not used.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown envelope kind {kind!r}; expected one of {sorted(KINDS)}")
+        with self._transaction() as db:
+            state = _read_state(db)
+            seq = state.last_seq + 1
+            sealed = bytes(seal(seq))
+            try:
+                self._make_room(db, state, kind, len(sealed))
+            except (OutboxFull, EnvelopeTooLarge):
+                self._refused += 1
+                raise
+            db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?)",
+                       (seq, kind, self._clock(), len(sealed), sealed))
+            db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))
+        self._appended += 1
+        return seq
+
+    def _make_room(self, db: sqlite3.Connection, state: _State, kind: str, size: int) -> None:
+        """Refuse an alert beyond the alerts' share; delete the oldest health reports until
+        the new envelope fits both bounds."""
+        config = self.config
+        if kind == "alert":
+            envelopes_for_alerts = config.max_envelopes - config.health_reserve_envelopes
+            bytes_for_alerts = config.max_bytes - config.health_reserve_bytes
+            if size > bytes_for_alerts:
+                raise EnvelopeTooLarge(f"alert envelope of {size} bytes: the outbox holds at "
+                                       f"most {bytes_for_alerts} bytes of alerts")
+            if state.alerts + 1 > envelopes_for_alerts or \
+                    state.alert_bytes + size > bytes_for_alerts:
+                raise OutboxFull(f"outbox full: {state.alerts} alerts, {state.alert_bytes} "
+                                 "bytes waiting for the van")
+        elif size > config.max_bytes:
+            raise EnvelopeTooLarge(f"health envelope of {size} bytes: the outbox holds at most "
+                                   f"{config.max_bytes} bytes")
+        elif state.alert_bytes + size > config.max_bytes:
+            raise OutboxFull(f"outbox full: {state.alerts} alerts leave no room for a health "
+                             f"report of {size} bytes")
+        excess_envelopes = state.alerts + state.health + 1 - config.max_envelopes
+        excess_bytes = state.alert_bytes + state.health_bytes + size - config.max_bytes
+        if excess_envelopes > 0 or excess_bytes > 0:
+            self._drop_oldest_health(db, excess_envelopes, excess_bytes)
+
+    def _drop_oldest_health(self, db: sqlite3.Connection, envelopes: int, size: int) -> None:
+        """Delete the oldest health reports: at least ``envelopes`` of them and ``size`` bytes.
+        The checks in ``_make_room`` guarantee that deleting them all would be enough."""
+        last_dropped = 0
+        dropped = 0
+        for seq, row_size in db.execute(
+                "SELECT seq, size FROM envelopes WHERE kind = 'health' ORDER BY seq"):
+            if envelopes <= 0 and size <= 0:
+                break
+            last_dropped = seq
+            dropped += 1
+            envelopes -= 1
+            size -= row_size
+        db.execute("DELETE FROM envelopes WHERE kind = 'health' AND seq <= ?", (last_dropped,))
+        self._dropped_health += dropped
+
+    def pending(self, after_seq: int = 0, limit: int = MAX_PAGE) -> list[PendingEnvelope]:
+        """Up to ``limit`` (at most ``MAX_PAGE``) unacknowledged envelopes with a sequence number
+        above ``after_seq``, in sequence order."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must lie in [1, {MAX_PAGE}], got {limit!r}")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, sealed FROM envelopes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit)).fetchall()
+        return [PendingEnvelope(seq, kind, sealed) for seq, kind, sealed in rows]
+
+    def acknowledge(self, up_to_seq: int) -> int:
+        """The van has stored every envelope up to ``up_to_seq`` (a cumulative ack): delete
+        them. Returns how many were deleted."""
+        return self._delete("DELETE FROM envelopes WHERE seq <= ?", up_to_seq)
+
+    def acknowledge_one(self, seq: int) -> bool:
+        """The van has stored the envelope ``seq`` (a selective ack, for an envelope above a
+        gap): delete it. Returns whether it was still here."""
+        return self._delete("DELETE FROM envelopes WHERE seq = ?", seq) == 1
+
+    def _delete(self, statement: str, seq: int) -> int:
+        with self._transaction() as db:
+            deleted = db.execute(statement, (seq,)).rowcount
+        self._acknowledged += deleted
+        return deleted
+
+    def first_pending(self) -> int:
+        """The lowest sequence number still waiting, or the next to be assigned when empty.
+        Every number below it was acknowledged or dropped and will never be sent again: the
+        uplink tells the van, so the van's cumulative ack can pass dropped health reports."""
+        with self._lock:
+            row = self._db.execute("SELECT min(seq), (SELECT last_seq FROM outbox_state) "
+                                   "FROM envelopes").fetchone()
+        lowest, last_seq = row
+        return int(lowest) if lowest is not None else int(last_seq) + 1
+
+    def depth(self) -> int:
+        """Envelopes waiting for the van's acknowledgement."""
+        with self._lock:
+            state = _read_state(self._db)
+        return state.alerts + state.health
+
+    def statistics(self) -> OutboxStatistics:
+        """Depth, age and bytes of what waits, and what happened since opened."""
+        with self._lock:
+            state = _read_state(self._db)
+            oldest = self._db.execute(
+                "SELECT appended_at FROM envelopes ORDER BY seq LIMIT 1").fetchone()
+        return OutboxStatistics(
+            depth=state.alerts + state.health, alerts=state.alerts, health=state.health,
+            sealed_bytes=state.alert_bytes + state.health_bytes,
+            oldest_age_s=None if oldest is None else max(0.0, self._clock() - oldest[0]),
+            last_seq=state.last_seq, appended=self._appended, acknowledged=self._acknowledged,
+            dropped_health=self._dropped_health, refused=self._refused)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken at once (no upgrade from a read lock to deadlock on);
+        committed when the block ends, rolled back when it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    """What SQLite's error at open means for the person who named the file."""
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return f"not a usable SQLite database (corrupt, or another kind of file): {exc}"
+    return (f"cannot use it: {exc} (the file and its folder must be writable: SQLite keeps "
+            "-wal and -shm files beside it)")
+
+
+def _read_state(db: sqlite3.Connection) -> _State:
+    row = db.execute("SELECT last_seq, alerts, alert_bytes, health, health_bytes "
+                     "FROM outbox_state").fetchone()
+    return _State(*row)
+
+
+def _prepare(db: sqlite3.Connection, shown: str) -> None:
+    """Check the file is an outbox (or empty), create the schema, set WAL and FULL sync."""
+    application_id = db.execute("PRAGMA application_id").fetchone()[0]
+    if application_id == 0:
+        tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        if tables:
+            raise OutboxFileError(f"outbox {shown}: is an SQLite database of another program, "
+                                  "not an lfr outbox")
+    elif application_id != _APPLICATION_ID:
+        raise OutboxFileError(f"outbox {shown}: is an SQLite database of another program, not "
+                              "an lfr outbox")
+    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        raise OutboxFileError(f"outbox {shown}: SQLite refused WAL mode on it")
+    db.execute("PRAGMA synchronous = FULL")
+    if application_id == 0:
+        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id = {_APPLICATION_ID};"
+                         f" PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
+        return
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != _SCHEMA_VERSION:
+        raise OutboxFileError(f"outbox {shown}: schema version {version}, this lfr reads "
+                              f"version {_SCHEMA_VERSION}")
