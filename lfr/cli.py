@@ -211,8 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_watchlist_build)
 
+    _add_keys_commands(commands)
     _add_bench_commands(commands)
     return parser
+
+
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    from lfr.keys_init import keys_init
+    from secure.node_keys import NodeRole
+
+    return keys_init(NodeRole(args.role), args.id, Path(args.out))
+
+
+def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="a node's signing and encryption keys")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    init = actions.add_parser("init", help="new key pairs: private files 0600, never "
+                              "overwritten, and a public-keys file (docs/SECURITY.md)")
+    init.add_argument("--role", required=True, choices=["unit", "van", "authority"],
+                      help="unit: signing key; van: signing and encryption keys; "
+                           "authority: signing key")
+    init.add_argument("--id", required=True, help="node id: 1-64 printable characters")
+    init.add_argument("--out", required=True,
+                      help="folder to write into (created 0700 if missing)")
+    init.set_defaults(func=_cmd_keys_init)
 
 
 def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

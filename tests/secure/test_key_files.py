@@ -76,8 +76,9 @@ def test_a_van_without_its_encryption_file_is_refused(tmp_path: Path) -> None:
         read_node_keys(paths.signing)
 
 
-def test_the_written_umask_does_not_widen_or_narrow_modes(tmp_path: Path) -> None:
-    old = os.umask(0o000)
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_the_umask_does_not_change_the_modes(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
     try:
         paths = write_node_keys(UNIT, tmp_path)
     finally:
