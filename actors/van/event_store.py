@@ -1,0 +1,345 @@
+"""``EventStore``: the van's durable record of every envelope its units delivered, each once.
+
+**Kept sealed.** The store holds each envelope exactly as received (after the receiver verified
+its signature and the unit's enrolment), still HPKE ciphertext, and the console opens it with
+the van's private key when an officer looks at it, dropping the plaintext afterwards. So the
+disk never holds a decrypted face crop: a copy of the database without the van's key is
+ciphertext plus the header fields stored beside it for queries (unit, sequence number, kind,
+capture and receive times, the officer's decision). See docs/DELIVERY.md.
+
+**Exactly once.** Units deliver at least once; ``store`` refuses a (unit, seq) already stored
+(a UNIQUE constraint) or at or below the unit's acknowledged mark, and returns False for it.
+
+**Acknowledgements.** ``acknowledgeable(unit)`` is the unit's highest contiguous sequence
+number: every number up to it is stored here or was given up by the unit (``skip_below``), so
+the van may acknowledge it cumulatively. Envelopes that arrive above a gap (after a reconnect)
+are stored at once, and the mark passes them as soon as the gap is filled. The mark only grows
+and is persisted in the same transaction as the envelope that moves it.
+
+**Crash safety**: SQLite, WAL mode, ``synchronous=FULL``: a ``store`` that returned True is on
+disk. Readers (the console) never block the writer, nor the writer them.
+
+**Bounded reads.** Every read is a page of at most ``MAX_PAGE`` events, continued with a key
+(``before_seq``, ``before_id``), never an offset.
+
+Every call is one short transaction: callers run them through the ``BlockingPool``. Calls may
+come from any pool thread; a lock lets one run at a time on the connection.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from guards.log_text import printable
+from guards.user_input import UserInputError
+
+EventKind = Literal["alert", "health"]
+"""What an envelope carries: a match alert, or a health report (counts only, no face data)."""
+
+Decision = Literal["open", "confirmed", "dismissed"]
+"""The officer's decision on an alert; health reports have none."""
+
+KINDS: frozenset[str] = frozenset(get_args(EventKind))
+
+MAX_PAGE = 500
+"""A read returns at most this many events."""
+MAX_UNIT_ID_BYTES = 255
+"""A unit id is 1-255 bytes of UTF-8, printable (as in the envelope header)."""
+
+_APPLICATION_ID = 0x4C464553  # "LFES" in the SQLite header: this file is an lfr event store
+_SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_S = 2.0
+_MAX_SEQ = 2**63 - 1  # SQLite's INTEGER
+
+_SCHEMA = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,               -- order of arrival at the van
+    unit TEXT NOT NULL,
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    kind TEXT NOT NULL CHECK (kind IN ('alert', 'health')),
+    captured_at REAL NOT NULL,            -- seconds since epoch, the unit's clock (signed header)
+    received_at REAL NOT NULL,            -- seconds since epoch, the van's clock
+    decision TEXT CHECK (decision IN ('open', 'confirmed', 'dismissed')),  -- NULL for health
+    sealed BLOB NOT NULL,                 -- the envelope as received; opened only on read
+    UNIQUE (unit, seq)                    -- at-least-once delivery, exactly-once storage
+);
+-- Invariant: every seq <= acknowledgeable of the unit is in events or was skipped by the unit;
+-- it never decreases.
+CREATE TABLE units (
+    unit TEXT PRIMARY KEY,
+    acknowledgeable INTEGER NOT NULL
+);
+"""
+
+
+class EventStoreFileError(UserInputError):
+    """The store path cannot hold an event store: missing folder, not a regular file, not
+    writable, not an SQLite database or another program's database. The text names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored envelope with the header fields kept beside it."""
+
+    id: int
+    """Order of arrival at the van (a paging key)."""
+    unit: str
+    seq: int
+    kind: EventKind
+    captured_at: float
+    """Seconds since epoch, the unit's clock."""
+    received_at: float
+    """Seconds since epoch, the van's clock."""
+    decision: Decision | None
+    """The officer's decision on an alert; None for a health report."""
+    sealed: bytes
+    """The envelope as received: open it with the van's key to read it, and drop the result."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventStoreStatistics:
+    """A snapshot of the store."""
+
+    events: int
+    """Events held."""
+    units: int
+    """Units that delivered at least one event."""
+    stored: int
+    """``store`` calls that stored an event, since opened."""
+    duplicates: int
+    """``store`` calls refused as already stored or below the unit's mark, since opened."""
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _check_path(path: Path) -> None:
+    """Refuse what SQLite would hang on (a FIFO) or explain badly (a directory, no folder)."""
+    shown = printable(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise EventStoreFileError(f"event store {shown}: folder {printable(path.parent)} "
+                                      "does not exist") from None
+        return
+    except OSError as exc:
+        raise EventStoreFileError(f"event store {shown}: cannot read: "
+                                  f"{exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise EventStoreFileError(f"event store {shown}: is {_file_kind(mode)}; an event store "
+                                  "is a regular file")
+
+
+def _check_unit(unit: str) -> None:
+    if not (0 < len(unit.encode(errors="replace")) <= MAX_UNIT_ID_BYTES
+            and unit.isprintable()):
+        raise ValueError(f"unit id must be 1-{MAX_UNIT_ID_BYTES} bytes of printable UTF-8, got "
+                         f"{printable(unit, max_chars=80)!r}")
+
+
+def _check_seq(name: str, seq: int) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= _MAX_SEQ:
+        raise ValueError(f"{name} must be an integer in [1, 2**63 - 1], got {seq!r}")
+
+
+def _check_header(unit: str, seq: int, kind: str, captured_at: float) -> None:
+    """The header fields come from a verified envelope; a bad one is a bug, not input."""
+    _check_unit(unit)
+    _check_seq("seq", seq)
+    if kind not in KINDS:
+        raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(KINDS)}")
+    if not math.isfinite(captured_at):
+        raise ValueError(f"captured_at must be finite, got {captured_at!r}")
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must lie in [1, {MAX_PAGE}], got {limit!r}")
+
+
+class EventStore:
+    """The van's event store; open with ``EventStore.open(path)``, close with ``close()``."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path,
+                 clock: Callable[[], float]) -> None:
+        self.path = path
+        self._db = connection
+        self._clock = clock
+        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
+        self._stored = 0
+        self._duplicates = 0
+
+    @classmethod
+    def open(cls, path: Path | str, *, clock: Callable[[], float] = time.time) -> EventStore:
+        """Open the store at ``path``, creating it if absent; ``clock`` gives seconds since
+        epoch for ``received_at``. Raises ``EventStoreFileError`` naming the file."""
+        path = Path(path)
+        _check_path(path)
+        shown = printable(path)
+        try:
+            db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                 check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise EventStoreFileError(f"event store {shown}: {_explain(exc)}") from None
+        try:
+            _prepare(db, shown)
+        except sqlite3.Error as exc:
+            db.close()
+            raise EventStoreFileError(f"event store {shown}: {_explain(exc)}") from None
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path, clock)
+
+    def close(self) -> None:
+        """Close the database; the store cannot be used afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def store(self, unit: str, seq: int, kind: EventKind, captured_at: float,
+              sealed: bytes) -> bool:
+        """Store a verified envelope; False when (unit, seq) is already stored or at or below
+        the unit's mark (a redelivery or a replay): nothing is changed then."""
+        _check_header(unit, seq, kind, captured_at)
+        with self._transaction() as db:
+            mark = _mark(db, unit)
+            inserted = seq > mark and db.execute(
+                "INSERT OR IGNORE INTO events VALUES (NULL, ?, ?, ?, ?, ?, ?, ?)",
+                (unit, seq, kind, captured_at, self._clock(),
+                 "open" if kind == "alert" else None, bytes(sealed))).rowcount == 1
+            if inserted and seq == mark + 1:
+                _advance(db, unit, mark)
+        if inserted:
+            self._stored += 1
+        else:
+            self._duplicates += 1
+        return inserted
+
+    def acknowledgeable(self, unit: str) -> int:
+        """The highest sequence number the van may acknowledge cumulatively to ``unit``: every
+        number up to it is stored or was skipped by the unit (0: none yet)."""
+        with self._lock:
+            return _mark(self._db, unit)
+
+    def skip_below(self, unit: str, first_pending: int) -> int:
+        """``unit`` says it will never send a number below ``first_pending`` (acknowledged, or
+        a health report its outbox dropped when full): the mark passes them. Returns the new
+        ``acknowledgeable(unit)``. The claim comes from the unit's signed message."""
+        _check_unit(unit)
+        _check_seq("first_pending", first_pending)
+        with self._transaction() as db:
+            return _advance(db, unit, max(_mark(db, unit), first_pending - 1))
+
+    def by_unit(self, unit: str, *, before_seq: int | None = None,
+                limit: int = MAX_PAGE) -> list[StoredEvent]:
+        """A page of ``unit``'s events, highest sequence number (newest) first; the next page
+        starts ``before_seq`` = the last one's ``seq``."""
+        _check_limit(limit)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, unit, seq, kind, captured_at, received_at, decision, sealed "
+                "FROM events WHERE unit = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (unit, _MAX_SEQ if before_seq is None else before_seq, limit)).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
+    def recent(self, *, before_id: int | None = None, limit: int = MAX_PAGE) -> list[StoredEvent]:
+        """A page of every unit's events, latest arrival first; the next page starts
+        ``before_id`` = the last one's ``id``."""
+        _check_limit(limit)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, unit, seq, kind, captured_at, received_at, decision, sealed "
+                "FROM events WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (_MAX_SEQ if before_id is None else before_id, limit)).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
+    def statistics(self) -> EventStoreStatistics:
+        """Events and units held, and what ``store`` did since opened."""
+        with self._lock:
+            events, units = self._db.execute(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM units)").fetchone()
+        return EventStoreStatistics(events=events, units=units, stored=self._stored,
+                                    duplicates=self._duplicates)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once, committed when the block ends, rolled back when
+        it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+
+def _mark(db: sqlite3.Connection, unit: str) -> int:
+    row = db.execute("SELECT acknowledgeable FROM units WHERE unit = ?", (unit,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _advance(db: sqlite3.Connection, unit: str, mark: int) -> int:
+    """Move ``unit``'s mark from ``mark`` over the stored numbers that follow it without a gap;
+    persist and return it."""
+    for (seq,) in db.execute("SELECT seq FROM events WHERE unit = ? AND seq > ? ORDER BY seq",
+                             (unit, mark)):
+        if seq != mark + 1:
+            break
+        mark = seq
+    db.execute("INSERT INTO units VALUES (?, ?) ON CONFLICT (unit) DO UPDATE SET "
+               "acknowledgeable = max(acknowledgeable, excluded.acknowledgeable)", (unit, mark))
+    return mark
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    """What SQLite's error at open means for the person who named the file."""
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return f"not a usable SQLite database (corrupt, or another kind of file): {exc}"
+    return (f"cannot use it: {exc} (the file and its folder must be writable: SQLite keeps "
+            "-wal and -shm files beside it)")
+
+
+def _prepare(db: sqlite3.Connection, shown: str) -> None:
+    """Check the file is an event store (or empty), create the schema, set WAL and FULL sync."""
+    application_id = db.execute("PRAGMA application_id").fetchone()[0]
+    foreign = (application_id not in (0, _APPLICATION_ID)
+               or (application_id == 0
+                   and db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]))
+    if foreign:
+        raise EventStoreFileError(f"event store {shown}: is an SQLite database of another "
+                                  "program, not an lfr event store")
+    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        raise EventStoreFileError(f"event store {shown}: SQLite refused WAL mode on it")
+    db.execute("PRAGMA synchronous = FULL")
+    if application_id == 0:
+        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id = {_APPLICATION_ID};"
+                         f" PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
+        return
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != _SCHEMA_VERSION:
+        raise EventStoreFileError(f"event store {shown}: schema version {version}, this lfr "
+                                  f"reads version {_SCHEMA_VERSION}")
