@@ -57,6 +57,40 @@ def read_user_file(path: Path | str, what: str, max_bytes: int) -> bytes:
     not a regular file, or longer than ``max_bytes`` (counted while reading, not from ``stat``).
     """
     fd = open_regular_file(path, what)
+    try:
+        return _read_bounded(fd, path, what, max_bytes)
+    finally:
+        os.close(fd)
+
+
+def read_private_file(path: Path | str, what: str, max_bytes: int) -> bytes:
+    """``read_user_file`` for a secret (a key file): also refused when the path is a symbolic
+    link, when group or others have any permission on it (it must be 0600 or stricter), or when
+    another user owns it. Mode, owner and content all come from the one open descriptor, so a
+    file swapped in between the checks and the read cannot slip through."""
+    shown = f"{what} {printable(path)}"
+    fd = open_regular_file(path, what)
+    try:
+        info = os.fstat(fd)
+        link = os.lstat(path)
+        if stat.S_ISLNK(link.st_mode) or (link.st_dev, link.st_ino) != (info.st_dev,
+                                                                        info.st_ino):
+            raise UserFileError(f"{shown}: is a symbolic link (or was replaced while opened); "
+                                "secrets are read only from regular files")
+        if info.st_mode & 0o077:
+            raise UserFileError(f"{shown}: mode {stat.S_IMODE(info.st_mode):04o} lets others "
+                                f"read or change it; it must be 0600 (chmod 600 {printable(path)})")
+        if info.st_uid != os.getuid():
+            raise UserFileError(f"{shown}: owned by uid {info.st_uid}, not by the user running "
+                                f"this program (uid {os.getuid()})")
+        return _read_bounded(fd, path, what, max_bytes)
+    except OSError as exc:
+        raise UserFileError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_bounded(fd: int, path: Path | str, what: str, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     try:
@@ -72,8 +106,6 @@ def read_user_file(path: Path | str, what: str, max_bytes: int) -> bytes:
     except OSError as exc:
         raise UserFileError(f"{what} {printable(path)}: cannot read: "
                             f"{exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
     return b"".join(chunks)
 
 

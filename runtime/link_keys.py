@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
-from guards.files import UserFileError, open_regular_file
+from guards.files import UserFileError, read_private_file
 from guards.log_text import printable
 
 MIN_KEY_BYTES = 32
@@ -115,33 +114,11 @@ def write_shared_key_file(path: Path | str) -> Path:
 
 
 def _read_private(path: Path | str, shown: str) -> bytes:
-    """The file's bytes, refusing a file others could read or change; mode and content come
-    from the same open descriptor, so a file swapped in between cannot slip through."""
+    """The key file's bytes (``guards.files.read_private_file``: 0600, owned by us, no link)."""
     try:
-        fd = open_regular_file(path, "key file")
+        return read_private_file(path, "key file", MAX_KEY_FILE_BYTES)
     except UserFileError as exc:
         raise KeyFileError(str(exc)) from None
-    try:
-        info = os.fstat(fd)
-        if info.st_mode & 0o077:
-            raise KeyFileError(f"key file {shown}: mode {stat.S_IMODE(info.st_mode):04o} lets "
-                               f"others read or change it; it must be 0600 (chmod 600 {shown})")
-        if info.st_uid != os.getuid():
-            raise KeyFileError(f"key file {shown}: owned by uid {info.st_uid}, not by the user "
-                               f"running this node (uid {os.getuid()})")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, MAX_KEY_FILE_BYTES + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_KEY_FILE_BYTES:
-                raise KeyFileError(f"key file {shown}: over the limit of {MAX_KEY_FILE_BYTES} "
-                                   "bytes")
-    except OSError as exc:
-        raise KeyFileError(f"key file {shown}: cannot read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def _hex_key(text: str, where: str) -> bytes:

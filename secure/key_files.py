@@ -18,13 +18,12 @@ error names the file and the field, never a key's value.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from guards.files import UserFileError, open_regular_file, read_user_file
+from guards.files import UserFileError, read_private_file, read_user_file
 from guards.log_text import printable
 from runtime.codec import Codec, DecodeError
 from runtime.message import MessageRegistry, message
@@ -318,36 +317,9 @@ def _write_new(target: Path, data: bytes, mode: int) -> None:
 
 
 def _read_private(path: Path | str, what: str) -> bytes:
-    """A private key file's bytes. Mode, owner and kind come from the open descriptor; the
-    path must not be a symbolic link (checked after opening: the inode must be the same)."""
-    shown = f"{what} {printable(path)}"
+    """A private key file's bytes (``guards.files.read_private_file``: a regular file, not a
+    link, 0600 or stricter, owned by us, at most ``MAX_PRIVATE_KEY_FILE_BYTES``)."""
     try:
-        fd = open_regular_file(path, what)
+        return read_private_file(path, what, MAX_PRIVATE_KEY_FILE_BYTES)
     except UserFileError as exc:
         raise KeyFileError(str(exc)) from None
-    try:
-        info = os.fstat(fd)
-        link = os.lstat(path)
-        if stat.S_ISLNK(link.st_mode) or (link.st_dev, link.st_ino) != (info.st_dev,
-                                                                        info.st_ino):
-            raise KeyFileError(f"{shown}: is a symbolic link (or was replaced while opened); "
-                               "private key files are read only as regular files")
-        if info.st_mode & 0o077:
-            raise KeyFileError(f"{shown}: mode {stat.S_IMODE(info.st_mode):04o} lets others "
-                               f"read or change it; it must be 0600 (chmod 600 {printable(path)})")
-        if info.st_uid != os.getuid():
-            raise KeyFileError(f"{shown}: owned by uid {info.st_uid}, not by the user running "
-                               f"this node (uid {os.getuid()})")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, MAX_PRIVATE_KEY_FILE_BYTES + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_PRIVATE_KEY_FILE_BYTES:
-                raise KeyFileError(f"{shown}: over the limit of {MAX_PRIVATE_KEY_FILE_BYTES} "
-                                   "bytes")
-    except OSError as exc:
-        raise KeyFileError(f"{shown}: cannot read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)

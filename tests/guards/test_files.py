@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from guards.files import UserFileError, check_output_target, read_user_file
+from guards.files import (
+    UserFileError,
+    check_output_target,
+    read_private_file,
+    read_user_file,
+)
 from guards.user_input import UserInputError
 
 
@@ -83,3 +88,24 @@ def test_output_targets_must_be_regular_files_or_new(tmp_path: Path) -> None:
         check_output_target(tmp_path, "--out")
     with pytest.raises(UserFileError, match="does not exist"):
         check_output_target(tmp_path / "no" / "x.bin", "--out")
+
+
+def test_a_private_file_must_be_0600_ours_and_no_link(tmp_path: Path) -> None:
+    secret = tmp_path / "signing.key"
+    secret.write_bytes(b"k" * 64)
+    secret.chmod(0o600)
+    assert read_private_file(secret, "key file", max_bytes=64) == b"k" * 64
+    secret.chmod(0o640)
+    with pytest.raises(UserFileError, match=r"mode 0640 lets others read or change it"):
+        read_private_file(secret, "key file", max_bytes=64)
+    secret.chmod(0o600)
+    link = tmp_path / "link.key"
+    link.symlink_to(secret)
+    with pytest.raises(UserFileError, match="is a symbolic link"):
+        read_private_file(link, "key file", max_bytes=64)
+    with pytest.raises(UserFileError, match="over the limit of 63 bytes"):
+        read_private_file(secret, "key file", max_bytes=63)
+    if os.getuid() == 0:  # only root can give the file away
+        os.chown(secret, 65534, 65534)
+        with pytest.raises(UserFileError, match="owned by uid 65534"):
+            read_private_file(secret, "key file", max_bytes=64)
