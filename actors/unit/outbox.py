@@ -53,8 +53,8 @@ EnvelopeKind = Literal["alert", "health"]
 
 KINDS: frozenset[str] = frozenset(get_args(EnvelopeKind))
 
-MAX_PAGE = 1024
-"""``pending`` returns at most this many envelopes per call."""
+MAX_PAGE = 256
+"""``pending`` returns at most this many envelopes per call (about 6.4 MB of 25 KB alerts)."""
 
 _APPLICATION_ID = 0x4C464F42  # "LFOB" in the SQLite header: this file is an lfr outbox
 _SCHEMA_VERSION = 1

@@ -51,8 +51,8 @@ Decision = Literal["open", "confirmed", "dismissed"]
 
 KINDS: frozenset[str] = frozenset(get_args(EventKind))
 
-MAX_PAGE = 500
-"""A read returns at most this many events."""
+MAX_PAGE = 200
+"""A read returns at most this many events (about 5 MB of 25 KB alerts)."""
 MAX_UNIT_ID_BYTES = 255
 """A unit id is 1-255 bytes of UTF-8, printable (as in the envelope header)."""
 
