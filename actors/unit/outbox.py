@@ -26,7 +26,7 @@ unacknowledged alert is ever deleted except by an acknowledgement.
 disk, also across a kill -9 or a power cut.
 
 **Threads**: every call is one short SQLite transaction (one fsync per append or
-acknowledgement, about 1.5 ms here), so callers run them through the ``BlockingPool``
+acknowledgement, 0.5-2 ms here), so callers run them through the ``BlockingPool``
 (``await context.run_blocking(outbox.append, ...)``), never on the event loop. Calls may come
 from any pool thread; a lock lets one run at a time.
 """
