@@ -23,7 +23,8 @@ class UserFileError(UserInputError):
     """A named file is missing, unreadable, not a regular file or over its size limit."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages ("a directory", "a FIFO (named pipe)"...)."""
     kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
              (stat.S_ISSOCK, "a socket"))
@@ -45,7 +46,7 @@ def open_regular_file(path: Path | str, what: str) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise UserFileError(f"{what} {shown}: is {_kind(mode)}; only regular files are read")
+        raise UserFileError(f"{what} {shown}: is {file_kind(mode)}; only regular files are read")
     os.set_blocking(fd, True)
     return fd
 
@@ -123,6 +124,6 @@ def check_output_target(path: Path | str, what: str) -> Path:
     except OSError as exc:
         raise UserFileError(f"{what} {printable(target)}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
-        raise UserFileError(f"{what} {printable(target)}: is {_kind(mode)}; "
+        raise UserFileError(f"{what} {printable(target)}: is {file_kind(mode)}; "
                             "only a regular file can be replaced")
     return target

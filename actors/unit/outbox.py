@@ -33,9 +33,7 @@ from any pool thread; a lock lets one run at a time.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from actors.durable_database import DatabaseKind, open_durable_database
 from guards.config_checks import ConfigError, require_at_least
-from guards.log_text import printable
 from guards.user_input import UserInputError
 
 EnvelopeKind = Literal["alert", "health"]
@@ -58,7 +56,6 @@ MAX_PAGE = 256
 
 _APPLICATION_ID = 0x4C464F42  # "LFOB" in the SQLite header: this file is an lfr outbox
 _SCHEMA_VERSION = 1
-_BUSY_TIMEOUT_S = 2.0  # another connection holding the write lock longer than this is an error
 
 _SCHEMA = """
 CREATE TABLE envelopes (
@@ -93,6 +90,7 @@ CREATE TRIGGER envelope_removed AFTER DELETE ON envelopes BEGIN
         health_bytes = health_bytes - (OLD.kind = 'health') * OLD.size;
 END;
 """
+_OUTBOX = DatabaseKind("outbox", _APPLICATION_ID, _SCHEMA, _SCHEMA_VERSION)
 
 
 class OutboxFileError(UserInputError):
@@ -182,28 +180,6 @@ class _State:
     health_bytes: int
 
 
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
-def _check_path(path: Path) -> None:
-    """Refuse what SQLite would hang on (a FIFO) or explain badly (a directory, no folder)."""
-    shown = printable(path)
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise OutboxFileError(f"outbox {shown}: folder {printable(path.parent)} does not "
-                                  "exist") from None
-        return
-    except OSError as exc:
-        raise OutboxFileError(f"outbox {shown}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise OutboxFileError(f"outbox {shown}: is {_file_kind(mode)}; an outbox is a regular "
-                              "file")
 
 
 class Outbox:
@@ -227,21 +203,7 @@ class Outbox:
         """Open the outbox at ``path``, creating it if absent. ``clock`` gives seconds since
         epoch (append times survive restarts). Raises ``OutboxFileError`` naming the file."""
         path = Path(path)
-        _check_path(path)
-        shown = printable(path)
-        try:
-            db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                 check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise OutboxFileError(f"outbox {shown}: {_explain(exc)}") from None
-        try:
-            _prepare(db, shown)
-        except sqlite3.Error as exc:
-            db.close()
-            raise OutboxFileError(f"outbox {shown}: {_explain(exc)}") from None
-        except BaseException:
-            db.close()
-            raise
+        db = open_durable_database(path, _OUTBOX, OutboxFileError)
         return cls(db, path, config or OutboxConfig(), clock)
 
     def close(self) -> None:
@@ -391,13 +353,6 @@ class Outbox:
             self._db.execute("COMMIT")
 
 
-def _explain(exc: sqlite3.Error) -> str:
-    """What SQLite's error at open means for the person who named the file."""
-    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-        return f"not a usable SQLite database (corrupt, or another kind of file): {exc}"
-    return (f"cannot use it: {exc} (the file and its folder must be writable: SQLite keeps "
-            "-wal and -shm files beside it)")
-
 
 def _read_state(db: sqlite3.Connection) -> _State:
     row = db.execute("SELECT last_seq, alerts, alert_bytes, health, health_bytes "
@@ -405,25 +360,3 @@ def _read_state(db: sqlite3.Connection) -> _State:
     return _State(*row)
 
 
-def _prepare(db: sqlite3.Connection, shown: str) -> None:
-    """Check the file is an outbox (or empty), create the schema, set WAL and FULL sync."""
-    application_id = db.execute("PRAGMA application_id").fetchone()[0]
-    if application_id == 0:
-        tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-        if tables:
-            raise OutboxFileError(f"outbox {shown}: is an SQLite database of another program, "
-                                  "not an lfr outbox")
-    elif application_id != _APPLICATION_ID:
-        raise OutboxFileError(f"outbox {shown}: is an SQLite database of another program, not "
-                              "an lfr outbox")
-    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-        raise OutboxFileError(f"outbox {shown}: SQLite refused WAL mode on it")
-    db.execute("PRAGMA synchronous = FULL")
-    if application_id == 0:
-        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id = {_APPLICATION_ID};"
-                         f" PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
-        return
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != _SCHEMA_VERSION:
-        raise OutboxFileError(f"outbox {shown}: schema version {version}, this lfr reads "
-                              f"version {_SCHEMA_VERSION}")

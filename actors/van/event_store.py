@@ -29,9 +29,7 @@ come from any pool thread; a lock lets one run at a time on the connection.
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from actors.durable_database import DatabaseKind, open_durable_database
 from guards.log_text import printable
 from guards.user_input import UserInputError
 
@@ -58,7 +57,6 @@ MAX_UNIT_ID_BYTES = 255
 
 _APPLICATION_ID = 0x4C464553  # "LFES" in the SQLite header: this file is an lfr event store
 _SCHEMA_VERSION = 1
-_BUSY_TIMEOUT_S = 2.0
 _MAX_SEQ = 2**63 - 1  # SQLite's INTEGER
 
 _SCHEMA = """
@@ -80,6 +78,7 @@ CREATE TABLE units (
     acknowledgeable INTEGER NOT NULL
 );
 """
+_EVENT_STORE = DatabaseKind("event store", _APPLICATION_ID, _SCHEMA, _SCHEMA_VERSION)
 
 
 class EventStoreFileError(UserInputError):
@@ -120,29 +119,6 @@ class EventStoreStatistics:
     """``store`` calls refused as already stored or below the unit's mark, since opened."""
 
 
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
-def _check_path(path: Path) -> None:
-    """Refuse what SQLite would hang on (a FIFO) or explain badly (a directory, no folder)."""
-    shown = printable(path)
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise EventStoreFileError(f"event store {shown}: folder {printable(path.parent)} "
-                                      "does not exist") from None
-        return
-    except OSError as exc:
-        raise EventStoreFileError(f"event store {shown}: cannot read: "
-                                  f"{exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise EventStoreFileError(f"event store {shown}: is {_file_kind(mode)}; an event store "
-                                  "is a regular file")
 
 
 def _check_unit(unit: str) -> None:
@@ -189,21 +165,7 @@ class EventStore:
         """Open the store at ``path``, creating it if absent; ``clock`` gives seconds since
         epoch for ``received_at``. Raises ``EventStoreFileError`` naming the file."""
         path = Path(path)
-        _check_path(path)
-        shown = printable(path)
-        try:
-            db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                 check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise EventStoreFileError(f"event store {shown}: {_explain(exc)}") from None
-        try:
-            _prepare(db, shown)
-        except sqlite3.Error as exc:
-            db.close()
-            raise EventStoreFileError(f"event store {shown}: {_explain(exc)}") from None
-        except BaseException:
-            db.close()
-            raise
+        db = open_durable_database(path, _EVENT_STORE, EventStoreFileError)
         return cls(db, path, clock)
 
     def close(self) -> None:
@@ -315,31 +277,4 @@ def _advance(db: sqlite3.Connection, unit: str, mark: int) -> int:
     return mark
 
 
-def _explain(exc: sqlite3.Error) -> str:
-    """What SQLite's error at open means for the person who named the file."""
-    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-        return f"not a usable SQLite database (corrupt, or another kind of file): {exc}"
-    return (f"cannot use it: {exc} (the file and its folder must be writable: SQLite keeps "
-            "-wal and -shm files beside it)")
 
-
-def _prepare(db: sqlite3.Connection, shown: str) -> None:
-    """Check the file is an event store (or empty), create the schema, set WAL and FULL sync."""
-    application_id = db.execute("PRAGMA application_id").fetchone()[0]
-    foreign = (application_id not in (0, _APPLICATION_ID)
-               or (application_id == 0
-                   and db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]))
-    if foreign:
-        raise EventStoreFileError(f"event store {shown}: is an SQLite database of another "
-                                  "program, not an lfr event store")
-    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-        raise EventStoreFileError(f"event store {shown}: SQLite refused WAL mode on it")
-    db.execute("PRAGMA synchronous = FULL")
-    if application_id == 0:
-        db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id = {_APPLICATION_ID};"
-                         f" PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
-        return
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != _SCHEMA_VERSION:
-        raise EventStoreFileError(f"event store {shown}: schema version {version}, this lfr "
-                                  f"reads version {_SCHEMA_VERSION}")
