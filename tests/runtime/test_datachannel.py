@@ -1,0 +1,435 @@
+"""The link over a WebRTC data channel: two peer connections in this process on 127.0.0.1 with
+host candidates only (no STUN/TURN; the descriptions are exchanged directly), plus an in-memory
+fake data channel for what a real one cannot be made to do on demand (a peer that stops reading
+at the SCTP level, a close that never completes)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.ice
+import aiortc.rtcicetransport
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from pyee.asyncio import AsyncIOEventEmitter
+
+from runtime import ActorSystem, Codec, HandshakeRefused, LinkKeys, LinkLost, SystemConfig
+from runtime.datachannel import (
+    DATA_CHANNEL_MAX_MESSAGE_BYTES,
+    DataChannelFrameChannel,
+    DataChannelLimits,
+    DataOnlyPeerConnection,
+    MediaRefused,
+    ReceiveQueueFull,
+    TextMessageRefused,
+    WriteStalled,
+    check_data_only_sdp,
+    create_link_channel,
+    open_link,
+)
+from runtime.framing import FrameTooLarge
+from runtime.link import Link
+from tests.runtime.helpers import WAIT_S, eventually
+from tests.runtime.link_support import (
+    Add,
+    Frame,
+    FrameSum,
+    GetTotal,
+    Hold,
+    Ping,
+    Pong,
+    Service,
+    Total,
+    service_link_config,
+)
+
+TEST_S = 30.0
+"""Upper bound of one test: nothing here may hang the suite."""
+LINKED_FRAME_BYTES = 4 * 1024 * 1024
+"""What a link asks for; the data channel caps it at its 256 KiB message size."""
+
+
+@pytest.fixture(autouse=True)
+def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses",
+                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@dataclass
+class Pair:
+    """Two connected peer connections and the link's data channel, wrapped on both sides."""
+
+    offerer: DataOnlyPeerConnection
+    answerer: DataOnlyPeerConnection
+    offer_channel: DataChannelFrameChannel
+    answer_channel: DataChannelFrameChannel
+
+
+async def connect_pair(*, offer_limits: DataChannelLimits | None = None,
+                       answer_limits: DataChannelLimits | None = None,
+                       max_frame_bytes: int = LINKED_FRAME_BYTES) -> Pair:
+    """The offerer makes the channel; the descriptions are handed over directly."""
+    offerer, answerer = DataOnlyPeerConnection(), DataOnlyPeerConnection()
+    offer_channel = create_link_channel(offerer, max_frame_bytes, offer_limits)
+    arrived: asyncio.Future[DataChannelFrameChannel] = asyncio.get_running_loop().create_future()
+
+    @answerer.on("datachannel")
+    def wrap(channel: Any) -> None:
+        arrived.set_result(DataChannelFrameChannel(channel, answerer, max_frame_bytes,
+                                                   answer_limits))
+
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await offerer.setRemoteDescription(answerer.localDescription)
+    await offer_channel.wait_open(WAIT_S)
+    async with asyncio.timeout(WAIT_S):
+        answer_channel = await arrived
+    return Pair(offerer, answerer, offer_channel, answer_channel)
+
+
+@asynccontextmanager
+async def channel_pair(**kwargs: Any) -> AsyncIterator[Pair]:
+    async with asyncio.timeout(TEST_S):
+        pair = await connect_pair(**kwargs)
+        try:
+            yield pair
+        finally:
+            await pair.offer_channel.close()
+            await pair.answer_channel.close()
+
+
+@dataclass
+class LinkedOverDataChannel:
+    unit: ActorSystem
+    van: ActorSystem
+    unit_link: Link
+    van_link: Link
+    pair: Pair
+    service: Service
+
+
+@asynccontextmanager
+async def linked(**limits: Any) -> AsyncIterator[LinkedOverDataChannel]:
+    """A "unit" (offerer, handshake initiator) and a "van" linked over the data channel, each
+    with a ``Service`` exposed (``svc`` on the van, ``csvc`` on the unit)."""
+    async with asyncio.timeout(TEST_S):
+        unit = ActorSystem(SystemConfig(name="unit", shutdown_drain_s=0.2))
+        van = ActorSystem(SystemConfig(name="van", shutdown_drain_s=0.2))
+        service = Service()
+        await van.spawn("svc", lambda: service)
+        await unit.spawn("csvc", Service)
+        pair = await connect_pair(**limits)
+        codec = Codec()
+        unit_link, van_link = await asyncio.gather(
+            open_link(unit, pair.offer_channel, service_link_config(), codec, initiator=True),
+            open_link(van, pair.answer_channel, service_link_config(), codec, initiator=False))
+        runs = [asyncio.create_task(link.run()) for link in (unit_link, van_link)]
+        try:
+            yield LinkedOverDataChannel(unit, van, unit_link, van_link, pair, service)
+        finally:
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            await unit.stop()
+            await van.stop()
+
+
+def candidate_addresses(sdp: str) -> list[tuple[str, str]]:
+    """(address, type) of every candidate line."""
+    return [(m[1], m[2]) for m in re.finditer(
+        r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ (\S+)", sdp, re.MULTILINE)]
+
+
+# --- a link over the channel ------------------------------------------------------------------
+
+
+async def test_tells_and_asks_cross_both_ways_after_the_handshake() -> None:
+    async with linked() as net:
+        assert (net.unit_link.peer, net.van_link.peer) == ("van", "unit")
+        pong = await net.unit_link.ref("svc").ask(Ping("hi"), timeout=WAIT_S)
+        assert isinstance(pong, Pong)
+        assert pong.text == "hi"
+        for amount in range(1, 11):
+            await net.unit_link.ref("svc").tell(Add(amount))
+        assert await net.unit_link.ref("svc").ask(GetTotal(), timeout=WAIT_S) == Total(55)
+        assert isinstance(await net.van_link.ref("csvc").ask(Ping("back"), timeout=WAIT_S), Pong)
+
+
+async def test_both_sides_use_only_host_candidates_on_loopback() -> None:
+    async with channel_pair() as pair:
+        for pc in (pair.offerer, pair.answerer):
+            found = candidate_addresses(pc.localDescription.sdp)
+            assert found
+            assert set(found) == {("127.0.0.1", "host")}
+
+
+async def test_a_large_frame_crosses_and_the_limit_is_the_message_size() -> None:
+    async with linked() as net:
+        assert net.pair.answer_channel.max_frame_bytes == DATA_CHANNEL_MAX_MESSAGE_BYTES
+        pixels = np.arange(200 * 1024, dtype=np.uint8)  # ~200 KiB: one message, many chunks
+        answer = await net.unit_link.ref("svc").ask(Frame(1, pixels), timeout=WAIT_S)
+        assert answer == FrameSum(1, int(pixels.sum()), pixels.shape)
+        too_big = np.zeros(DATA_CHANNEL_MAX_MESSAGE_BYTES, dtype=np.uint8)
+        with pytest.raises(LinkLost, match="over the limit"):
+            await net.unit_link.ref("svc").tell(Frame(2, too_big))
+
+
+async def test_a_wrong_key_is_refused_and_the_channel_closed() -> None:
+    async with asyncio.timeout(TEST_S):
+        unit = ActorSystem(SystemConfig(name="unit", shutdown_drain_s=0.2))
+        van = ActorSystem(SystemConfig(name="van", shutdown_drain_s=0.2))
+        pair = await connect_pair()
+        codec = Codec()
+        wrong = service_link_config(LinkKeys.shared(bytes(32)))
+        results = await asyncio.gather(
+            open_link(unit, pair.offer_channel, wrong, codec, initiator=True),
+            open_link(van, pair.answer_channel, service_link_config(), codec, initiator=False),
+            return_exceptions=True)
+        assert all(isinstance(result, HandshakeRefused) for result in results), results
+        with pytest.raises((EOFError, ConnectionError)):
+            await pair.answer_channel.read_frame()
+        await unit.stop()
+        await van.stop()
+
+
+async def test_a_peer_that_closes_its_connection_ends_the_link_and_fails_pending_asks() -> None:
+    async with linked() as net:
+        pending = asyncio.create_task(net.unit_link.ref("svc").ask(Hold(), timeout=TEST_S))
+        await asyncio.wait_for(net.service.entered.wait(), WAIT_S)
+        await net.pair.answerer.close()  # the van goes away without a word
+        with pytest.raises(LinkLost):
+            await asyncio.wait_for(pending, WAIT_S)
+        await eventually(lambda: net.unit_link.closed)
+        net.service.release.set()
+
+
+async def test_a_peer_that_closes_the_channel_is_an_end_of_file() -> None:
+    async with channel_pair() as pair:
+        await pair.offer_channel.write_frame(b"last words")
+        await pair.offer_channel.close()
+        assert await pair.answer_channel.read_frame() == b"last words"  # read before the end
+        with pytest.raises(EOFError):
+            await pair.answer_channel.read_frame()
+        with pytest.raises(ConnectionError):
+            await pair.answer_channel.write_frame(b"too late")
+
+
+# --- what the receiving side refuses ----------------------------------------------------------
+
+
+async def test_a_flood_of_frames_closes_the_channel_at_the_frame_limit() -> None:
+    limits = DataChannelLimits(max_queued_frames=8)
+    async with channel_pair(answer_limits=limits) as pair:
+        for _ in range(40):  # nobody reads on the answering side
+            await pair.offer_channel.write_frame(b"x" * 100)
+        with pytest.raises(EOFError):  # the flooded side closed the channel
+            await asyncio.wait_for(pair.offer_channel.read_frame(), WAIT_S)
+        with pytest.raises(ReceiveQueueFull):
+            await pair.answer_channel.read_frame()
+        assert pair.answer_channel.peak_queued_frames == 8
+
+
+async def test_a_flood_of_bytes_closes_the_channel_at_the_byte_limit() -> None:
+    limits = DataChannelLimits(max_queued_frames=1000,
+                               max_queued_bytes=DATA_CHANNEL_MAX_MESSAGE_BYTES)
+    async with channel_pair(answer_limits=limits) as pair:
+        for _ in range(20):  # 20 x 20 KB = 400 KB, over 256 KiB; nobody reads
+            await pair.offer_channel.write_frame(bytes(20_000))
+        with pytest.raises(EOFError):  # the flooded side closed the channel
+            await asyncio.wait_for(pair.offer_channel.read_frame(), WAIT_S)
+        with pytest.raises(ReceiveQueueFull):
+            await pair.answer_channel.read_frame()
+        assert pair.answer_channel.peak_queued_frames == 13  # 13 x 20,000 <= 262,144 < 14 x
+
+
+async def test_a_frame_over_the_limit_closes_the_channel() -> None:
+    async with channel_pair() as pair:
+        pair.answer_channel.max_frame_bytes = 1024  # as during the handshake
+        pair.offer_channel.max_frame_bytes = 4096
+        await pair.offer_channel.write_frame(bytes(2000))
+        with pytest.raises(FrameTooLarge, match="2000 bytes"):
+            await asyncio.wait_for(pair.answer_channel.read_frame(), WAIT_S)
+        await eventually(lambda: pair.offer_channel._ended is not None)
+
+
+async def test_a_text_message_closes_the_channel() -> None:
+    async with channel_pair() as pair:
+        pair.offer_channel._channel.send("a frame is never text")
+        with pytest.raises(TextMessageRefused):
+            await asyncio.wait_for(pair.answer_channel.read_frame(), WAIT_S)
+
+
+def test_an_unreliable_or_unordered_channel_is_refused() -> None:
+    for options in ({"ordered": False}, {"maxRetransmits": 0}, {"maxPacketLifeTime": 100}):
+        channel = FakeChannel(**options)
+        with pytest.raises(ValueError, match="reliable, ordered"):
+            DataChannelFrameChannel(channel, FakePeerConnection(), 1024)  # type: ignore[arg-type]
+
+
+# --- sending: backpressure and timeouts (fake channel) ----------------------------------------
+
+
+class FakeChannel(AsyncIOEventEmitter):
+    """Enough of ``RTCDataChannel`` for the sending side: the test decides when data leaves."""
+
+    def __init__(self, *, ordered: bool = True, maxRetransmits: int | None = None,  # noqa: N803
+                 maxPacketLifeTime: int | None = None) -> None:  # noqa: N803
+        super().__init__()
+        self.ordered, self.maxRetransmits = ordered, maxRetransmits
+        self.maxPacketLifeTime = maxPacketLifeTime
+        self.label = "fake"
+        self.readyState = "open"
+        self.bufferedAmount = 0
+        self.bufferedAmountLowThreshold = 0
+        self.sent: list[bytes] = []
+        self.close_calls = 0
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.bufferedAmount += len(data)
+
+    def drain(self) -> None:
+        """The peer took everything."""
+        self.bufferedAmount = 0
+        self.emit("bufferedamountlow")
+
+    def close(self) -> None:
+        self.close_calls += 1  # and never says it closed
+
+
+class FakePeerConnection(AsyncIOEventEmitter):
+    connectionState = "connected"  # noqa: N815
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def fake_channel(**limits: Any) -> tuple[DataChannelFrameChannel, FakeChannel, FakePeerConnection]:
+    channel, pc = FakeChannel(), FakePeerConnection()
+    limits = {"write_high_water_bytes": 3000, "write_low_water_bytes": 1000, **limits}
+    wrapped = DataChannelFrameChannel(channel, pc, 10_000,  # type: ignore[arg-type]
+                                      DataChannelLimits(**limits))
+    return wrapped, channel, pc
+
+
+async def test_a_write_waits_above_the_high_water_mark_until_the_buffer_drains() -> None:
+    wrapped, channel, _ = fake_channel()
+    assert channel.bufferedAmountLowThreshold == 1000
+    async with asyncio.timeout(WAIT_S):
+        await wrapped.write_frame(bytes(2000))  # under the mark: returns at once
+        third = asyncio.create_task(wrapped.write_frame(bytes(2000)))  # 4000 buffered: waits
+        await asyncio.sleep(0.05)
+        assert not third.done()
+        channel.drain()
+        await third
+    assert len(channel.sent) == 2
+
+
+async def test_a_write_the_peer_never_takes_times_out_and_closes_the_channel() -> None:
+    wrapped, channel, _ = fake_channel(write_timeout_s=0.1)
+    async with asyncio.timeout(WAIT_S):
+        with pytest.raises(WriteStalled):
+            await wrapped.write_frame(bytes(4000))
+        assert channel.close_calls == 1
+        with pytest.raises(WriteStalled):
+            await wrapped.read_frame()
+
+
+async def test_close_gives_up_waiting_after_its_timeout_and_closes_the_connection() -> None:
+    wrapped, channel, pc = fake_channel(close_timeout_s=0.1)
+    async with asyncio.timeout(WAIT_S):
+        await wrapped.close()
+    assert channel.close_calls == 1
+    assert pc.closed
+
+
+async def test_a_failed_peer_connection_ends_the_channel() -> None:
+    wrapped, _, pc = fake_channel()
+    pc.connectionState = "failed"
+    pc.emit("connectionstatechange")
+    with pytest.raises(ConnectionResetError, match="failed"):
+        await asyncio.wait_for(wrapped.read_frame(), WAIT_S)
+
+
+# --- data only: no track, no audio or video section -------------------------------------------
+
+
+async def test_no_track_or_transceiver_can_be_added() -> None:
+    pc = DataOnlyPeerConnection()
+    try:
+        with pytest.raises(MediaRefused):
+            pc.addTransceiver("video")
+        with pytest.raises(MediaRefused):
+            pc.addTrack(object())
+        assert pc.getTransceivers() == []
+    finally:
+        await pc.close()
+
+
+async def offer_with_media(*kinds: str) -> RTCSessionDescription:
+    """A real offer from an ordinary aiortc peer connection: a data channel plus ``kinds``."""
+    plain = RTCPeerConnection()
+    try:
+        plain.createDataChannel("lfr-link")
+        for kind in kinds:
+            plain.addTransceiver(kind)
+        offer = await plain.createOffer()
+    finally:
+        await plain.close()
+    return offer
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+async def test_a_remote_offer_with_audio_or_video_is_refused(kind: str) -> None:
+    offer = await offer_with_media(kind)
+    assert f"m={kind} " in offer.sdp
+    pc = DataOnlyPeerConnection()
+    try:
+        with pytest.raises(MediaRefused, match=kind):
+            await pc.setRemoteDescription(offer)
+        with pytest.raises(MediaRefused, match=kind):
+            await pc.setLocalDescription(offer)
+        assert pc.getTransceivers() == []
+    finally:
+        await pc.close()
+
+
+def test_only_one_application_section_passes_the_sdp_check() -> None:
+    check_data_only_sdp("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n")
+    with pytest.raises(MediaRefused, match="0 application"):
+        check_data_only_sdp("v=0\r\n")
+    with pytest.raises(MediaRefused, match="2 application"):
+        check_data_only_sdp("m=application 9 x y\nm=application 9 x y\n")
+    with pytest.raises(MediaRefused, match="text"):
+        check_data_only_sdp("m=application 9 x y\nm=text 9 x y\n")
+
+
+async def test_the_ice_agent_is_given_no_stun_server_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    given: list[Any] = []
+    real = aiortc.rtcicetransport.connection_kwargs
+
+    def record(servers: Any) -> Any:
+        given.append(servers)
+        return real(servers)
+
+    monkeypatch.setattr(aiortc.rtcicetransport, "connection_kwargs", record)
+    pc = DataOnlyPeerConnection()
+    try:
+        pc.createDataChannel("lfr-link")
+        await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), WAIT_S)
+        assert given == [[]]  # None would make aiortc use stun.l.google.com
+    finally:
+        await pc.close()
