@@ -1,0 +1,357 @@
+"""Signed, WHIP-style signaling on 127.0.0.1 over HTTPS with a pinned self-signed certificate:
+the happy path ends with a link over the data channel; every refusal has its test."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioice.ice
+import pytest
+from aiortc import RTCPeerConnection
+
+from actors.unit.signaling_client import (
+    SignalingClientConfig,
+    SignalingFailed,
+    check_answer,
+    negotiate,
+    post_offer,
+)
+from actors.van.signaling import (
+    ANSWER_CONTEXT,
+    CODEC,
+    OFFER_CONTEXT,
+    AnswerPayload,
+    OfferPayload,
+    SignalingConfig,
+    SignalingService,
+    Signed,
+    serve_signaling,
+    sign_payload,
+)
+from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
+from runtime import ActorSystem, Codec, SystemConfig
+from runtime.datachannel import (
+    DataChannelFrameChannel,
+    DataOnlyPeerConnection,
+    create_link_channel,
+    open_link,
+)
+from secure.hybrid_signature import ED25519_SIGNATURE_BYTES
+from secure.node_keys import NodeKeys, NodeRole
+from tests.runtime.helpers import WAIT_S, eventually
+from tests.runtime.link_support import Add, GetTotal, Service, Total, service_link_config
+
+TEST_S = 30.0
+UNIT_ID = "unit-1"
+
+
+@pytest.fixture(autouse=True)
+def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses",
+                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@dataclass
+class Van:
+    service: SignalingService
+    unit: NodeKeys
+    client_config: SignalingClientConfig
+    connections: list[tuple[str, DataOnlyPeerConnection]]
+
+
+@asynccontextmanager
+async def running_van(tmp_path: Path, **config: Any) -> AsyncIterator[Van]:
+    """A van serving signaling on a random port; one enrolled unit."""
+    async with asyncio.timeout(TEST_S):
+        van_keys = NodeKeys.generate(NodeRole.VAN, "van")
+        unit = NodeKeys.generate(NodeRole.UNIT, UNIT_ID)
+        files = create_tls_certificate(tmp_path, "van")
+        connections: list[tuple[str, DataOnlyPeerConnection]] = []
+        service = SignalingService(van_keys, {UNIT_ID: unit.public()}.get,
+                                   lambda unit_id, pc: connections.append((unit_id, pc)),
+                                   SignalingConfig(**config))
+        runner, port = await serve_signaling(service, "127.0.0.1", 0,
+                                             server_ssl_context(files.certificate, files.key))
+        client_config = SignalingClientConfig(f"https://127.0.0.1:{port}", van_keys.public(),
+                                              files.fingerprint)
+        try:
+            yield Van(service, unit, client_config, connections)
+        finally:
+            for _, pc in connections:
+                await pc.close()
+            await runner.cleanup()
+
+
+def offer_body(unit: NodeKeys, sdp: str, *, timestamp_s: float | None = None,
+               nonce: bytes | None = None, unit_id: str | None = None) -> bytes:
+    payload = OfferPayload(unit_id or unit.node_id,
+                           int((time.time() if timestamp_s is None else timestamp_s) * 1000),
+                           nonce or secrets.token_bytes(32), sdp)
+    return sign_payload(payload, unit.signing, OFFER_CONTEXT)
+
+
+async def data_offer_sdp() -> str:
+    pc = DataOnlyPeerConnection()
+    try:
+        create_link_channel(pc, 1 << 20)
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+async def refused(van: Van, body: bytes, reason: str, status: int,
+                  unit_id: str = UNIT_ID) -> None:
+    with pytest.raises(SignalingFailed, match=f"{status}: {reason}"):
+        await post_offer(van.client_config, unit_id, body)
+    assert van.service.refusals[reason] == 1
+    assert van.service.answered == 0
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+async def test_a_signed_offer_is_answered_and_a_link_runs_over_the_data_channel(
+        tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        van_system = ActorSystem(SystemConfig(name="van", shutdown_drain_s=0.2))
+        unit_system = ActorSystem(SystemConfig(name=UNIT_ID, shutdown_drain_s=0.2))
+        service = Service()
+        await van_system.spawn("svc", lambda: service)
+        codec = Codec()
+        van_side: asyncio.Future[DataChannelFrameChannel] = \
+            asyncio.get_running_loop().create_future()
+
+        def connected(unit_id: str, pc: DataOnlyPeerConnection) -> None:
+            van.connections.append((unit_id, pc))
+            pc.on("datachannel", lambda channel: van_side.set_result(
+                DataChannelFrameChannel(channel, pc, 1 << 20)))
+
+        van.service._connected = connected
+        unit_pc = DataOnlyPeerConnection()
+        unit_channel = create_link_channel(unit_pc, 1 << 20)
+        await negotiate(van.unit, van.client_config, unit_pc)
+        await unit_channel.wait_open(WAIT_S)
+        van_channel = await asyncio.wait_for(van_side, WAIT_S)
+        unit_link, van_link = await asyncio.gather(
+            open_link(unit_system, unit_channel, service_link_config(), codec, initiator=True),
+            open_link(van_system, van_channel, service_link_config(), codec, initiator=False))
+        runs = [asyncio.create_task(link.run()) for link in (unit_link, van_link)]
+        try:
+            await unit_link.ref("svc").tell(Add(7))
+            await eventually(lambda: service.total == 7)
+            assert await unit_link.ref("svc").ask(GetTotal(), timeout=WAIT_S) == Total(7)
+            assert van.service.answered == 1
+            assert van.connections[0][0] == UNIT_ID
+        finally:
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            await unit_pc.close()
+            await unit_system.stop()
+            await van_system.stop()
+
+
+# --- refused by the van -------------------------------------------------------------------
+
+
+async def test_an_unknown_unit_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        stranger = NodeKeys.generate(NodeRole.UNIT, "unit-9")
+        await refused(van, offer_body(stranger, await data_offer_sdp()), "unknown_unit", 403,
+                      "unit-9")
+
+
+async def test_a_node_enrolled_as_anything_but_a_unit_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        posing = NodeKeys.generate(NodeRole.AUTHORITY, UNIT_ID)
+        van.service._enrolled = {UNIT_ID: posing.public()}.get
+        await refused(van, offer_body(posing, await data_offer_sdp()), "unknown_unit", 403)
+
+
+@pytest.mark.parametrize(("offset", "half"), [(0, "ed25519"), (ED25519_SIGNATURE_BYTES + 5,
+                                                                "ml-dsa-65")])
+async def test_each_signature_half_is_checked(tmp_path: Path, offset: int, half: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    async with running_van(tmp_path) as van:
+        signed = CODEC.decode(offer_body(van.unit, await data_offer_sdp()))
+        signature = bytearray(signed.signature)
+        signature[offset] ^= 1
+        body = CODEC.encode(Signed(signed.payload, bytes(signature)))
+        with caplog.at_level(logging.WARNING, "lfr.van.signaling"):
+            await refused(van, body, "bad_signature", 403)
+        assert f"the {half} half does not verify" in caplog.text
+
+
+@pytest.mark.parametrize("skew_s", [-31.0, 31.0])
+async def test_a_stale_or_future_timestamp_is_refused(tmp_path: Path, skew_s: float) -> None:
+    async with running_van(tmp_path) as van:
+        body = offer_body(van.unit, await data_offer_sdp(), timestamp_s=time.time() + skew_s)
+        await refused(van, body, "stale", 403)
+
+
+async def test_a_replayed_offer_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        body = offer_body(van.unit, await data_offer_sdp())
+        await post_offer(van.client_config, UNIT_ID, body)
+        with pytest.raises(SignalingFailed, match="409: replayed"):
+            await post_offer(van.client_config, UNIT_ID, body)
+        assert van.service.answered == 1
+
+
+async def test_a_forged_offer_does_not_burn_its_nonce(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        nonce, sdp = secrets.token_bytes(32), await data_offer_sdp()
+        forger = NodeKeys.generate(NodeRole.UNIT, UNIT_ID)  # right id, wrong key
+        await refused(van, offer_body(forger, sdp, nonce=nonce), "bad_signature", 403)
+        await post_offer(van.client_config, UNIT_ID, offer_body(van.unit, sdp, nonce=nonce))
+
+
+async def test_an_oversize_body_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path, max_body_bytes=8192) as van:
+        await refused(van, bytes(8193), "oversize", 413)
+
+
+async def test_a_malformed_body_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        await refused(van, b"\x93\x01\x02", "malformed", 400)
+
+
+async def test_an_offer_posted_for_another_unit_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        await refused(van, offer_body(van.unit, await data_offer_sdp()), "unit_mismatch", 400,
+                      "unit-2")
+
+
+async def test_an_offer_with_a_video_section_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        plain = RTCPeerConnection()
+        plain.createDataChannel("lfr-link")
+        plain.addTransceiver("video")
+        sdp = (await plain.createOffer()).sdp
+        await plain.close()
+        await refused(van, offer_body(van.unit, sdp), "media_refused", 400)
+        assert van.connections == []
+
+
+async def test_offers_beyond_the_concurrency_limit_are_refused_at_once(tmp_path: Path) -> None:
+    async with running_van(tmp_path, max_concurrent_offers=1) as van:
+        van.service._in_flight = 1  # one offer is being answered
+        await refused(van, offer_body(van.unit, await data_offer_sdp()), "busy", 503)
+
+
+# --- refused by the unit ------------------------------------------------------------------
+
+
+async def test_a_wrong_pinned_fingerprint_is_refused_before_the_offer_is_sent(
+        tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        config = dataclasses.replace(van.client_config, tls_fingerprint=bytes(32))
+        with pytest.raises(SignalingFailed) as failure:
+            await post_offer(config, UNIT_ID, offer_body(van.unit, await data_offer_sdp()))
+        assert failure.value.reason == "wrong_certificate"
+        assert sum(van.service.refusals.values()) == van.service.answered == 0
+
+
+async def signed_answer(van: Van) -> tuple[bytes, bytes]:
+    """A real answer from the van to a fresh offer, and the offer's nonce."""
+    nonce = secrets.token_bytes(32)
+    body = offer_body(van.unit, await data_offer_sdp(), nonce=nonce)
+    return await post_offer(van.client_config, UNIT_ID, body), nonce
+
+
+async def test_an_answer_whose_sdp_was_altered_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        body, nonce = await signed_answer(van)
+        assert check_answer(body, van.client_config, UNIT_ID, nonce, time.time())
+        signed = CODEC.decode(body)
+        answer = CODEC.decode(signed.payload)
+        # A man in the middle puts its own DTLS fingerprint in, keeping the van's signature.
+        spliced = dataclasses.replace(answer, sdp=answer.sdp.replace(
+            "a=fingerprint:sha-256 ", "a=fingerprint:sha-256 00:", 1))
+        assert spliced.sdp != answer.sdp
+        forged = CODEC.encode(Signed(CODEC.encode(spliced), signed.signature))
+        with pytest.raises(SignalingFailed) as failure:
+            check_answer(forged, van.client_config, UNIT_ID, nonce, time.time())
+        assert failure.value.reason == "bad_signature"
+
+
+async def test_an_answer_to_another_offer_or_stale_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        body, nonce = await signed_answer(van)
+        config = van.client_config
+        for args, reason in (((UNIT_ID, secrets.token_bytes(32), time.time()),
+                              "nonce_mismatch"),
+                             (("unit-2", nonce, time.time()), "wrong_unit"),
+                             ((UNIT_ID, nonce, time.time() + 60), "stale")):
+            with pytest.raises(SignalingFailed) as failure:
+                check_answer(body, config, *args)
+            assert failure.value.reason == reason
+
+
+async def test_an_answer_signed_by_another_van_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        body, nonce = await signed_answer(van)
+        answer = CODEC.decode(CODEC.decode(body).payload)
+        other = NodeKeys.generate(NodeRole.VAN, "van")
+        forged = sign_payload(answer, other.signing, ANSWER_CONTEXT)
+        with pytest.raises(SignalingFailed) as failure:
+            check_answer(forged, van.client_config, UNIT_ID, nonce, time.time())
+        assert failure.value.reason == "bad_signature"
+        assert isinstance(answer, AnswerPayload)
+
+
+async def test_a_van_that_is_unreachable_fails_within_the_timeout(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        config = dataclasses.replace(van.client_config, van_url="https://127.0.0.1:9",
+                                     connect_timeout_s=1.0, request_timeout_s=2.0)
+        async with asyncio.timeout(WAIT_S):
+            with pytest.raises(SignalingFailed) as failure:
+                await post_offer(config, UNIT_ID, b"x")
+        assert failure.value.reason == "unreachable"
+
+
+async def test_an_answer_from_the_vans_key_under_another_van_id_is_refused(
+        tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        body, nonce = await signed_answer(van)
+        answer = CODEC.decode(CODEC.decode(body).payload)
+        renamed = sign_payload(dataclasses.replace(answer, van_id="van-2"),
+                               van.service.van.signing, ANSWER_CONTEXT)
+        with pytest.raises(SignalingFailed) as failure:
+            check_answer(renamed, van.client_config, UNIT_ID, nonce, time.time())
+        assert failure.value.reason == "wrong_van"
+
+
+async def test_a_signed_answer_with_a_video_section_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        body, nonce = await signed_answer(van)
+        answer = CODEC.decode(CODEC.decode(body).payload)
+        video = answer.sdp + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        signed = sign_payload(dataclasses.replace(answer, sdp=video), van.service.van.signing,
+                              ANSWER_CONTEXT)
+        with pytest.raises(SignalingFailed) as failure:
+            check_answer(signed, van.client_config, UNIT_ID, nonce, time.time())
+        assert failure.value.reason == "media_refused"
+
+
+async def test_an_answer_that_takes_too_long_is_refused_and_its_connection_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never(self: Any) -> Any:
+        await asyncio.sleep(TEST_S)
+
+    monkeypatch.setattr(DataOnlyPeerConnection, "createAnswer", never)
+    async with running_van(tmp_path, negotiation_timeout_s=0.2) as van:
+        await refused(van, offer_body(van.unit, await data_offer_sdp()), "negotiation_failed",
+                      504)
+        assert van.connections == []
