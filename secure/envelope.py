@@ -48,8 +48,10 @@ SIGNATURE_CONTEXT = b"lfr-edge/sealed-event/v1"
 """Domain separation: an envelope signature is valid for nothing else."""
 INFO_LABEL = b"lfr-edge/sealed-event/v1\x00"
 """HPKE ``info`` prefix; the frame bytes up to the end of the header follow it."""
-MAX_BODY_BYTES = 256 * 1024
-"""Largest plaintext body: an alert with a 20 KB face crop is about 21 KB."""
+MAX_BODY_BYTES = 240 * 1024
+"""Largest plaintext body: an alert with a 20 KB face crop is about 21 KB. Chosen so that the
+largest envelope, inside a link message, still fits one WebRTC data-channel message (256 KiB,
+``runtime.datachannel.DATA_CHANNEL_MAX_MESSAGE_BYTES``)."""
 _PREFIX = struct.Struct(">4sBH")       # magic, version, header length
 _BODY_LEN = struct.Struct(">I")
 _SIGNATURE_LEN = struct.Struct(">H")
@@ -58,7 +60,7 @@ MAX_HEADER_BYTES = 2 + 255 + _HEADER_TAIL.size
 """Kind, unit id length, a unit id of at most 255 UTF-8 bytes, sequence and key ids."""
 MAX_ENVELOPE_BYTES = (_PREFIX.size + MAX_HEADER_BYTES + _BODY_LEN.size + SEAL_OVERHEAD_BYTES
                       + MAX_BODY_BYTES + _SIGNATURE_LEN.size + HYBRID_SIGNATURE_BYTES)
-"""Largest envelope ``open_envelope`` reads (about 261 KiB)."""
+"""Largest envelope ``open_envelope`` reads (about 245 KiB)."""
 MAX_SEQUENCE = 2**64 - 1
 _MAX_SEALED_BYTES = SEAL_OVERHEAD_BYTES + MAX_BODY_BYTES
 

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from runtime.datachannel import DATA_CHANNEL_MAX_MESSAGE_BYTES
 from secure.envelope import (
     MAX_BODY_BYTES,
     MAX_ENVELOPE_BYTES,
@@ -228,3 +229,9 @@ def test_checks_run_in_the_documented_order() -> None:
     assert isinstance(refusal(old, Signers()), EnvelopeVersionUnsupported)
     assert isinstance(refusal(old + b"\x00", Signers()), EnvelopeMalformed)
     assert isinstance(refusal(old + b"\x00", Signers(), max_bytes=len(old)), EnvelopeTooLarge)
+
+
+def test_the_largest_envelope_fits_one_data_channel_message_with_room_for_the_link() -> None:
+    # A link message adds its envelope (target name, type codes, msgpack lengths): 4 KiB is
+    # far more than it needs.
+    assert MAX_ENVELOPE_BYTES + 4096 <= DATA_CHANNEL_MAX_MESSAGE_BYTES
