@@ -7,4 +7,6 @@ The lowest layer of the project: it imports nothing of ours, and ``runtime``, ``
 - ``files``        - reading a file a user named: regular files only, bounded by bytes read
 - ``log_text``     - untrusted names made safe to log or print (no forged lines, no escapes)
 - ``config_checks``- the checks config dataclasses run in ``__post_init__``
+- ``exit_codes``   - every process exit code (light to import: the command line installs its
+  signal handlers before anything heavy is loaded)
 """

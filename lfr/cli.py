@@ -1,7 +1,7 @@
 """``lfr``: the command line of an lfr-edge node.
 
 Each command's work lives in its own module; this one only parses arguments and maps errors to
-exit codes (``runtime.exit_codes``): ``UserInputError`` is bad input (2), Ctrl-C and SIGTERM
+exit codes (``guards.exit_codes``): ``UserInputError`` is bad input (2), Ctrl-C and SIGTERM
 end with 130/143, anything else is an internal error (70) with its traceback logged. Heavy
 imports happen inside the command functions so ``lfr --help`` stays fast.
 """
@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from guards.exit_codes import ExitCode, StoppedBySignal
 from guards.log_text import printable
-from runtime.exit_codes import ExitCode, StoppedBySignal
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 

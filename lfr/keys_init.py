@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from guards.exit_codes import ExitCode
 from guards.log_text import printable
-from runtime.exit_codes import ExitCode
 from secure.key_files import write_node_keys
 from secure.key_id import format_key_id
 from secure.node_keys import NodeKeys, NodeRole, check_node_id

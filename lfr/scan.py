@@ -9,7 +9,7 @@ Supervision tree (rest_for_one, consumers started first so a stop drains produce
         ├── detector  finds, aligns and gates faces (drop_oldest for live sources)
         └── camera    decodes the source (restarted alone if a live stream breaks)
 
-How a scan ends, and its exit code (``runtime.exit_codes``):
+How a scan ends, and its exit code (``guards.exit_codes``):
 - the file was scanned to its end: 0;
 - the file could not be scanned whole (not a video, damaged, frames too large): what could be
   decoded was scanned, the summary names the file and the reason, exit 2;
@@ -42,6 +42,7 @@ from actors.unit.watchlist import (
     check_usual_thresholds,
     load_watchlist,
 )
+from guards.exit_codes import ExitCode
 from guards.files import open_regular_file
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -50,7 +51,6 @@ from models.face_embedder import FaceEmbedder
 from models.model_file import MOBILEFACENET
 from runtime.actor import Actor
 from runtime.blocking import WorkersBusy
-from runtime.exit_codes import ExitCode
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.supervisor import Backoff, Strategy, SupervisorConfig
 from runtime.system import ActorSystem

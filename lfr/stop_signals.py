@@ -23,7 +23,7 @@ import threading
 import time
 from types import FrameType
 
-from runtime.exit_codes import StoppedBySignal
+from guards.exit_codes import StoppedBySignal
 
 FORCED_EXIT_AFTER_S = 1.5
 """Time the graceful stop gets before the process is ended: a stop never takes 2 s."""

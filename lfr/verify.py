@@ -1,6 +1,6 @@
 """``lfr verify A B``: are two photos the same person?
 
-Exit codes (``runtime.exit_codes``): 0 with the similarity printed, 3 when a photo holds no
+Exit codes (``guards.exit_codes``): 0 with the similarity printed, 3 when a photo holds no
 single usable face, and an unreadable photo (missing, not a regular file, not a JPEG, PNG or
 WebP) raises ``ImageLoadError``, which the command line reports as bad input (2).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from actors.unit.watchlist import DEFAULT_THRESHOLD
+from guards.exit_codes import ExitCode
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
-from runtime.exit_codes import ExitCode
 
 
 def verify(image_a: Path, image_b: Path, *, threshold: float = DEFAULT_THRESHOLD,

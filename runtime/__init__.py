@@ -5,8 +5,9 @@ Layering, bottom up (a module imports only from layers below it):
 1. ``errors``, ``envelope``, ``mailbox``       - exceptions; bounded mailboxes with statistics
 2. ``actor``, ``ref``, ``actor_metrics``        - the Actor API, typed refs, per-actor counters
 3. ``cell``, ``supervisor``                     - running incarnations; restart strategies
-4. ``blocking``, ``ordered_window``, ``stall_watchdog``, ``metrics_export`` - worker pool, in-order
-   concurrent jobs inside one actor, debug stalls, Prometheus
+4. ``blocking``, ``daemon_thread``, ``ordered_window``, ``stall_watchdog``, ``metrics_export`` -
+   worker pool, a thread for calls a stop must not wait for, in-order concurrent jobs inside one
+   actor, debug stalls, Prometheus
 5. ``system``, ``node``                         - one node's actors; ``run(main)`` with signals
 6. ``schema``, ``message``, ``codec``           - message registry and strict msgpack codec
 7. ``framing``, ``link_messages``, ``link_keys``, ``link_config``, ``link_handshake``, ``link``,
@@ -15,6 +16,7 @@ Layering, bottom up (a module imports only from layers below it):
    actors per node, an HMAC challenge-response handshake before any message is accepted
 """
 
+from guards.exit_codes import ExitCode
 from runtime.actor import Actor, ActorContext
 from runtime.blocking import BlockingPool, WorkersBusy
 from runtime.codec import Codec, DecodeError, EncodeError
@@ -28,7 +30,6 @@ from runtime.errors import (
     RuntimeFault,
     SupervisorGaveUp,
 )
-from runtime.exit_codes import ExitCode
 from runtime.link import Link, RemoteActorRef, TooManyAsks
 from runtime.link_config import LinkConfig
 from runtime.link_endpoints import (

@@ -7,7 +7,7 @@
   and one log line naming the actor and the error.
 - ``main`` raising ``UserInputError`` exits 2 with its message; raising anything else exits 70
   with the traceback logged. Otherwise the exit code is what ``main`` returns (None means 0).
-  Codes: ``runtime.exit_codes.ExitCode``.
+  Codes: ``guards.exit_codes.ExitCode``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from guards.exit_codes import ExitCode, StoppedBySignal, for_signal
 from guards.log_text import printable
 from guards.user_input import UserInputError
-from runtime.exit_codes import ExitCode, StoppedBySignal, for_signal
 from runtime.system import ActorSystem, SystemConfig
 
 log = logging.getLogger("lfr.runtime")

@@ -28,7 +28,6 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from actors.unit.decoder_thread import DecoderThread
 from actors.unit.frame_pixels import RgbConverter
 from guards.config_checks import (
     require_at_least,
@@ -38,6 +37,7 @@ from guards.config_checks import (
 )
 from guards.log_text import printable
 from runtime.actor import Actor
+from runtime.daemon_thread import DaemonThread
 from runtime.errors import ActorStopped
 from runtime.ref import ActorRef
 from runtime.supervisor import Backoff
@@ -186,7 +186,7 @@ class Camera(Actor[_NextFrame]):
         self._skip = 0
         self._consecutive_decode_errors = 0
         self._first_decode_error: str | None = None
-        self._decoder = DecoderThread(f"camera-{printable(config.camera_id, max_chars=12)}")
+        self._decoder = DaemonThread(f"camera-{printable(config.camera_id, max_chars=12)}")
         self._rgb = RgbConverter()  # used on the decoder thread only
 
     async def _in_decoder_thread(self, fn: Callable[[], T], timeout_s: float, doing: str) -> T:

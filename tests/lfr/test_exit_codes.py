@@ -12,9 +12,9 @@ import pytest
 import bench.pipeline_bench
 import bench.runtime_bench
 import lfr.cli
+from guards.exit_codes import ExitCode, for_signal
 from guards.user_input import UserInputError
 from lfr.cli import main
-from runtime.exit_codes import ExitCode, for_signal
 
 
 def test_the_documented_values() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.exit_codes import ExitCode
+from guards.exit_codes import ExitCode
 from tests.lfr.conftest import PHOTOS, REPO_ROOT
 
 STOP_WITHIN_S = 2.0

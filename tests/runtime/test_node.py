@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from guards.exit_codes import ExitCode
 from runtime import (
     Actor,
     ActorSystem,
@@ -22,7 +23,6 @@ from runtime import (
     SystemConfig,
     run_node,
 )
-from runtime.exit_codes import ExitCode
 from tests.runtime.helpers import WAIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
