@@ -1,4 +1,5 @@
-"""``read_user_file``: read a file a user named, refusing what is not a regular file.
+"""``read_user_file``: read a file a user named, refusing what is not a regular file;
+``write_file_atomically``: replace an output file all or nothing.
 
 ``stat()`` cannot bound a read: ``/dev/zero`` and ``/proc`` files report a size of 0, a FIFO
 blocks ``open()`` until a writer comes, a directory fails late with a confusing message. So the
@@ -9,8 +10,11 @@ limit holds whatever the file claims.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from guards.log_text import printable
@@ -127,3 +131,73 @@ def check_output_target(path: Path | str, what: str) -> Path:
         raise UserFileError(f"{what} {printable(target)}: is {file_kind(mode)}; "
                             "only a regular file can be replaced")
     return target
+
+
+def write_file_atomically(path: Path | str, data: bytes, what: str, *,
+                          mode: int = 0o600) -> Path:
+    """Replace ``path`` by a file holding ``data``, all or nothing, and return it as a Path.
+
+    ``data`` goes to a temporary file in the target's own folder (a rename never crosses file
+    systems), is fsynced, then renamed over the target: a full disk or a crash leaves the old
+    file whole, never an empty or cut one. The temporary file is removed on every failure,
+    Ctrl-C included. A new file gets ``mode`` (default 0600: outputs may hold biometric data);
+    a replaced file keeps its own mode, so whoever read it still can. A target that exists and
+    is not a regular file is refused (``check_output_target``). Failures raise
+    ``UserFileError`` naming ``what`` and the path.
+    """
+    target = check_output_target(path, what)
+    shown = f"{what} {printable(target)}"
+    folder = target.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserFileError(f"{shown}: cannot be written there: {_why_no_new_file(folder, exc)}"
+                            ) from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), _mode_to_keep(target, mode))
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, target)
+    except BaseException as exc:  # any failure, Ctrl-C included: never leave the copy behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise UserFileError(f"{shown}: cannot write: {exc.strerror or exc}; the file was "
+                                "left as it was") from None
+        raise
+    _sync_folder(folder)
+    return target
+
+
+def _mode_to_keep(target: Path, new_mode: int) -> int:
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return new_mode
+
+
+def _why_no_new_file(folder: Path, exc: OSError) -> str:
+    """Plain words for why no file can be created in ``folder``."""
+    shown = printable(folder)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"you may not create files in folder {shown} (permission denied)"
+    if exc.errno == errno.EROFS:
+        return f"folder {shown} is on a read-only file system"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk holding folder {shown} is full"
+    # ENOENT for a folder that exists: /proc, /sys and the like make no new files.
+    return (f"folder {shown} does not take new files ({exc.strerror or exc}); it is not an "
+            "ordinary folder on a disk (such as /proc or /sys) or was removed")
+
+
+def _sync_folder(folder: Path) -> None:
+    # The rename is durable only once the folder is synced; best effort (some file systems
+    # refuse fsync on a folder), the data itself is already on disk.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -16,14 +16,10 @@ Thresholds are cosine similarities; what they mean and the range accepted withou
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import math
-import os
-import stat
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.unit.gallery import Gallery
-from guards.files import UserFileError, check_output_target, read_user_file
+from guards.files import UserFileError, read_user_file, write_file_atomically
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from models.face_embedder import EMBEDDING_DIM
@@ -197,41 +193,15 @@ def encode_watchlist(watchlist: Watchlist) -> bytes:
 
 
 def save_watchlist(watchlist: Watchlist, path: Path) -> None:
-    """Write ``watchlist`` atomically: a temporary file in the target's own folder, renamed
-    into place; the temporary file is removed on any failure. Refuses a target that exists and
-    is not a regular file (a device node, a directory, a FIFO)."""
+    """Write ``watchlist`` atomically (``guards.files.write_file_atomically``): the old file
+    stays whole on any failure, a new file is 0600 (biometric data), a replaced one keeps its
+    mode. Refuses a target that exists and is not a regular file (a device node, a directory,
+    a FIFO)."""
+    data = encode_watchlist(watchlist)
     try:
-        target = check_output_target(path, "watchlist")
+        write_file_atomically(path, data, "watchlist")
     except UserFileError as exc:
         raise WatchlistError(str(exc)) from None
-    data = encode_watchlist(watchlist)
-    folder = target.parent
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise WatchlistError(f"{printable(target)}: cannot write in {printable(folder)}: "
-                             f"{exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _keep_mode_of(target, out.fileno())
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, target)
-    except BaseException as exc:  # any failure, Ctrl-C included: never leave the copy behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise WatchlistError(f"{printable(target)}: cannot write watchlist: "
-                                 f"{exc.strerror or exc}") from None
-        raise
-
-
-def _keep_mode_of(target: Path, fd: int) -> None:
-    # mkstemp creates the file 0600 (a watchlist is biometric data); a replaced file keeps the
-    # permissions it had, so a service reading it still can.
-    with contextlib.suppress(FileNotFoundError):
-        os.fchmod(fd, stat.S_IMODE(target.stat().st_mode))
 
 
 def load_watchlist(path: Path, *, max_bytes: int = MAX_WATCHLIST_BYTES,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from guards.files import (
     check_output_target,
     read_private_file,
     read_user_file,
+    write_file_atomically,
 )
 from guards.user_input import UserInputError
 
@@ -109,3 +114,96 @@ def test_a_private_file_must_be_0600_ours_and_no_link(tmp_path: Path) -> None:
         os.chown(secret, 65534, 65534)
         with pytest.raises(UserFileError, match="owned by uid 65534"):
             read_private_file(secret, "key file", max_bytes=64)
+
+
+# --- write_file_atomically ----------------------------------------------------------------------
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_an_atomic_write_creates_or_replaces_keeping_the_mode(tmp_path: Path) -> None:
+    target = tmp_path / "scores.csv"
+    assert write_file_atomically(target, b"one", "--scores-out", mode=0o644) == target
+    assert target.read_bytes() == b"one"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    target.chmod(0o640)
+    write_file_atomically(target, b"two", "--scores-out")
+    assert target.read_bytes() == b"two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    write_file_atomically(tmp_path / "new.bin", b"", "--out")
+    assert stat.S_IMODE((tmp_path / "new.bin").stat().st_mode) == 0o600
+    assert _names(tmp_path) == ["new.bin", "scores.csv"]
+
+
+_FULL_DISK_WRITE = """
+import resource, sys
+from guards.files import UserFileError, write_file_atomically
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    write_file_atomically(sys.argv[1], b"n" * 100_000, "--scores-out")
+except UserFileError as exc:
+    print(exc)
+"""
+
+
+def test_a_disk_full_midway_leaves_the_old_file_whole_and_no_copy(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE makes the write fail past 4 KiB, as a full disk would (EFBIG, not ENOSPC;
+    # Python ignores SIGXFSZ), in a child so that pytest's own files are not limited.
+    target = tmp_path / "scores.csv"
+    target.write_bytes(b"old scores\n" * 10)
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK_WRITE, str(target)],
+                          capture_output=True, text=True, timeout=60, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert "--scores-out" in done.stdout
+    assert "cannot write: File too large; the file was left as it was" in done.stdout
+    assert target.read_bytes() == b"old scores\n" * 10
+    assert _names(tmp_path) == ["scores.csv"]
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_failed_atomic_write_removes_its_temporary_file(
+        tmp_path: Path, failing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def fail(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(UserFileError, match=r"out\.bin: cannot write: No space left"):
+        write_file_atomically(target, b"new", "--out")
+    assert target.read_bytes() == b"old"
+    assert _names(tmp_path) == ["out.bin"]
+
+
+def test_ctrl_c_during_an_atomic_write_removes_its_temporary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_file_atomically(tmp_path / "out.bin", b"new", "--out")
+    assert _names(tmp_path) == []
+
+
+def test_an_atomic_write_refuses_targets_that_are_not_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    for target, kind in ((fifo, "FIFO"), (Path("/dev/null"), "character device"),
+                         (tmp_path, "directory")):
+        with pytest.raises(UserFileError, match=kind):
+            write_file_atomically(target, b"x", "--out")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert _names(tmp_path) == ["out.fifo"]
+
+
+def test_a_folder_that_takes_no_files_is_named_in_plain_words() -> None:
+    with pytest.raises(UserFileError) as raised:
+        write_file_atomically("/proc/self/status", b"x", "--out")
+    message = str(raised.value)
+    assert message.startswith("--out /proc/self/status: cannot be written there: folder "
+                              "/proc/self does not take new files")
+    assert "not an ordinary folder" in message
