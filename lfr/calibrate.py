@@ -16,6 +16,8 @@ import csv
 import io
 import math
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.watchlist import DEFAULT_THRESHOLD
-from guards.files import check_output_target, read_user_file
+from guards.files import (
+    UserFileError,
+    check_output_target,
+    read_user_file,
+    write_file_atomically,
+)
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
@@ -61,8 +68,7 @@ def read_pairs(csv_path: Path) -> list[Pair]:
     pairs: list[Pair] = []
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        if reader.fieldnames is None or not {"a", "b", "same"} <= set(reader.fieldnames):
-            raise CalibrationError(f"{shown}: needs a header with columns a,b,same")
+        _check_header(reader.fieldnames, shown)
         for row in reader:
             pairs.append(_pair(row, f"{shown}:{reader.line_num}"))
             if len(pairs) > MAX_PAIRS:
@@ -72,6 +78,17 @@ def read_pairs(csv_path: Path) -> list[Pair]:
     if not pairs:
         raise CalibrationError(f"{shown}: no pairs")
     return pairs
+
+
+def _check_header(fieldnames: Sequence[str] | None, shown: str) -> None:
+    if fieldnames is None or not {"a", "b", "same"} <= set(fieldnames):
+        raise CalibrationError(f"{shown}: needs a header with columns a,b,same")
+    # DictReader keeps the last of two columns of one name: a,b,same,a would silently pair
+    # other images than the ones the first column names.
+    repeated = sorted(name for name, times in Counter(fieldnames).items() if times > 1)
+    if repeated:
+        listed = ", ".join(printable(name, max_chars=40) for name in repeated)
+        raise CalibrationError(f"{shown}:1: header repeats column {listed}; each column once")
 
 
 def _csv_text(data: bytes, shown: str) -> str:
@@ -208,15 +225,17 @@ def _embed_all(pairs: list[Pair], root: Path,
 
 
 def _write_scores(path: Path, scored: list[tuple[Pair, float]]) -> None:
+    """Replace ``path`` atomically: a full disk leaves the old scores whole, never a cut file."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["a", "b", "same", "score"])
+    for pair, score in scored:
+        writer.writerow([pair.a, pair.b, int(pair.same), f"{score:.6f}"])
     try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["a", "b", "same", "score"])
-            for pair, score in scored:
-                writer.writerow([pair.a, pair.b, int(pair.same), f"{score:.6f}"])
-    except OSError as exc:  # a full disk, a folder removed meanwhile
-        raise CalibrationError(f"--scores-out {printable(path)}: cannot write: "
-                               f"{exc.strerror or exc}") from None
+        # Paths and scores, no biometric data: readable like any file the user writes.
+        write_file_atomically(path, text.getvalue().encode("utf-8"), "--scores-out", mode=0o644)
+    except UserFileError as exc:  # a full disk, a folder removed or replaced meanwhile
+        raise CalibrationError(str(exc)) from None
 
 
 def _number(value: float) -> float | None:

@@ -131,6 +131,8 @@ def test_an_unreadable_image_is_listed_apart_from_no_face(
     (b"a,b,same\nx.jpg,y.jpg,1\nx.jpg,y.jpg,0\nx\x00.jpg,y.jpg,1\n", 4, "NUL byte"),
     (b"a,b,same\nx.jpg,y.jpg,maybe\n", 2, "same must be 0 or 1"),
     (b"a,b,same\nx.jpg,,1\n", 2, "both a and b"),
+    (b"a,b,same,a\nx.jpg,y.jpg,1,z.jpg\n", 1, "header repeats column a"),
+    (b"same,b,same,a,b\nx.jpg,y.jpg,1,z.jpg,w.jpg\n", 1, "header repeats column b, same"),
 ])
 def test_a_malformed_csv_names_the_file_and_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], no_models: None, content: bytes,
@@ -178,3 +180,49 @@ def test_calibrate_itself_refuses_a_bad_target_fmr(tmp_path: Path, no_models: No
                                                    fmr: float) -> None:
     with pytest.raises(CalibrationError, match="--target-fmr"):
         calibrate([Pair("x.jpg", "y.jpg", same=True)], tmp_path, target_fmr=fmr)
+
+
+# --- --scores-out: replaced all or nothing ------------------------------------------------------
+
+
+@pytest.fixture
+def fake_embeddings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two images, x and y, with fixed embeddings: no models, and a score of 0.6 for x,y."""
+    x = np.array([1.0, 0.0], np.float32)
+    y = np.array([0.6, 0.8], np.float32)
+
+    def embed_all(pairs: list[Pair], root: Path) -> tuple[dict[str, object], list[str],
+                                                            list[str]]:
+        return {"x.jpg": x, "y.jpg": y}, [], []
+
+    monkeypatch.setattr("lfr.calibrate._embed_all", embed_all)
+
+
+def test_scores_out_holds_every_scored_pair(tmp_path: Path, fake_embeddings: None) -> None:
+    scores = tmp_path / "scores.csv"
+    calibrate([Pair("x.jpg", "y.jpg", same=True)], tmp_path, target_fmr=0.01,
+              scores_out=scores)
+    assert scores.read_bytes() == b"a,b,same,score\r\nx.jpg,y.jpg,1,0.600000\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+
+
+def test_a_full_disk_leaves_the_old_scores_whole_and_no_copy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_embeddings: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b,same\nx.jpg,y.jpg,1\n")
+    scores = tmp_path / "scores.csv"
+    scores.write_text("old scores\n")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    code, out, err = _run(capsys, "calibrate", "--pairs", str(pairs), "--root", str(tmp_path),
+                          "--scores-out", str(scores))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert f"--scores-out {scores}: cannot write: No space left on device" in err
+    assert scores.read_text() == "old scores\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.csv", "scores.csv"]
