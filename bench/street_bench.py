@@ -18,9 +18,13 @@ import numpy as np
 
 from actors.unit.camera import CameraConfig
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
-from bench.street_score import Truth, load_truth, read_alert_lines, score_alerts
-from guards.files import read_user_file
-from guards.log_text import printable
+from bench.street_score import (
+    Truth,
+    load_truth,
+    read_alert_file,
+    read_alert_lines,
+    score_alerts,
+)
 from guards.user_input import UserInputError
 from lfr.photo_faces import PhotoFaces
 from lfr.scan import ScanConfig, check_source, start_scan, warm_up_models
@@ -73,9 +77,7 @@ def run_street_bench(source: Path = DEFAULT_SOURCE, truth_path: Path = DEFAULT_T
     """
     truth = load_truth(truth_path)
     if alerts_path is not None:
-        text = read_user_file(alerts_path, "alerts file", MAX_ALERTS_BYTES)
-        alerts = read_alert_lines(text.decode("utf-8", "replace").splitlines(),
-                                  printable(alerts_path))
+        alerts = read_alert_file(alerts_path, MAX_ALERTS_BYTES)
         return {"source": str(alerts_path), **score_alerts(alerts, truth)}
     check_source(CameraConfig(str(source)))
     photos = PhotoFaces()

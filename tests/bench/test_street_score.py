@@ -138,3 +138,119 @@ def test_lfr_bench_street_scores_an_alerts_file_and_exits_1_on_a_missed_target(
     assert main(["bench", "street", "--truth", str(truth), "--alerts", str(alerts),
                  "--json"]) == 1  # a false alert
     assert json.loads(capsys.readouterr().out)["false_alerts"] == 1
+
+
+# --- strict parsing: each refusal names the file and the line or field -------------------------
+
+
+def _truth_file(tmp_path: Path, **overrides: object) -> Path:
+    row: dict[str, object] = {"identity": "kit", "on_watchlist": True, "enter": 1, "leave": 4,
+                              "face_px": 60}
+    row.update(overrides)
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps({"watchlist": {"kit": "photos/kit/kit_1.jpeg"},
+                                "appearances": [row]}))
+    return path
+
+
+def _bench_street(capsys: pytest.CaptureFixture[str], truth: Path,
+                  alerts: Path) -> tuple[int, str]:
+    code = main(["bench", "street", "--truth", str(truth), "--alerts", str(alerts), "--json"])
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1  # one line, no traceback
+    return code, captured.err
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_an_alert_with_nan_or_infinity_is_refused_naming_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], constant: str) -> None:
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_text(f'{{"subject": "kit", "t": 2.0}}\n\n'
+                      f'{{"subject": "joe_biden", "t": {constant}}}\n')
+    code, err = _bench_street(capsys, _truth_file(tmp_path), alerts)
+    assert code == 2
+    assert f"alerts.jsonl: line 3: {constant} is not a JSON number" in err
+
+
+def test_a_truth_file_with_infinity_is_refused_naming_the_line(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    truth.write_text('{"watchlist": {"kit": "NaN.jpg"},\n"appearances": [\n'
+                     '{"identity": "NaN", "on_watchlist": true, "enter": 1,\n'
+                     '"leave": Infinity, "face_px": 40}]}')
+    with pytest.raises(UserInputError, match=r"truth\.json: line 4: Infinity is not a JSON"):
+        load_truth(truth)
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_text('{"subject": "kit", "t": 2.0}\n')
+    code, err = _bench_street(capsys, deep, alerts)
+    assert code == 2
+    assert "deep.json: line 1: nested too deeply" in err
+    alerts.write_text('{"subject": "kit", "t": 2.0}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    code, err = _bench_street(capsys, _truth_file(tmp_path), alerts)
+    assert code == 2
+    assert "alerts.jsonl: line 2: nested too deeply" in err
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("identity", 5, "appearances[0].identity must be a string"),
+    ("identity", "", "appearances[0].identity must be a string"),
+    ("on_watchlist", "yes", "appearances[0].on_watchlist must be true or false"),
+    ("on_watchlist", 1, "appearances[0].on_watchlist must be true or false"),
+    ("enter", "1", "appearances[0].enter must be a number"),
+    ("enter", True, "appearances[0].enter must be a number"),
+    ("enter", -1, "appearances[0].enter must be a finite number >= 0"),
+    ("leave", 0.5, "appearances[0].leave must be a finite number >= 1"),
+    ("face_px", None, "appearances[0].face_px must be a number"),
+    ("face_px", 1e400, "appearances[0].face_px must be a finite number"),
+])
+def test_every_truth_field_is_type_checked(tmp_path: Path, field: str, value: object,
+                                           problem: str) -> None:
+    path = _truth_file(tmp_path, **{field: value})
+    if value == 1e400:  # json.dumps writes Infinity; 1e400 is how it can sneak in as a number
+        path.write_text(path.read_text().replace("Infinity", "1e400"))
+    with pytest.raises(UserInputError) as raised:
+        load_truth(path)
+    assert str(raised.value).startswith(f"{tmp_path / 'truth.json'}: ")
+    assert problem in str(raised.value)
+
+
+def test_a_truth_watchlist_must_map_names_to_paths(tmp_path: Path) -> None:
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps({"watchlist": {"kit": 3}, "appearances": []}))
+    with pytest.raises(UserInputError, match=r"truth\.json: watchlist\[kit\] must be a string"):
+        load_truth(path)
+    path.write_text(json.dumps({"appearances": [7]}))
+    with pytest.raises(UserInputError, match=r"appearances\[0\] must be an object"):
+        load_truth(path)
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('{"subject": "kit", "t": true}', "line 2: t must be a number"),
+    ('{"subject": "kit", "t": -1}', "line 2: t must be a finite number >= 0"),
+    ('{"subject": "kit", "t": 1e999}', "line 2: t must be a finite number"),
+    ('{"subject": "", "t": 1}', "line 2: subject must be a string"),
+    ('{"subject": ["kit"], "t": 1}', "line 2: subject must be a string"),
+    ('{"subject": "kit", "t": 1, "score": "high"}', "line 2: score must be a number"),
+    ('{"subject": "kit", "t": 1, "track": 1.5}', "line 2: track must be an integer"),
+    ('{"subject": "kit", "t": 1, "hits": false}', "line 2: hits must be an integer"),
+    ('{"subject": "kit", "t": 1', "line 2: not JSON"),
+    ('[1, 2]', "line 2: not an alert"),
+])
+def test_every_alert_field_is_type_checked(line: str, problem: str) -> None:
+    with pytest.raises(UserInputError, match=f"^alerts.jsonl: {problem}"):
+        read_alert_lines(['{"subject": "kit", "t": 0.5}', line], "alerts.jsonl")
+
+
+def test_an_alerts_file_that_is_not_utf8_names_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_bytes(b'{"subject": "kit", "t": 2.0}\n{"subject": "k\xffit", "t": 2.0}\n')
+    code, err = _bench_street(capsys, _truth_file(tmp_path), alerts)
+    assert code == 2
+    assert "alerts.jsonl: line 2: not UTF-8" in err
