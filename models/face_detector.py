@@ -7,6 +7,10 @@ use the same ones)::
     cands = [detector.detect_input(i) for i in inputs]    # the model (GIL released), decoded
     faces = detector.merge(cands)                         # weighted NMS across all inputs
 
+Between full passes the detector may look only on crops around known faces
+(``detect_crops``, crops planned by ``models.track_crops``): the same steps with
+``prepare_crops`` in place of ``prepare``.
+
 ``prepare``, ``decode`` and ``merge`` are pure functions of their arguments. ``detect_input``
 runs the calling thread's own interpreter (``ModelInterpreter.infer``, which wipes its tensors
 after every call), so one ``FaceDetector`` may be shared by a thread pool.
@@ -177,6 +181,21 @@ class FaceDetector(PerThreadModel):
             inputs.append(DetectorInput(fitted, mapping, tile, tile_min))
         return inputs
 
+    def prepare_crops(self, frame: NDArray[np.uint8], crops: Sequence[Tile]) -> list[DetectorInput]:
+        """Model inputs for the given crops of ``frame`` only (no whole-frame pass, no tiles).
+
+        Each crop is letterboxed like a tile, keeps every face size (``min_face_px`` 0) and
+        drops detections reaching its inner edges (``decode``). Crops must lie inside the frame.
+        """
+        _check_frame(frame)
+        pyramid = FramePyramid(frame)
+        size = self.variant.input_size
+        inputs: list[DetectorInput] = []
+        for crop in crops:
+            fitted, mapping = letterbox_region(pyramid, crop.region, size)
+            inputs.append(DetectorInput(fitted, mapping, crop, 0.0))
+        return inputs
+
     def detect_input(self, detector_input: DetectorInput) -> Candidates:
         """Run the model on one input (the calling thread's own interpreter) and decode its
         candidates in frame pixels (``decode``); the raw outputs are read in place."""
@@ -229,6 +248,11 @@ class FaceDetector(PerThreadModel):
         """All faces in ``frame`` (H x W x 3 uint8 RGB), best first, in frame pixels."""
         inputs = self.prepare(frame)
         return self.merge([self.detect_input(i) for i in inputs])
+
+    def detect_crops(self, frame: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
+        """The faces found on ``crops`` of ``frame`` (one invoke each), best first, in frame
+        pixels, merged by the same weighted NMS as a full pass."""
+        return self.merge([self.detect_input(i) for i in self.prepare_crops(frame, crops)])
 
 
 def _raw_view(outputs: list[NDArray[np.float32]]) -> RawDetectorOutput:

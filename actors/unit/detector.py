@@ -1,5 +1,8 @@
 """``Detector``: finds, aligns and quality-gates the faces of each frame.
 
+Each frame gets the full detector pass or only crops around the faces of recent frames, as the
+camera's ``DetectionSchedule`` plans it (kept here, touched only in ``receive``: planned when a
+frame is submitted, fed when its results are taken; the worker gets the plan as plain data).
 Up to ``in_flight`` frames are analysed at once on the worker pool (one per core by default), and
 results are passed on in frame order, by the actor's own loop (``OrderedWindow``: a finished
 analysis is taken inside ``receive``, never from the window's tasks). Faces failing a quality
@@ -16,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from actors.unit.camera import CameraOutput, EndOfStream, Frame
+from actors.unit.detection_schedule import DetectionPlan, DetectionSchedule, ScheduleConfig
 from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, FaceFinder, analyse_faces
 from guards.config_checks import require_at_least
 from models.face_quality import QualityConfig
@@ -65,6 +69,14 @@ class StreamEnded:
 DetectorOutput = DetectedFaces | StreamEnded
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Analysed:
+    """A frame's result inside the window: its faces and every box found (for the schedule)."""
+
+    faces: DetectedFaces
+    boxes: tuple[tuple[float, float, float, float], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
     """Detector actor settings."""
@@ -73,6 +85,8 @@ class DetectorConfig:
     """Quality gates applied before any embedding."""
     in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Frames analysed concurrently on the worker pool (or analysed and not yet passed on)."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Full pass or crops around known faces, frame by frame."""
 
     def __post_init__(self) -> None:
         require_at_least("DetectorConfig.in_flight", self.in_flight, 1)
@@ -88,7 +102,12 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         self.config = config or DetectorConfig()
         self.faces_seen = 0
         self.faces_rejected = 0
-        self._window: OrderedWindow[DetectedFaces] | None = None
+        self.full_passes = 0
+        """Frames planned for the full pass (whole frame and tiles)."""
+        self.crop_passes = 0
+        """Frames planned for crops around known faces only."""
+        self._schedules: dict[str, DetectionSchedule] = {}
+        self._window: OrderedWindow[_Analysed] | None = None
 
     async def on_start(self) -> None:
         self._window = OrderedWindow(self.config.in_flight, self._emit,
@@ -104,20 +123,38 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         # Every message first passes on the finished analyses (a ResultsReady does only this).
         await self._window.take_ready()
         if isinstance(message, Frame):
-            await self._window.submit(self._analyse(message))
+            await self._window.submit(self._analyse(message, self._plan(message)))
         elif isinstance(message, EndOfStream):
             await self._window.drain()
+            self._schedules.pop(message.camera, None)
             await self.output.tell(StreamEnded(message.camera, message.frames, self.faces_seen,
                                                self.faces_rejected))
 
-    async def _analyse(self, frame: Frame) -> DetectedFaces:
-        analysis: FaceAnalysis = await self.context.run_blocking(
-            analyse_faces, self.detector, frame.pixels, self.config.quality)
-        return DetectedFaces(frame.camera, frame.index, frame.t_s, frame.captured_ns,
-                             frame.captured_at, frame.pixels, analysis.usable,
-                             len(analysis.rejected))
+    def _plan(self, frame: Frame) -> DetectionPlan:
+        schedule = self._schedules.get(frame.camera)
+        if schedule is None:
+            schedule = self._schedules[frame.camera] = DetectionSchedule(self.config.schedule)
+        height, width = frame.pixels.shape[:2]
+        plan = schedule.plan(frame.index, width, height)
+        if plan is None:
+            self.full_passes += 1
+        else:
+            self.crop_passes += 1
+        return plan
 
-    async def _emit(self, faces: DetectedFaces) -> None:
+    async def _analyse(self, frame: Frame, plan: DetectionPlan) -> _Analysed:
+        analysis: FaceAnalysis = await self.context.run_blocking(
+            analyse_faces, self.detector, frame.pixels, self.config.quality, plan)
+        faces = DetectedFaces(frame.camera, frame.index, frame.t_s, frame.captured_ns,
+                              frame.captured_at, frame.pixels, analysis.usable,
+                              len(analysis.rejected))
+        return _Analysed(faces, analysis.boxes)
+
+    async def _emit(self, analysed: _Analysed) -> None:
+        faces = analysed.faces
+        schedule = self._schedules.get(faces.camera)
+        if schedule is not None:
+            schedule.observe(faces.index, analysed.boxes)
         self.faces_seen += len(faces.faces) + faces.rejected
         self.faces_rejected += faces.rejected
         await self.output.tell(faces)

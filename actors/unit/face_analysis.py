@@ -5,6 +5,7 @@ Runs on a worker thread (``run_blocking``): everything here is synchronous numpy
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ from numpy.typing import NDArray
 from models.detection import FaceDetection
 from models.face_alignment import align_face
 from models.face_quality import QualityConfig, QualityVerdict, assess_quality
+from models.tiling import Tile
 
 
 class FaceFinder(Protocol):
@@ -21,6 +23,10 @@ class FaceFinder(Protocol):
 
     def detect(self, frame: NDArray[np.uint8]) -> list[FaceDetection]:
         """All faces in an H x W x 3 uint8 RGB image, in its pixels; called on worker threads."""
+        ...
+
+    def detect_crops(self, frame: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
+        """The faces found on ``crops`` of the image only, in its pixels; on worker threads."""
         ...
 
 
@@ -44,6 +50,9 @@ class FaceAnalysis:
     """Faces that passed every gate, best detector score first."""
     rejected: tuple[QualityVerdict, ...]
     """Verdicts of the faces that failed a gate (values only, no pixels)."""
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    """Box of every face detected, usable or not (x0, y0, x1, y1, image pixels), best detector
+    score first: where the detector looks again on the next frames (``DetectionSchedule``)."""
 
     @property
     def seen(self) -> int:
@@ -51,12 +60,15 @@ class FaceAnalysis:
         return len(self.usable) + len(self.rejected)
 
 
-def analyse_faces(detector: FaceFinder, image: NDArray[np.uint8],
-                  quality: QualityConfig) -> FaceAnalysis:
-    """Detect every face in ``image``, then align and gate each one."""
+def analyse_faces(detector: FaceFinder, image: NDArray[np.uint8], quality: QualityConfig,
+                  crops: Sequence[Tile] | None = None) -> FaceAnalysis:
+    """Detect every face in ``image`` (only on ``crops`` of it when given), then align and gate
+    each one."""
     usable: list[FaceCandidate] = []
     rejected: list[QualityVerdict] = []
-    for detection in sorted(detector.detect(image), key=lambda d: -d.score):
+    found = detector.detect(image) if crops is None else detector.detect_crops(image, crops)
+    detections = sorted(found, key=lambda d: -d.score)
+    for detection in detections:
         # The keypoint gates first: a face they reject is never aligned (most rejections).
         verdict = assess_quality(detection, None, quality)
         if not verdict.passed:
@@ -70,7 +82,7 @@ def analyse_faces(detector: FaceFinder, image: NDArray[np.uint8],
         else:
             wipe(aligned)  # privacy: a rejected face's pixels are overwritten, then dropped
             rejected.append(verdict)
-    return FaceAnalysis(tuple(usable), tuple(rejected))
+    return FaceAnalysis(tuple(usable), tuple(rejected), tuple(d.box for d in detections))
 
 
 def wipe(array: NDArray[Any]) -> None:

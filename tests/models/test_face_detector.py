@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from models.face_detector import DetectorInput, FaceDetector, FaceDetectorConfig
 from models.image_io import load_rgb
 from models.model_file import BLAZEFACE_FULL_RANGE
 from models.tiling import TilingConfig
+from models.track_crops import CropConfig, plan_crops
 
 
 def test_blank_and_noise_frames_have_no_faces(detector: FaceDetector) -> None:
@@ -143,3 +145,81 @@ def test_short_range_variant_and_max_faces(group_photo: np.ndarray) -> None:
 def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"FaceDetectorConfig\.{name}\b"):
         replace(FaceDetectorConfig(), **{name: value})
+
+
+def _street_frame(photo: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    """A 1920x1080 frame of noise with ``photo`` pasted with its top left corner at ``at``."""
+    frame = np.random.default_rng(12).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    x, y = at
+    frame[y : y + photo.shape[0], x : x + photo.shape[1]] = photo
+    return frame
+
+
+@pytest.fixture(scope="module")
+def small_kit(faces_dir: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """kit_2.jpeg shrunk 0.3x (face about 60 px wide) and where its face is in it."""
+    photo = load_rgb(faces_dir / "photos" / "kit_harington" / "kit_2.jpeg")
+    small = np.ascontiguousarray(cv2.resize(photo, None, fx=0.3, fy=0.3,
+                                            interpolation=cv2.INTER_AREA))
+    # Measured on the full-size photo: the face box is (275, 80, 476, 281), 201 px wide.
+    return small, (275 * 0.3, 80 * 0.3, 476 * 0.3, 281 * 0.3)
+
+
+@pytest.mark.parametrize("at", [(1400, 700), (300, 150), (1920 - 189, 1080 - 112)],
+                         ids=["inside", "elsewhere", "bottom-right-corner"])
+def test_a_crops_detections_are_in_frame_pixels_where_the_face_was_placed(
+        detector: FaceDetector, small_kit: tuple[np.ndarray, Any], at: tuple[int, int]) -> None:
+    photo, face = small_kit
+    frame = _street_frame(photo, at)
+    x, y = at
+    expected = (face[0] + x, face[1] + y, face[2] + x, face[3] + y)
+    crops = plan_crops([expected], 1920, 1080, CropConfig())
+    assert len(crops) == 1
+    assert len(detector.prepare_crops(frame, crops)) == 1
+    (found,) = detector.detect_crops(frame, crops)
+    width = expected[2] - expected[0]
+    assert found.box == pytest.approx(expected, abs=0.15 * width)
+    assert found.score > 0.8
+    # Keypoints too: the eyes lie in the upper half of the box, in frame pixels.
+    assert (found.keypoints[:2, 0] > found.x0).all()
+    assert (found.keypoints[:2, 0] < found.x1).all()
+    assert (found.keypoints[:2, 1] > found.y0).all()
+    assert (found.keypoints[:2, 1] < (found.y0 + found.y1) / 2).all()
+
+
+def test_the_same_face_on_crops_elsewhere_moves_by_exactly_the_offset(
+        detector: FaceDetector, small_kit: tuple[np.ndarray, Any]) -> None:
+    photo, face = small_kit
+    found = []
+    for x, y in ((1400, 700), (300, 150)):
+        box = (face[0] + x, face[1] + y, face[2] + x, face[3] + y)
+        crops = plan_crops([box], 1920, 1080, CropConfig())
+        (detection,) = detector.detect_crops(_street_frame(photo, (x, y)), crops)
+        found.append(detection)
+    a, b = found
+    np.testing.assert_allclose(np.subtract(a.box, b.box), [1100, 550, 1100, 550], atol=1.0)
+    np.testing.assert_allclose(a.keypoints - b.keypoints, np.tile([1100, 550], (6, 1)), atol=1.0)
+
+
+def test_a_crop_away_from_the_face_finds_nothing(
+        detector: FaceDetector, small_kit: tuple[np.ndarray, Any]) -> None:
+    photo, _ = small_kit
+    frame = _street_frame(photo, (1400, 700))
+    crops = plan_crops([(300.0, 300.0, 360.0, 360.0)], 1920, 1080, CropConfig())
+    assert detector.detect_crops(frame, crops) == []
+    assert len(detector.detect(frame)) == 1  # the full pass finds it
+
+
+def test_a_crops_candidates_reaching_its_inner_edges_are_dropped(detector: FaceDetector) -> None:
+    crops = plan_crops([(1000.0, 500.0, 1030.0, 530.0)], 1920, 1080, CropConfig())
+    (inp,) = detector.prepare_crops(np.zeros((1080, 1920, 3), np.uint8), crops)
+    anchors = detector.variant.coord_offset[:, 0:2]  # anchor centres, 0..1 across the input
+    edge = int(np.argmin(np.hypot(anchors[:, 0] - 0.05, anchors[:, 1] - 0.5)))
+    middle = int(np.argmin(np.hypot(anchors[:, 0] - 0.5, anchors[:, 1] - 0.5)))
+    reg = np.zeros((detector.variant.num_anchors, 16), np.float32)
+    logits = np.full((detector.variant.num_anchors,), -10.0, np.float32)
+    reg[[edge, middle], 2:4] = 40.0  # 40 px faces; the one at the left edge is cut by it
+    logits[[edge, middle]] = 3.0
+    kept = detector.decode(RawDetectorOutput(reg, logits), inp)
+    assert len(kept) == 1
+    assert (kept.boxes[0, 0] + kept.boxes[0, 2]) / 2 == pytest.approx(1015.0, abs=2.0)

@@ -9,9 +9,10 @@ are the real ones: a face on the frame's noise is sharp, one on its flat grey st
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ import pytest
 from numpy.typing import NDArray
 
 from actors.unit.camera import CameraOutput, EndOfStream, Frame
+from actors.unit.detection_schedule import ScheduleConfig
 from actors.unit.detector import (
     DetectedFaces,
     Detector,
@@ -31,6 +33,7 @@ from actors.unit.face_analysis import FaceCandidate
 from guards.config_checks import ConfigError
 from models.detection import FaceDetection
 from models.face_quality import QualityVerdict
+from models.tiling import Tile
 from runtime.actor import Actor
 from runtime.codec import Codec, EncodeError
 from runtime.mailbox import MailboxConfig, MailboxPolicy
@@ -84,6 +87,14 @@ class FakeFinder:
         if index in self.fail:
             raise RuntimeError(f"model failed on frame {index}")
         return list(self.faces.get(index, []))
+
+    def detect_crops(self, image: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
+        """The frame's faces that lie whole inside one of ``crops``."""
+        return [f for f in self.detect(image) if any(inside(f, c) for c in crops)]
+
+
+def inside(face: FaceDetection, crop: Tile) -> bool:
+    return crop.x0 <= face.x0 and crop.y0 <= face.y0 and face.x1 <= crop.x1 and face.y1 <= crop.y1
 
 
 class Sink(Actor[DetectorOutput]):
@@ -279,3 +290,127 @@ def test_in_process_messages_cannot_be_encoded(message: object) -> None:
 def test_in_flight_must_be_a_positive_integer(in_flight: Any) -> None:
     with pytest.raises(ConfigError, match=r"DetectorConfig\.in_flight\b"):
         DetectorConfig(in_flight=in_flight)
+
+
+# Detection around known faces: a full pass every ``full_every`` frames, crops in between.
+
+WIDE_W = 800
+"""Scheduling frames are 800 px wide, all noise: a face far from another lies outside its crop."""
+
+
+def wide_frame(index: int) -> Frame:
+    pixels = np.random.default_rng(index).integers(0, 256, (120, WIDE_W, 3), dtype=np.uint8)
+    pixels[0, 0, 0] = index
+    return Frame("cam0", index, index / 25, time.monotonic_ns(), time.time(), pixels)
+
+
+@dataclass
+class World(FakeFinder):
+    """A stand-in detector over a scene: the full pass finds every face of the frame, a crop
+    only those lying whole inside it. Records which frames got which pass."""
+
+    full: list[int] = field(default_factory=list)
+    cropped: list[tuple[int, tuple[Tile, ...]]] = field(default_factory=list)
+
+    def detect(self, image: NDArray[np.uint8]) -> list[FaceDetection]:
+        self.full.append(int(image[0, 0, 0]))
+        return super().detect(image)
+
+    def detect_crops(self, image: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
+        self.cropped.append((int(image[0, 0, 0]), tuple(crops)))
+        faces = FakeFinder.detect(self, image)
+        return [f for f in faces if any(inside(f, c) for c in crops)]
+
+
+async def run_frames(system: ActorSystem, world: World, frames: int,
+                     config: DetectorConfig | None = None) -> list[DetectedFaces]:
+    """Frames one at a time, each passed on before the next is told (no lag in the schedule)."""
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    config = config or DetectorConfig(in_flight=1)
+    detector = await system.spawn("detector", lambda: Detector(world, sink, config))
+    for i in range(frames):
+        await detector.tell(wide_frame(i))
+        await eventually(functools.partial(lambda n: len(received) == n, i + 1))
+    await detector.tell(EndOfStream("cam0", frames))
+    await eventually(lambda: bool(ended(received)))
+    return frames_of(received)
+
+
+async def test_between_full_passes_only_crops_around_known_faces_are_run(
+        system: ActorSystem) -> None:
+    world = World(faces={i: [face_at(100.0)] for i in range(12)})
+    got = await run_frames(system, world, 12)
+    assert world.full == [0, 5, 10]
+    assert [i for i, _ in world.cropped] == [1, 2, 3, 4, 6, 7, 8, 9, 11]
+    for _, crops in world.cropped:  # one crop, around the face
+        (crop,) = crops
+        assert crop.region == (24, 0, 216, 120)  # 192 px centred on x = 120, clipped to 120 high
+    assert [len(f.faces) for f in got] == [1] * 12  # the face is found on every frame
+
+
+async def test_a_face_appearing_mid_stream_is_found_within_full_every_frames(
+        system: ActorSystem) -> None:
+    # One face all along keeps the detector on crops; a second one enters at frame 7, far away.
+    newcomer = face_at(600.0)
+    world = World(faces={i: [face_at(100.0)] + ([newcomer] if i >= 7 else []) for i in range(16)})
+    config = DetectorConfig(in_flight=1)
+    got = await run_frames(system, world, 16, config)
+    with_newcomer = [f.index for f in got if any(c.detection.x0 == 600.0 for c in f.faces)]
+    first = with_newcomer[0]
+    assert 7 <= first < 7 + config.schedule.full_every
+    assert with_newcomer == list(range(first, 16))  # then followed on crops
+
+
+async def test_frames_with_no_known_face_get_the_full_pass(system: ActorSystem) -> None:
+    world = World(faces={6: [face_at(100.0)], 7: [face_at(100.0)]})  # nobody before frame 6
+    await run_frames(system, world, 10)
+    assert world.full == [0, 1, 2, 3, 4, 5, 6, 9]  # 8: crops around the face of 7; 9: gone
+    assert [i for i, _ in world.cropped] == [7, 8]
+
+
+async def test_each_camera_has_its_own_schedule(system: ActorSystem) -> None:
+    world = World(faces={0: [face_at(100.0)], 1: [face_at(100.0)]})
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    detector = await system.spawn(
+        "detector", lambda: Detector(world, sink, DetectorConfig(in_flight=1)))
+    await detector.tell(wide_frame(0))
+    await eventually(lambda: len(received) == 1)
+    other = wide_frame(1)
+    await detector.tell(Frame("cam1", 1, other.t_s, other.captured_ns, other.captured_at,
+                              other.pixels))  # cam1 has seen nobody yet: full pass
+    await eventually(lambda: len(received) == 2)
+    assert world.full == [0, 1]
+
+
+async def test_with_around_faces_off_every_frame_gets_the_full_pass(system: ActorSystem) -> None:
+    world = World(faces={i: [face_at(100.0)] for i in range(6)})
+    off = DetectorConfig(in_flight=1, schedule=ScheduleConfig(around_faces=False))
+    await run_frames(system, world, 6, off)
+    assert world.full == [0, 1, 2, 3, 4, 5]
+    assert world.cropped == []
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("full_every", 0), ("full_every", 2.5), ("max_crops", 0), ("max_lead_frames", -1),
+    ("max_step", 0.0), ("max_step", float("nan")),
+])
+def test_bad_schedule_settings_are_refused_by_name(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"ScheduleConfig\.{field}\b"):
+        ScheduleConfig(**{field: value})
+
+
+async def test_a_new_stream_of_a_camera_starts_with_the_full_pass(system: ActorSystem) -> None:
+    world = World(faces={i: [face_at(100.0)] for i in range(3)})
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    detector = await system.spawn(
+        "detector", lambda: Detector(world, sink, DetectorConfig(in_flight=1)))
+    for stream in range(2):  # the same file scanned twice: frame indices start again at 0
+        for i in range(3):
+            await detector.tell(wide_frame(i))
+            await eventually(functools.partial(lambda n: len(received) == n, stream * 4 + i + 1))
+        await detector.tell(EndOfStream("cam0", 3))
+        await eventually(functools.partial(lambda n: len(ended(received)) == n, stream + 1))
+    assert world.full == [0, 0]
