@@ -6,14 +6,18 @@ subject. Results are compared with a brute-force float32 search in the same run.
 
 The memory a size needs is checked before anything is allocated: a size the machine cannot
 hold is refused with the size, the estimate and the memory available, instead of swapping the
-unit to a halt or dying of ``MemoryError`` half-way.
+unit to a halt or dying of ``MemoryError`` half-way. "Available" is the smallest of three
+limits: free memory (MemAvailable), the address space ``ulimit -v`` leaves, and the cgroup's
+``memory.max`` (a container's limit).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -32,6 +36,9 @@ subjects: the rows, the gallery's copy, the sq8 codes, their decoded copy, the i
 BASE_BYTES = 64 * 1024 * 1024
 """Memory the benchmark needs whatever the size (queries, interpreter growth)."""
 MEMINFO = "/proc/meminfo"
+PROC_STATUS = "/proc/self/status"
+PROC_CGROUP = "/proc/self/cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def available_memory_bytes(meminfo: str = MEMINFO) -> int | None:
@@ -50,14 +57,82 @@ def available_memory_bytes(meminfo: str = MEMINFO) -> int | None:
         return None
 
 
-def check_memory(subjects: int, available: int | None) -> None:
-    """Refuse ``subjects`` if its estimated peak memory exceeds ``available`` bytes."""
+def address_space_left_bytes(status: str = PROC_STATUS) -> int | None:
+    """Address space this process may still map under ``ulimit -v`` (the soft ``RLIMIT_AS``
+    minus ``VmSize``), or None when unlimited or unknown. An allocation past it fails however
+    much memory is free (faiss dies of ``std::bad_alloc``)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open(status, encoding="ascii") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key == "VmSize":
+                    return max(0, soft - int(value.split()[0]) * 1024)  # kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    return soft  # the limit alone: an over-estimate, better than no check
+
+
+def cgroup_memory_left_bytes(cgroup_root: str = CGROUP_ROOT,
+                             own_cgroup: str = PROC_CGROUP) -> int | None:
+    """Memory the cgroup (v2) still allows (``memory.max`` minus ``memory.current``), the
+    smallest along the path from this process's cgroup up to the root; None if no limit is
+    set ("max") or the files are absent. Past it the kernel's OOM killer ends the unit."""
+    lefts = []
+    for folder in _cgroup_folders(Path(cgroup_root), own_cgroup):
+        try:
+            limit = (folder / "memory.max").read_text(encoding="ascii").strip()
+            if limit == "max":
+                continue
+            used = (folder / "memory.current").read_text(encoding="ascii").strip()
+            lefts.append(max(0, int(limit) - int(used)))
+        except (OSError, ValueError):
+            continue
+    return min(lefts, default=None)
+
+
+def _cgroup_folders(root: Path, own_cgroup: str) -> list[Path]:
+    """This process's cgroup folder and its ancestors up to ``root`` (``root`` alone when the
+    cgroup is unknown, as in a container whose namespace starts at its own cgroup)."""
+    relative = ""
+    try:
+        with open(own_cgroup, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("0::"):  # the v2 hierarchy
+                    relative = line[3:].strip().strip("/")
+    except OSError:
+        pass
+    folder = root.joinpath(*relative.split("/")) if relative else root
+    folders = [folder]
+    while folder != root and root in folder.parents:
+        folder = folder.parent
+        folders.append(folder)
+    return folders
+
+
+def memory_budget() -> tuple[int, str] | None:
+    """The smallest of MemAvailable, the address space left under ``ulimit -v`` and the
+    cgroup's memory left, with the name of the one that binds; None if none is known."""
+    known = [(left, name) for left, name in (
+        (available_memory_bytes(), "available (MemAvailable)"),
+        (address_space_left_bytes(), "left under the address-space limit (ulimit -v)"),
+        (cgroup_memory_left_bytes(), "left under the cgroup memory limit (memory.max)"),
+    ) if left is not None]
+    return min(known, key=lambda pair: pair[0], default=None)
+
+
+def check_memory(subjects: int, available: int | None,
+                 source: str = "available (MemAvailable)") -> None:
+    """Refuse ``subjects`` if its estimated peak memory exceeds ``available`` bytes; ``source``
+    says where that figure comes from."""
     needed = BASE_BYTES + subjects * BYTES_PER_SUBJECT
     if available is not None and needed > available:
         raise UserInputError(
             f"--subjects {subjects} needs about {needed / 2**30:.1f} GiB of memory "
             f"({BYTES_PER_SUBJECT // 1024} KiB per subject); {available / 2**30:.1f} GiB is "
-            "available (MemAvailable): choose a smaller gallery")
+            f"{source}: choose a smaller gallery")
 
 
 ROWS_PER_CHUNK = 65_536
@@ -90,7 +165,9 @@ def run_gallery_bench(subjects: int, seed: int = 0) -> dict[str, object]:
     """Build a gallery of ``subjects`` and time single and batch-of-4 searches on one core."""
     if subjects < 1:
         raise UserInputError(f"--subjects must be at least 1, got {subjects}")
-    check_memory(subjects, available_memory_bytes())
+    budget = memory_budget()
+    if budget is not None:
+        check_memory(subjects, *budget)
     faiss.omp_set_num_threads(1)
     # One core for everything, the brute-force baseline's BLAS included.
     with threadpool_limits(limits=1):

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import bench.gallery_bench
-from bench.gallery_bench import available_memory_bytes, run_gallery_bench
+from bench.gallery_bench import (
+    address_space_left_bytes,
+    available_memory_bytes,
+    cgroup_memory_left_bytes,
+    run_gallery_bench,
+)
 from bench.pipeline_bench import run_pipeline_bench
 from bench.runtime_bench import run_runtime_bench
 from guards.user_input import UserInputError
@@ -40,6 +49,76 @@ def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
     meminfo.write_text("MemTotal:       32000000 kB\nMemFree:   100 kB\n"
                        "MemAvailable:    2048 kB\n")
     assert available_memory_bytes(str(meminfo)) == 2048 * 1024
+
+
+def test_the_address_space_left_is_the_soft_limit_minus_vmsize(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 9999999 kB\nVmSize:\t  500000 kB\n")
+    limits = {"soft": 2_500_000 * 1024}
+    monkeypatch.setattr(resource, "getrlimit",
+                        lambda which: (limits["soft"], resource.RLIM_INFINITY))
+    assert address_space_left_bytes(str(status)) == (2_500_000 - 500_000) * 1024
+    limits["soft"] = resource.RLIM_INFINITY
+    assert address_space_left_bytes(str(status)) is None
+
+
+def _cgroup(folder: Path, limit: str, current: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "memory.max").write_text(f"{limit}\n")
+    (folder / "memory.current").write_text(f"{current}\n")
+
+
+def test_the_cgroup_memory_left_is_the_smallest_up_the_tree(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    own = tmp_path / "proc_cgroup"
+    own.write_text("0::/box/unit\n")
+    _cgroup(root, "max", 10 * 2**30)
+    _cgroup(root / "box", str(4 * 2**30), 3 * 2**30)  # 1 GiB left: binds
+    _cgroup(root / "box" / "unit", str(2 * 2**30), 2**29)  # 1.5 GiB left
+    assert cgroup_memory_left_bytes(str(root), str(own)) == 2**30
+    (root / "box" / "memory.max").write_text("max\n")
+    assert cgroup_memory_left_bytes(str(root), str(own)) == 2**30 + 2**29
+    (root / "box" / "unit" / "memory.max").write_text("max\n")
+    assert cgroup_memory_left_bytes(str(root), str(own)) is None
+    own.write_text("")  # cgroup unknown: the root's own files
+    _cgroup(root, str(2**31), 2**30)
+    assert cgroup_memory_left_bytes(str(root), str(own)) == 2**30
+    assert cgroup_memory_left_bytes(str(tmp_path / "none"), str(own)) is None
+
+
+@pytest.mark.parametrize(("limited", "named"), [
+    ("address_space_left_bytes", "left under the address-space limit (ulimit -v)"),
+    ("cgroup_memory_left_bytes", "left under the cgroup memory limit (memory.max)"),
+])
+def test_gallery_bench_takes_the_smallest_memory_limit(
+        monkeypatch: pytest.MonkeyPatch, limited: str, named: str) -> None:
+    for reader in ("available_memory_bytes", "address_space_left_bytes",
+                   "cgroup_memory_left_bytes"):
+        monkeypatch.setattr(bench.gallery_bench, reader, lambda: 64 * 2**30)
+    monkeypatch.setattr(bench.gallery_bench, limited, lambda: 2 * 2**30)
+    with pytest.raises(UserInputError, match=rf"1000000 needs about 4\.8 GiB .*; 2\.0 GiB is "
+                                             rf"{re.escape(named)}: choose a smaller gallery"):
+        run_gallery_bench(1_000_000)
+
+
+_UNDER_ULIMIT_V = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2_500_000 * 1024, resource.RLIM_INFINITY))
+from lfr.cli import main
+sys.exit(main(["bench", "gallery", "--subjects", "1000000"]))
+"""
+
+
+def test_lfr_bench_gallery_under_ulimit_v_is_refused_not_a_bad_alloc() -> None:
+    # The attack: ``ulimit -v 2500000`` and a million subjects died of std::bad_alloc in faiss
+    # after 10 s. A child process, so that the limit stays there.
+    done = subprocess.run([sys.executable, "-c", _UNDER_ULIMIT_V], check=False,
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "is left under the address-space limit (ulimit -v)" in done.stderr
 
 
 def test_runtime_bench_reports_every_figure() -> None:
