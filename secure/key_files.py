@@ -18,12 +18,13 @@ error names the file and the field, never a key's value.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from guards.files import UserFileError, read_private_file, read_user_file
+from guards.files import UserFileError, file_kind, read_private_file, read_user_file
 from guards.log_text import printable
 from runtime.codec import Codec, DecodeError
 from runtime.message import MessageRegistry, message
@@ -285,15 +286,27 @@ def _build(where: str, fields: str, make: Callable[[], _Built]) -> _Built:
 
 
 def _prepare_folder(folder: Path) -> None:
+    shown = f"--out {printable(folder)}"
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise KeyFileError(f"{shown}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISDIR(mode):
+        # mkdir would say only "File exists" for /dev/null, a FIFO or a file.
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else (
+            "a regular file" if stat.S_ISREG(mode) else file_kind(mode))
+        raise KeyFileError(f"{shown}: is {kind}; --out must be a folder (the key files are "
+                           "written into it; a missing one is created)")
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
     except FileNotFoundError:
-        raise KeyFileError(f"--out {printable(folder)}: its parent folder does not "
-                           "exist") from None
+        raise KeyFileError(f"{shown}: its parent folder does not exist") from None
     except OSError as exc:
-        raise KeyFileError(f"--out {printable(folder)}: {exc.strerror or exc}") from None
+        raise KeyFileError(f"{shown}: {exc.strerror or exc}") from None
     if not folder.is_dir() or folder.is_symlink():
-        raise KeyFileError(f"--out {printable(folder)}: not a folder")
+        raise KeyFileError(f"{shown}: not a folder")
 
 
 def _write_new(target: Path, data: bytes, mode: int) -> None:

@@ -4,6 +4,7 @@ refusals with exit 2."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,34 @@ def test_bad_ids_and_folders_are_refused_with_exit_2(
     assert not (tmp_path / "k").exists()
 
 
+@pytest.mark.parametrize(("kind", "named"), [
+    ("device", "is a character device"),
+    ("fifo", "is a FIFO (named pipe)"),
+    ("file", "is a regular file"),
+])
+def test_an_out_that_is_not_a_folder_says_out_must_be_a_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, named: str) -> None:
+    out = tmp_path / "keys"
+    if kind == "device":
+        out = Path("/dev/null")
+    elif kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.write_bytes(b"notes")
+    code, stdout, stderr = _run(capsys, "keys", "init", "--role", "unit", "--id", "u",
+                                "--out", str(out))
+    assert code == 2
+    assert stdout == ""
+    assert stderr == (f"lfr keys: --out {out}: {named}; --out must be a folder (the key files "
+                      "are written into it; a missing one is created)\n")
+    if kind == "file":
+        assert out.read_bytes() == b"notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if kind == "device" else ["keys"])
+
+
 def test_an_unknown_role_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        main(["keys", "init", "--role", "camera", "--id", "x", "--out", "k"])
-    assert caught.value.code == 2
+    assert main(["keys", "init", "--role", "camera", "--id", "x", "--out", "k"]) == 2
+    assert "invalid choice: 'camera'" in capsys.readouterr().err
 
 
 def test_keys_init_runs_as_a_command(tmp_path: Path) -> None:
