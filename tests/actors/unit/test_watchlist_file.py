@@ -169,6 +169,16 @@ def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
         save_watchlist(make_watchlist(), tmp_path / "nowhere" / "w.lfrw")
 
 
+def test_a_folder_that_takes_no_files_is_explained_in_plain_words() -> None:
+    # /proc/self/status is a "regular file", but /proc/self makes no new files (ENOENT).
+    with pytest.raises(WatchlistError) as raised:
+        save_watchlist(make_watchlist(), Path("/proc/self/status"))
+    assert str(raised.value) == (
+        "watchlist /proc/self/status: cannot be written there: folder /proc/self does not take "
+        "new files (No such file or directory); it is not an ordinary folder on a disk (such "
+        "as /proc or /sys) or was removed")
+
+
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
 def test_a_failed_write_removes_the_temporary_file(tmp_path: Path, failing: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
