@@ -1,8 +1,9 @@
 """``LinkConfig``: the key, the limits and the exposed actors of one node's links.
 
-Everything a peer can make this node hold is bounded here: connections, bytes buffered while a
-frame arrives, asks in either direction, and time spent on a handshake or a half-sent frame. The
-defaults suit a camera unit linked to one van; each can be set per endpoint.
+Everything a peer can make this node hold is bounded here: links, connections still in their
+handshake, bytes buffered while a frame arrives, asks in either direction, and time spent on a
+handshake or a half-sent frame. The defaults suit a camera unit linked to one van; each can be
+set per endpoint.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ class LinkConfig:
     Any other name is answered as if no such actor existed; any other class is refused before
     the actor sees it. Runtime messages (type codes 1-99) can never be listed."""
     max_links: int = 8
-    """Connections a server holds at once, authenticated or still in their handshake; one more
-    is closed at once (and counted)."""
+    """Authenticated links a server holds at once; while that many are up, a new connection
+    is closed at once, and a handshake that would make one more is refused (both counted).
+    Connections still in their handshake do not count here: see ``max_handshakes``."""
+    max_handshakes: int = 16
+    """Connections a server holds at once that are still in their handshake. One more evicts
+    the oldest of them (closed and counted) instead of being refused, so silent connections
+    cannot lock a peer out: a genuine handshake takes about 1 ms on loopback, and an attacker
+    would have to open this many connections within it. Each one still has
+    ``handshake_timeout_s``."""
     max_pending_asks: int = 256
     """Asks this node sent over one link and still awaits; one more raises ``TooManyAsks``."""
     max_peer_asks: int = 32
@@ -58,7 +66,7 @@ class LinkConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.keys, LinkKeys):
             raise ConfigError(f"LinkConfig.keys must be LinkKeys, got {type(self.keys).__name__}")
-        for name in ("max_links", "max_pending_asks", "max_peer_asks"):
+        for name in ("max_links", "max_handshakes", "max_pending_asks", "max_peer_asks"):
             require_at_least(f"LinkConfig.{name}", getattr(self, name), 1)
         require_at_least("LinkConfig.max_frame_bytes", self.max_frame_bytes,
                          HANDSHAKE_FRAME_BYTES)

@@ -3,8 +3,10 @@
 Both own the tasks of their links and tell watchers ``LinkUp``/``LinkDown``. A dropped
 connection never takes the node down: the server keeps listening; the client reconnects with
 exponential backoff until it is stopped. No link exists before the handshake proved the peer's
-key (``link_handshake``); a server holds at most ``LinkConfig.max_links`` connections and at
-most one link per peer name.
+key (``link_handshake``); a server holds at most ``LinkConfig.max_links`` links, at most one per
+peer name, and apart from them at most ``LinkConfig.max_handshakes`` connections still in their
+handshake, where a new connection evicts the oldest: connections that never speak cannot keep
+a peer with the key from linking.
 
 Addresses: a Unix socket is created with mode 0600 (only this user may connect) and removed when
 the server stops; TCP listens and dials on loopback addresses only, since links are not
@@ -20,7 +22,6 @@ import logging
 import os
 import socket
 import stat
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from runtime.framing import StreamFrameChannel
 from runtime.link import Link, RemoteActorRef
 from runtime.link_handshake import HandshakeRefused, handshake
 from runtime.link_messages import LinkDown, LinkEvent, LinkUp
+from runtime.log_budget import LogBudget
 from runtime.supervisor import Backoff
 
 if TYPE_CHECKING:
@@ -42,6 +44,11 @@ log = logging.getLogger("lfr.runtime.link")
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 UNIX_SOCKET_MODE = 0o600
 """Only the user running the node may connect to its socket."""
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues until the server accepts them (one per loop iteration), so a
+burst of silent connections waits there instead of being refused or refusing a peer."""
+ACCEPT_ERROR_PAUSE_S = 0.1
+"""Pause after a failed accept (out of file descriptors, say) before trying again (s)."""
 
 
 class _Watchers:
@@ -62,31 +69,6 @@ class _Watchers:
                             printable(exc))
 
 
-class _LogBudget:
-    """At most ``lines`` warnings per ``window_s``; the rest are counted and summed up later,
-    so a flood of bad connections cannot flood the log."""
-
-    def __init__(self, lines: int = 20, window_s: float = 10.0) -> None:
-        self._lines = lines
-        self._window_s = window_s
-        self._window_start = -window_s
-        self._used = 0
-        self._suppressed = 0
-
-    def warning(self, text: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= self._window_s:
-            if self._suppressed:
-                log.warning("%d more refused connections and links were not logged",
-                            self._suppressed)
-            self._window_start, self._used, self._suppressed = now, 0, 0
-        if self._used < self._lines:
-            self._used += 1
-            log.warning(text, *args)
-        else:
-            self._suppressed += 1
-
-
 class LinkServer:
     """Accepts links on a Unix socket or TCP port; see ``serve_unix``/``serve_tcp``."""
 
@@ -98,20 +80,32 @@ class LinkServer:
         self.links: dict[str, Link] = {}
         """Live links by peer name."""
         self.refused_connections = 0
-        """Connections closed at once because ``max_links`` were open."""
+        """Connections closed at once because ``max_links`` links were up."""
+        self.evicted_handshakes = 0
+        """Connections closed in their handshake to make room for a newer one
+        (``max_handshakes``)."""
         self.failed_handshakes = 0
         """Connections whose handshake failed (the log says why)."""
         self._watchers = _Watchers()
-        self._server: asyncio.Server | None = None
-        # Invariant: one task per open connection (handshaking or linked), so len(_tasks) is
-        # what max_links bounds.
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        # One task per open connection (handshaking or linked); an evicted one leaves on the
+        # next loop iteration, its socket already closed.
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections still in their handshake, oldest first, each with the task serving it:
+        # those whose peer has not sent a valid Hello yet, then those whose peer has (see
+        # _evict_oldest_handshake). Invariant: together at most config.max_handshakes; a
+        # connection leaves when its handshake ends, however it ends, or when it is evicted.
+        self._silent: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
+        self._greeted: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         # Peer names with a link, or past their proof and about to get one: a second
-        # connection claiming one of them is refused.
+        # connection claiming one of them is refused. Invariant: at most config.max_links, so
+        # its size is what max_links bounds.
         self._names: set[str] = set()
         self._unix_path: str | None = None
         self._unix_inode: tuple[int, int] | None = None
-        self._log_budget = _LogBudget()
+        # Refusals a peer can repeat at will are logged through this budget, counted in full.
+        self._log_budget = LogBudget(log, "link server")
 
     def watch(self, ref: ActorRef[LinkEvent]) -> None:
         """Tell ``ref`` about every peer connecting and disconnecting."""
@@ -126,34 +120,97 @@ class LinkServer:
         sock = _bind_private_unix_socket(path)
         info = os.stat(path)
         self._unix_path, self._unix_inode = path, (info.st_dev, info.st_ino)
-        self._server = await asyncio.start_unix_server(
-            self._accept, sock=sock, limit=self.config.read_ahead_bytes)
+        self._listen(sock)
 
     async def start_tcp(self, host: str, port: int) -> int:
         """Listen on TCP at a loopback address; returns the bound port (useful with ``port=0``)."""
         require_loopback(host)
-        self._server = await asyncio.start_server(self._accept, host, port,
-                                                  limit=self.config.read_ahead_bytes)
-        return int(self._server.sockets[0].getsockname()[1])
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        self._listen(sock)
+        return int(sock.getsockname()[1])
+
+    def _listen(self, sock: socket.socket) -> None:
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)  # noqa: FBT003 - the socket module's own signature
+        self._listener = sock
+        self._acceptor = asyncio.create_task(self._accept_loop(sock), name="link-server:listen")
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept connections one per loop iteration, for as long as the server runs.
+
+        One at a time on purpose (``asyncio.start_server`` accepts up to its backlog at once):
+        between two accepts every handshake under way takes its next step, so a genuine peer
+        reads as greeted (``_greet``) long before enough newcomers arrive to evict it.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                self._log_budget.warning("cannot accept a connection: %s", printable(exc))
+                await asyncio.sleep(ACCEPT_ERROR_PAUSE_S)
+                continue
+            try:
+                reader, writer = await self._streams(conn)
+            except OSError:
+                conn.close()  # gone before it could be set up: nothing to serve
+                continue
+            self._accept(reader, writer)
+            await asyncio.sleep(0)
+
+    async def _streams(self, conn: socket.socket) -> tuple[asyncio.StreamReader,
+                                                           asyncio.StreamWriter]:
+        """Reader and writer over an accepted socket, as ``asyncio.start_server`` makes them."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=self.config.read_ahead_bytes)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._tasks) >= self.config.max_links:
+        if len(self._names) >= self.config.max_links:
             self.refused_connections += 1
-            self._log_budget.warning("refused a connection: %d are open, the limit",
-                                     len(self._tasks))
+            self._log_budget.warning("refused a connection: %d links are up, the limit",
+                                     len(self._names))
             writer.close()  # the transport closes on the loop; nothing to wait for here
             return
-        # A plain callback that starts a task the server owns: had asyncio wrapped a coroutine
-        # in its own task, cancelling that task in ``stop`` would make Python 3.11's stream
-        # protocol log "Exception in callback" (it calls ``task.exception()`` on it).
+        if len(self._silent) + len(self._greeted) >= self.config.max_handshakes:
+            self._evict_oldest_handshake()
         task = asyncio.create_task(self._serve(reader, writer), name="link-server:accept")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._silent[writer] = task
+
+    def _evict_oldest_handshake(self) -> None:
+        """Close the connection that has been in its handshake the longest, preferring one
+        whose peer has not yet sent a valid Hello.
+
+        The oldest, not the newest: refusing newcomers would let connections that never speak
+        hold every slot until their deadline, and the next genuine peer would be refused. Silent
+        ones first: a genuine peer sends its Hello as soon as it connects, so once that is read
+        (a few loop iterations) no number of silent connections can push it out.
+        """
+        handshaking = self._silent or self._greeted
+        writer, task = next(iter(handshaking.items()))
+        del handshaking[writer]
+        self.evicted_handshakes += 1
+        self._log_budget.warning("closed the oldest connection still in its handshake: %d are, "
+                                 "the limit", self.config.max_handshakes)
+        writer.transport.abort()  # the socket closes now, even if the task has not run yet
+        task.cancel()
+
+    def _greet(self, writer: asyncio.StreamWriter) -> None:
+        task = self._silent.pop(writer, None)
+        if task is not None:  # not evicted meanwhile
+            self._greeted[writer] = task
 
     def _admit(self, peer: str) -> None:
         if peer in self._names:
             raise HandshakeRefused(f"{printable(peer)} is linked already; a second link "
                                    "claiming that name is refused")
+        if len(self._names) >= self.config.max_links:
+            raise HandshakeRefused(f"{len(self._names)} links are up, the limit")
         self._names.add(peer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -165,7 +222,11 @@ class LinkServer:
             try:
                 peer = await handshake(channel, self.codec, self.system.name, config.keys,
                                        initiator=False, timeout_s=config.handshake_timeout_s,
+                                       greeted=lambda _: self._greet(writer),
                                        admit=self._admit)
+            except asyncio.CancelledError:
+                writer.transport.abort()  # evicted or stopped: nothing left to say to it
+                raise
             except (HandshakeRefused, OSError) as exc:
                 self.failed_handshakes += 1
                 # A HandshakeRefused text escaped what it quotes of the peer already.
@@ -181,6 +242,9 @@ class LinkServer:
                               channel.description)
                 await channel.close()
                 return
+            finally:
+                self._silent.pop(writer, None)
+                self._greeted.pop(writer, None)
             channel.max_frame_bytes = min(config.max_frame_bytes, self.codec.max_message_bytes)
             await self._run_link(Link(self.system, channel, self.codec, peer, config))
         finally:
@@ -202,14 +266,16 @@ class LinkServer:
 
     async def stop(self) -> None:
         """Stop listening, close every link, wait for their tasks, remove the socket file."""
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            await asyncio.gather(self._acceptor, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
         self._remove_socket_file()
+        self._log_budget.flush()
 
     def _remove_socket_file(self) -> None:
         path, inode = self._unix_path, self._unix_inode

@@ -56,18 +56,21 @@ class HandshakeRefused(RuntimeFault, ConnectionError):
 
 async def handshake(channel: FrameChannel, codec: Codec, own_name: str, keys: LinkKeys, *,
                     initiator: bool, timeout_s: float,
+                    greeted: Callable[[str], None] | None = None,
                     admit: Callable[[str], None] | None = None) -> str:
     """Authenticate the peer on ``channel``; returns its proven name.
 
-    ``admit(peer)`` runs on the responder once the initiator's proof checked out and before the
-    responder proves itself; it may raise ``HandshakeRefused`` (a name already linked). Raises
-    ``HandshakeRefused`` with the reason on any failure.
+    ``greeted(peer)`` runs once the peer's ``Hello`` passed its checks and names a peer with a
+    key (nothing is proven yet: the server uses it to tell a silent connection from one that
+    is getting on). ``admit(peer)`` runs on the responder once the initiator's proof checked
+    out and before the responder proves itself; it may raise ``HandshakeRefused`` (a name
+    already linked). Raises ``HandshakeRefused`` with the reason on any failure.
     """
     channel.max_frame_bytes = HANDSHAKE_FRAME_BYTES
     try:
         async with asyncio.timeout(timeout_s):
             return await _exchange(channel, codec, own_name, keys, initiator=initiator,
-                                   admit=admit)
+                                   greeted=greeted, admit=admit)
     except TimeoutError:
         raise HandshakeRefused(f"no handshake within the deadline of {timeout_s:g} s") from None
     except EOFError:
@@ -79,7 +82,8 @@ async def handshake(channel: FrameChannel, codec: Codec, own_name: str, keys: Li
 
 
 async def _exchange(channel: FrameChannel, codec: Codec, own_name: str, keys: LinkKeys, *,
-                    initiator: bool, admit: Callable[[str], None] | None) -> str:
+                    initiator: bool, greeted: Callable[[str], None] | None,
+                    admit: Callable[[str], None] | None) -> str:
     nonce = secrets.token_bytes(NONCE_BYTES)
     await channel.write_frame(codec.encode(Hello(own_name, PROTOCOL_VERSION, nonce)))
     hello = await _read(channel, codec, Hello)
@@ -88,6 +92,8 @@ async def _exchange(channel: FrameChannel, codec: Codec, own_name: str, keys: Li
     key = keys.key_for(peer)
     if key is None:
         raise HandshakeRefused(f"no key for a peer named {printable(peer)} in {keys.source}")
+    if greeted is not None:
+        greeted(peer)
     us, them = (own_name, nonce), (peer, hello.nonce)
     mine = proof(key, INITIATOR if initiator else RESPONDER, us, them)
     expected = proof(key, RESPONDER if initiator else INITIATOR, them, us)

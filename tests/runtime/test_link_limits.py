@@ -1,10 +1,12 @@
-"""Every ``LinkConfig`` limit holds against a peer that pushes on it: connections, asks each way,
-frame bytes, read-ahead bytes and half-sent frames."""
+"""Every ``LinkConfig`` limit holds against a peer that pushes on it: links, connections in their
+handshake, asks each way, frame bytes, read-ahead bytes and half-sent frames."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import LinkDown, LinkUp, TooManyAsks
-from runtime.link_messages import RemoteAsk, RemoteFailure, RemoteReply, RemoteTell
+from runtime import LinkDown, LinkKeys, LinkUp, TooManyAsks
+from runtime.link_handshake import INITIATOR, NONCE_BYTES, handshake, proof
+from runtime.link_messages import (
+    HandshakeProof,
+    Hello,
+    RemoteAsk,
+    RemoteFailure,
+    RemoteReply,
+    RemoteTell,
+)
 from tests.runtime.helpers import WAIT_S, eventually, settle
 from tests.runtime.link_harness import RawPeer, linked
 from tests.runtime.link_support import (
+    TEST_KEY,
     Add,
     Frame,
     FrameSum,
@@ -41,10 +52,10 @@ async def test_connections_beyond_max_links_are_closed_at_once(
     config = service_link_config(max_links=3, handshake_timeout_s=WAIT_S)
     async with linked("unix", tmp_path, server_config=config) as pair:
         with caplog.at_level(logging.WARNING, logger="lfr.runtime.link"):
-            # Two silent connections fill the limit with the client's link ...
-            holders = [await RawPeer.open(pair.path) for _ in range(2)]
-            await settle()
-            # ... so 300 more are closed at once, long before any handshake deadline.
+            # Two more authenticated peers fill the limit with the client's link ...
+            holders = [await RawPeer.connect(pair.path, name=f"peer{n}") for n in range(2)]
+            await eventually(lambda: len(pair.server.links) == 3)
+            # ... so 300 more connections are closed at once, long before any deadline.
             # One after the other: asyncio's client takes a Unix connect refused by a full
             # backlog for a connected socket, which would blur what this test counts.
             flood = [await RawPeer.open(pair.path) for _ in range(300)]
@@ -53,11 +64,134 @@ async def test_connections_beyond_max_links_are_closed_at_once(
         assert pair.server.refused_connections == 300
         refused = [r.getMessage() for r in caplog.records
                    if "refused a connection" in r.getMessage()]
-        assert refused[0] == "refused a connection: 3 are open, the limit"
+        assert refused[0] == "refused a connection: 3 links are up, the limit"
         assert len(refused) == 20  # the rest were counted, not logged one by one
         assert await pair.client.ref("svc").ask(GetTotal()) == Total(0)  # the link is unharmed
         for raw in (*holders, *flood):
             await raw.close()
+
+
+async def test_a_handshake_that_would_exceed_max_links_is_refused(tmp_path: Path) -> None:
+    """Two handshakes under way when one link slot is left: the second proof is refused."""
+    config = service_link_config(max_links=2, handshake_timeout_s=WAIT_S)
+    async with linked("unix", tmp_path, server_config=config) as pair:
+        first, second = RawPeer.open(pair.path), RawPeer.open(pair.path)
+        raws = [await first, await second]  # both accepted: one link is up, not two
+        results = await asyncio.gather(
+            *(handshake(raw.channel, raw.codec, f"peer{n}", LinkKeys.shared(TEST_KEY),
+                        initiator=True, timeout_s=WAIT_S) for n, raw in enumerate(raws)),
+            return_exceptions=True)
+        assert sum(result in ("server",) for result in results) == 1
+        await eventually(lambda: pair.server.failed_handshakes == 1)
+        assert sorted(pair.server.links)[0] == "client"
+        assert len(pair.server.links) == 2
+        for raw in raws:
+            await raw.close()
+
+
+async def test_a_connection_beyond_max_handshakes_evicts_the_oldest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = service_link_config(max_handshakes=4, handshake_timeout_s=60.0)
+    async with linked("unix", tmp_path, server_config=config) as pair:
+        with caplog.at_level(logging.WARNING, logger="lfr.runtime.link"):
+            silent = [await RawPeer.open(pair.path) for _ in range(4)]
+            await settle()
+            newest = await RawPeer.open(pair.path)
+            await silent[0].wait_closed_by_server()  # long before its deadline
+        await settle()
+        assert pair.server.evicted_handshakes == 1
+        assert len(pair.server._silent) == 4
+        assert [r.getMessage() for r in caplog.records if "oldest" in r.getMessage()] == [
+            "closed the oldest connection still in its handshake: 4 are, the limit"]
+        for raw in silent[1:]:  # the others are still there, waiting for their Hello
+            assert not raw.reader.at_eof()
+        for raw in (*silent, newest):
+            await raw.close()
+
+
+async def test_silent_connections_evict_each_other_before_a_greeted_one(
+        tmp_path: Path) -> None:
+    """A peer whose Hello was read keeps its slot while silent newcomers take turns."""
+    config = service_link_config(max_handshakes=2, handshake_timeout_s=60.0)
+    async with linked("unix", tmp_path, server_config=config) as pair:
+        greeted = await RawPeer.open(pair.path)
+        nonce = os.urandom(NONCE_BYTES)
+        await greeted.send(Hello("peer", 2, nonce))
+        hello = await greeted.receive()  # the server answers only once it read ours
+        silent = [await RawPeer.open(pair.path) for _ in range(10)]
+        await asyncio.gather(*(raw.wait_closed_by_server() for raw in silent[:-1]))
+        assert pair.server.evicted_handshakes == 9
+        await greeted.send(HandshakeProof(proof(TEST_KEY, INITIATOR, ("peer", nonce),
+                                                (hello.node, hello.nonce))))
+        assert isinstance(await greeted.receive(), HandshakeProof)
+        await eventually(lambda: "peer" in pair.server.links)
+        for raw in (greeted, *silent):
+            await raw.close()
+
+
+async def _hold_connections(path: str, reconnects: list[int]) -> None:
+    """One attacker socket: connect, never speak, reconnect as soon as the server closes it."""
+    while True:
+        try:
+            raw = await RawPeer.open(path)
+        except OSError:
+            await asyncio.sleep(0)  # a full listen backlog: try again at once
+            continue
+        with contextlib.suppress(OSError, TimeoutError):
+            await raw.wait_closed_by_server()
+        await raw.close()
+        reconnects[0] += 1
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_silent_connections_cannot_lock_a_peer_out(tmp_path: Path) -> None:
+    """Before: 12 sockets that never spoke and reconnected when closed held every one of
+    max_links=8 slots, and every authenticated peer was refused for as long as they kept it up."""
+    config = service_link_config(handshake_timeout_s=WAIT_S)  # default limits: 8 links, 16
+    attackers = 40  # more than both limits together
+    async with linked("unix", tmp_path, server_config=config) as pair:
+        server = pair.server
+        baseline_fds = _open_fds()
+        reconnects = [0]
+        attack = [asyncio.create_task(_hold_connections(pair.path, reconnects))
+                  for _ in range(attackers)]
+        peaks = {"handshaking": 0, "tasks": 0, "fds": 0}
+
+        async def sample() -> None:
+            while True:
+                handshaking = len(server._silent) + len(server._greeted)
+                peaks["handshaking"] = max(peaks["handshaking"], handshaking)
+                peaks["tasks"] = max(peaks["tasks"], len(server._tasks))
+                peaks["fds"] = max(peaks["fds"], _open_fds() - baseline_fds)
+                await asyncio.sleep(0.001)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            await eventually(lambda: server.evicted_handshakes > 2 * attackers)  # under way
+            async with asyncio.timeout(20):
+                for n in range(10):
+                    peer = await RawPeer.connect(pair.path, name=f"peer{n}")
+                    await peer.send(RemoteTell("svc", Add(1)))
+                    await peer.send(RemoteAsk(1, "svc", GetTotal(), WAIT_S))
+                    assert await peer.receive() == RemoteReply(1, Total(n + 1))
+                    await peer.close()
+                    name = f"peer{n}"
+                    await eventually(lambda: name not in server.links)  # noqa: B023 - awaited here
+            assert await pair.client.ref("svc").ask(GetTotal()) == Total(10)
+        finally:
+            sampler.cancel()
+            for task in attack:
+                task.cancel()
+            await asyncio.gather(sampler, *attack, return_exceptions=True)
+        assert reconnects[0] > 2 * attackers  # the attack went on all along
+        assert peaks["handshaking"] <= config.max_handshakes
+        # Evicted connections leave within a loop iteration, at most one accept batch of them.
+        assert peaks["tasks"] <= config.max_links + config.max_handshakes + attackers
+        # Both ends of every socket are in this process: the attacker's and the server's.
+        assert peaks["fds"] <= 2 * (attackers + config.max_handshakes + config.max_links)
 
 
 async def test_asks_from_a_peer_beyond_max_peer_asks_fail_at_once(tmp_path: Path) -> None:
