@@ -18,6 +18,7 @@ from runtime.actor import Actor, ActorContext
 from runtime.actor_metrics import ActorMetrics
 from runtime.envelope import Envelope
 from runtime.errors import ActorStopped
+from runtime.log_budget import LogBudget
 from runtime.mailbox import Mailbox, MailboxConfig
 from runtime.ref import ActorRef
 
@@ -66,6 +67,8 @@ class ActorCell(Generic[M]):
         self._stop_requested = False
         # Counts started incarnations, so a supervisor can ignore a stale failure report.
         self.incarnation = 0
+        # Bounds the lines peers' failing tells write; metrics.remote_failures counts them all.
+        self._peer_log = LogBudget(log, f"actor {printable(name)}")
 
     # --- driven by the supervisor -------------------------------------------------------------
 
@@ -104,6 +107,7 @@ class ActorCell(Generic[M]):
         await self._finish_incarnation()
         for envelope in self.mailbox.take_all():
             envelope.fail(ActorStopped(self.name, "stopped before this message was handled"))
+        self._peer_log.flush()
         self.state = CellState.STOPPED
 
     # --- the loop -----------------------------------------------------------------------------
@@ -182,9 +186,11 @@ class ActorCell(Generic[M]):
         reply = envelope.reply
         if reply is None:
             # The error's text may quote the peer's data: escaped so it cannot forge log lines.
-            log.warning("actor %s: a tell from a peer failed and was dropped (%s, %s: %s)",
-                        printable(self.name), type(envelope.message).__name__,
-                        type(error).__name__, printable(error))
+            # Budgeted: a peer decides how many of these there are.
+            self._peer_log.warning(
+                "actor %s: a tell from a peer failed and was dropped (%s, %s: %s)",
+                printable(self.name), type(envelope.message).__name__, type(error).__name__,
+                printable(error))
             return
         metrics.ask_errors += 1
         if not reply.done():

@@ -10,7 +10,9 @@ What a peer may do is bounded by ``LinkConfig``: it reaches only the exposed act
 the message classes listed for each (never a runtime message); a message of its that makes an
 actor raise fails alone (a tell is counted and logged, an ask answered with the error), never
 the actor; and it has at most ``max_peer_asks`` asks being answered at once. Everything a peer
-sent is logged through ``printable``: names and texts from a peer cannot forge log lines.
+sent is logged through ``printable``: names and texts from a peer cannot forge log lines, and
+every line a peer's message causes goes through the link's ``LogBudget`` (20 per 10 s, then a
+summary): a peer cannot flood the log either, while the link's counters count every event.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from runtime.link_messages import (
     RemoteReply,
     RemoteTell,
 )
+from runtime.log_budget import LogBudget
 from runtime.message import RESERVED_CODES
 
 if TYPE_CHECKING:
@@ -80,6 +83,11 @@ class Link:
         accept, a runtime message, or a frame that is not a tell, ask or answer."""
         self.refused_asks = 0
         """Asks from the peer answered "too many pending asks" at once."""
+        self.undelivered_tells = 0
+        """Tells from the peer to an exposed actor whose mailbox refused them (full or
+        closed)."""
+        # Every per-message warning goes through here: the peer decides how many there are.
+        self._log = LogBudget(log, f"link to {printable(peer)}")
 
     @property
     def closed(self) -> bool:
@@ -145,8 +153,8 @@ class Link:
             envelope = self._codec.decode(frame)
         except DecodeError as exc:
             self.undecodable_frames += 1
-            log.warning("link to %s: skipped an undecodable frame: %s", printable(self.peer),
-                        printable(exc))
+            self._log.warning("link to %s: skipped an undecodable frame: %s",
+                              printable(self.peer), printable(exc))
             return
         if isinstance(envelope, RemoteTell):
             await self._deliver_tell(envelope)
@@ -157,8 +165,8 @@ class Link:
         else:
             # A Hello, a proof or a link event inside an established link: never delivered.
             self.refused_messages += 1
-            log.warning("link to %s: unexpected %s frame refused", printable(self.peer),
-                        type(envelope).__name__)
+            self._log.warning("link to %s: unexpected %s frame refused", printable(self.peer),
+                              type(envelope).__name__)
 
     def _refusal(self, target: str, payload: Any) -> tuple[str, str] | None:
         """Why the peer may not send ``payload`` to ``target`` (error type, text), or None."""
@@ -181,15 +189,16 @@ class Link:
         ref = self.system.lookup(envelope.target)
         if refusal is not None or ref is None:
             self.refused_messages += 1
-            log.warning("link to %s: tell dropped: %s", printable(self.peer),
-                        refusal[1] if refusal else "no such actor")
+            self._log.warning("link to %s: tell dropped: %s", printable(self.peer),
+                              refusal[1] if refusal else "no such actor")
             return
         try:
             # Awaiting a BLOCK mailbox here is deliberate: backpressure reaches the peer's socket.
             await ref.tell_from_peer(envelope.payload)
         except RuntimeFault as exc:
-            log.warning("link to %s: tell to '%s' not delivered: %s", printable(self.peer),
-                        printable(envelope.target), printable(exc))
+            self.undelivered_tells += 1
+            self._log.warning("link to %s: tell to '%s' not delivered: %s", printable(self.peer),
+                              printable(envelope.target), printable(exc))
 
     async def _accept_ask(self, envelope: RemoteAsk) -> None:
         if len(self._serving) >= self._config.max_peer_asks:
@@ -247,6 +256,7 @@ class Link:
         if self._closed_reason is not None:
             return
         self._closed_reason = reason
+        self._log.flush()
         for _, reply in self._pending.values():
             if not reply.done():
                 reply.set_exception(LinkLost(self.peer, reason))

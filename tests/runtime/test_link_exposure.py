@@ -62,7 +62,7 @@ async def test_failing_tells_from_a_peer_do_not_take_the_node_down(
         assert pair.server_system.failure is None
         assert pair.server_system.root.statistics().restarts == 0
         dropped = [r.getMessage() for r in caplog.records if "from a peer failed" in r.getMessage()]
-        assert len(dropped) == 30
+        assert len(dropped) == 20  # the rest counted, not logged: see test_link_log_flood
         assert dropped[0] == ("actor svc: a tell from a peer failed and was dropped (Fail, "
                               "ValueError: bad 0)")
 
