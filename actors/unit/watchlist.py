@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import math
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,17 @@ MAX_WATCHLIST_BYTES = 512 * 1024 * 1024
 """Largest watchlist file accepted (about 650k subjects of 192 float32)."""
 MAX_SUBJECT_ID_CHARS = 255
 """Longest subject id (a folder name is at most 255 bytes on common file systems)."""
+
+MAX_PHOTOS_PER_SUBJECT = 10_000
+"""Most photos one subject's embedding may average (``photos`` counts lie in 1..this)."""
+MAX_FUTURE_S = 86_400.0
+"""How far in the future ``created_at`` may lie (s): clocks of units and laptops drift."""
+SAME_EMBEDDING_COSINE = 0.9999
+"""Two subjects whose embeddings are closer than this are one face under two names."""
+EXACT_DUPLICATE_SEARCH_MAX = 4096
+"""Up to this many subjects every pair is compared (n^2 d multiply-adds: 0.1-0.5 s at 4096 on
+two busy cores); above it only rows equal bit for bit are found, since comparing every pair of
+hundreds of thousands of subjects would take a unit hours."""
 
 MAGIC = b"LFRW"
 FORMAT_VERSION = 1
@@ -136,6 +148,9 @@ class Watchlist:
             raise WatchlistError("embeddings must be unit length")
         if np.any((self.thresholds <= 0) | (self.thresholds >= 1)):
             raise WatchlistError("thresholds must lie strictly between 0 and 1")
+        _check_photo_counts(self.subjects, self.photos)
+        _check_created_at(self.created_at)
+        _check_distinct_embeddings(self.subjects, self.embeddings)
 
     @property
     def dimension(self) -> int:
@@ -184,6 +199,51 @@ def _check_subject_ids(subjects: tuple[str, ...]) -> None:
         if subject in seen:
             raise WatchlistError(f"subject ids must be unique; {printable(subject)} repeats")
         seen.add(subject)
+
+
+def _check_photo_counts(subjects: tuple[str, ...], photos: tuple[int, ...]) -> None:
+    for subject, count in zip(subjects, photos, strict=True):
+        if (isinstance(count, bool) or not isinstance(count, int)
+                or not 1 <= count <= MAX_PHOTOS_PER_SUBJECT):
+            raise WatchlistError(f"subject {printable(subject)}: photo count must be 1 to "
+                                 f"{MAX_PHOTOS_PER_SUBJECT}, got {printable(repr(count))}")
+
+
+def _check_created_at(created_at: float) -> None:
+    if not (isinstance(created_at, int | float) and math.isfinite(created_at)):
+        raise WatchlistError(f"created_at must be a finite time, got {created_at!r}")
+    if created_at > time.time() + MAX_FUTURE_S:
+        raise WatchlistError(f"created_at {created_at!r} lies more than a day in the future "
+                             "(a wrong clock where it was built, or a forged file)")
+
+
+def _check_distinct_embeddings(subjects: tuple[str, ...],
+                               embeddings: npt.NDArray[np.float32]) -> None:
+    """Refuse two subjects with one embedding: every match of one would also be the other."""
+    pair = _same_embedding_pair(embeddings)
+    if pair is not None:
+        first, second = (printable(subjects[i], max_chars=64) for i in pair)
+        raise WatchlistError(f"subjects {first} and {second} have the same embedding (cosine "
+                             f"> {SAME_EMBEDDING_COSINE}): the same photos under two names?")
+
+
+def _same_embedding_pair(embeddings: npt.NDArray[np.float32]) -> tuple[int, int] | None:
+    n = len(embeddings)
+    if n > EXACT_DUPLICATE_SEARCH_MAX:
+        seen: dict[bytes, int] = {}
+        for i, row in enumerate(embeddings):
+            j = seen.setdefault(row.tobytes(), i)
+            if j != i:
+                return j, i
+        return None
+    block = 1024  # rows per product: 1024 x n float32 at most (32 MiB at 8192)
+    for start in range(0, n, block):
+        cosines = embeddings[start:start + block] @ embeddings.T
+        rows, columns = np.nonzero(cosines > SAME_EMBEDDING_COSINE)
+        for row, column in zip(rows + start, columns, strict=True):
+            if row < column:
+                return int(row), int(column)
+    return None
 
 
 def encode_watchlist(watchlist: Watchlist) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import stat
 import time
@@ -20,7 +22,7 @@ from actors.unit.watchlist import (
 )
 from guards.log_text import printable
 from runtime.codec import Codec
-from tests.actors.unit.test_watchlist import assert_same, make_watchlist
+from tests.actors.unit.test_watchlist import MODEL_ID, MODEL_SHA, assert_same, make_watchlist
 
 
 @pytest.fixture
@@ -235,3 +237,82 @@ def test_saved_bytes_are_the_encoding(saved: tuple[Watchlist, Path]) -> None:
     watchlist, path = saved
     assert path.read_bytes() == encode_watchlist(watchlist)
     assert np.array_equal(load_watchlist(path).embeddings, watchlist.embeddings)
+
+
+# --- crafted files with a valid checksum: the data checks on load -------------------------------
+
+
+def _crafted(tmp_path: Path, n: int = 3, **fields: object) -> Path:
+    """A watchlist file with ``fields`` replaced around the constructor's checks, as an
+    attacker would, and a correct checksum."""
+    watchlist = make_watchlist(n)
+    forged = object.__new__(Watchlist)
+    for name in Watchlist.__dataclass_fields__:
+        object.__setattr__(forged, name, fields.get(name, getattr(watchlist, name)))
+    payload = Codec().encode(forged)
+    path = tmp_path / "crafted.lfrw"
+    path.write_bytes(b"LFRW" + (1).to_bytes(2, "little") + hashlib.sha256(payload).digest()
+                     + payload)
+    return path
+
+
+def _refused(path: Path, *parts: str) -> None:
+    with pytest.raises(WatchlistError) as raised:
+        load_watchlist(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ")
+    for part in parts:
+        assert part in message
+
+
+@pytest.mark.parametrize("count", [-3, 0, 10_001, 2**62])
+def test_a_photo_count_outside_1_to_10000_is_refused(tmp_path: Path, count: int) -> None:
+    _refused(_crafted(tmp_path, photos=(1, count, 2)),
+             f"subject subject_1: photo count must be 1 to 10000, got {count}")
+
+
+def test_photo_counts_at_the_limits_load(tmp_path: Path) -> None:
+    assert load_watchlist(_crafted(tmp_path, photos=(1, 10_000, 5))).photos == (1, 10_000, 5)
+
+
+@pytest.mark.parametrize("created_at", [math.nan, math.inf, -math.inf])
+def test_a_created_at_that_is_not_finite_is_refused(tmp_path: Path, created_at: float) -> None:
+    _refused(_crafted(tmp_path, created_at=created_at), "created_at must be a finite time")
+
+
+def test_a_created_at_more_than_a_day_ahead_is_refused(tmp_path: Path) -> None:
+    _refused(_crafted(tmp_path, created_at=time.time() + 2 * 86_400),
+             "more than a day in the future")
+    soon = time.time() + 3600  # a clock an hour fast: accepted
+    assert load_watchlist(_crafted(tmp_path, created_at=soon)).created_at == soon
+
+
+def test_two_subjects_with_one_embedding_are_refused_naming_both(tmp_path: Path) -> None:
+    rows = make_watchlist(3).embeddings.copy()
+    rows[2] = rows[0]
+    _refused(_crafted(tmp_path, embeddings=rows),
+             "subjects subject_0 and subject_2 have the same embedding")
+
+
+def test_nearly_identical_embeddings_are_refused_and_close_ones_kept(tmp_path: Path) -> None:
+    rows = make_watchlist(3).embeddings.copy()
+    other = rows[1] - float(rows[1] @ rows[0]) * rows[0]
+    other /= np.linalg.norm(other)  # orthogonal to rows[0], unit length
+
+    def at_cosine(cosine: float) -> np.ndarray:
+        return (cosine * rows[0] + math.sqrt(1 - cosine**2) * other).astype(np.float32)
+
+    rows[1] = at_cosine(0.99995)
+    _refused(_crafted(tmp_path, embeddings=rows), "subject_0 and subject_1")
+    rows[1] = at_cosine(0.999)  # near, but not one face: a twin, the same person twice
+    assert load_watchlist(_crafted(tmp_path, embeddings=rows)).subjects == (
+        "subject_0", "subject_1", "subject_2")
+
+
+def test_a_large_watchlist_refuses_rows_equal_bit_for_bit() -> None:
+    watchlist = make_watchlist(4100)  # above the pairwise search's limit
+    rows = watchlist.embeddings.copy()
+    rows[4099] = rows[17]
+    with pytest.raises(WatchlistError, match="subject_17 and subject_4099 have the same"):
+        Watchlist(MODEL_ID, MODEL_SHA, 0.0, watchlist.subjects, rows, watchlist.thresholds,
+                  watchlist.photos)
