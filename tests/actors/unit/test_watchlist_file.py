@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from actors.unit.watchlist import (
@@ -299,8 +300,10 @@ def test_nearly_identical_embeddings_are_refused_and_close_ones_kept(tmp_path: P
     other = rows[1] - float(rows[1] @ rows[0]) * rows[0]
     other /= np.linalg.norm(other)  # orthogonal to rows[0], unit length
 
-    def at_cosine(cosine: float) -> np.ndarray:
-        return (cosine * rows[0] + math.sqrt(1 - cosine**2) * other).astype(np.float32)
+    def at_cosine(cosine: float) -> npt.NDArray[np.float32]:
+        row: npt.NDArray[np.float32] = (cosine * rows[0] + math.sqrt(1 - cosine**2) * other
+                                        ).astype(np.float32)
+        return row
 
     rows[1] = at_cosine(0.99995)
     _refused(_crafted(tmp_path, embeddings=rows), "subject_0 and subject_1")
