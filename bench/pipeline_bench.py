@@ -35,10 +35,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from actors.unit.camera import CameraConfig
+from actors.unit.camera import CameraConfig, ffmpeg_url, redact
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.bare_pipeline import BenchStopped, bare_pipeline_seconds, decode_and_models_seconds
+from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.scan import (
     ScanConfig,
@@ -128,7 +129,7 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
     with ThreadPoolExecutor(cores, initializer=warm_up_on_this_thread,
                             initargs=(detector, embedder)) as pool:
         batch: list[np.ndarray] = []
-        with av.open(str(source)) as container:
+        with av.open(ffmpeg_url(CameraConfig(str(source)))) as container:
             for decoded in container.decode(video=0):
                 if stop.is_set():
                     raise BenchStopped
@@ -146,11 +147,12 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
 
 
 async def _measure(stop: threading.Event, source: Path, watchlist_path: Path | None,
-                   runs: int, *, bare: bool) -> dict[str, object]:
+                   runs: int, *, bare: bool, allow_unusual_thresholds: bool) -> dict[str, object]:
     detector = FaceDetector()
     embedder = FaceEmbedder()
     if watchlist_path is not None:
-        watchlist = load_watchlist(watchlist_path)
+        watchlist = load_watchlist(watchlist_path,
+                                   allow_unusual_thresholds=allow_unusual_thresholds)
         watchlist.check_model(embedder.model_id, embedder.model_sha256, str(watchlist_path))
     else:
         watchlist = _random_watchlist(embedder)
@@ -209,13 +211,21 @@ async def _measure(stop: threading.Event, source: Path, watchlist_path: Path | N
     }
 
 
-def run_pipeline_bench(source: Path, watchlist: Path | None = None, runs: int = DEFAULT_RUNS,
-                       *, bare: bool = False) -> dict[str, object]:
+def run_pipeline_bench(source_name: str | Path, watchlist: Path | None = None,
+                       runs: int = DEFAULT_RUNS,
+                       *, bare: bool = False,
+                       allow_unusual_thresholds: bool = False) -> dict[str, object]:
     """Run the phases ``runs`` times on a fresh event loop; medians (``ratios``: every run).
     ``target_met`` is the regression guard: median ratio >= ``RATIO_GUARD`` and peak RSS <=
     ``RSS_GUARD_MB``."""
-    check_source(CameraConfig(str(source)))
+    camera = CameraConfig(str(source_name))  # checked as given: Path() would mangle a URL
+    if camera.is_live:
+        raise UserInputError(f"--source {printable(redact(camera.source))}: the benchmark needs a "
+                             "video file, not a live source (it plays the same frames twice)")
+    check_source(camera)
+    source = Path(camera.source)
     if runs < 1:
         raise UserInputError(f"--runs must be >= 1, got {runs}")
     return run_interruptible(
-        lambda stop: _measure(stop, source, watchlist, runs, bare=bare))
+        lambda stop: _measure(stop, source, watchlist, runs, bare=bare,
+                              allow_unusual_thresholds=allow_unusual_thresholds))

@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from guards.exit_codes import ExitCode, StoppedBySignal
 from guards.log_text import printable
+from lfr.command_output import OutputFailed, flush_quietly, guard_standard_streams, say
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
@@ -38,6 +42,18 @@ def _subject_threshold(text: str) -> tuple[str, float]:
     if not sep or not subject:
         raise argparse.ArgumentTypeError(f"expected SUBJECT=THRESHOLD, got {text!r}")
     return subject, _threshold(value)
+
+
+def _demo_count(text: str) -> int:
+    """The runtime demo fails on purpose on every multiple of 7, to show restarts: beyond 100
+    numbers its failures would exhaust the root supervisor, which is not what it demonstrates."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= count <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1-100, got {count}")
+    return count
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -120,7 +136,8 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from bench.pipeline_bench import run_pipeline_bench
 
     watchlist = Path(args.watchlist) if args.watchlist else None
-    return _report(run_pipeline_bench(Path(args.source), watchlist, args.runs, bare=args.bare),
+    return _report(run_pipeline_bench(args.source, watchlist, args.runs, bare=args.bare,
+                                      allow_unusual_thresholds=args.allow_unusual_thresholds),
                    as_json=args.json)
 
 
@@ -160,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the live pipeline on the sample clip")
     demo.add_argument("--runtime-only", action="store_true",
                       help="run the runtime's own demo (actors printing what flows) instead")
-    demo.add_argument("--count", type=int, default=20, help="runtime demo: numbers to send")
+    demo.add_argument("--count", type=_demo_count, default=20,
+                      help="runtime demo: numbers to send (1-100; default 20)")
     demo.set_defaults(func=_cmd_demo)
 
     scan = commands.add_parser("scan", help="scan a file, RTSP URL or device; alerts as JSON")
@@ -250,6 +268,8 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                           help="runs of both phases; medians are reported and the guard "
                                "(median ratio >= 0.72, RSS <= 250 MB) applies to them "
                                "(default 5)")
+    pipeline.add_argument("--allow-unusual-thresholds", action="store_true",
+                          help="accept a watchlist with thresholds outside 0.45-0.80")
     pipeline.add_argument("--bare", action="store_true",
                           help="also time the same steps with no actor runtime (bare_ratio)")
     pipeline.add_argument("--json", action="store_true", help="print one JSON object")
@@ -298,36 +318,75 @@ def _is_number(token: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lfr`` console script; returns an ``ExitCode``."""
-    from guards.user_input import UserInputError
+    """Run one ``lfr`` command; returns its ``ExitCode`` (``entry`` exits with it)."""
     from lfr.stop_signals import install_stop_signals
 
-    parser = build_parser()
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    _refuse_unknown_flags(parser, arguments)
-    args = parser.parse_args(arguments)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its CPU features
-    install_stop_signals()
-    func: Command = args.func
+    install_stop_signals()  # first: from here on a signal stops the command cleanly
+    guard_standard_streams()
+    command = "lfr"
     try:
+        parser = build_parser()
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        _refuse_unknown_flags(parser, arguments)
+        args = parser.parse_args(arguments)
+        command = f"lfr {args.command}"
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its CPU features
+        func: Command = args.func
         return int(func(args))
-    except UserInputError as exc:
-        # Bad input (a missing file, an invalid watchlist or CSV): one clear line, no traceback.
-        print(f"lfr {args.command}: {printable(exc, max_chars=2000)}", file=sys.stderr)
+    except BaseException as exc:  # noqa: BLE001 - the process's supervision boundary
+        return _exit_code_for(command, exc)
+
+
+def _exit_code_for(command: str, exc: BaseException) -> int:
+    """How a command that raised ends: one line for the user, a traceback only for our bugs."""
+    from guards.user_input import UserInputError
+
+    if isinstance(exc, SystemExit):  # argparse's usage errors (exit 2) and --help (exit 0)
+        return exc.code if isinstance(exc.code, int) else ExitCode.BAD_INPUT
+    if isinstance(exc, UserInputError):
+        say(f"{command}: {printable(exc, max_chars=2000)}")
         return ExitCode.BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"lfr {args.command}: interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except StoppedBySignal as stopped:
-        print(f"lfr {args.command}: stopped by {stopped}", file=sys.stderr)
+    if isinstance(exc, OutputFailed):
+        say(f"{command}: {exc}; nothing more was written")
+        return ExitCode.OUTPUT_FAILED
+    stopped = _stop_behind(exc)
+    if stopped is not None:
+        say(f"{command}: stopped by {stopped}")
         return stopped.exit_code
-    except Exception:
-        # The supervision boundary of a command: anything else is our bug, never the user's
-        # mistake. Its traceback goes to the log and the exit code says "internal error".
-        log.exception("lfr %s: internal error", args.command)
-        return ExitCode.INTERNAL_ERROR
+    if not isinstance(exc, Exception):
+        raise exc  # GeneratorExit and the like are not a command's outcome
+    # Anything else is our bug, never the user's mistake: its traceback goes to the log.
+    log.error("%s: internal error", command, exc_info=exc)
+    return ExitCode.INTERNAL_ERROR
+
+
+def _stop_behind(exc: BaseException) -> StoppedBySignal | None:
+    """The stop signal that ended the command, if one did. After a stop signal, whatever failed
+    failed because of it (a library may turn the interrupt into an error of its own)."""
+    from lfr.stop_signals import stop_signal_received
+
+    if isinstance(exc, StoppedBySignal):
+        return exc
+    received = stop_signal_received()
+    if isinstance(exc, KeyboardInterrupt):
+        return StoppedBySignal(received if received is not None else signal.SIGINT)
+    return StoppedBySignal(received) if received is not None else None
+
+
+def run_and_exit() -> NoReturn:
+    """The ``lfr`` console script: run the command, then leave at once with its exit code.
+
+    ``os._exit`` after flushing: the interpreter's own teardown would wait for a blocked stdout
+    and could be hit by a late signal; every resource a command holds is released by then."""
+    code = main()
+    from lfr.stop_signals import quiet_stop_signals
+
+    quiet_stop_signals()
+    flush_quietly()
+    logging.shutdown()
+    os._exit(code)

@@ -21,7 +21,6 @@ How a scan ends, and its exit code (``guards.exit_codes``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -30,12 +29,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
-from actors.unit.camera import LIVE_PREFIXES, Camera, CameraConfig, CameraProgress
+from actors.unit.camera import LIVE_PREFIXES, Camera, CameraConfig, CameraProgress, redact
 from actors.unit.detector import Detector, DetectorConfig, StreamEnded
-from actors.unit.match_alert import MatchAlert
-from actors.unit.matcher import Matcher, MatcherConfig, MatcherOutput
+from actors.unit.matcher import Matcher, MatcherConfig
 from actors.unit.watchlist import (
     USUAL_THRESHOLDS,
     Watchlist,
@@ -46,10 +44,17 @@ from guards.exit_codes import ExitCode
 from guards.files import open_regular_file
 from guards.log_text import printable
 from guards.user_input import UserInputError
+from lfr.alert_printer import (
+    AlertCount,
+    AlertOutputFailed,
+    AlertPrinter,
+    StreamOutput,
+    stdout_output,
+)
+from lfr.command_output import OutputFailed
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.model_file import MOBILEFACENET
-from runtime.actor import Actor
 from runtime.blocking import WorkersBusy
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.supervisor import Backoff, Strategy, SupervisorConfig
@@ -103,55 +108,6 @@ class ScanSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def alert_json(alert: MatchAlert) -> str:
-    """One alert as the JSON line ``lfr scan`` prints (the crop is not printed)."""
-    return json.dumps({
-        "subject": alert.subject, "score": round(alert.score, 4), "t": round(alert.t_s, 3),
-        "track": alert.track, "camera": alert.camera, "frame": alert.frame_index,
-        "box": [round(v, 1) for v in alert.box], "threshold": round(alert.threshold, 4),
-        "hits": alert.hits, "captured_at": round(alert.captured_at, 3), "id": alert.alert_id,
-    })
-
-
-class AlertOutputFailed(Exception):
-    """The alert output cannot be written: the scan must stop, not count unreceived alerts."""
-
-
-@dataclass(slots=True)
-class AlertCount:
-    """Survives restarts of the printer (held by its factory)."""
-
-    written: int = 0
-    """Alerts written and flushed to the output."""
-
-
-class AlertPrinter(Actor[MatcherOutput]):
-    """Prints alerts as JSON lines; resolves ``finished`` when the stream has ended, or fails it
-    with ``AlertOutputFailed`` the moment an alert cannot be written."""
-
-    def __init__(self, out: TextIO, finished: asyncio.Future[StreamEnded],
-                 count: AlertCount | None = None) -> None:
-        self.out = out
-        self.finished = finished
-        self.count = count or AlertCount()
-
-    async def receive(self, message: MatcherOutput) -> None:
-        if self.finished.done():
-            return  # the scan is over (or its output failed): nothing more goes out
-        if isinstance(message, MatchAlert):
-            try:
-                print(alert_json(message), file=self.out, flush=True)
-            except (OSError, ValueError) as exc:  # EPIPE, ENOSPC, EIO; ValueError: closed file
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                self.finished.set_exception(AlertOutputFailed(
-                    f"cannot write alerts: {reason}; {self.count.written} alerts written "
-                    "before it"))
-                return
-            self.count.written += 1
-        else:
-            self.finished.set_result(message)
-
-
 @dataclass(slots=True)
 class ScanPipeline:
     """The refs and state a running scan exposes (for the CLI and the benchmark)."""
@@ -171,7 +127,7 @@ class ScanPipeline:
 
 async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist, *,
                      detector: FaceDetector, embedder: FaceEmbedder,
-                     out: TextIO = sys.stdout) -> ScanPipeline:
+                     out: IO[str] | None = None) -> ScanPipeline:
     """Spawn the pipeline under a new ``pipeline`` supervisor and start the camera."""
     watchlist.check_model(embedder.model_id, embedder.model_sha256, str(config.watchlist))
     gallery = watchlist.gallery(config.threshold)
@@ -180,7 +136,8 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     supervisor = await system.spawn_supervisor("pipeline", SupervisorConfig(
         strategy=Strategy.REST_FOR_ONE, max_restarts=5, within_s=60,
         backoff=Backoff(initial_s=0.2, max_s=5.0)))
-    alerts = await supervisor.spawn("alerts", lambda: AlertPrinter(out, finished,
+    lines = stdout_output() if out is None else StreamOutput(out)
+    alerts = await supervisor.spawn("alerts", lambda: AlertPrinter(lines, finished,
                                                                    pipeline.alerts),
                                     MailboxConfig(capacity=256))
 
@@ -229,9 +186,9 @@ def check_source(camera: CameraConfig) -> None:
     if camera.is_live:
         return
     if "://" in source:
-        raise UserInputError(f"video source {printable(source)}: unknown scheme; use a file, "
-                             f"{', '.join(p for p in LIVE_PREFIXES if '://' in p)} URL or "
-                             "/dev/videoN")
+        schemes = ", ".join(p for p in LIVE_PREFIXES if "://" in p)
+        raise UserInputError(f"video source {printable(redact(source))}: unknown scheme; use a "
+                             f"file, a {schemes} URL or /dev/videoN")
     os.close(open_regular_file(source, "video file"))
 
 
@@ -251,10 +208,12 @@ def unusual_thresholds(config: ScanConfig, watchlist: Watchlist) -> tuple[str, .
     ``ThresholdError`` unless ``config.allow_unusual_thresholds``."""
     if config.threshold is not None:
         named = [("--threshold", config.threshold)]
+        source = "command line"
     else:
         named = list(zip(watchlist.subjects, (float(t) for t in watchlist.thresholds),
                          strict=True))
-    unusual = check_usual_thresholds(named, printable(config.watchlist),
+        source = printable(config.watchlist)
+    unusual = check_usual_thresholds(named, source,
                                      allow_unusual=config.allow_unusual_thresholds)
     return tuple(f"{printable(name, max_chars=64)} ({value:.3f})" for name, value in unusual)
 
@@ -265,8 +224,9 @@ async def run_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist
     started = time.monotonic()
     unusual = unusual_thresholds(config, watchlist)
     if unusual:
-        log.warning("scanning with thresholds outside the usual range %s: %s",
-                    USUAL_THRESHOLDS, ", ".join(unusual))
+        low, high = USUAL_THRESHOLDS
+        log.warning("scanning with thresholds outside the usual range [%s, %s]: %s", low, high,
+                    ", ".join(unusual))
     pipeline: ScanPipeline | None = None
     try:
         detector = await system.blocking.run(FaceDetector)
@@ -274,20 +234,28 @@ async def run_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchlist
         await warm_up_models(system, detector, embedder)
         pipeline = await start_scan(system, config, watchlist, detector=detector,
                                     embedder=embedder)
-        log.info("scanning %s for %d watchlisted subjects", printable(config.camera.source),
-                 len(watchlist.subjects))
+        log.info("scanning %s for %d watchlisted subjects",
+                 printable(redact(config.camera.source)), len(watchlist.subjects))
         await pipeline.finished
     except AlertOutputFailed as exc:
-        _silence_broken_stdout()
-        print_summary(summarise(pipeline, started, str(exc), unusual), as_json=summary_json)
+        report(summarise(pipeline, started, str(exc), unusual), as_json=summary_json)
         return ExitCode.OUTPUT_FAILED
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM: report what was done, then stop
-        print_summary(summarise(pipeline, started, "interrupted", unusual),
-                      as_json=summary_json)
+        report(summarise(pipeline, started, "interrupted", unusual), as_json=summary_json)
         raise
     summary = summarise(pipeline, started, pipeline.camera.failure, unusual)
-    print_summary(summary, as_json=summary_json)
+    if not report(summary, as_json=summary_json):
+        return ExitCode.OUTPUT_FAILED
     return ExitCode.OK if summary.failure is None else ExitCode.BAD_INPUT
+
+
+def report(summary: ScanSummary, *, as_json: bool) -> bool:
+    """Print the summary; False when stderr cannot take it (the scan then fails with 74)."""
+    try:
+        print_summary(summary, as_json=as_json)
+    except OutputFailed:
+        return False
+    return True
 
 
 def summarise(pipeline: ScanPipeline | None, started: float, failure: str | None,
@@ -301,15 +269,6 @@ def summarise(pipeline: ScanPipeline | None, started: float, failure: str | None
                        detector.faces_seen if detector is not None else 0,
                        detector.faces_rejected if detector is not None else 0,
                        pipeline.alerts.written, seconds, failure, unusual)
-
-
-def _silence_broken_stdout() -> None:
-    """Point a broken stdout at /dev/null, so the interpreter's final flush does not print
-    an 'Exception ignored ... BrokenPipeError' after the summary."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def print_summary(summary: ScanSummary, *, as_json: bool) -> None:

@@ -30,8 +30,19 @@ FORCED_EXIT_AFTER_S = 1.5
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+_received: list[int] = []
+"""Stop signals received so far by this process, in order (appended by the handler)."""
+_installed: list[bool] = []
+"""Non-empty once ``install_stop_signals`` has run in this process."""
+
+
 def install_stop_signals() -> None:
-    """Install both stops for this process (main thread only)."""
+    """Install both stops for this process (main thread only; once: later calls do nothing).
+    The command line does this before anything else, so a signal during start-up (imports,
+    model loading) stops cleanly."""
+    if _installed:
+        return
+    _installed.append(True)
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
@@ -41,7 +52,25 @@ def install_stop_signals() -> None:
         signal.signal(stop_signal, _raise_stop)
 
 
+def stop_signal_received() -> int | None:
+    """The first stop signal this process received, or None. A command failing after one is a
+    consequence of the stop (a library may turn the interrupt into its own error), not a bug."""
+    return _received[0] if _received else None
+
+
+def quiet_stop_signals() -> None:
+    """After the command has finished: a signal during the exit is only recorded (no exception
+    raised into the interpreter's teardown, where it would be printed and ignored)."""
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _record_stop)
+
+
+def _record_stop(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise StoppedBySignal(signum)

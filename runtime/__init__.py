@@ -2,7 +2,8 @@
 
 Layering, bottom up (a module imports only from layers below it):
 
-1. ``errors``, ``envelope``, ``mailbox``       - exceptions; bounded mailboxes with statistics
+1. ``errors``, ``envelope``, ``mailbox``, ``log_budget`` - exceptions; bounded mailboxes with
+   statistics; log lines per source bounded per time window
 2. ``actor``, ``ref``, ``actor_metrics``        - the Actor API, typed refs, per-actor counters
 3. ``cell``, ``supervisor``                     - running incarnations; restart strategies
 4. ``blocking``, ``daemon_thread``, ``ordered_window``, ``stall_watchdog``, ``metrics_export`` -

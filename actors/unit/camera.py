@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -174,7 +175,7 @@ class Camera(Actor[_NextFrame]):
         self.config = config
         self.output = output
         self.progress = progress or CameraProgress()
-        self._shown = _redact(config.source)  # the source as logs may show it
+        self._shown = redact(config.source)  # the source as logs may show it
         # Invariant: set only on the decoder thread, cleared (closed) there or after it is idle.
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
@@ -285,7 +286,7 @@ class Camera(Actor[_NextFrame]):
         # FFmpeg's timeouts (open, then each read) apply to network I/O; devices and files are
         # guarded by the asyncio timeout around every decoder call.
         timeout = (config.open_timeout_s, config.read_timeout_s) if config.is_live else None
-        container = av.open(config.source, format=fmt, options=options, timeout=timeout)
+        container = av.open(ffmpeg_url(config), format=fmt, options=options, timeout=timeout)
         if not container.streams.video:
             container.close()
             raise _SourceEnded(f"camera {self._id}: {printable(self._shown)} has no video "
@@ -349,8 +350,9 @@ class Camera(Actor[_NextFrame]):
                 continue
             break
         if decoded.width * decoded.height > MAX_FRAME_PIXELS:
-            raise _SourceEnded(f"camera {self._id}: frame of {decoded.width}x{decoded.height} "
-                               f"is over the limit of {MAX_FRAME_PIXELS} pixels")
+            raise _SourceEnded(f"camera {self._id}: {printable(self._shown)} has a frame of "
+                               f"{decoded.width}x{decoded.height}, over the limit of "
+                               f"{MAX_FRAME_PIXELS} pixels")
         pixels = self._rgb.to_rgb(decoded)
         now = time.monotonic_ns()
         if self.config.is_live or decoded.time is None:
@@ -398,7 +400,16 @@ class Camera(Actor[_NextFrame]):
             self.context.ref.tell_nowait(_NextFrame())
 
 
-def _redact(source: str) -> str:
+def ffmpeg_url(config: CameraConfig) -> str:
+    """What FFmpeg is asked to open. A file goes through FFmpeg's ``file:`` protocol with its
+    absolute path: a file named ``pipe:0``, ``concat:...`` or ``subfile:...`` is that file,
+    never another protocol (the checked file is the file that is read)."""
+    if config.is_live:
+        return config.source
+    return f"file:{os.path.abspath(config.source)}"
+
+
+def redact(source: str) -> str:
     """A URL without its credentials, for logs.
 
     The credentials end at the last ``@`` of the authority (FFmpeg accepts a raw ``@`` in a
@@ -415,7 +426,7 @@ def _redact(source: str) -> str:
 
 def _redact_in(text: str, source: str) -> str:
     """``text`` with every occurrence of ``source`` replaced by its redacted form."""
-    return text.replace(source, _redact(source)) if source != _redact(source) else text
+    return text.replace(source, redact(source)) if source != redact(source) else text
 
 
 class CameraError(RuntimeError):

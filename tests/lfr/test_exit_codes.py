@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ import lfr.cli
 from guards.exit_codes import ExitCode, for_signal
 from guards.user_input import UserInputError
 from lfr.cli import main
+from tests.lfr.cli_process import ENV, LFR
 
 
 def test_the_documented_values() -> None:
@@ -26,9 +30,7 @@ def test_the_documented_values() -> None:
 @pytest.mark.parametrize("argv", [["--bogus"], ["scan", "--bogus", "x"],
                                   ["bench", "gallery", "--subjects=3", "--bogus=1"]])
 def test_an_unknown_flag_is_named(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    assert exited.value.code == ExitCode.BAD_INPUT
+    assert main(argv) == ExitCode.BAD_INPUT
     assert "unrecognized argument: --bogus" in capsys.readouterr().err
 
 
@@ -67,7 +69,7 @@ def test_any_other_error_is_an_internal_error_with_its_traceback(
 def test_ctrl_c_is_exit_130_without_a_traceback(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_verify_raising(KeyboardInterrupt(), monkeypatch) == ExitCode.INTERRUPTED
-    assert capsys.readouterr().err == "lfr verify: interrupted\n"
+    assert capsys.readouterr().err == "lfr verify: stopped by SIGINT\n"
 
 
 @pytest.mark.parametrize(("met", "code"), [(True, ExitCode.OK), (False, ExitCode.TARGET_MISSED)])
@@ -84,3 +86,19 @@ def test_bench_runtime_exits_1_below_its_target(met: bool, code: ExitCode,
     monkeypatch.setattr(bench.runtime_bench, "run_runtime_bench",
                         lambda: {"ratio": 0.4, "target_met": met})
     assert main(["bench", "runtime", "--json"]) == code
+
+
+def test_results_that_cannot_be_written_exit_74(shared_data: Path) -> None:
+    photo = shared_data / "faces" / "photos" / "joe_biden" / "biden_1.jpg"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*LFR, "verify", str(photo), str(photo)], env=ENV,
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                                check=False)
+    assert result.returncode == ExitCode.OUTPUT_FAILED, result.stderr[-2000:]
+    assert "cannot write to stdout: No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    closed = subprocess.run([*LFR, "verify", str(photo), str(photo)], env=ENV,
+                            stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == ExitCode.OUTPUT_FAILED, closed.stderr[-2000:]
+    assert "stdout is closed" in closed.stderr

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
 import pytest
 
-from tests.lfr.cli_process import lfr, stop_with_signal
+from tests.lfr.cli_process import ENV, LFR, lfr, stop_with_signal
 from tests.lfr.conftest import CLIP
 
 
@@ -124,3 +125,90 @@ def test_an_unusual_threshold_needs_the_flag_and_is_named_in_the_summary(
     allowed = lfr("scan", str(video), "--watchlist", str(clip_watchlist[1]), "--threshold",
                   "0.3", "--allow-unusual-thresholds", "--jsonl", timeout_s=30)
     assert summary_of(allowed.stderr)["unusual_thresholds"] == ["--threshold (0.300)"]
+
+
+def test_a_scan_with_stdout_closed_fails_and_counts_no_alert(
+        clip_watchlist: tuple[object, Path]) -> None:
+    # Started with fd 1 closed (`lfr scan ... >&-`): sys.stdout is None and print() would
+    # silently drop every alert.
+    result = subprocess.run([*LFR, "scan", str(CLIP), "--watchlist", str(clip_watchlist[1]),
+                             "--jsonl"], env=ENV, stdin=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 74, result.stderr[-2000:]
+    summary = summary_of(result.stderr)
+    assert summary["alerts"] == 0
+    assert "stdout is closed" in str(summary["failure"])
+
+
+def test_with_stderr_closed_the_summary_never_lands_in_the_alert_stream(
+        clip_watchlist: tuple[object, Path], tmp_path: Path) -> None:
+    video = tmp_path / "x.mp4"
+    video.write_bytes(b"no\n")
+    result = subprocess.run([*LFR, "scan", str(video), "--watchlist", str(clip_watchlist[1])],
+                            env=ENV, stdout=subprocess.PIPE, text=True, timeout=60,
+                            check=False, preexec_fn=lambda: os.close(2))
+    assert result.stdout == ""  # alerts only: no summary, no log line
+    assert result.returncode in (2, 74)
+
+
+def test_a_blocked_stdout_does_not_stop_a_signal_from_stopping_the_scan(
+        clip_watchlist: tuple[object, Path]) -> None:
+    # stdout is a pipe nobody reads: once it is full, writing an alert blocks. The event loop
+    # must stay free, so SIGTERM still stops the scan within 2 s.
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"x" * 60_000)  # the pipe (64 KiB) is almost full from the start
+    proc = subprocess.Popen([*LFR, "scan", str(CLIP), "--watchlist", str(clip_watchlist[1]),
+                             "--paced", "--jsonl"], env=ENV, stdout=write_end,
+                            stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "scanning" in line:
+                break
+        time.sleep(6.0)  # Lin-Manuel Miranda's alert (t = 3.9 s) is waiting on the pipe
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        stopped_s = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(read_end)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert stopped_s < 2.0, f"took {stopped_s:.2f} s to stop"
+    assert summary_of(stderr)["failure"] == "interrupted"
+
+
+def test_credentials_in_a_live_source_never_reach_the_log(
+        clip_watchlist: tuple[object, Path]) -> None:
+    seen: list[str] = []
+
+    def retrying(stderr: IO[str]) -> None:
+        for line in stderr:
+            seen.append(line)
+            if "retrying" in line:
+                break
+
+    stopped = stop_with_signal(["scan", "rtsp://admin:s3cr3t@127.0.0.1:9/x", "--watchlist",
+                                str(clip_watchlist[1])], signal.SIGINT, retrying)
+    log = "".join(seen) + stopped.stderr
+    assert stopped.returncode == 130
+    assert "s3cr3t" not in log
+    assert "scanning rtsp://***@127.0.0.1:9/x" in log
+
+
+def test_a_file_named_like_an_ffmpeg_protocol_is_that_file(
+        clip_watchlist: tuple[object, Path], tmp_path: Path) -> None:
+    # "pipe:0" is FFmpeg's stdin protocol: the empty file that was checked must be what is
+    # read, not the scan's stdin (which holds a real video here).
+    (tmp_path / "pipe:0").write_bytes(b"")
+    with CLIP.open("rb") as stdin:
+        result = subprocess.run([*LFR, "scan", "pipe:0", "--watchlist", str(clip_watchlist[1]),
+                                 "--jsonl"], env=ENV, cwd=tmp_path, stdin=stdin,
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    summary = summary_of(result.stderr)
+    assert summary["frames"] == 0
+    assert "cannot open pipe:0" in str(summary["failure"])

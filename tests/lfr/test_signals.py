@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,4 +32,19 @@ def test_a_signal_stops_the_command_within_2_s(shared_data: object, command: str
     stopped = stop_with_signal(args, sig, lambda _: time.sleep(started_s))
     assert stopped.returncode == code, stopped.stderr[-2000:]
     assert stopped.stopped_s < 2.0, f"{command} took {stopped.stopped_s:.2f} s to stop"
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("after_s", [0.15, 0.3, 0.6])
+def test_a_signal_during_start_up_stops_cleanly(shared_data: Path, tmp_path: Path,
+                                                sig: signal.Signals, code: int,
+                                                after_s: float) -> None:
+    # While the command's modules load: the handlers are installed before anything heavy is
+    # imported. (Only the interpreter's own start, a few tens of ms, keeps Python's default.)
+    photos = shared_data / "faces" / "photos"
+    stopped = stop_with_signal(["watchlist", "build", str(photos), "--quiet", "--out",
+                                str(tmp_path / "w.bin")], sig, lambda _: time.sleep(after_s))
+    assert stopped.returncode in (code, -sig), stopped.stderr[-2000:]
     assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]

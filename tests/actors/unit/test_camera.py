@@ -30,7 +30,7 @@ from actors.unit.camera import (
     CameraProgress,
     EndOfStream,
     Frame,
-    _redact,
+    redact,
 )
 from guards.config_checks import ConfigError
 from runtime import Actor, ActorRef, ActorSystem, Backoff, SystemConfig
@@ -533,11 +533,11 @@ async def test_live_camera_stream_time_keeps_increasing_across_a_restart(
     ("clips/cam0.mp4", "clips/cam0.mp4"),
 ])
 def test_redact_hides_rtsp_credentials(source: str, shown: str) -> None:
-    assert _redact(source) == shown
+    assert redact(source) == shown
 
 
 def test_redact_hides_a_password_containing_at_signs() -> None:
-    shown = _redact("rtsp://admin:p@ss@10.0.0.5:554/s")
+    shown = redact("rtsp://admin:p@ss@10.0.0.5:554/s")
     assert shown == "rtsp://***@10.0.0.5:554/s"
 
 
