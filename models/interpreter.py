@@ -237,6 +237,9 @@ class ModelInterpreter:
         self.invoke_s = 0.0
         """Seconds spent in the model's own invoke on this interpreter so far (for benchmarks:
         the model work alone, without filling, reading or wiping)."""
+        self.tally: InvokeTally | None = None
+        """Where invokes are also counted for the whole model (set by ``PerThreadInterpreter``:
+        the count outlives the worker thread that held this interpreter)."""
 
     def infer(self, fill: Callable[[NDArray[np.float32]], None],
               read: Callable[[list[NDArray[np.float32]]], T]) -> T:
@@ -255,7 +258,10 @@ class ModelInterpreter:
             self._fill_input(fill)
             started = time.perf_counter()
             self._interpreter.invoke()
-            self.invoke_s += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            self.invoke_s += spent
+            if self.tally is not None:
+                self.tally.add(spent)
             return self._read_outputs(read)
         finally:
             self._wipe()
@@ -308,6 +314,26 @@ def _ignore(outputs: list[NDArray[np.float32]]) -> None:
     return None
 
 
+class InvokeTally:
+    """Invokes of one model over all its interpreters (any thread); for benchmarks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._invokes = 0
+        self._seconds = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Count one invoke that took ``seconds``."""
+        with self._lock:
+            self._invokes += 1
+            self._seconds += seconds
+
+    def read(self) -> tuple[int, float]:
+        """Invokes so far and the seconds they took."""
+        with self._lock:
+            return self._invokes, self._seconds
+
+
 class PerThreadInterpreter:
     """Opens one ``ModelInterpreter`` per calling thread, lazily, from one verified model.
 
@@ -318,6 +344,8 @@ class PerThreadInterpreter:
     def __init__(self, verified: VerifiedModel) -> None:
         self.verified = verified
         self._local = threading.local()
+        self.tally = InvokeTally()
+        """Every invoke of every interpreter opened here."""
 
     def warm_up(self) -> None:
         """Open the calling thread's interpreter and run it once on a blank input, so that the
@@ -329,6 +357,7 @@ class PerThreadInterpreter:
         interpreter: ModelInterpreter | None = getattr(self._local, "interpreter", None)
         if interpreter is None:
             interpreter = self.verified.open()
+            interpreter.tally = self.tally
             self._local.interpreter = interpreter
         return interpreter
 
@@ -358,3 +387,7 @@ class PerThreadModel:
     def interpreter(self) -> ModelInterpreter:
         """The calling thread's own interpreter (its ``invoke_s`` times the model work alone)."""
         return self._interpreters.get()
+
+    def invokes(self) -> tuple[int, float]:
+        """Invokes of this model on every thread so far, and the seconds they took."""
+        return self._interpreters.tally.read()

@@ -115,6 +115,23 @@ def test_each_thread_gets_its_own_interpreter() -> None:
     assert main is not seen[1]
 
 
+def test_the_tally_counts_every_invoke_on_every_thread_even_after_they_end() -> None:
+    pool = PerThreadInterpreter(verify_model(BLAZEFACE_SHORT_RANGE))
+
+    def run_twice() -> None:
+        for _ in range(2):
+            pool.get().infer(lambda tensor: tensor.fill(0.5), lambda outputs: None)
+
+    threads = [threading.Thread(target=run_twice) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()  # the threads and their interpreters are gone; the count is not
+    invokes, seconds = pool.tally.read()
+    assert invokes == 6
+    assert seconds > 0
+
+
 def test_two_threads_invoking_concurrently_get_the_same_results() -> None:
     pool = PerThreadInterpreter(verify_model(BLAZEFACE_SHORT_RANGE))
     rng = np.random.default_rng(1)
