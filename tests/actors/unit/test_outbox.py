@@ -3,7 +3,6 @@ bad paths. Each test names the rule it guards."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -22,12 +21,10 @@ from actors.unit.outbox import (
     EnvelopeTooLarge,
     Outbox,
     OutboxConfig,
-    OutboxFileError,
     OutboxFull,
     PendingEnvelope,
 )
 from guards.config_checks import ConfigError
-from guards.user_input import UserInputError
 from tests.actors.van.processes import (
     kill_and_collect,
     read_numbers,
@@ -334,53 +331,16 @@ def test_every_append_that_returned_survives_a_kill_9_and_numbering_continues(
 # --- bad paths --------------------------------------------------------------------------------
 
 
-def test_a_directory_is_refused_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(OutboxFileError, match=f"{tmp_path}: is a directory"):
-        Outbox.open(tmp_path)
 
 
-def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
-    fifo = tmp_path / "outbox.db"
-    os.mkfifo(fifo)
-    with pytest.raises(OutboxFileError, match="FIFO"):
-        Outbox.open(fifo)
 
 
-def test_a_missing_folder_is_named(tmp_path: Path) -> None:
-    with pytest.raises(OutboxFileError, match="does not exist"):
-        Outbox.open(tmp_path / "absent" / "outbox.db")
 
 
-def test_a_garbage_file_is_refused_as_not_a_database_and_left_alone(tmp_path: Path) -> None:
-    garbage = tmp_path / "outbox.db"
-    content = bytes(range(256)) * 40
-    garbage.write_bytes(content)
-    with pytest.raises(OutboxFileError, match=f"outbox {garbage}: not a usable SQLite"):
-        Outbox.open(garbage)
-    assert garbage.read_bytes() == content
 
 
-def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    other = sqlite3.connect(path)
-    other.execute("CREATE TABLE notes (text)")
-    other.commit()
-    other.close()
-    with pytest.raises(OutboxFileError, match="another program"):
-        Outbox.open(path)
-    check = sqlite3.connect(path)
-    assert check.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # not turned to WAL
-    check.close()
 
 
-def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "outbox.db"
-    Outbox.open(path).close()
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 99")
-    db.close()
-    with pytest.raises(OutboxFileError, match="schema version 99"):
-        Outbox.open(path)
 
 
 OPEN_WITHOUT_WRITE_ACCESS = """
@@ -414,8 +374,6 @@ def test_a_read_only_folder_is_a_named_user_error(tmp_path: Path, existing: bool
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_file_errors_are_user_input_errors() -> None:
-    assert issubclass(OutboxFileError, UserInputError)
 
 
 # --- a random life against a model ------------------------------------------------------------

@@ -4,7 +4,6 @@ and bad paths. Each test names the rule it guards."""
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.unit.outbox import Outbox
 from actors.van.event_store import (
     MAX_PAGE,
     EventStore,
@@ -294,47 +292,16 @@ def test_every_store_that_returned_true_survives_a_kill_9(tmp_path: Path) -> Non
 # --- bad paths --------------------------------------------------------------------------------
 
 
-def test_a_directory_is_refused_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(EventStoreFileError, match=f"{tmp_path}: is a directory"):
-        EventStore.open(tmp_path)
 
 
-def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
-    fifo = tmp_path / "events.db"
-    os.mkfifo(fifo)
-    with pytest.raises(EventStoreFileError, match="FIFO"):
-        EventStore.open(fifo)
 
 
-def test_a_missing_folder_is_named(tmp_path: Path) -> None:
-    with pytest.raises(EventStoreFileError, match="does not exist"):
-        EventStore.open(tmp_path / "absent" / "events.db")
 
 
-def test_a_garbage_file_is_refused_and_left_alone(tmp_path: Path) -> None:
-    garbage = tmp_path / "events.db"
-    content = b"SQLite format 3\x00" + bytes(range(256)) * 40
-    garbage.write_bytes(content)
-    with pytest.raises(EventStoreFileError, match=f"event store {garbage}: not a usable"):
-        EventStore.open(garbage)
-    assert garbage.read_bytes() == content
 
 
-def test_an_outbox_is_not_an_event_store(tmp_path: Path) -> None:
-    path = tmp_path / "outbox.db"
-    Outbox.open(path).close()
-    with pytest.raises(EventStoreFileError, match="another program"):
-        EventStore.open(path)
 
 
-def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
-    EventStore.open(path).close()
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 99")
-    db.close()
-    with pytest.raises(EventStoreFileError, match="schema version 99"):
-        EventStore.open(path)
 
 
 OPEN_WITHOUT_WRITE_ACCESS = """
