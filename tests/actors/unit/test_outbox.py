@@ -331,18 +331,6 @@ def test_every_append_that_returned_survives_a_kill_9_and_numbering_continues(
 # --- bad paths --------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 OPEN_WITHOUT_WRITE_ACCESS = """
 import sys
 from actors.unit.outbox import Outbox
@@ -372,8 +360,6 @@ def test_a_read_only_folder_is_a_named_user_error(tmp_path: Path, existing: bool
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"outbox {path}: "), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
-
-
 
 
 # --- a random life against a model ------------------------------------------------------------

@@ -292,18 +292,6 @@ def test_every_store_that_returned_true_survives_a_kill_9(tmp_path: Path) -> Non
 # --- bad paths --------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 OPEN_WITHOUT_WRITE_ACCESS = """
 import sys
 from actors.van.event_store import EventStore
