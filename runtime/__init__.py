@@ -12,9 +12,10 @@ Layering, bottom up (a module imports only from layers below it):
 5. ``system``, ``node``                         - one node's actors; ``run(main)`` with signals
 6. ``schema``, ``message``, ``codec``           - message registry and strict msgpack codec
 7. ``framing``, ``link_messages``, ``link_keys``, ``link_config``, ``link_handshake``, ``link``,
-   ``link_endpoints``, ``datachannel`` - actor systems linked over byte streams (Unix socket,
-   loopback TCP) or one WebRTC data channel: keys from a 0600 key file, limits and exposed
-   actors per node, an HMAC challenge-response handshake before any message is accepted
+   ``link_addresses``, ``link_endpoints``, ``datachannel`` - actor systems linked over byte
+   streams (Unix socket, loopback TCP) or one WebRTC data channel: keys from a 0600 key file,
+   limits and exposed actors per node, an HMAC challenge-response handshake before any message
+   is accepted
 """
 
 from guards.exit_codes import ExitCode

@@ -21,15 +21,14 @@ import ipaddress
 import logging
 import os
 import socket
-import stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from guards.config_checks import ConfigError
 from guards.log_text import printable
 from runtime.codec import Codec
 from runtime.framing import StreamFrameChannel
 from runtime.link import Link, RemoteActorRef
+from runtime.link_addresses import bind_private_unix_socket, require_loopback
 from runtime.link_handshake import HandshakeRefused, handshake
 from runtime.link_messages import LinkDown, LinkEvent, LinkUp
 from runtime.log_budget import LogBudget
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lfr.runtime.link")
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-UNIX_SOCKET_MODE = 0o600
-"""Only the user running the node may connect to its socket."""
 LISTEN_BACKLOG = 1024
 """Connections the kernel queues until the server accepts them (one per loop iteration), so a
 burst of silent connections waits there instead of being refused or refusing a peer."""
@@ -117,7 +114,7 @@ class LinkServer:
 
     async def start_unix(self, path: str) -> None:
         """Listen on a Unix socket at ``path`` with mode 0600 (replacing a stale socket)."""
-        sock = _bind_private_unix_socket(path)
+        sock = bind_private_unix_socket(path)
         info = os.stat(path)
         self._unix_path, self._unix_inode = path, (info.st_dev, info.st_ino)
         self._listen(sock)
@@ -369,54 +366,6 @@ class LinkClient:
                         printable(reason))
             self._watchers.notify(LinkDown(peer, reason))
             await asyncio.sleep(self._backoff.delay(1))
-
-
-def require_loopback(host: str) -> None:
-    """Refuse a TCP address that is not a loopback IP (``ConfigError`` saying why)."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(f"TCP links use loopback IP addresses only (127.0.0.1, ::1) until they "
-                          f"are encrypted; got {printable(host)!r}")
-
-
-def _bind_private_unix_socket(path: str) -> socket.socket:
-    """A Unix socket bound at ``path`` with mode 0600, not yet listening."""
-    _remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        # No peer can connect before listen() (asyncio calls it), so no window is left open
-        # between bind and chmod, whatever the umask.
-        os.chmod(path, UNIX_SOCKET_MODE)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a socket file left by an earlier run; refuse a live socket or any other file."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ConfigError(f"link socket {printable(path)} exists and is not a socket; "
-                          "refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)  # a listener with a full backlog is alive too
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # nobody listens: left by a previous run of this node
-        return
-    finally:
-        probe.close()
-    raise ConfigError(f"link socket {printable(path)}: another process is listening on it")
 
 
 async def serve_unix(system: ActorSystem, path: str, config: LinkConfig, *,
