@@ -25,7 +25,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from actors.unit.camera import CameraConfig, ffmpeg_url
+from actors.unit.camera_source import ffmpeg_url
 from actors.unit.face_analysis import analyse_faces, wipe
 from actors.unit.frame_pixels import RgbConverter
 from lfr.scan import warm_up_on_this_thread
@@ -101,7 +101,7 @@ def _decode_and_run(source: Path, work: Callable[[NDArray[np.uint8], int], objec
         list(pool.map(lambda _: time.sleep(0.05), range(cores)))  # every worker warmed up
         pending: deque[Future[object]] = deque()
         started = time.perf_counter()
-        with av.open(ffmpeg_url(CameraConfig(str(source)))) as container:
+        with av.open(ffmpeg_url(str(source))) as container:
             for decoded in container.decode(video=0):
                 if stop.is_set():
                     raise BenchStopped

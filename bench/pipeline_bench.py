@@ -38,7 +38,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from actors.unit.camera import CameraConfig, ffmpeg_url, redact
+from actors.unit.camera import CameraConfig
+from actors.unit.camera_source import ffmpeg_url, redact
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.bare_pipeline import BenchStopped, bare_pipeline_seconds, decode_and_models_seconds
@@ -141,7 +142,7 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
     with ThreadPoolExecutor(cores, initializer=warm_up_on_this_thread,
                             initargs=(detector, embedder)) as pool:
         batch: list[np.ndarray] = []
-        with av.open(ffmpeg_url(CameraConfig(str(source)))) as container:
+        with av.open(ffmpeg_url(str(source))) as container:
             for decoded in container.decode(video=0):
                 if stop.is_set():
                     raise BenchStopped

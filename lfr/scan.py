@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from actors.unit.camera import LIVE_PREFIXES, Camera, CameraConfig, CameraProgress, redact
+from actors.unit.camera import Camera, CameraConfig, CameraProgress
+from actors.unit.camera_source import LIVE_PREFIXES, redact
 from actors.unit.detector import Detector, DetectorConfig, StreamEnded
 from actors.unit.matcher import Matcher, MatcherConfig
 from actors.unit.watchlist import (

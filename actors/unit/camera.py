@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
+from actors.unit.camera_source import ffmpeg_url, is_live_source, redact, redact_in
 from actors.unit.frame_pixels import RgbConverter
 from guards.config_checks import (
     require_at_least,
@@ -82,8 +82,6 @@ class EndOfStream:
 CameraOutput = Frame | EndOfStream
 
 
-LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "/dev/video")
-"""Sources that are live: reconnected with backoff when they fail, never "finished"."""
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
 """Live sources: this many undecodable packets in a row restart the camera (a stream that
 lost its way); fewer are packet loss and only counted."""
@@ -127,7 +125,7 @@ class CameraConfig:
     @property
     def is_live(self) -> bool:
         """RTSP, HTTP(S) and devices are live; anything else is a file."""
-        return self.source.startswith(LIVE_PREFIXES)
+        return is_live_source(self.source)
 
 
 @dataclass(slots=True)
@@ -259,7 +257,7 @@ class Camera(Actor[_NextFrame]):
             await self._in_decoder_thread(self._open_blocking, config.open_timeout_s + 2.0,
                                           "opening")
         except (av.error.FFmpegError, OSError, CameraError, _SourceEnded) as exc:
-            reason = _redact_in(str(exc), config.source)
+            reason = redact_in(str(exc), config.source)
             if not config.is_live:
                 # A file that cannot be opened will not heal by retrying.
                 raise _SourceEnded(f"camera {self._id}: cannot open "
@@ -286,7 +284,7 @@ class Camera(Actor[_NextFrame]):
         # FFmpeg's timeouts (open, then each read) apply to network I/O; devices and files are
         # guarded by the asyncio timeout around every decoder call.
         timeout = (config.open_timeout_s, config.read_timeout_s) if config.is_live else None
-        container = av.open(ffmpeg_url(config), format=fmt, options=options, timeout=timeout)
+        container = av.open(ffmpeg_url(config.source), format=fmt, options=options, timeout=timeout)
         if not container.streams.video:
             container.close()
             raise _SourceEnded(f"camera {self._id}: {printable(self._shown)} has no video "
@@ -321,7 +319,7 @@ class Camera(Actor[_NextFrame]):
     def _decode_failed(self, exc: av.error.FFmpegError) -> None:
         self.progress.decode_errors += 1
         self._consecutive_decode_errors += 1
-        reason = printable(_redact_in(str(exc), self.config.source))
+        reason = printable(redact_in(str(exc), self.config.source))
         if self._first_decode_error is None:
             self._first_decode_error = reason
         if self.config.is_live and (self._consecutive_decode_errors
@@ -341,7 +339,7 @@ class Camera(Actor[_NextFrame]):
             except StopIteration:
                 return None
             except av.error.FFmpegError as exc:
-                reason = printable(_redact_in(str(exc), self.config.source))
+                reason = printable(redact_in(str(exc), self.config.source))
                 raise _SourceEnded(f"camera {self._id}: {printable(self._shown)} cannot be "
                                    f"read after {self.progress.delivered} frames: "
                                    f"{reason}") from None
@@ -398,35 +396,6 @@ class Camera(Actor[_NextFrame]):
     def _continue(self) -> None:
         with contextlib.suppress(ActorStopped):  # stopping: there is no next frame
             self.context.ref.tell_nowait(_NextFrame())
-
-
-def ffmpeg_url(config: CameraConfig) -> str:
-    """What FFmpeg is asked to open. A file goes through FFmpeg's ``file:`` protocol with its
-    absolute path: a file named ``pipe:0``, ``concat:...`` or ``subfile:...`` is that file,
-    never another protocol (the checked file is the file that is read)."""
-    if config.is_live:
-        return config.source
-    return f"file:{os.path.abspath(config.source)}"
-
-
-def redact(source: str) -> str:
-    """A URL without its credentials, for logs.
-
-    The credentials end at the last ``@`` of the authority (FFmpeg accepts a raw ``@`` in a
-    password), and the authority ends at the first ``/`` after the scheme.
-    """
-    if "://" not in source:
-        return source
-    scheme, rest = source.split("://", 1)
-    authority, slash, path = rest.partition("/")
-    if "@" not in authority:
-        return source
-    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
-
-
-def _redact_in(text: str, source: str) -> str:
-    """``text`` with every occurrence of ``source`` replaced by its redacted form."""
-    return text.replace(source, redact(source)) if source != redact(source) else text
 
 
 class CameraError(RuntimeError):

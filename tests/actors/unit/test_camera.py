@@ -30,8 +30,8 @@ from actors.unit.camera import (
     CameraProgress,
     EndOfStream,
     Frame,
-    redact,
 )
+from actors.unit.camera_source import redact
 from guards.config_checks import ConfigError
 from runtime import Actor, ActorRef, ActorSystem, Backoff, SystemConfig
 from runtime.cell import ActorCell
