@@ -162,10 +162,10 @@ class Camera(Actor[_NextFrame]):
 
     Failure semantics: a file that fails (cannot be opened, undecodable packets, frames over the
     size limit, a stall) ends its stream: what could be decoded was delivered, the reason is in
-    ``progress.failure``, and ``EndOfStream`` follows. A live source that fails raises, so the
-    supervisor restarts the camera (open failures are retried here first, with backoff). Any
-    other error (a bug) raises for files too, and a restarted file camera resumes after the
-    last delivered frame.
+    ``progress.failure``, and ``EndOfStream`` follows. A live source that cannot be opened,
+    breaks or ends is closed and opened again here, with backoff, for ever; only a read stuck
+    inside FFmpeg raises (the new incarnation gets a new decoder thread). Any other error (a
+    bug) raises, and a restarted file camera resumes after the last delivered frame.
     """
 
     def __init__(self, config: CameraConfig, output: ActorRef[CameraOutput],
@@ -179,7 +179,9 @@ class Camera(Actor[_NextFrame]):
         self._frames: Iterator[Any] | None = None
         self._container_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._open_attempts = 0
+        # Opens that failed and streams that broke since the last delivered frame: the backoff
+        # grows with it, so a camera that opens and breaks at once is not hammered.
+        self._failures_in_a_row = 0
         self._pace_origin_ns = time.monotonic_ns()
         self._first_t_s: float | None = None
         self._skip = 0
@@ -229,16 +231,35 @@ class Camera(Actor[_NextFrame]):
             frame = await self._in_decoder_thread(self._decode_next, self._read_guard_s,
                                                   "reading a frame")
         except (_SourceEnded, CameraError) as exc:
-            if self.config.is_live:
+            if not self.config.is_live:
+                await self._end_of_stream(str(exc))
+            elif self._decoder.idle:
+                await self._reopen_later(str(exc))
+            else:  # a read stuck inside FFmpeg: a new incarnation gets a new decoder thread
                 raise
-            await self._end_of_stream(str(exc))
             return
         if frame is None:
-            await self._end_of_stream(self._file_failure())
+            if self.config.is_live:
+                await self._reopen_later("the stream ended")
+            else:
+                await self._end_of_stream(self._file_failure())
             return
         await self._pace(frame.t_s)
         await self.output.tell(frame)
         self.progress.delivered += 1
+        self._failures_in_a_row = 0
+        self._continue()
+
+    async def _reopen_later(self, reason: str) -> None:
+        """A live source broke or ended: close it and open it again after the backoff, for
+        ever (the supervisor's restart budget is for bugs, not for a flaky camera)."""
+        await self._decoder.run(self._close_source)
+        self._failures_in_a_row += 1
+        delay = self.config.reconnect.delay(self._failures_in_a_row)
+        log.warning("camera %s: %s broke (%s); reopening in %.1f s", self._id,
+                    printable(self._shown), printable(redact_in(reason, self.config.source)),
+                    delay)
+        await asyncio.sleep(delay)
         self._continue()
 
     @property
@@ -262,14 +283,13 @@ class Camera(Actor[_NextFrame]):
                 # A file that cannot be opened will not heal by retrying.
                 raise _SourceEnded(f"camera {self._id}: cannot open "
                                    f"{printable(config.source)}: {printable(reason)}") from None
-            self._open_attempts += 1
-            delay = config.reconnect.delay(self._open_attempts)
+            self._failures_in_a_row += 1
+            delay = config.reconnect.delay(self._failures_in_a_row)
             log.warning("camera %s: cannot open %s (%s); retrying in %.1f s", self._id,
                         printable(self._shown), printable(reason), delay)
             await asyncio.sleep(delay)
             self._continue()
             return False
-        self._open_attempts = 0
         self.progress.opened_once = True
         return True
 
@@ -383,8 +403,7 @@ class Camera(Actor[_NextFrame]):
             await asyncio.sleep(due_s)
 
     async def _end_of_stream(self, failure: str | None) -> None:
-        if self.config.is_live:
-            raise EOFError(f"camera {self._id}: live source ended")
+        """A file ended: say why if it could not be scanned whole, tell ``EndOfStream``, stop."""
         if failure is not None:
             self.progress.failure = failure
             log.error("%s", failure)

@@ -494,6 +494,24 @@ async def test_a_live_source_that_stops_delivering_is_reopened(
     assert cell(system, "camera").metrics.failures == 1  # the stall failed it; it reopened
 
 
+async def test_a_live_source_that_ends_is_reopened_without_failing_the_camera(
+        system: ActorSystem, hamilton_clip: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The clip played as a live source: when it ends, the camera opens it again, by itself,
+    # for ever (a flaky camera must not spend the supervisor's restart budget).
+    caplog.set_level(logging.WARNING, logger="lfr.camera")
+    monkeypatch.setattr(CameraConfig, "is_live", property(lambda self: True))
+    config = CameraConfig(str(hamilton_clip), reconnect=Backoff(initial_s=0.01, max_s=0.01))
+    recording, _, camera = await start(system, config)
+    await eventually(lambda: len(recording.frames) > CLIP_FRAMES + 10)
+    assert camera.is_alive
+    assert cell(system, "camera").metrics.failures == 0
+    assert recording.ends == []
+    assert any("broke (the stream ended); reopening" in r.getMessage() for r in caplog.records)
+    times = [f.t_s for f in recording.frames]
+    assert all(b > a for a, b in itertools.pairwise(times))
+
+
 async def test_live_camera_stream_time_keeps_increasing_across_a_restart(
         system: ActorSystem, hamilton_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The clip played as if it were a live source (stream time from the clock, no resuming).
