@@ -1,14 +1,17 @@
 """``Matcher``: embeds faces, searches the watchlist, tracks faces and raises alerts.
 
 Per frame, in order: every usable face is embedded (faces and frames run concurrently on the
-worker pool), all embeddings are matched against the gallery in one matrix product, faces are
-associated with tracks, and the alert policy fuses each track's recent outcomes (N of M). Only
-the embedding runs off the actor's loop: the decisions, which change trackers, policies and
-counters, are taken by ``receive`` itself (``OrderedWindow``), one frame at a time, in order.
+worker pool) unless the ``EmbeddingSchedule`` predicts it to be a track already decided (not on
+the watchlist, or alerted) that is not due for a re-check; the embeddings are matched against the
+gallery in one matrix product, faces are associated with tracks, and the alert policy fuses each
+track's recent outcomes (N of M). Only the embedding runs off the actor's loop: the decisions,
+which change trackers, policies and counters, are taken by ``receive`` itself
+(``OrderedWindow``), one frame at a time, in order.
 
 Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
-overwritten with zeros and dropped - except the crop of a face that raised an alert, which
-leaves as JPEG inside the ``MatchAlert``. The only other things that leave are counters.
+overwritten with zeros and dropped (also the crops of faces the schedule did not embed) - except
+the crop of a face that raised an alert, which leaves as JPEG inside the ``MatchAlert``. The only
+other things that leave are counters.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from PIL import Image
 
 from actors.unit.alert_policy import AlertPolicy, AlertPolicyConfig
 from actors.unit.detector import DetectedFaces, DetectorOutput, StreamEnded
+from actors.unit.embedding_schedule import EmbeddingSchedule, EmbeddingScheduleConfig
 from actors.unit.face_analysis import FaceCandidate, wipe
 from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
@@ -51,6 +55,8 @@ class MatcherConfig:
     """How faces are followed across frames."""
     alerts: AlertPolicyConfig = field(default_factory=AlertPolicyConfig)
     """N-of-M fusion and appearance continuity."""
+    embedding: EmbeddingScheduleConfig = field(default_factory=EmbeddingScheduleConfig)
+    """Which faces are embedded: all until a track is decided, then only re-checks."""
     in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Frames whose faces are embedded concurrently."""
     unit_id: str = "unit"
@@ -64,6 +70,11 @@ class MatcherConfig:
                 f"MatcherConfig.alerts.window ({self.alerts.window} frames) cannot exceed "
                 f"the outcomes a track keeps, MatcherConfig.tracking.history "
                 f"({self.tracking.history})")
+        if self.embedding.decide_after < self.alerts.window:
+            # A track is decided only after a whole fusion window of clear looks.
+            raise ConfigError(
+                f"MatcherConfig.embedding.decide_after ({self.embedding.decide_after} looks) "
+                f"cannot be less than MatcherConfig.alerts.window ({self.alerts.window})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +94,17 @@ class MatcherStatistics:
     """Alerts raised."""
     latency_ms: tuple[float, ...]
     """Capture-to-decision latency of recent frames (ms), oldest first."""
+    faces_skipped: int = 0
+    """Faces of decided tracks not embedded (``EmbeddingSchedule``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Embedded:
     faces: DetectedFaces
     embeddings: NDArray[np.float32]
+    """A row per face; zeros for a face in ``skipped``."""
+    skipped: dict[int, int]
+    """Faces not embedded: position -> the decided track they were predicted to be."""
 
 
 class Embedder(Protocol):
@@ -112,6 +128,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._policies: dict[str, AlertPolicy] = {}
         self._frames = 0
         self._faces = 0
+        self._skipped = 0
+        self._schedule = EmbeddingSchedule(self.config.embedding)
         self._alerts = 0
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._window: OrderedWindow[_Embedded] | None = None
@@ -135,11 +153,15 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             # An ask takes no results: a failed embedding must fail the matcher, not the asker.
             self._window.announce_ready()
             return MatcherStatistics(self._frames, self._faces, self._alerts,
-                                     tuple(self._latency_ms))
+                                     tuple(self._latency_ms), self._skipped)
         # Every other message first decides the embedded frames (a ResultsReady does only this).
         await self._window.take_ready()
         if isinstance(message, DetectedFaces):
-            await self._window.submit(self._embed(message))
+            # Planned here, on the loop and in frame order: the tracks are read (and a due
+            # re-check scheduled) only between decisions.
+            skipped = self._schedule.plan(self._trackers.get(message.camera), message.index,
+                                          message.t_s, [f.detection.box for f in message.faces])
+            await self._window.submit(self._embed(message, skipped))
         elif isinstance(message, StreamEnded):
             await self._window.drain()
             tracker = self._trackers.pop(message.camera, None)
@@ -151,19 +173,22 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                                self._alerts))
         return None
 
-    async def _embed(self, faces: DetectedFaces) -> _Embedded:
-        if not faces.faces:
-            return _Embedded(faces, np.zeros((0, self.gallery.dimension), np.float32))
-        rows = await asyncio.gather(*(self.context.run_blocking(self.embedder.embed, f.aligned)
-                                      for f in faces.faces))
-        return _Embedded(faces, np.stack(rows).astype(np.float32, copy=False))
+    async def _embed(self, faces: DetectedFaces, skipped: dict[int, int]) -> _Embedded:
+        embeddings = np.zeros((len(faces.faces), self.gallery.dimension), np.float32)
+        looked = [i for i in range(len(faces.faces)) if i not in skipped]
+        rows = await asyncio.gather(*(self.context.run_blocking(self.embedder.embed,
+                                                                faces.faces[i].aligned)
+                                      for i in looked))
+        for i, row in zip(looked, rows, strict=True):
+            embeddings[i] = row
+        return _Embedded(faces, embeddings, skipped)
 
     async def _decide(self, embedded: _Embedded) -> None:
         frame, embeddings = embedded.faces, embedded.embeddings
         alerted: set[int] = set()
         try:
             if frame.faces:
-                alerted = await self._match(frame, embeddings)
+                alerted = await self._match(frame, embeddings, embedded.skipped)
         finally:
             # Privacy: the decision is made; nothing of a non-alerting face survives it.
             embeddings.fill(0.0)
@@ -173,19 +198,31 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._frames += 1
         self._latency_ms.append((time.monotonic_ns() - frame.captured_ns) / 1e6)
 
-    async def _match(self, frame: DetectedFaces, embeddings: NDArray[np.float32]) -> set[int]:
-        results = self.gallery.search(embeddings, k=1)
+    async def _match(self, frame: DetectedFaces, embeddings: NDArray[np.float32],
+                     skipped: dict[int, int]) -> set[int]:
+        looked = [i for i in range(len(frame.faces)) if i not in skipped]
+        # A copy of the embedded rows (fancy indexing copies), wiped here once searched; the
+        # tracker reads the frame's matrix, which the caller wipes.
+        queries = embeddings[looked]
+        try:
+            results = dict(zip(looked, self.gallery.search(queries, k=1), strict=True))
+        finally:
+            queries.fill(0.0)
         tracker = self._trackers.setdefault(frame.camera, Tracker(self.config.tracking))
         policy = self._policies.setdefault(frame.camera, AlertPolicy(self.config.alerts))
         tracks = tracker.update(frame.t_s, [f.detection.box for f in frame.faces],
-                                embeddings)
-        self._faces += len(frame.faces)
+                                embeddings, skipped)
+        self._faces += len(looked)
+        self._skipped += len(skipped)
         alerted: set[int] = set()
-        for i, (face, track, best) in enumerate(zip(frame.faces, tracks, results, strict=True)):
+        for i in looked:  # a face not embedded adds no outcome: the fusion sees looks only
+            face, track, best = frame.faces[i], tracks[i], results[i]
             top = best[0] if best else None
             outcome = FrameOutcome(top.subject if top is not None and top.is_match else None,
                                    top.score if top is not None else 0.0)
-            if policy.observe(track, outcome, frame.t_s) is not None and top is not None:
+            alert = policy.observe(track, outcome, frame.t_s) is not None and top is not None
+            self._schedule.learn(track, top, frame.index, alerted=alert)
+            if alert and top is not None:
                 alerted.add(i)
                 await self._raise_alert(frame, face, track, top)
         return alerted

@@ -69,6 +69,12 @@ class Track:
     """Recent per-frame outcomes, newest last, at most ``TrackerConfig.history``."""
     alerted: set[str] = field(default_factory=set)
     """Subjects this track has already raised an alert for."""
+    decided: bool = False
+    """Its identity is settled: embedded only on re-checks (``EmbeddingSchedule``)."""
+    clear_looks: int = 0
+    """Embedded looks in a row clear of every threshold by the schedule's margin."""
+    next_look_index: int = 0
+    """Frame index from which a decided track's face is embedded again (its re-check)."""
 
 
 def iou(a: Box, b: Box) -> float:
@@ -90,21 +96,35 @@ class Tracker:
         self.tracks: dict[int, Track] = {}
         self._ids = itertools.count(1)
 
-    def update(self, t_s: float, boxes: list[Box],
-               embeddings: NDArray[np.float32]) -> list[Track]:
-        """Associate this frame's faces with tracks; returns the track of each face, in order."""
+    def update(self, t_s: float, boxes: list[Box], embeddings: NDArray[np.float32],
+               hints: dict[int, int] | None = None) -> list[Track]:
+        """Associate this frame's faces with tracks; returns the track of each face, in order.
+
+        ``hints`` (face position -> track id) are faces that were not embedded (their rows of
+        ``embeddings`` are meaningless): each joins its track if the track still exists, keeping
+        the track's embedding, or else starts a new track with a zero embedding (which no
+        similarity reaches: only overlap associates it until it is embedded).
+        """
         self.expire(t_s)
-        assigned = self._associate(boxes, embeddings)
+        hints = hints or {}
+        assigned = {i: self.tracks[tid] for i, tid in hints.items() if tid in self.tracks}
+        looked = [i for i in range(len(boxes)) if i not in hints]
+        hinted = {track.track_id for track in assigned.values()}
+        free = [tr for tr in self.tracks.values() if tr.track_id not in hinted]
+        matched = self._associate([boxes[i] for i in looked], embeddings[looked], free)
+        assigned.update({looked[k]: track for k, track in matched.items()})
         result: list[Track] = []
         for i, box in enumerate(boxes):
             track = assigned.get(i)
             if track is None:
-                track = Track(next(self._ids), box, embeddings[i].copy(), t_s,
+                row = embeddings[i] if i not in hints else np.zeros_like(embeddings[i])
+                track = Track(next(self._ids), box, row.copy(), t_s,
                               deque(maxlen=self.config.history))
                 self.tracks[track.track_id] = track
             else:
                 track.box = box
-                track.embedding[:] = embeddings[i]
+                if i not in hints:
+                    track.embedding[:] = embeddings[i]
                 track.last_seen_s = t_s
             result.append(track)
         return result
@@ -126,8 +146,8 @@ class Tracker:
         track.outcomes.clear()
         del self.tracks[track.track_id]
 
-    def _associate(self, boxes: list[Box], embeddings: NDArray[np.float32]) -> dict[int, Track]:
-        tracks = list(self.tracks.values())
+    def _associate(self, boxes: list[Box], embeddings: NDArray[np.float32],
+                   tracks: list[Track]) -> dict[int, Track]:
         if not tracks or not boxes:
             return {}
         similarity = embeddings @ np.stack([tr.embedding for tr in tracks]).T

@@ -246,3 +246,45 @@ def test_outcome_history_is_bounded_by_the_config() -> None:
 def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"TrackerConfig\.{name}\b"):
         replace(TrackerConfig(), **{name: value})
+
+
+# --- faces that were not embedded (hints from the embedding schedule) -------------------------
+
+
+def test_a_hinted_face_joins_its_track_and_keeps_the_tracks_embedding() -> None:
+    rng = np.random.default_rng(3)
+    a, b = unit_rows(rng, 2, D)
+    tracker = Tracker()
+    first = tracker.update(0.0, [(0, 0, 40, 50), (200, 0, 240, 50)], faces(a, b))
+    # Not embedded: its row is zeros, and its box moved beyond any overlap with its track.
+    unseen = np.zeros((2, D), np.float32)
+    unseen[1] = b
+    second = tracker.update(0.04, [(90, 0, 130, 50), (200, 0, 240, 50)], unseen,
+                            hints={0: first[0].track_id})
+    assert [t.track_id for t in second] == [t.track_id for t in first]
+    assert np.allclose(second[0].embedding, a)  # not overwritten with the zero row
+    assert second[0].box == (90.0, 0.0, 130.0, 50.0)
+    assert second[0].last_seen_s == 0.04
+
+
+def test_an_embedded_face_cannot_take_a_track_a_hinted_face_holds() -> None:
+    rng = np.random.default_rng(4)
+    (a,) = unit_rows(rng, 1, D)
+    tracker = Tracker()
+    (track,) = tracker.update(0.0, [(0, 0, 40, 50)], faces(a))
+    # The embedded face overlaps the track and has its embedding; the hint wins.
+    rows = faces(np.zeros(D, np.float32), a)
+    result = tracker.update(0.04, [(300, 0, 340, 50), (0, 0, 40, 50)], rows,
+                            hints={0: track.track_id})
+    assert result[0] is track
+    assert result[1] is not track
+
+
+def test_a_hint_to_an_ended_track_starts_a_new_track_no_similarity_reaches() -> None:
+    rng = np.random.default_rng(5)
+    (a,) = unit_rows(rng, 1, D)
+    tracker = Tracker()
+    (gone,) = tracker.update(0.0, [(0, 0, 40, 50)], faces(a))
+    (new,) = tracker.update(5.0, [(0, 0, 40, 50)], faces(a), hints={0: gone.track_id})
+    assert new.track_id != gone.track_id
+    assert not new.embedding.any()  # the row of a face not embedded is never used
