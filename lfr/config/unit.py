@@ -1,0 +1,154 @@
+"""``unit.toml``: the unit's id and signing key, its van, its cameras, outbox and ICE servers."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from guards.config_checks import ConfigError, require_text
+from guards.log_text import printable
+from lfr.config.toml_table import ConfigTable, read_toml
+
+MAX_CAMERAS: Final = 16
+"""Cameras one unit runs (each its own camera and detector pipeline)."""
+MAX_ICE_SERVERS: Final = 8
+"""STUN/TURN servers a unit is given (one or two in practice)."""
+ICE_SCHEMES: Final = ("stun:", "stuns:", "turn:", "turns:")
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """A STUN or TURN server for the unit's peer connection (aiortc's ``RTCIceServer``)."""
+
+    urls: tuple[str, ...]
+    """``stun:``, ``stuns:``, ``turn:`` or ``turns:`` URLs of one server."""
+    username: str | None = None
+    """TURN user name, if the server wants one."""
+    credential: str | None = field(default=None, repr=False)
+    """TURN password; never shown. A config holding one should be mode 0600."""
+
+
+@dataclass(frozen=True, slots=True)
+class CameraEntry:
+    """One ``[[cameras]]`` table, checked by ``CameraConfig`` as well."""
+
+    camera_id: str
+    """``id``: the camera's name in frames and alerts; unique within the unit."""
+    source: str
+    """``source``: a video file (relative to the config's folder; must exist), an ``rtsp://``,
+    ``rtsps://`` or ``http(s)://`` URL, or a device such as ``/dev/video0``."""
+    paced: bool = False
+    """``paced``: files only, replay at the frame rate instead of as fast as possible."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitConfig:
+    """``unit.toml``: who the unit is, its van, its cameras and its outbox."""
+
+    file: Path
+    """The config file itself (absolute)."""
+    unit_id: str
+    """``id``: the unit's node id, the one its keys were made for and the van enrolled."""
+    signing_key: Path
+    """``signing_key``: the unit's private signing key file (``signing.key``, 0600)."""
+    outbox: Path
+    """``outbox``: the outbox database; created if absent, its folder must exist."""
+    van_url: str
+    """``van.url``: ``https://HOST:PORT`` of the van's signaling endpoint."""
+    van_public_keys: Path
+    """``van.public_keys``: the van's ``public.keys`` file (role van)."""
+    van_tls_fingerprint: bytes = field(repr=False)
+    """``van.tls_fingerprint``: sha256 of the van's certificate, 64 hex digits with or without
+    colons (``lfr`` prints it as ``AB:CD:...``); the only certificate the unit accepts."""
+    cameras: tuple[CameraEntry, ...]
+    """``[[cameras]]``: one or more, ids unique."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """``[[ice_servers]]``: STUN/TURN servers; none (the default) means host candidates only."""
+
+
+def load_unit_config(path: Path | str) -> UnitConfig:
+    """A unit's config from ``path``; ``NodeConfigError`` naming the file and key."""
+    from actors.van.tls_certificate import parse_fingerprint  # noqa: PLC0415
+    from secure.key_files import read_public_keys  # noqa: PLC0415
+    from secure.node_keys import NodeRole, check_node_id  # noqa: PLC0415
+
+    file, data = read_toml(path)
+    top = ConfigTable(file, data, "", ("id", "signing_key", "outbox", "van", "cameras",
+                                  "ice_servers"))
+    unit_id = top.text("id")
+    top.check("id", lambda: check_node_id(unit_id, "id"))
+    signing_key = top.path("signing_key", kind="file")
+    outbox = top.path("outbox", kind="parent")
+    van = top.table("van", ("url", "public_keys", "tls_fingerprint"))
+    url = van.text("url")
+    van.check("url", lambda: _check_https_url(url))
+    public_keys = van.path("public_keys", kind="file")
+    van.check("public_keys", lambda: read_public_keys(public_keys, NodeRole.VAN))
+    pin = van.text("tls_fingerprint")
+    fingerprint = van.check("tls_fingerprint", lambda: parse_fingerprint(pin))
+    cameras = _cameras(top)
+    ice_servers = tuple(_ice_server(table) for table in
+                        top.tables("ice_servers", ("urls", "username", "credential"),
+                                   MAX_ICE_SERVERS))
+    return UnitConfig(file, unit_id, signing_key, outbox, url, public_keys, fingerprint,
+                      cameras, ice_servers)
+
+
+def _check_https_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError("must start with https:// (signaling is always TLS)")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise ValueError("must be https://HOST:PORT, with no user or password")
+    if parts.port is None:  # raises ValueError for a port out of range
+        raise ValueError("must name the port: https://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be https://HOST:PORT only (no path, query or fragment)")
+
+
+_CAMERA_FIELDS: Final = {"CameraConfig.source": "source", "CameraConfig.camera_id": "id"}
+
+
+def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
+    from actors.unit.camera import CameraConfig  # noqa: PLC0415 - loads PyAV
+    from actors.unit.camera_source import is_live_source  # noqa: PLC0415
+
+    tables = top.tables("cameras", ("id", "source", "paced"), MAX_CAMERAS)
+    if not tables:
+        raise top.error("cameras", "missing: at least one [[cameras]] table is required")
+    cameras: list[CameraEntry] = []
+    for table in tables:
+        camera_id, source = table.text("id"), table.text("source")
+        paced = table.value("paced", bool, False)  # noqa: FBT003
+        try:
+            CameraConfig(source, camera_id=camera_id, paced=paced)
+        except ConfigError as exc:
+            text = str(exc)
+            key = next((k for name, k in _CAMERA_FIELDS.items() if text.startswith(name)), None)
+            raise table.error(key, text) from None
+        if not is_live_source(source):
+            source = str(table.path("source", kind="file"))
+        if any(camera.camera_id == camera_id for camera in cameras):
+            raise table.error("id", f"camera {printable(camera_id)} is named twice; camera ids "
+                                    "are unique within a unit")
+        cameras.append(CameraEntry(camera_id, source, paced))
+    return tuple(cameras)
+
+
+def _ice_server(table: ConfigTable) -> IceServer:
+    urls = table.value("urls", list)
+    if not urls:
+        raise table.error("urls", "must list at least one URL")
+    for i, url in enumerate(urls):
+        if type(url) is not str or not url.startswith(ICE_SCHEMES):
+            raise table.error(f"urls[{i}]", f"must be a string starting with "
+                                            f"{', '.join(ICE_SCHEMES)}")
+        table.check(f"urls[{i}]", functools.partial(require_text, "value", url))
+    username = table.text("username") if "username" in table.data else None
+    credential = table.value("credential", str) if "credential" in table.data else None
+    if credential is not None and username is None:
+        raise table.error("credential", "given without a username")
+    return IceServer(tuple(urls), username, credential)

@@ -1,0 +1,94 @@
+"""``van.toml``: the van's id, state folder, key and TLS files, and where it listens."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from guards.log_text import printable
+from lfr.config.toml_table import ConfigTable, read_toml
+
+EVENT_STORE_FILE: Final = "events.sqlite"
+"""The van's event store, in its state folder beside the enrolment file."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """An IP address and TCP port to listen on."""
+
+    host: str
+    """An IP address (v4 or v6), not a host name: binding never waits on DNS."""
+    port: int
+    """1-65535."""
+
+
+DEFAULT_SIGNALING: Final = ListenAddress("127.0.0.1", 8443)
+"""Where the van's signaling listens unless ``[signaling]`` says otherwise."""
+DEFAULT_CONSOLE: Final = ListenAddress("127.0.0.1", 8080)
+"""Where the operator console listens unless ``[console]`` says otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class VanConfig:
+    """``van.toml``: who the van is, where it keeps its state and keys, where it listens."""
+
+    file: Path
+    """The config file itself (absolute); relative paths in it were taken from its folder."""
+    van_id: str
+    """``id``: the van's node id, the one its keys were made for (``lfr keys init --id``)."""
+    state_dir: Path
+    """``state_dir``: an existing folder holding the enrolment registry and the event store."""
+    signing_key: Path
+    """``keys.signing``: the van's private signing key file (``signing.key``, 0600)."""
+    encryption_key: Path
+    """``keys.encryption``: the van's private encryption key file (``encryption.key``, 0600)."""
+    tls_certificate: Path
+    """``tls.certificate``: the van's self-signed certificate (PEM) whose sha256 units pin."""
+    tls_key: Path
+    """``tls.key``: that certificate's private key (PEM, 0600)."""
+    signaling: ListenAddress = field(default_factory=lambda: DEFAULT_SIGNALING)
+    """``signaling.host``/``signaling.port``: where units post their offers (always HTTPS with
+    the certificate above). Loopback by default; another address for units on the network."""
+    console: ListenAddress = field(default_factory=lambda: DEFAULT_CONSOLE)
+    """``console.host``/``console.port``: the operator console. Loopback only: it shows
+    biometric crops and has no login of its own yet."""
+
+    @property
+    def event_store(self) -> Path:
+        """The event store's file in ``state_dir``."""
+        return self.state_dir / EVENT_STORE_FILE
+
+
+def _listen(parent: ConfigTable, key: str, default: ListenAddress) -> ListenAddress:
+    table = parent.table(key, ("host", "port"), required=False)
+    host = table.text("host", default.host)
+    table.check("host", lambda: ipaddress.ip_address(host))
+    port = table.value("port", int, default.port)
+    if not 1 <= port <= 65535:
+        raise table.error("port", f"must be 1-65535, got {port}")
+    return ListenAddress(host, port)
+
+
+def load_van_config(path: Path | str) -> VanConfig:
+    """The van's config from ``path``; ``NodeConfigError`` naming the file and key."""
+    from secure.node_keys import check_node_id  # noqa: PLC0415 - keeps lfr --help light
+
+    file, data = read_toml(path)
+    top = ConfigTable(file, data, "", ("id", "state_dir", "keys", "tls", "signaling", "console"))
+    van_id = top.text("id")
+    top.check("id", lambda: check_node_id(van_id, "id"))
+    state_dir = top.path("state_dir", kind="folder")
+    keys = top.table("keys", ("signing", "encryption"))
+    tls = top.table("tls", ("certificate", "key"))
+    config = VanConfig(file, van_id, state_dir, keys.path("signing", kind="file"),
+                       keys.path("encryption", kind="file"),
+                       tls.path("certificate", kind="file"), tls.path("key", kind="file"),
+                       _listen(top, "signaling", DEFAULT_SIGNALING),
+                       _listen(top, "console", DEFAULT_CONSOLE))
+    if not ipaddress.ip_address(config.console.host).is_loopback:
+        raise top.error("console.host", "the console listens on loopback only (127.0.0.1 or "
+                        "::1): it has no login of its own yet; got "
+                        f"{printable(config.console.host)}")
+    return config
