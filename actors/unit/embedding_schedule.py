@@ -92,9 +92,8 @@ class EmbeddingSchedule:
 
     def learn(self, track: Track, best: GalleryMatch | None, index: int, *,
               alerted: bool) -> None:
-        """Record one embedded look at ``track`` (``best``: its top gallery match)."""
-        if not self.config.enabled:
-            return
+        """Record one embedded look at ``track`` (``best``: its top gallery match). Switched off,
+        tracks are still decided, but ``plan`` skips no face: the switch has one place."""
         if alerted:
             self._decide(track, index)
             return
