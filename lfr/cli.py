@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_cmd_watchlist_build)
 
     _add_keys_commands(commands)
+    _add_van_commands(commands)
     _add_bench_commands(commands)
     return parser
 
@@ -253,6 +254,48 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     init.add_argument("--out", required=True,
                       help="folder to write into (created 0700 if missing)")
     init.set_defaults(func=_cmd_keys_init)
+
+
+def _cmd_van_enroll_unit(args: argparse.Namespace) -> int:
+    from lfr.van_enrolment import enroll_unit
+
+    return enroll_unit(Path(args.config), args.unit_id, Path(args.public_keys_file))
+
+
+def _cmd_van_revoke_unit(args: argparse.Namespace) -> int:
+    from lfr.van_enrolment import revoke_unit
+
+    return revoke_unit(Path(args.config), args.unit_id)
+
+
+def _cmd_van_units(args: argparse.Namespace) -> int:
+    from lfr.van_enrolment import list_units
+
+    return list_units(Path(args.config), as_json=args.json)
+
+
+def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    van = commands.add_parser(
+        "van", help="the van's enrolled units (the van node itself comes with its receiver)",
+        description="Enrol, revoke and list the units whose events this van accepts. The van "
+                    "node itself (lfr van --config van.toml) is not there yet: it comes with "
+                    "the van's receiver.")
+    actions = van.add_subparsers(dest="van_command", required=True, metavar="ACTION")
+    config_help = "the van's config file (van.toml; docs/DELIVERY.md \"Configuration\")"
+    enrol = actions.add_parser("enroll-unit", help="accept a unit's events, by its public keys")
+    enrol.add_argument("unit_id", metavar="UNIT_ID", help="the unit's node id")
+    enrol.add_argument("public_keys_file", metavar="PUBKEYS_FILE",
+                       help="the unit's public.keys (lfr keys init --role unit)")
+    enrol.add_argument("--config", required=True, help=config_help)
+    enrol.set_defaults(func=_cmd_van_enroll_unit)
+    revoke = actions.add_parser("revoke-unit", help="refuse a unit's events from now on")
+    revoke.add_argument("unit_id", metavar="UNIT_ID", help="the unit's node id")
+    revoke.add_argument("--config", required=True, help=config_help)
+    revoke.set_defaults(func=_cmd_van_revoke_unit)
+    units = actions.add_parser("units", help="list the enrolled units and their key ids")
+    units.add_argument("--config", required=True, help=config_help)
+    units.add_argument("--json", action="store_true", help="print one JSON object")
+    units.set_defaults(func=_cmd_van_units)
 
 
 def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

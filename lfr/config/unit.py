@@ -121,7 +121,8 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
         raise top.error("cameras", "missing: at least one [[cameras]] table is required")
     cameras: list[CameraEntry] = []
     for table in tables:
-        camera_id, source = table.text("id"), table.text("source")
+        # CameraConfig checks both (the same checks as everywhere a camera is made)
+        camera_id, source = table.value("id", str), table.value("source", str)
         paced = table.value("paced", bool, False)  # noqa: FBT003
         try:
             CameraConfig(source, camera_id=camera_id, paced=paced)

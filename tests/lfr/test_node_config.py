@@ -282,6 +282,7 @@ def test_a_bad_unit_config_is_refused_naming_the_key_and_the_file(
     (b"id = \n", "not valid TOML"),
     (b'id = "\xff"\n', "not UTF-8"),
     (b"#" * (MAX_CONFIG_BYTES + 1), "over the limit"),
+    (b"id = " + b"[" * 30_000, "nested too deeply"),  # tomllib recurses once per level
     ("dir", "is a directory"),
     ("fifo", "FIFO"),
 ])
