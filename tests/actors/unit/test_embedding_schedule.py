@@ -164,13 +164,22 @@ def _decided_tracker(box: tuple[float, float, float, float]) -> Tracker:
 def test_plan_skips_only_faces_near_a_decided_track_and_of_its_size() -> None:
     schedule = EmbeddingSchedule(SCHEDULE)
     tracker = _decided_tracker((100.0, 0.0, 140.0, 50.0))  # 40 px wide, seen at t = 0
-    # One frame (0.04 s) later, max_speed 20 widths/s: reach 0.5 + 0.8 widths = 52 px.
+    # One frame (0.04 s) later, max_speed 1000 px/s: reach 40 / 4 + 40 = 50 px.
     assert schedule.plan(tracker, 1, 0.04, [(140.0, 0.0, 180.0, 50.0)]) == {0: 1}
     assert schedule.plan(tracker, 1, 0.04, [(160.0, 0.0, 200.0, 50.0)]) == {}  # 60 px away
     assert schedule.plan(tracker, 1, 0.04, [(100.0, 0.0, 200.0, 50.0)]) == {}  # 100 px wide
     # Two faces near one track: only the nearer is predicted to be it.
     two = [(130.0, 0.0, 170.0, 50.0), (105.0, 0.0, 145.0, 50.0)]
     assert schedule.plan(tracker, 1, 0.04, two) == {1: 1}
+
+
+def test_a_large_face_beside_a_decided_one_is_not_taken_for_it() -> None:
+    # Street clip, 12.1 s: a 200 px face enters beside a decided 200 px one whose own face the
+    # detector missed on that frame. 210 px away, one frame later: beyond 200 / 4 + 40 px.
+    schedule = EmbeddingSchedule(SCHEDULE)
+    tracker = _decided_tracker((100.0, 0.0, 300.0, 250.0))
+    assert schedule.plan(tracker, 1, 0.04, [(310.0, 0.0, 510.0, 250.0)]) == {}
+    assert schedule.plan(tracker, 1, 0.04, [(180.0, 0.0, 380.0, 250.0)]) == {0: 1}
 
 
 def test_plan_embeds_a_decided_tracks_face_when_its_recheck_is_due() -> None:
