@@ -9,12 +9,15 @@ alerted for, makes the track undecided again, so the N-of-M fusion sees every fr
 
 Faces are planned before they are embedded (in ``Matcher.receive``, on the actor's loop, frames in
 order), against the tracks of the latest decided frame, which are 1 to ``in_flight`` frames old:
-a face is predicted to be a decided track's when its centre lies within the distance that track's
-face can move since it was last seen (a quarter of its width plus ``max_speed`` times the stream
-time since), its width is within ``SIZE_RATIO`` of the track's, and no other face of the frame is
-nearer. The prediction is confirmed when the frame is
-decided: the face then joins that track if it still exists (``Tracker.update``'s ``hints``); if the
-track ended meanwhile, the face starts an undecided track, embedded from the next frame on.
+each face is predicted to be the nearest track (decided or not; one face per track, nearest pairs
+first) whose centre lies within the distance that track's face can move since it was last seen
+(a quarter of its width plus ``max_speed`` times the stream time since) and whose width is within
+``SIZE_RATIO`` of the face's; a face predicted to be a decided track not due for its re-check is
+not embedded. Undecided tracks take part so that a face entering beside a decided track's last
+box is not taken for it (street clip, 12.4 s: a decided track whose person had left took the next
+face that entered for 15 frames). The prediction is confirmed when the frame is decided: the face
+then joins that track if it still exists (``Tracker.update``'s ``hints``); if the track ended
+meanwhile, the face starts an undecided track, embedded from the next frame on.
 """
 
 from __future__ import annotations
@@ -71,10 +74,11 @@ class EmbeddingSchedule:
         embedded) and its next re-check is scheduled."""
         if not self.config.enabled or tracker is None or not boxes:
             return {}
-        decided = [tr for tr in tracker.tracks.values() if tr.decided]
+        if not any(tr.decided for tr in tracker.tracks.values()):
+            return {}
         pairs: list[tuple[float, int, Track]] = []
         for i, box in enumerate(boxes):
-            for track in decided:
+            for track in tracker.tracks.values():
                 distance = self._distance(box, track, t_s)
                 if distance is not None:
                     pairs.append((distance, i, track))
@@ -87,6 +91,8 @@ class EmbeddingSchedule:
                 continue
             taken_faces.add(i)
             taken_tracks.add(track.track_id)
+            if not track.decided:
+                continue
             if index >= track.next_look_index:
                 track.next_look_index = index + self.config.recheck_every  # re-check this one
             else:

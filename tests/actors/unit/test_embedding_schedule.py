@@ -182,6 +182,16 @@ def test_a_large_face_beside_a_decided_one_is_not_taken_for_it() -> None:
     assert schedule.plan(tracker, 1, 0.04, [(180.0, 0.0, 380.0, 250.0)]) == {0: 1}
 
 
+def test_a_face_nearer_an_undecided_track_is_embedded() -> None:
+    # Street clip, 12.5 s: a decided track whose person had left, and the new face entering
+    # near its last box, already an undecided track of its own.
+    schedule = EmbeddingSchedule(SCHEDULE)
+    tracker = _decided_tracker((150.0, 0.0, 360.0, 250.0))
+    (new,) = tracker.update(0.12, [(-41.0, 0.0, 146.0, 250.0)], PEOPLE[[WANTED]])
+    assert not new.decided
+    assert schedule.plan(tracker, 2, 0.16, [(-9.0, 0.0, 181.0, 250.0)]) == {}
+
+
 def test_plan_embeds_a_decided_tracks_face_when_its_recheck_is_due() -> None:
     schedule = EmbeddingSchedule(SCHEDULE)
     tracker = _decided_tracker((100.0, 0.0, 140.0, 50.0))
