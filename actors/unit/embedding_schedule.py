@@ -12,12 +12,14 @@ order), against the tracks of the latest decided frame, which are 1 to ``in_flig
 each face is predicted to be the nearest track (decided or not; one face per track, nearest pairs
 first) whose centre lies within the distance that track's face can move since it was last seen
 (a quarter of its width plus ``max_speed`` times the stream time since) and whose width is within
-``SIZE_RATIO`` of the face's; a face predicted to be a decided track not due for its re-check is
-not embedded. Undecided tracks take part so that a face entering beside a decided track's last
-box is not taken for it (street clip, 12.4 s: a decided track whose person had left took the next
-face that entered for 15 frames). The prediction is confirmed when the frame is decided: the face
-then joins that track if it still exists (``Tracker.update``'s ``hints``); if the track ended
-meanwhile, the face starts an undecided track, embedded from the next frame on.
+``SIZE_RATIO`` of the face's. A face predicted to be a decided track that was seen in the latest
+decided frame and is not due for its re-check is not embedded. Undecided tracks take part, and a
+track missed in the latest frame is not trusted, so that a face entering where a decided track's
+person was is not taken for it (street clip, 12.4 s: rose_leslie's decided track, she had just
+left, took kit_harington's entering face for 15 frames, its re-checks going to kit's own track).
+The prediction is confirmed when the frame is decided: the face then joins that track if it still
+exists (``Tracker.update``'s ``hints``); if the track ended meanwhile, the face starts an
+undecided track, embedded from the next frame on.
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ class EmbeddingSchedule:
                 continue
             taken_faces.add(i)
             taken_tracks.add(track.track_id)
-            if not track.decided:
+            # Trusted only while seen without a gap: a decided track whose face was missed in
+            # the latest decided frame may have left (street clip, 12.4 s: rose_leslie's track
+            # took kit_harington's face entering where she had been, for 5 frames).
+            if not track.decided or track.last_seen_s != tracker.last_update_s:
                 continue
             if index >= track.next_look_index:
                 track.next_look_index = index + self.config.recheck_every  # re-check this one

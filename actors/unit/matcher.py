@@ -189,6 +189,10 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         try:
             if frame.faces:
                 alerted = await self._match(frame, embeddings, embedded.skipped)
+            elif (tracker := self._trackers.get(frame.camera)) is not None:
+                # A frame without faces is seen too: its tracks were missed in it (the embedding
+                # schedule trusts only tracks seen in the latest frame).
+                tracker.update(frame.t_s, [], embeddings)
         finally:
             # Privacy: the decision is made; nothing of a non-alerting face survives it.
             embeddings.fill(0.0)

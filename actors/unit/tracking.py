@@ -94,6 +94,8 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
         self.tracks: dict[int, Track] = {}
+        self.last_update_s: float | None = None
+        """Stream time of the latest frame given to ``update`` (s)."""
         self._ids = itertools.count(1)
 
     def update(self, t_s: float, boxes: list[Box], embeddings: NDArray[np.float32],
@@ -106,6 +108,7 @@ class Tracker:
         similarity reaches: only overlap associates it until it is embedded).
         """
         self.expire(t_s)
+        self.last_update_s = t_s
         hints = hints or {}
         assigned = {i: self.tracks[tid] for i, tid in hints.items() if tid in self.tracks}
         looked = [i for i in range(len(boxes)) if i not in hints]

@@ -127,6 +127,15 @@ async def test_a_recheck_that_matches_undecides_the_track_and_can_alert() -> Non
     assert alerts[0].hits == 3
 
 
+async def test_a_face_entering_where_a_decided_track_was_missed_is_embedded() -> None:
+    # A decided passer-by leaves (two frames without faces); the wanted person enters near where
+    # they were: embedded at once, not taken for the passer-by's track until its re-check.
+    people = [((PASSER_BY, 50.0),)] * 20 + [()] * 2 + [((WANTED, 60.0),)] * 10
+    embedder, alerts, _ = await _run(people)
+    assert embedder.frames_of(WANTED)[0] == 22
+    assert [a.frame_index for a in alerts] == [24]
+
+
 async def test_an_undecided_track_is_embedded_every_frame() -> None:
     # The lookalike stays within the margin of a threshold: never decided. The passer-by beside
     # it is decided: the schedule is per track.
@@ -180,6 +189,13 @@ def test_a_large_face_beside_a_decided_one_is_not_taken_for_it() -> None:
     tracker = _decided_tracker((100.0, 0.0, 300.0, 250.0))
     assert schedule.plan(tracker, 1, 0.04, [(310.0, 0.0, 510.0, 250.0)]) == {}
     assert schedule.plan(tracker, 1, 0.04, [(180.0, 0.0, 380.0, 250.0)]) == {0: 1}
+
+
+def test_a_decided_track_missed_in_the_latest_frame_is_not_trusted() -> None:
+    schedule = EmbeddingSchedule(SCHEDULE)
+    tracker = _decided_tracker((100.0, 0.0, 140.0, 50.0))
+    tracker.update(0.04, [], np.zeros((0, DIM), np.float32))  # a frame without its face
+    assert schedule.plan(tracker, 2, 0.08, [(100.0, 0.0, 140.0, 50.0)]) == {}
 
 
 def test_a_face_nearer_an_undecided_track_is_embedded() -> None:
