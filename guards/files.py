@@ -133,6 +133,35 @@ def check_output_target(path: Path | str, what: str) -> Path:
     return target
 
 
+def write_new_file(path: Path | str, data: bytes, what: str, mode: int) -> None:
+    """Create ``path`` holding ``data`` with exactly ``mode`` (whatever the umask), fsynced; for
+    secrets and identities, which are never overwritten: an existing file (or a symbolic link)
+    at ``path`` is refused. On a failed write the half-written file is removed. Failures raise
+    ``UserFileError`` naming ``what`` and the path."""
+    shown = f"{what} {printable(path)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError:
+        raise UserFileError(f"{shown} already exists; it is never overwritten") from None
+    except OSError as exc:
+        raise UserFileError(f"{shown}: cannot create: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException as exc:  # any failure, Ctrl-C included: no half-written secret left
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if isinstance(exc, OSError):
+            raise UserFileError(f"{shown}: cannot write: {exc.strerror or exc}") from None
+        raise
+    os.close(fd)
+
+
 def write_file_atomically(path: Path | str, data: bytes, what: str, *,
                           mode: int = 0o600) -> Path:
     """Replace ``path`` by a file holding ``data``, all or nothing, and return it as a Path.

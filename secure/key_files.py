@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from guards.files import UserFileError, file_kind, read_private_file, read_user_file
+from guards.files import (
+    UserFileError,
+    file_kind,
+    read_private_file,
+    read_user_file,
+    write_new_file,
+)
 from guards.log_text import printable
 from runtime.codec import Codec, DecodeError
 from runtime.message import MessageRegistry, message
@@ -310,23 +316,11 @@ def _prepare_folder(folder: Path) -> None:
 
 
 def _write_new(target: Path, data: bytes, mode: int) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    """A new key file (``guards.files.write_new_file``: never overwritten, exact mode)."""
     try:
-        fd = os.open(target, flags, mode)
-    except FileExistsError:
-        raise KeyFileError(f"{printable(target)} already exists; key files are never "
-                           "overwritten") from None
-    except OSError as exc:
-        raise KeyFileError(f"{printable(target)}: cannot create: "
-                           f"{exc.strerror or exc}") from None
-    try:
-        os.fchmod(fd, mode)  # exact mode whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_new_file(target, data, "key file", mode)
+    except UserFileError as exc:
+        raise KeyFileError(str(exc)) from None
 
 
 def _read_private(path: Path | str, what: str) -> bytes:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from guards.files import UserFileError, read_private_file, read_user_file
+from guards.files import UserFileError, read_private_file, read_user_file, write_new_file
 from guards.log_text import printable
 from secure.node_keys import check_node_id
 
@@ -91,22 +91,11 @@ def create_tls_certificate(out_dir: Path | str, van_id: str, *,
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """A new file (``guards.files.write_new_file``: never overwritten, exact mode)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     mode)
-    except OSError as exc:
-        raise TlsCertificateError(f"{printable(path)}: cannot create: "
-                                  f"{exc.strerror or exc}") from None
-    try:
-        os.fchmod(fd, mode)  # whatever the umask
-        os.write(fd, data)
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise TlsCertificateError(f"{printable(path)}: cannot write: "
-                                  f"{exc.strerror or exc}") from None
-    os.close(fd)
+        write_new_file(path, data, "TLS file", mode)
+    except UserFileError as exc:
+        raise TlsCertificateError(str(exc)) from None
 
 
 def certificate_fingerprint(path: Path | str) -> bytes:

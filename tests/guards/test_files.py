@@ -18,6 +18,7 @@ from guards.files import (
     read_private_file,
     read_user_file,
     write_file_atomically,
+    write_new_file,
 )
 from guards.user_input import UserInputError
 
@@ -207,3 +208,35 @@ def test_a_folder_that_takes_no_files_is_named_in_plain_words() -> None:
     assert message.startswith("--out /proc/self/status: cannot be written there: folder "
                               "/proc/self does not take new files")
     assert "not an ordinary folder" in message
+
+
+def test_a_new_file_gets_its_exact_mode_and_is_never_overwritten(tmp_path: Path) -> None:
+    target = tmp_path / "signing.key"
+    old_umask = os.umask(0o077)
+    try:
+        write_new_file(target, b"secret", "key file", 0o640)
+    finally:
+        os.umask(old_umask)
+    assert target.stat().st_mode & 0o777 == 0o640  # fchmod: the umask does not decide
+    assert target.read_bytes() == b"secret"
+    with pytest.raises(UserFileError, match="already exists; it is never overwritten"):
+        write_new_file(target, b"other", "key file", 0o600)
+    assert target.read_bytes() == b"secret"
+    link = tmp_path / "link.key"
+    link.symlink_to(tmp_path / "elsewhere.key")
+    with pytest.raises(UserFileError):
+        write_new_file(link, b"x", "key file", 0o600)
+    assert not (tmp_path / "elsewhere.key").exists()
+
+
+def test_a_failed_write_leaves_no_half_written_file(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "signing.key"
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(UserFileError, match="cannot write: No space left on device"):
+        write_new_file(target, b"secret", "key file", 0o600)
+    assert not target.exists()
