@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -124,9 +125,8 @@ class AlertPrinter(Actor[MatcherOutput]):
 
 
 def stdout_output() -> LineOutput:
-    """The process's stdout as a ``LineOutput`` (``ClosedOutput`` when it has none)."""
-    import sys  # noqa: PLC0415 - read at call time: tests and the CLI replace sys.stdout
-
+    """The process's stdout as a ``LineOutput`` (``ClosedOutput`` when it has none); read at
+    call time, since tests and the command line replace ``sys.stdout``."""
     try:
         return DescriptorOutput(sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):  # None, closed, or a stream without an fd
