@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from guards.exit_codes import ExitCode, StoppedBySignal, for_signal
@@ -66,13 +68,8 @@ def run_interruptible(main: Callable[[threading.Event], Coroutine[Any, Any, T]])
             stop.set()
             task.cancel()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
+        with _stop_signals_handled(loop, on_signal):
             return await main(stop)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         try:
@@ -90,30 +87,44 @@ async def run_node(main: Main, config: SystemConfig) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, sig, received, stop_requested)
-    tasks: dict[str, asyncio.Task[Any]] = {
-        "main": asyncio.create_task(main(system), name="node:main"),
-        "signal": asyncio.create_task(stop_requested.wait(), name="node:signal"),
-        "failure": asyncio.create_task(system.wait_failed(), name="node:failure"),
-    }
+    tasks: dict[str, asyncio.Task[Any]] = {}
     try:
-        await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-        code = _exit_code(tasks, received)
+        with _stop_signals_handled(
+                loop, functools.partial(_on_signal, received=received, stop=stop_requested)):
+            tasks = {
+                "main": asyncio.create_task(main(system), name="node:main"),
+                "signal": asyncio.create_task(stop_requested.wait(), name="node:signal"),
+                "failure": asyncio.create_task(system.wait_failed(), name="node:failure"),
+            }
+            try:
+                await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+                code = _exit_code(tasks, received)
+            finally:
+                for task in tasks.values():
+                    task.cancel()
+                await asyncio.gather(*tasks.values(), return_exceptions=True)
     finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await system.stop()
     return code
 
 
-def _on_signal(sig: signal.Signals, received: list[signal.Signals],
-               stop_requested: asyncio.Event) -> None:
+@contextlib.contextmanager
+def _stop_signals_handled(loop: asyncio.AbstractEventLoop,
+                          on_signal: Callable[[signal.Signals], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``on_signal`` on the loop while inside; default again after."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(sig: signal.Signals, *, received: list[signal.Signals],
+               stop: asyncio.Event) -> None:
     received.append(sig)
-    stop_requested.set()
+    stop.set()
 
 
 def _exit_code(tasks: dict[str, asyncio.Task[Any]], received: list[signal.Signals]) -> int:
