@@ -13,6 +13,11 @@ the actor; and it has at most ``max_peer_asks`` asks being answered at once. Eve
 sent is logged through ``printable``: names and texts from a peer cannot forge log lines, and
 every line a peer's message causes goes through the link's ``LogBudget`` (20 per 10 s, then a
 summary): a peer cannot flood the log either, while the link's counters count every event.
+
+Heartbeats: each side sends a ``LinkHeartbeat`` when it has sent nothing for
+``heartbeat_interval_s`` and closes the link when nothing at all arrived for
+``heartbeat_timeout_s``, so a peer that vanished without a word (power cut, cable, 4G cell)
+ends the link in bounded time on both sides, like any other loss (``LinkLost``, ``LinkDown``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from guards.log_text import printable
 from runtime.codec import Codec, DecodeError, EncodeError
 from runtime.errors import AskTimeout, LinkLost, RemoteError, RuntimeFault
 from runtime.link_messages import (
+    LinkHeartbeat,
     RemoteAsk,
     RemoteFailure,
     RemoteReply,
@@ -39,6 +45,7 @@ from runtime.message import RESERVED_CODES
 if TYPE_CHECKING:
     from runtime.framing import FrameChannel
     from runtime.link_config import LinkConfig
+    from runtime.ref import ActorRef
     from runtime.system import ActorSystem
 
 M = TypeVar("M")
@@ -76,6 +83,11 @@ class Link:
         # config.max_peer_asks of them.
         self._serving: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
+        self._silence_reason: str | None = None
+        # Monotonic times of the last frame received from and sent to the peer (heartbeats).
+        self._last_received = self._last_sent = asyncio.get_running_loop().time()
+        self.heartbeats_received = 0
+        """``LinkHeartbeat`` frames from the peer."""
         self.undecodable_frames = 0
         """Frames from the peer that did not decode and were skipped."""
         self.refused_messages = 0
@@ -107,6 +119,7 @@ class Link:
         frame = self._codec.encode(message)
         try:
             await self._channel.write_frame(frame)
+            self._last_sent = asyncio.get_running_loop().time()
         except (ConnectionError, OSError) as exc:
             raise LinkLost(self.peer, str(exc) or type(exc).__name__) from exc
 
@@ -131,9 +144,11 @@ class Link:
     async def run(self) -> str:
         """Read and dispatch frames until the connection ends; returns why it ended."""
         reason = "closed"
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat {self.peer}")
         try:
             while True:
                 frame = await self._channel.read_frame()
+                self._last_received = asyncio.get_running_loop().time()
                 await self._dispatch_frame(frame)
         except asyncio.CancelledError:
             reason = "link stopped"
@@ -145,8 +160,30 @@ class Link:
             log.exception("link to %s: closing after an internal error", printable(self.peer))
             reason = f"internal error: {type(exc).__name__}: {printable(exc)}"
         finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            if self._silence_reason is not None:
+                reason = self._silence_reason
             await self._close(reason)
         return reason
+
+    async def _heartbeat(self) -> None:
+        """Send heartbeats while idle; close the channel when the peer has gone silent (``run``
+        then ends with the reason set here). Owned by ``run``, which cancels it."""
+        config = self._config
+        loop = asyncio.get_running_loop()
+        tick = min(config.heartbeat_interval_s, config.heartbeat_timeout_s / 3)
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            if now - self._last_received >= config.heartbeat_timeout_s:
+                self._silence_reason = (f"nothing received for {now - self._last_received:.1f} s "
+                                        f"(heartbeat timeout {config.heartbeat_timeout_s:g} s)")
+                await self._channel.close()
+                return
+            if now - self._last_sent >= config.heartbeat_interval_s:
+                with contextlib.suppress(LinkLost):
+                    await self.send(LinkHeartbeat())
 
     async def _dispatch_frame(self, frame: bytes) -> None:
         try:
@@ -162,6 +199,8 @@ class Link:
             await self._accept_ask(envelope)
         elif isinstance(envelope, RemoteReply | RemoteFailure):
             self._resolve(envelope)
+        elif isinstance(envelope, LinkHeartbeat):
+            self.heartbeats_received += 1
         else:
             # A Hello, a proof or a link event inside an established link: never delivered.
             self.refused_messages += 1
@@ -175,7 +214,7 @@ class Link:
         if spec is None or spec.code in RESERVED_CODES:
             return "MessageRefused", f"{kind} is a runtime message; a peer cannot send it"
         accepts = self._config.exposed.get(target)
-        if accepts is None or self.system.lookup(target) is None:
+        if accepts is None or self._local(target) is None:
             # Unexposed and missing look the same: a peer learns nothing of what runs here.
             return ("ActorNotFound",
                     f"no actor named '{printable(target)}' on '{printable(self.system.name)}'")
@@ -184,9 +223,13 @@ class Link:
                     f"actor '{printable(target)}' does not accept {kind} from peers")
         return None
 
+    def _local(self, target: str) -> ActorRef[Any] | None:
+        """The local actor a peer's ``target`` names (through ``LinkConfig.routes``)."""
+        return self.system.lookup(self._config.local_name(target))
+
     async def _deliver_tell(self, envelope: RemoteTell) -> None:
         refusal = self._refusal(envelope.target, envelope.payload)
-        ref = self.system.lookup(envelope.target)
+        ref = self._local(envelope.target)
         if refusal is not None or ref is None:
             self.refused_messages += 1
             self._log.warning("link to %s: tell dropped: %s", printable(self.peer),
@@ -213,7 +256,7 @@ class Link:
 
     async def _answer(self, envelope: RemoteAsk) -> None:
         refusal = self._refusal(envelope.target, envelope.payload)
-        ref = self.system.lookup(envelope.target)
+        ref = self._local(envelope.target)
         answer: RemoteReply | RemoteFailure
         if refusal is not None or ref is None:
             self.refused_messages += 1

@@ -33,6 +33,10 @@ class LinkConfig:
     """Actors a peer may reach, by name, each with the message classes a peer may send it.
     Any other name is answered as if no such actor existed; any other class is refused before
     the actor sees it. Runtime messages (type codes 1-99) can never be listed."""
+    routes: Mapping[str, str] = field(default_factory=dict)
+    """Exposed names that reach an actor of another local name: ``{"receiver":
+    "receiver.unit-1"}`` lets each of a van's links call its peer's own actor by one fixed name.
+    Every key must be in ``exposed``; a name not listed here reaches the actor of that name."""
     max_links: int = 8
     """Authenticated links a server holds at once; while that many are up, a new connection
     is closed at once, and a handshake that would make one more is refused (both counted).
@@ -62,6 +66,12 @@ class LinkConfig:
     link closes (a peer cannot park half a frame in this node's memory)."""
     max_ask_timeout_s: float = 60.0
     """A peer's ask is served for at most this long, whatever timeout the peer asked for (s)."""
+    heartbeat_interval_s: float = 5.0
+    """Each side sends a ``LinkHeartbeat`` when it has sent nothing for this long (s)."""
+    heartbeat_timeout_s: float = 15.0
+    """A link on which nothing at all arrived for this long is closed as dead (s): the peer's
+    heartbeats stopped, so its process, host or network is gone even if no error said so.
+    Must exceed ``heartbeat_interval_s``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.keys, LinkKeys):
@@ -71,8 +81,13 @@ class LinkConfig:
         require_at_least("LinkConfig.max_frame_bytes", self.max_frame_bytes,
                          HANDSHAKE_FRAME_BYTES)
         require_at_least("LinkConfig.read_ahead_bytes", self.read_ahead_bytes, 1024)
-        for name in ("handshake_timeout_s", "partial_frame_timeout_s", "max_ask_timeout_s"):
+        for name in ("handshake_timeout_s", "partial_frame_timeout_s", "max_ask_timeout_s",
+                     "heartbeat_interval_s", "heartbeat_timeout_s"):
             require_positive(f"LinkConfig.{name}", getattr(self, name))
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ConfigError(f"LinkConfig.heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) "
+                              "must exceed LinkConfig.heartbeat_interval_s "
+                              f"({self.heartbeat_interval_s:g})")
         exposed: dict[str, frozenset[type[Any]]] = {}
         for actor, classes in self.exposed.items():
             require_text("LinkConfig.exposed actor name", actor)
@@ -84,8 +99,18 @@ class LinkConfig:
                 raise ConfigError(f"LinkConfig.exposed[{actor!r}] must list the message classes "
                                   "a peer may send it")
             exposed[actor] = frozenset(classes)
+        for alias, actor in self.routes.items():
+            if alias not in exposed:
+                raise ConfigError(f"LinkConfig.routes: {alias!r} is not an exposed name")
+            if not isinstance(actor, str) or not actor:
+                raise ConfigError(f"LinkConfig.routes[{alias!r}] must name a local actor")
         # Frozen: nobody widens the allow-list after the links were built on it.
         object.__setattr__(self, "exposed", MappingProxyType(exposed))
+        object.__setattr__(self, "routes", MappingProxyType(dict(self.routes)))
+
+    def local_name(self, exposed_name: str) -> str:
+        """The local actor a peer reaches by ``exposed_name``."""
+        return self.routes.get(exposed_name, exposed_name)
 
     def check_registered(self, registry: MessageRegistry) -> None:
         """Every exposed class is an application message of ``registry`` (not a runtime one)."""

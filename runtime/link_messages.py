@@ -116,5 +116,12 @@ class LinkDown:
     """Why, for the log and the operator."""
 
 
+@_runtime_message(9)
+@dataclass(frozen=True, slots=True)
+class LinkHeartbeat:
+    """Sent by each side of an established link every ``LinkConfig.heartbeat_interval_s`` when
+    it has sent nothing else: proof of life. Never delivered to an actor."""
+
+
 LinkEvent = LinkUp | LinkDown
 """What a link watcher receives."""
