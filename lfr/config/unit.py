@@ -1,4 +1,5 @@
-"""``unit.toml``: the unit's id and signing key, its van, its cameras, outbox and ICE servers."""
+"""``unit.toml``: the unit's id and signing key, its van, its cameras, watchlist, outbox, health
+reports and ICE servers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ MAX_CAMERAS: Final = 16
 MAX_ICE_SERVERS: Final = 8
 """STUN/TURN servers a unit is given (one or two in practice)."""
 ICE_SCHEMES: Final = ("stun:", "stuns:", "turn:", "turns:")
+DEFAULT_HEALTH_INTERVAL_S: Final = 5.0
+"""Seconds between two health reports unless ``[health] interval_s`` says otherwise."""
+HEALTH_INTERVAL_RANGE_S: Final = (1.0, 300.0)
+"""``[health] interval_s`` lies in this range: at least a second (a report is an envelope in
+the outbox and a row at the van), at most five minutes (the van calls a unit silent after a few
+missed reports)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,12 @@ class UnitConfig:
     colons (``lfr`` prints it as ``AB:CD:...``); the only certificate the unit accepts."""
     cameras: tuple[CameraEntry, ...]
     """``[[cameras]]``: one or more, ids unique."""
+    watchlist: Path
+    """``watchlist``: the watchlist file the matcher uses (``lfr watchlist build``). Read and
+    checked against the embedder when the node starts; a remote, signed push replaces it."""
+    health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    """``health.interval_s``: seconds between two health reports to the van, in
+    ``HEALTH_INTERVAL_RANGE_S``."""
     ice_servers: tuple[IceServer, ...] = ()
     """``[[ice_servers]]``: STUN/TURN servers; none (the default) means host candidates only."""
 
@@ -76,12 +89,13 @@ def load_unit_config(path: Path | str) -> UnitConfig:
     from secure.node_keys import NodeRole, check_node_id  # noqa: PLC0415
 
     file, data = read_toml(path)
-    top = ConfigTable(file, data, "", ("id", "signing_key", "outbox", "van", "cameras",
-                                  "ice_servers"))
+    top = ConfigTable(file, data, "", ("id", "signing_key", "outbox", "watchlist", "van",
+                                       "cameras", "health", "ice_servers"))
     unit_id = top.text("id")
     top.check("id", lambda: check_node_id(unit_id, "id"))
     signing_key = top.path("signing_key", kind="file")
     outbox = top.path("outbox", kind="parent")
+    watchlist = top.path("watchlist", kind="file")
     van = top.table("van", ("url", "public_keys", "tls_fingerprint"))
     url = van.text("url")
     van.check("url", lambda: _check_https_url(url))
@@ -90,11 +104,12 @@ def load_unit_config(path: Path | str) -> UnitConfig:
     pin = van.text("tls_fingerprint")
     fingerprint = van.check("tls_fingerprint", lambda: parse_fingerprint(pin))
     cameras = _cameras(top)
+    health_interval_s = _health_interval(top.table("health", ("interval_s",), required=False))
     ice_servers = tuple(_ice_server(table) for table in
                         top.tables("ice_servers", ("urls", "username", "credential"),
                                    MAX_ICE_SERVERS))
     return UnitConfig(file, unit_id, signing_key, outbox, url, public_keys, fingerprint,
-                      cameras, ice_servers)
+                      cameras, watchlist, health_interval_s, ice_servers)
 
 
 def _check_https_url(url: str) -> None:
@@ -107,6 +122,19 @@ def _check_https_url(url: str) -> None:
         raise ValueError("must name the port: https://HOST:PORT")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("must be https://HOST:PORT only (no path, query or fragment)")
+
+
+def _health_interval(health: ConfigTable) -> float:
+    if "interval_s" not in health.data:
+        return DEFAULT_HEALTH_INTERVAL_S
+    value = health.data["interval_s"]
+    # An integer or a float, never a bool (true is not a number of seconds here).
+    if type(value) not in (int, float):
+        value = health.value("interval_s", float)  # raises, naming the type it got
+    low, high = HEALTH_INTERVAL_RANGE_S
+    if not low <= value <= high:  # NaN and the infinities fail this too
+        raise health.error("interval_s", f"must lie in {low:g}-{high:g} seconds, got {value!r}")
+    return float(value)
 
 
 _CAMERA_FIELDS: Final = {"CameraConfig.source": "source", "CameraConfig.camera_id": "id"}

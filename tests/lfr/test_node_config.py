@@ -69,10 +69,12 @@ def make_unit(folder: Path, van_folder: Path, unit_id: str = "unit-1") -> Config
     """A unit's keys in ``folder``, its config (a dict) naming the van made in ``van_folder``."""
     write_node_keys(NodeKeys.generate(NodeRole.UNIT, unit_id), folder / "keys")
     (folder / "clip.mp4").write_bytes(b"not decoded at load")
+    (folder / "clip.watchlist").write_bytes(b"read when the node starts, not at load")
     (folder / "pin").mkdir()
     fingerprint = create_tls_certificate(folder / "pin", "van-1").fingerprint
     (folder / "pin" / "tls.key").unlink()
     return {"id": unit_id, "signing_key": "keys/signing.key", "outbox": "outbox.sqlite",
+            "watchlist": "clip.watchlist",
             "van": {"url": "https://127.0.0.1:8443",
                     "public_keys": str(van_folder / "keys" / "public.keys"),
                     "tls_fingerprint": format_fingerprint(fingerprint)},
@@ -142,6 +144,8 @@ def test_a_valid_unit_config_loads(unit_folder: tuple[Path, Config],
     assert len(config.van_tls_fingerprint) == 32
     assert [(c.camera_id, c.source, c.paced) for c in config.cameras] == [
         ("cam0", str(folder / "clip.mp4"), True), ("door", "rtsp://10.0.0.5/stream", False)]
+    assert config.watchlist == folder / "clip.watchlist"
+    assert config.health_interval_s == 5.0  # the default
     assert config.ice_servers[1].username == "u"
     assert "secret-pass" not in repr(config)
     assert config.van_tls_fingerprint.hex() not in repr(config)
@@ -154,6 +158,16 @@ def test_a_fingerprint_without_colons_and_in_lower_case_is_the_same_pin(
     data["van"]["tls_fingerprint"] = pin.replace(":", "").lower()
     config = load_unit_config(write_config(folder / "unit.toml", data))
     assert config.van_tls_fingerprint == bytes.fromhex(pin.replace(":", ""))
+
+
+@pytest.mark.parametrize("interval_s", [1, 2.5, 300])
+def test_the_health_interval_may_be_a_whole_or_a_fractional_number_of_seconds(
+        unit_folder: tuple[Path, Config], interval_s: float) -> None:
+    folder, data = unit_folder
+    data["health"] = {"interval_s": interval_s}
+    config = load_unit_config(write_config(folder / "unit.toml", data))
+    assert config.health_interval_s == interval_s
+    assert type(config.health_interval_s) is float
 
 
 # -- what is refused ------------------------------------------------------------------------
@@ -253,6 +267,22 @@ UNIT_REFUSALS: dict[str, tuple[Change, str, str]] = {
                                 "not an lfr key file"),
     "outbox folder missing": (_set("outbox", "gone/outbox.sqlite"), "outbox", "no such file"),
     "unit signing key missing": (_drop("signing_key"), "signing_key", "missing"),
+    "watchlist missing": (_drop("watchlist"), "watchlist", "missing"),
+    "watchlist file missing": (_set("watchlist", "gone.watchlist"), "watchlist",
+                               "no such file"),
+    "watchlist a folder": (_set("watchlist", "keys"), "watchlist", "is not a file"),
+    "health not a table": (_set("health", 5), "health", "must be a table"),
+    "health unknown key": (_set("health.interval", 5), "health.interval", "unknown key"),
+    "health interval too short": (_set("health.interval_s", 0.5), "health.interval_s",
+                                  "must lie in 1-300 seconds"),
+    "health interval too long": (_set("health.interval_s", 301), "health.interval_s",
+                                 "must lie in 1-300 seconds"),
+    "health interval nan": (_set("health.interval_s", float("nan")), "health.interval_s",
+                            "must lie in 1-300 seconds"),
+    "health interval a bool": (_set("health.interval_s", True), "health.interval_s",
+                               "must be a number, got true or false"),
+    "health interval text": (_set("health.interval_s", "5"), "health.interval_s",
+                             "must be a number, got a string"),
     "ice url scheme": (_set("ice_servers", [{"urls": ["http://stun"]}]),
                        "ice_servers[0].urls[0]", "stun:"),
     "ice no urls": (_set("ice_servers", [{"urls": []}]), "ice_servers[0].urls",
@@ -306,9 +336,9 @@ def test_a_config_file_that_cannot_be_read_is_refused_naming_it(
 
 _KEYS = st.sampled_from(["id", "state_dir", "keys", "tls", "signaling", "console", "host",
                          "port", "signing", "encryption", "certificate", "key", "signing_key",
-                         "outbox", "van", "url", "public_keys", "tls_fingerprint", "cameras",
-                         "source", "paced", "ice_servers", "urls", "username", "credential",
-                         "x"])
+                         "outbox", "watchlist", "health", "interval_s", "van", "url",
+                         "public_keys", "tls_fingerprint", "cameras", "source", "paced",
+                         "ice_servers", "urls", "username", "credential", "x"])
 _SCALARS = st.one_of(st.text(max_size=40), st.integers(), st.booleans(),
                      st.floats(allow_nan=True), st.sampled_from(
                          ["https://127.0.0.1:1", "127.0.0.1", "::1", "keys", "stun:x",
