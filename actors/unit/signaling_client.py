@@ -1,13 +1,16 @@
 """The unit's side of signaling: sign an offer, POST it to the pinned van, check the answer.
 
-``negotiate`` makes the SDP offer on a ``DataOnlyPeerConnection``, signs it with the unit's key
-(``actors.van.signaling`` holds the format), POSTs it over HTTPS to
+``negotiate`` makes the SDP offer on a ``DataOnlyPeerConnection``, draws a fresh 32-byte link key
+and seals it to the van's encryption key (``seal_link_key``), signs the offer with the unit's
+key (``actors.van.signaling`` holds the format), POSTs it over HTTPS to
 ``{van_url}/units/{unit_id}/offer`` and trusts the server only if its certificate's sha256 is
 the pinned one (no certificate authority is consulted: ``aiohttp.Fingerprint``). The answer is
 applied only after these checks, in order: strict decode (``malformed``), the van's signature,
 both halves (``bad_signature``), the van's id (``wrong_van``), our unit id (``wrong_unit``), our
 nonce (``nonce_mismatch``), a fresh timestamp (``stale``), one data channel and no media
-(``media_refused``). Every step has a timeout.
+(``media_refused``). Every step has a timeout. It returns the link key: the key of this
+connection's link handshake (``LinkKeys({van_id: key}, None, ...)``), known only to this unit
+and the van, never logged.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from aiortc import RTCIceServer, RTCSessionDescription
 from actors.van.signaling import (
     ANSWER_CONTEXT,
     CONTENT_TYPE,
+    LINK_KEY_BYTES,
     MAX_BODY_BYTES,
     NONCE_BYTES,
     OFFER_CONTEXT,
@@ -35,6 +39,7 @@ from actors.van.signaling import (
     check_sdp,
     check_signature,
     open_signed,
+    seal_link_key,
     sign_payload,
 )
 from guards.config_checks import ConfigError, require_positive
@@ -76,7 +81,7 @@ class SignalingClientConfig:
         if not self.van_url.startswith("https://"):
             raise ConfigError(f"SignalingClientConfig.van_url must be https://, got "
                               f"{printable(self.van_url)}")
-        if self.van.role is not NodeRole.VAN:
+        if self.van.role is not NodeRole.VAN or self.van.encryption_key is None:
             raise ConfigError("SignalingClientConfig.van must be a van's public keys")
         if len(self.tls_fingerprint) != 32:
             raise ConfigError("SignalingClientConfig.tls_fingerprint must be a sha256 (32 bytes)")
@@ -87,9 +92,12 @@ class SignalingClientConfig:
 
 async def negotiate(unit: NodeKeys, config: SignalingClientConfig,
                     peer_connection: DataOnlyPeerConnection, *,
-                    clock: Callable[[], float] = time.time) -> None:
-    """Offer, sign, POST, check and apply the answer; ``SignalingFailed`` otherwise. Create the
-    data channel on ``peer_connection`` first."""
+                    clock: Callable[[], float] = time.time) -> bytes:
+    """Offer, sign, POST, check and apply the answer; returns the connection's link key (32
+    bytes, sealed to the van in the offer). ``SignalingFailed`` otherwise. Create the data
+    channel on ``peer_connection`` first."""
+    van_key = config.van.encryption_key
+    assert van_key is not None  # SignalingClientConfig checked it
     try:
         async with asyncio.timeout(config.negotiation_timeout_s):
             await peer_connection.setLocalDescription(await peer_connection.createOffer())
@@ -97,8 +105,10 @@ async def negotiate(unit: NodeKeys, config: SignalingClientConfig,
         raise SignalingFailed("offer_timeout", "no offer within "
                               f"{config.negotiation_timeout_s:g} s") from None
     nonce = secrets.token_bytes(NONCE_BYTES)
+    link_key = secrets.token_bytes(LINK_KEY_BYTES)
     body = sign_payload(OfferPayload(unit.node_id, int(clock() * 1000), nonce,
-                                     peer_connection.localDescription.sdp),
+                                     peer_connection.localDescription.sdp,
+                                     seal_link_key(link_key, van_key, unit.node_id, nonce)),
                         unit.signing, OFFER_CONTEXT)
     answer = check_answer(await post_offer(config, unit.node_id, body), config, unit.node_id,
                           nonce, clock())
@@ -109,6 +119,7 @@ async def negotiate(unit: NodeKeys, config: SignalingClientConfig,
     except TimeoutError:
         raise SignalingFailed("answer_timeout", "the answer was not applied within "
                               f"{config.negotiation_timeout_s:g} s") from None
+    return link_key
 
 
 async def post_offer(config: SignalingClientConfig, unit_id: str, body: bytes) -> bytes:

@@ -8,6 +8,13 @@ sit inside the signed SDPs, so a man in the middle who swaps either SDP breaks a
 one who relays them unchanged cannot complete DTLS with either side: it cannot splice the
 connection. docs/TRANSPORT.md gives the format field by field.
 
+**The link key.** The runtime link over the data channel proves a shared key with its HMAC
+handshake. The unit draws a fresh 32-byte key for every offer and seals it to the van's
+encryption key (``secure.sealing``: HPKE, ML-KEM-768 + X25519) with an ``info`` binding
+``LINK_KEY_LABEL``, the unit id and the offer's nonce, so a sealed key opens only in the offer it
+was made for; the offer's signature covers it. Only the van opens it, so only the van and that
+unit know the key of that one connection. It is never logged and never leaves memory.
+
 The checks, in order (cheap ones first; the nonce is remembered only once the signature
 verified, so forged offers cannot fill the replay cache or burn a unit's nonce); each refusal
 has a status, a stable ``reason`` counted in ``SignalingService.refusals`` and a log line
@@ -24,8 +31,11 @@ through ``printable``:
  8  both signature halves verify                       403     bad_signature
  9  the nonce is new within the window                 409     replayed
     (the cache is full of unexpired nonces)            503     replay_cache_full
-10  the SDP offers one data channel, no media          400     media_refused
-11  the answer is made within the timeout              504/500 negotiation_failed
+10  the sealed link key opens with the van's key       403     bad_link_key
+11  the SDP offers one data channel, no media          400     media_refused
+12  the answer is made within the timeout              504/400 negotiation_failed
+13  ``connected`` takes the unit (``unit_links``)       503     too_many_units,
+                                                                stopping
 ==  ===============================================  ======  ===================
 """
 
@@ -37,6 +47,7 @@ import heapq
 import logging
 import math
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +64,12 @@ from runtime.datachannel import DataOnlyPeerConnection, MediaRefused, check_data
 from runtime.message import MessageRegistry, message
 from secure.hybrid_signature import HybridSignature, SignatureInvalid, SigningKeyPair, VerifyKey
 from secure.node_keys import NodeKeys, NodePublicKeys, NodeRole, check_node_id
+from secure.sealing import (
+    SEAL_OVERHEAD_BYTES,
+    EncryptionKeyPair,
+    EncryptionPublicKey,
+    SealedOpenFailed,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("lfr.van.signaling")
@@ -68,12 +85,20 @@ MAX_BODY_BYTES = 32 * 1024
 """A signed offer is the SDP, 3,373 bytes of signature and ~100 bytes of fields."""
 CODEC = Codec(SIGNALING, max_message_bytes=MAX_BODY_BYTES)
 """The strict codec of signaling bodies."""
+LINK_KEY_BYTES = 32
+"""The link key a unit draws per offer (the link's HMAC handshake needs at least 32 bytes)."""
+SEALED_LINK_KEY_BYTES = LINK_KEY_BYTES + SEAL_OVERHEAD_BYTES
+"""A sealed link key: the key plus HPKE's 1,136 bytes (1,168)."""
+LINK_KEY_LABEL = b"lfr-edge/signaling-link-key/v1\x00"
+"""HPKE ``info`` prefix of a sealed link key; the unit id and the offer's nonce follow it."""
+_UNIT_ID_LENGTH = struct.Struct(">B")
 
 
-@message(310, registry=SIGNALING)
+@message(310, version=2, registry=SIGNALING)
 @dataclass(frozen=True, slots=True)
 class OfferPayload:
-    """What a unit signs: who it is, when, a fresh nonce, and its SDP offer."""
+    """What a unit signs: who it is, when, a fresh nonce, its SDP offer and its sealed link
+    key. Version 2 added ``sealed_link_key`` (a version 1 offer is refused as malformed)."""
 
     unit_id: str
     """The unit's node id; must match the URL."""
@@ -83,6 +108,8 @@ class OfferPayload:
     """32 random bytes, never reused; the answer repeats it."""
     sdp: str
     """The SDP offer (one data channel section, DTLS fingerprint and candidates inside)."""
+    sealed_link_key: bytes
+    """The link key of this connection, sealed to the van (``seal_link_key``): 1,168 bytes."""
 
 
 @message(311, registry=SIGNALING)
@@ -166,6 +193,39 @@ def check_fields(node_ids: tuple[str, ...], nonce: bytes, sdp: str) -> None:
     if len(sdp) > MAX_SDP_CHARS:
         raise SignalingRefused("malformed", f"the SDP has {len(sdp)} characters, over "
                                             f"{MAX_SDP_CHARS}")
+
+
+def _link_key_info(unit_id: str, nonce: bytes) -> bytes:
+    unit = unit_id.encode("utf-8")
+    return LINK_KEY_LABEL + _UNIT_ID_LENGTH.pack(len(unit)) + unit + nonce
+
+
+def seal_link_key(link_key: bytes, van_key: EncryptionPublicKey, unit_id: str,
+                  nonce: bytes) -> bytes:
+    """``link_key`` sealed to ``van_key`` for the offer of ``unit_id`` with ``nonce``."""
+    if len(link_key) != LINK_KEY_BYTES:
+        raise ValueError(f"a link key has {LINK_KEY_BYTES} bytes")
+    check_node_id(unit_id, "unit id")
+    return van_key.seal(link_key, _link_key_info(unit_id, nonce))
+
+
+def open_link_key(sealed: bytes, van_key: EncryptionKeyPair, unit_id: str,
+                  nonce: bytes) -> bytes:
+    """The link key sealed in an offer of ``unit_id`` with ``nonce``; ``SignalingRefused``
+    (``bad_link_key``) unless it opens with ``van_key`` under exactly that unit and nonce. The
+    caller checked the length first (``check_sealed_link_key``), so the key has 32 bytes."""
+    try:
+        return van_key.open(sealed, _link_key_info(unit_id, nonce))
+    except SealedOpenFailed:
+        raise SignalingRefused("bad_link_key", "the sealed link key does not open with this "
+                               "van's key for this unit and offer", 403) from None
+
+
+def check_sealed_link_key(sealed: bytes) -> None:
+    """``malformed`` unless ``sealed`` has the length of a sealed link key."""
+    if len(sealed) != SEALED_LINK_KEY_BYTES:
+        raise SignalingRefused("malformed", f"the sealed link key has {len(sealed)} bytes, not "
+                                            f"{SEALED_LINK_KEY_BYTES}")
 
 
 def check_fresh(timestamp_ms: int, now_s: float, window_s: float) -> None:
@@ -252,9 +312,11 @@ class SignalingConfig:
 
 EnrolledUnits = Callable[[str], NodePublicKeys | None]
 """The public keys of an enrolled unit by id, or None."""
-Connected = Callable[[str, DataOnlyPeerConnection], None]
-"""Told each accepted unit's peer connection (already answered, not yet connected); owns it
-from then on. Called before the answer is sent, so no ``datachannel`` event is missed."""
+Connected = Callable[[str, DataOnlyPeerConnection, bytes], None]
+"""Told each accepted unit's id, its peer connection (answered, not yet connected) and the
+link key from its offer; owns the connection from then on. Called before the answer is sent,
+so no ``datachannel`` event is missed. It may refuse the unit by raising ``SignalingRefused``
+(the service then closes the connection and answers the refusal instead)."""
 
 
 class SignalingService:
@@ -263,9 +325,10 @@ class SignalingService:
     def __init__(self, van: NodeKeys, enrolled: EnrolledUnits, connected: Connected,
                  config: SignalingConfig | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        if van.role is not NodeRole.VAN:
+        if van.role is not NodeRole.VAN or van.encryption is None:
             raise UserInputError(f"signaling answers with a van's keys, not a {van.role.value}'s")
         self.van = van
+        self._van_encryption: EncryptionKeyPair = van.encryption
         self.config = config or SignalingConfig()
         self._enrolled = enrolled
         self._connected = connected
@@ -320,11 +383,12 @@ class SignalingService:
         return web.Response(status=exc.status, text=f"{exc.reason}: {printable(exc)}\n")
 
     async def answer(self, body: bytes, url_unit: str) -> bytes:
-        """Check a signed offer (checks 4-11 of the module's table) and return the signed
+        """Check a signed offer (checks 4-13 of the module's table) and return the signed
         answer; ``SignalingRefused`` otherwise."""
         config = self.config
         offer, signed_bytes, signature = open_signed(body, OfferPayload)
         check_fields((offer.unit_id,), offer.nonce, offer.sdp)
+        check_sealed_link_key(offer.sealed_link_key)
         if offer.unit_id != url_unit:
             raise SignalingRefused("unit_mismatch", f"the offer is signed for unit "
                                    f"{printable(offer.unit_id)}, posted for another")
@@ -336,15 +400,17 @@ class SignalingService:
         check_fresh(offer.timestamp_ms, now_s, config.freshness_window_s)
         check_signature(unit.verify_key, signature, signed_bytes, OFFER_CONTEXT)
         self._replays.remember(offer.nonce, offer.timestamp_ms / 1000, now_s)
+        link_key = open_link_key(offer.sealed_link_key, self._van_encryption, offer.unit_id,
+                                 offer.nonce)
         check_sdp(offer.sdp)
-        sdp = await self._negotiate(offer.unit_id, offer.sdp)
+        sdp = await self._negotiate(offer.unit_id, offer.sdp, link_key)
         self.answered += 1
         log.info("signaling: answered unit %s", printable(offer.unit_id))
         return sign_payload(AnswerPayload(self.van.node_id, offer.unit_id, offer.nonce,
                                           int(self._clock() * 1000), sdp),
                             self.van.signing, ANSWER_CONTEXT)
 
-    async def _negotiate(self, unit_id: str, offer_sdp: str) -> str:
+    async def _negotiate(self, unit_id: str, offer_sdp: str, link_key: bytes) -> str:
         peer_connection = DataOnlyPeerConnection(self.config.ice_servers)
         try:
             async with asyncio.timeout(self.config.negotiation_timeout_s):
@@ -359,17 +425,31 @@ class SignalingService:
             await peer_connection.close()
             raise SignalingRefused("negotiation_failed", "the offer could not be answered: "
                                    f"{type(exc).__name__}: {printable(exc)}", 400) from None
-        self._connected(unit_id, peer_connection)
+        try:
+            self._connected(unit_id, peer_connection, link_key)
+        except SignalingRefused:
+            await peer_connection.close()
+            raise
         return str(peer_connection.localDescription.sdp)
+
+
+SHUTDOWN_TIMEOUT_S = 2.0
+"""``cleanup()`` of the runner waits this long for requests still being handled (aiohttp's own
+default is 60 s, longer than a stop may take)."""
 
 
 async def serve_signaling(service: SignalingService, host: str, port: int,
                           ssl_context: ssl.SSLContext) -> tuple[web.AppRunner, int]:
     """Serve ``service`` over HTTPS on ``host:port``; returns the runner (``cleanup()`` stops
-    it) and the bound port (useful with ``port=0``)."""
-    runner = web.AppRunner(service.app(), access_log=None)
+    it within ``SHUTDOWN_TIMEOUT_S``) and the bound port (useful with ``port=0``). An address
+    that cannot be bound raises ``OSError`` (the runner is cleaned up first)."""
+    runner = web.AppRunner(service.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = runner.addresses[0][1]
     return runner, int(bound)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
+import msgpack
 import pytest
 from aiortc import RTCPeerConnection
 
@@ -28,17 +29,20 @@ from actors.unit.signaling_client import (
 from actors.van.signaling import (
     ANSWER_CONTEXT,
     CODEC,
+    LINK_KEY_BYTES,
     OFFER_CONTEXT,
     AnswerPayload,
     OfferPayload,
     SignalingConfig,
+    SignalingRefused,
     SignalingService,
     Signed,
+    seal_link_key,
     serve_signaling,
     sign_payload,
 )
 from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
-from runtime import ActorSystem, Codec, SystemConfig
+from runtime import ActorSystem, Codec, LinkKeys, SystemConfig
 from runtime.datachannel import (
     DataChannelFrameChannel,
     DataOnlyPeerConnection,
@@ -66,7 +70,7 @@ class Van:
     service: SignalingService
     unit: NodeKeys
     client_config: SignalingClientConfig
-    connections: list[tuple[str, DataOnlyPeerConnection]]
+    connections: list[tuple[str, DataOnlyPeerConnection, bytes]]
 
 
 @asynccontextmanager
@@ -76,10 +80,11 @@ async def running_van(tmp_path: Path, **config: Any) -> AsyncIterator[Van]:
         van_keys = NodeKeys.generate(NodeRole.VAN, "van")
         unit = NodeKeys.generate(NodeRole.UNIT, UNIT_ID)
         files = create_tls_certificate(tmp_path, "van")
-        connections: list[tuple[str, DataOnlyPeerConnection]] = []
-        service = SignalingService(van_keys, {UNIT_ID: unit.public()}.get,
-                                   lambda unit_id, pc: connections.append((unit_id, pc)),
-                                   SignalingConfig(**config))
+        connections: list[tuple[str, DataOnlyPeerConnection, bytes]] = []
+        service = SignalingService(
+            van_keys, {UNIT_ID: unit.public()}.get,
+            lambda unit_id, pc, key: connections.append((unit_id, pc, key)),
+            SignalingConfig(**config))
         runner, port = await serve_signaling(service, "127.0.0.1", 0,
                                              server_ssl_context(files.certificate, files.key))
         client_config = SignalingClientConfig(f"https://127.0.0.1:{port}", van_keys.public(),
@@ -87,16 +92,26 @@ async def running_van(tmp_path: Path, **config: Any) -> AsyncIterator[Van]:
         try:
             yield Van(service, unit, client_config, connections)
         finally:
-            for _, pc in connections:
+            for _, pc, _key in connections:
                 await pc.close()
             await runner.cleanup()
 
 
-def offer_body(unit: NodeKeys, sdp: str, *, timestamp_s: float | None = None,
-               nonce: bytes | None = None, unit_id: str | None = None) -> bytes:
-    payload = OfferPayload(unit_id or unit.node_id,
+def offer_body(van: Van, sdp: str, *, unit: NodeKeys | None = None,
+               timestamp_s: float | None = None, nonce: bytes | None = None,
+               sealed_link_key: bytes | None = None) -> bytes:
+    """A signed offer of ``unit`` (the enrolled one by default) with a link key sealed to
+    ``van`` for it, unless ``sealed_link_key`` is given."""
+    unit = unit or van.unit
+    nonce = nonce or secrets.token_bytes(32)
+    van_key = van.client_config.van.encryption_key
+    assert van_key is not None
+    if sealed_link_key is None:
+        sealed_link_key = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), van_key,
+                                        unit.node_id, nonce)
+    payload = OfferPayload(unit.node_id,
                            int((time.time() if timestamp_s is None else timestamp_s) * 1000),
-                           nonce or secrets.token_bytes(32), sdp)
+                           nonce, sdp, sealed_link_key)
     return sign_payload(payload, unit.signing, OFFER_CONTEXT)
 
 
@@ -122,7 +137,8 @@ async def refused(van: Van, body: bytes, reason: str, status: int,
 
 
 async def test_a_signed_offer_is_answered_and_a_link_runs_over_the_data_channel(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     async with running_van(tmp_path) as van:
         van_system = ActorSystem(SystemConfig(name="van", shutdown_drain_s=0.2))
         unit_system = ActorSystem(SystemConfig(name=UNIT_ID, shutdown_drain_s=0.2))
@@ -132,20 +148,27 @@ async def test_a_signed_offer_is_answered_and_a_link_runs_over_the_data_channel(
         van_side: asyncio.Future[DataChannelFrameChannel] = \
             asyncio.get_running_loop().create_future()
 
-        def connected(unit_id: str, pc: DataOnlyPeerConnection) -> None:
-            van.connections.append((unit_id, pc))
+        def connected(unit_id: str, pc: DataOnlyPeerConnection, key: bytes) -> None:
+            van.connections.append((unit_id, pc, key))
             pc.on("datachannel", lambda channel: van_side.set_result(
                 DataChannelFrameChannel(channel, pc, 1 << 20)))
 
         van.service._connected = connected
         unit_pc = DataOnlyPeerConnection()
         unit_channel = create_link_channel(unit_pc, 1 << 20)
-        await negotiate(van.unit, van.client_config, unit_pc)
+        link_key = await negotiate(van.unit, van.client_config, unit_pc)
+        assert len(link_key) == LINK_KEY_BYTES
         await unit_channel.wait_open(WAIT_S)
         van_channel = await asyncio.wait_for(van_side, WAIT_S)
+        # Each side knows only the key signaling gave it: the link proves they are the same.
+        unit_config = dataclasses.replace(service_link_config(),
+                                          keys=LinkKeys({"van": link_key}, None, "signaling"))
+        van_config = dataclasses.replace(
+            service_link_config(), keys=LinkKeys({UNIT_ID: van.connections[0][2]}, None,
+                                                 "signaling"))
         unit_link, van_link = await asyncio.gather(
-            open_link(unit_system, unit_channel, service_link_config(), codec, initiator=True),
-            open_link(van_system, van_channel, service_link_config(), codec, initiator=False))
+            open_link(unit_system, unit_channel, unit_config, codec, initiator=True),
+            open_link(van_system, van_channel, van_config, codec, initiator=False))
         runs = [asyncio.create_task(link.run()) for link in (unit_link, van_link)]
         try:
             await unit_link.ref("svc").tell(Add(7))
@@ -153,6 +176,9 @@ async def test_a_signed_offer_is_answered_and_a_link_runs_over_the_data_channel(
             assert await unit_link.ref("svc").ask(GetTotal(), timeout=WAIT_S) == Total(7)
             assert van.service.answered == 1
             assert van.connections[0][0] == UNIT_ID
+            assert van.connections[0][2] == link_key
+            assert link_key.hex() not in caplog.text
+            assert repr(link_key)[2:-1] not in caplog.text
         finally:
             for run in runs:
                 run.cancel()
@@ -168,15 +194,16 @@ async def test_a_signed_offer_is_answered_and_a_link_runs_over_the_data_channel(
 async def test_an_unknown_unit_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
         stranger = NodeKeys.generate(NodeRole.UNIT, "unit-9")
-        await refused(van, offer_body(stranger, await data_offer_sdp()), "unknown_unit", 403,
-                      "unit-9")
+        await refused(van, offer_body(van, await data_offer_sdp(), unit=stranger),
+                      "unknown_unit", 403, "unit-9")
 
 
 async def test_a_node_enrolled_as_anything_but_a_unit_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
         posing = NodeKeys.generate(NodeRole.AUTHORITY, UNIT_ID)
         van.service._enrolled = {UNIT_ID: posing.public()}.get
-        await refused(van, offer_body(posing, await data_offer_sdp()), "unknown_unit", 403)
+        await refused(van, offer_body(van, await data_offer_sdp(), unit=posing),
+                      "unknown_unit", 403)
 
 
 @pytest.mark.parametrize(("offset", "half"), [(0, "ed25519"), (ED25519_SIGNATURE_BYTES + 5,
@@ -184,7 +211,7 @@ async def test_a_node_enrolled_as_anything_but_a_unit_is_refused(tmp_path: Path)
 async def test_each_signature_half_is_checked(tmp_path: Path, offset: int, half: str,
                                               caplog: pytest.LogCaptureFixture) -> None:
     async with running_van(tmp_path) as van:
-        signed = CODEC.decode(offer_body(van.unit, await data_offer_sdp()))
+        signed = CODEC.decode(offer_body(van, await data_offer_sdp()))
         signature = bytearray(signed.signature)
         signature[offset] ^= 1
         body = CODEC.encode(Signed(signed.payload, bytes(signature)))
@@ -196,13 +223,13 @@ async def test_each_signature_half_is_checked(tmp_path: Path, offset: int, half:
 @pytest.mark.parametrize("skew_s", [-31.0, 31.0])
 async def test_a_stale_or_future_timestamp_is_refused(tmp_path: Path, skew_s: float) -> None:
     async with running_van(tmp_path) as van:
-        body = offer_body(van.unit, await data_offer_sdp(), timestamp_s=time.time() + skew_s)
+        body = offer_body(van, await data_offer_sdp(), timestamp_s=time.time() + skew_s)
         await refused(van, body, "stale", 403)
 
 
 async def test_a_replayed_offer_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
-        body = offer_body(van.unit, await data_offer_sdp())
+        body = offer_body(van, await data_offer_sdp())
         await post_offer(van.client_config, UNIT_ID, body)
         with pytest.raises(SignalingFailed, match="409: replayed"):
             await post_offer(van.client_config, UNIT_ID, body)
@@ -213,8 +240,74 @@ async def test_a_forged_offer_does_not_burn_its_nonce(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
         nonce, sdp = secrets.token_bytes(32), await data_offer_sdp()
         forger = NodeKeys.generate(NodeRole.UNIT, UNIT_ID)  # right id, wrong key
-        await refused(van, offer_body(forger, sdp, nonce=nonce), "bad_signature", 403)
-        await post_offer(van.client_config, UNIT_ID, offer_body(van.unit, sdp, nonce=nonce))
+        await refused(van, offer_body(van, sdp, unit=forger, nonce=nonce), "bad_signature",
+                      403)
+        await post_offer(van.client_config, UNIT_ID, offer_body(van, sdp, nonce=nonce))
+
+
+async def test_a_link_key_sealed_to_another_van_is_refused(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        nonce = secrets.token_bytes(32)
+        other = NodeKeys.generate(NodeRole.VAN, "van").public().encryption_key
+        assert other is not None
+        sealed = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), other, UNIT_ID, nonce)
+        await refused(van, offer_body(van, await data_offer_sdp(), nonce=nonce,
+                                      sealed_link_key=sealed), "bad_link_key", 403)
+        assert van.connections == []
+
+
+async def test_a_link_key_sealed_for_another_offer_is_refused(tmp_path: Path) -> None:
+    """A sealed key is bound to its unit and nonce: lifted into another offer, it stays shut."""
+    async with running_van(tmp_path) as van:
+        van_key = van.client_config.van.encryption_key
+        assert van_key is not None
+        sdp = await data_offer_sdp()
+        other_nonce = secrets.token_bytes(32)
+        for unit_id, nonce in ((UNIT_ID, other_nonce), ("unit-2", None)):
+            sealed = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), van_key, unit_id,
+                                   nonce or secrets.token_bytes(32))
+            with pytest.raises(SignalingFailed, match="403: bad_link_key"):
+                await post_offer(van.client_config, UNIT_ID,
+                                 offer_body(van, sdp, sealed_link_key=sealed))
+        assert van.service.refusals["bad_link_key"] == 2
+        assert van.connections == []
+
+
+async def test_a_sealed_link_key_of_the_wrong_length_is_malformed(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        van_key = van.client_config.van.encryption_key
+        assert van_key is not None
+        nonce = secrets.token_bytes(32)
+        sealed = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), van_key, UNIT_ID, nonce)
+        await refused(van, offer_body(van, await data_offer_sdp(), nonce=nonce,
+                                      sealed_link_key=sealed + b"\x00"), "malformed", 400)
+
+
+async def test_an_offer_of_version_1_without_a_link_key_is_malformed(tmp_path: Path) -> None:
+    async with running_van(tmp_path) as van:
+        payload = msgpack.packb([310, 1, {"unit_id": UNIT_ID,
+                                          "timestamp_ms": int(time.time() * 1000),
+                                          "nonce": secrets.token_bytes(32),
+                                          "sdp": await data_offer_sdp()}])
+        body = CODEC.encode(Signed(payload, van.unit.signing.sign(payload,
+                                                                  OFFER_CONTEXT).to_bytes()))
+        await refused(van, body, "malformed", 400)
+
+
+async def test_the_van_may_refuse_a_unit_when_it_is_handed_over(tmp_path: Path) -> None:
+    """``connected`` raising ``SignalingRefused`` (a unit limit) answers that refusal and closes
+    the peer connection it was handed."""
+    async with running_van(tmp_path) as van:
+        handed: list[DataOnlyPeerConnection] = []
+
+        def full(unit_id: str, pc: DataOnlyPeerConnection, key: bytes) -> None:
+            handed.append(pc)
+            raise SignalingRefused("too_many_units", "64 units are connected", 503)
+
+        van.service._connected = full
+        await refused(van, offer_body(van, await data_offer_sdp()), "too_many_units", 503)
+        assert len(handed) == 1
+        assert handed[0].connectionState == "closed"
 
 
 async def test_an_oversize_body_is_refused(tmp_path: Path) -> None:
@@ -229,7 +322,7 @@ async def test_a_malformed_body_is_refused(tmp_path: Path) -> None:
 
 async def test_an_offer_posted_for_another_unit_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
-        await refused(van, offer_body(van.unit, await data_offer_sdp()), "unit_mismatch", 400,
+        await refused(van, offer_body(van, await data_offer_sdp()), "unit_mismatch", 400,
                       "unit-2")
 
 
@@ -240,14 +333,14 @@ async def test_an_offer_with_a_video_section_is_refused(tmp_path: Path) -> None:
         plain.addTransceiver("video")
         sdp = (await plain.createOffer()).sdp
         await plain.close()
-        await refused(van, offer_body(van.unit, sdp), "media_refused", 400)
+        await refused(van, offer_body(van, sdp), "media_refused", 400)
         assert van.connections == []
 
 
 async def test_offers_beyond_the_concurrency_limit_are_refused_at_once(tmp_path: Path) -> None:
     async with running_van(tmp_path, max_concurrent_offers=1) as van:
         van.service._in_flight = 1  # one offer is being answered
-        await refused(van, offer_body(van.unit, await data_offer_sdp()), "busy", 503)
+        await refused(van, offer_body(van, await data_offer_sdp()), "busy", 503)
 
 
 # --- refused by the unit ------------------------------------------------------------------
@@ -258,7 +351,7 @@ async def test_a_wrong_pinned_fingerprint_is_refused_before_the_offer_is_sent(
     async with running_van(tmp_path) as van:
         config = dataclasses.replace(van.client_config, tls_fingerprint=bytes(32))
         with pytest.raises(SignalingFailed) as failure:
-            await post_offer(config, UNIT_ID, offer_body(van.unit, await data_offer_sdp()))
+            await post_offer(config, UNIT_ID, offer_body(van, await data_offer_sdp()))
         assert failure.value.reason == "wrong_certificate"
         assert sum(van.service.refusals.values()) == van.service.answered == 0
 
@@ -266,7 +359,7 @@ async def test_a_wrong_pinned_fingerprint_is_refused_before_the_offer_is_sent(
 async def signed_answer(van: Van) -> tuple[bytes, bytes]:
     """A real answer from the van to a fresh offer, and the offer's nonce."""
     nonce = secrets.token_bytes(32)
-    body = offer_body(van.unit, await data_offer_sdp(), nonce=nonce)
+    body = offer_body(van, await data_offer_sdp(), nonce=nonce)
     return await post_offer(van.client_config, UNIT_ID, body), nonce
 
 
@@ -352,6 +445,6 @@ async def test_an_answer_that_takes_too_long_is_refused_and_its_connection_close
 
     monkeypatch.setattr(DataOnlyPeerConnection, "createAnswer", never)
     async with running_van(tmp_path, negotiation_timeout_s=0.2) as van:
-        await refused(van, offer_body(van.unit, await data_offer_sdp()), "negotiation_failed",
+        await refused(van, offer_body(van, await data_offer_sdp()), "negotiation_failed",
                       504)
         assert van.connections == []
