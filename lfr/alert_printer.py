@@ -1,18 +1,25 @@
-"""``AlertPrinter``: the end of ``lfr scan``'s pipeline, printing each alert as one JSON line.
+"""Alert printers: each alert as one JSON line on stdout, for ``lfr scan`` and ``lfr edge``.
 
-Writing happens on a ``DaemonThread``, never on the event loop: a stdout that blocks (a pipe
-nobody reads, a paused terminal) must stall only the printer (its bounded mailbox then holds
-the pipeline back), not the loop, or no signal handler could run and Ctrl-C would hang. A write
-that fails (closed stdout, full disk, a reader gone) fails the scan at once with
-``AlertOutputFailed``: an alert nobody received is never counted as written. On a descriptor the
-bytes go out with ``os.write``, unbuffered, so nothing is left in a Python buffer that the exit
-would have to flush into a blocked pipe.
+- ``AlertPrinter`` ends ``lfr scan``'s pipeline: it prints each ``MatchAlert`` the matcher
+  raised (``alert_json``) and resolves the scan when the stream ends.
+- ``SealedAlertPrinter`` is ``lfr edge --print-alerts``: it prints each ``AlertBody`` the uplink
+  sealed into the outbox (``alert_body_json``), i.e. exactly what the van gets, with the crop as
+  its size and sha256, never its bytes.
+
+Both write through ``AlertLines``: on a ``DaemonThread``, never on the event loop, since a stdout
+that blocks (a pipe nobody reads, a paused terminal) must stall only the printer (its bounded
+mailbox then holds the pipeline back), not the loop, or no signal handler could run and Ctrl-C
+would hang. A write that fails (closed stdout, full disk, a reader gone) raises
+``AlertOutputFailed`` at once and the command ends with exit code 74: an alert nobody received
+is never counted as written. On a descriptor the bytes go out with ``os.write``, unbuffered, so
+nothing is left in a Python buffer that the exit would have to flush into a blocked pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from actors.unit.detector import StreamEnded
+from actors.unit.event_body import AlertBody
 from actors.unit.match_alert import MatchAlert
 from actors.unit.matcher import MatcherOutput
 from runtime.actor import Actor
@@ -39,8 +47,22 @@ def alert_json(alert: MatchAlert) -> str:
     })
 
 
+def alert_body_json(body: AlertBody) -> str:
+    """One sealed alert body as the JSON line ``lfr edge --print-alerts`` prints: every field
+    as sealed (numbers unrounded), the crop as its size and sha256 instead of its bytes."""
+    return json.dumps({
+        "event_id": body.event_id, "camera_id": body.camera_id,
+        "captured_at": body.captured_at, "subject_id": body.subject_id,
+        "watchlist_version": body.watchlist_version, "score": body.score,
+        "threshold": body.threshold, "track": body.track, "box": list(body.box),
+        "hits": body.hits, "crop_jpeg_bytes": len(body.crop_jpeg),
+        "crop_jpeg_sha256": hashlib.sha256(body.crop_jpeg).hexdigest(),
+    }, allow_nan=False)  # a checked body holds no NaN: one here is a bug, not a line
+
+
 class AlertOutputFailed(Exception):
-    """The alert output cannot be written: the scan must stop, not count unreceived alerts."""
+    """The alert output cannot be written: the command must stop, not count unreceived
+    alerts."""
 
 
 class LineOutput(Protocol):
@@ -94,19 +116,43 @@ class AlertCount:
     """Alerts written in full to the output."""
 
 
+class AlertLines:
+    """The writing half of every alert printer: one line at a time on a ``DaemonThread``,
+    counted in ``count`` once written in full. One per printer incarnation (``close`` on stop).
+    """
+
+    def __init__(self, out: LineOutput, count: AlertCount) -> None:
+        self.out = out
+        self.count = count
+        self._writer = DaemonThread("alert-writer")
+
+    async def write(self, line: str) -> None:
+        """Write ``line``; ``AlertOutputFailed`` saying why and how many went out before."""
+        try:
+            await self._writer.run(functools.partial(self.out.write_line, line))
+        except OSError as exc:  # EPIPE, ENOSPC, EIO, a closed stdout
+            reason = exc.strerror or str(exc)
+            raise AlertOutputFailed(f"cannot write alerts: {reason}; {self.count.written} "
+                                    "alerts written before it") from None
+        self.count.written += 1
+
+    async def close(self) -> None:
+        """Let the thread end; a write still stuck is left to finish unobserved."""
+        await self._writer.close(STOP_WAIT_S)
+
+
 class AlertPrinter(Actor[MatcherOutput]):
-    """Prints alerts as JSON lines; resolves ``finished`` when the stream has ended, or fails it
-    with ``AlertOutputFailed`` the moment an alert cannot be written."""
+    """``lfr scan``: prints alerts as JSON lines; resolves ``finished`` when the stream has
+    ended, or fails it with ``AlertOutputFailed`` the moment an alert cannot be written."""
 
     def __init__(self, out: LineOutput, finished: asyncio.Future[StreamEnded],
                  count: AlertCount | None = None) -> None:
-        self.out = out
         self.finished = finished
         self.count = count or AlertCount()
-        self._writer = DaemonThread("alert-writer")
+        self._lines = AlertLines(out, self.count)
 
     async def on_stop(self) -> None:
-        await self._writer.close(STOP_WAIT_S)
+        await self._lines.close()
 
     async def receive(self, message: MatcherOutput) -> None:
         if self.finished.done():
@@ -115,13 +161,32 @@ class AlertPrinter(Actor[MatcherOutput]):
             self.finished.set_result(message)
             return
         try:
-            await self._writer.run(functools.partial(self.out.write_line, alert_json(message)))
-        except OSError as exc:  # EPIPE, ENOSPC, EIO, a closed stdout
-            reason = exc.strerror or str(exc)
-            self.finished.set_exception(AlertOutputFailed(
-                f"cannot write alerts: {reason}; {self.count.written} alerts written before it"))
+            await self._lines.write(alert_json(message))
+        except AlertOutputFailed as exc:
+            self.finished.set_exception(exc)
+
+
+class SealedAlertPrinter(Actor[AlertBody]):
+    """``lfr edge --print-alerts``: prints each alert body the uplink sealed (its
+    ``local_copy``); fails ``failed`` with ``AlertOutputFailed`` the moment one cannot be
+    written, and prints nothing after that (the node then ends with exit code 74)."""
+
+    def __init__(self, out: LineOutput, failed: asyncio.Future[None],
+                 count: AlertCount | None = None) -> None:
+        self.failed = failed
+        self.count = count or AlertCount()
+        self._lines = AlertLines(out, self.count)
+
+    async def on_stop(self) -> None:
+        await self._lines.close()
+
+    async def receive(self, message: AlertBody) -> None:
+        if self.failed.done():
             return
-        self.count.written += 1
+        try:
+            await self._lines.write(alert_body_json(message))
+        except AlertOutputFailed as exc:
+            self.failed.set_exception(exc)
 
 
 def stdout_output() -> LineOutput:

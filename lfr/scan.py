@@ -16,6 +16,9 @@ How a scan ends, and its exit code (``guards.exit_codes``):
 - the alert output cannot be written (stdout closed, disk full): the scan stops at once and
   exits 74, never claiming alerts nobody received;
 - Ctrl-C / SIGTERM: the summary of what was scanned so far, exit 130 / 143.
+
+``lfr edge`` (``lfr/edge_node.py``) assembles its cameras with the same ``spawn_camera_stages``
+and reads its watchlist with the same ``load_checked_watchlist``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from actors.unit.camera import Camera, CameraConfig, CameraProgress
 from actors.unit.camera_source import LIVE_PREFIXES, redact
-from actors.unit.detector import Detector, DetectorConfig, StreamEnded
+from actors.unit.detector import Detector, DetectorConfig, DetectorOutput, StreamEnded
+from actors.unit.face_analysis import FaceFinder
 from actors.unit.matcher import Matcher, MatcherConfig
 from actors.unit.watchlist import (
     USUAL_THRESHOLDS,
@@ -58,7 +63,8 @@ from models.face_embedder import FaceEmbedder
 from models.model_file import MOBILEFACENET
 from runtime.blocking import WorkersBusy
 from runtime.mailbox import MailboxConfig, MailboxPolicy
-from runtime.supervisor import Backoff, Strategy, SupervisorConfig
+from runtime.ref import ActorRef
+from runtime.supervisor import Backoff, Strategy, Supervisor, SupervisorConfig
 from runtime.system import ActorSystem
 
 log = logging.getLogger("lfr.scan")
@@ -147,20 +153,44 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
         return pipeline.matcher
 
     matcher = await supervisor.spawn("matcher", make_matcher, MailboxConfig(capacity=8))
-    live = config.camera.is_live or config.camera.paced
-    # Live: the newest frame wins. Offline: every frame is scanned, the camera waits.
-    frames_mailbox = (MailboxConfig(capacity=1, policy=MailboxPolicy.DROP_OLDEST) if live
-                      else MailboxConfig(capacity=2))
 
-    def make_detector() -> Detector:
-        pipeline.detector = Detector(detector, matcher, config.detector)
-        return pipeline.detector
+    def detector_started(incarnation: Detector) -> None:
+        pipeline.detector = incarnation
 
-    detector_ref = await supervisor.spawn("detector", make_detector, frames_mailbox)
-    await supervisor.spawn("camera",
-                           lambda: Camera(config.camera, detector_ref, pipeline.camera),
-                           MailboxConfig(capacity=2))
+    await spawn_camera_stages(supervisor, config.camera, face_finder=detector, output=matcher,
+                              detector_config=config.detector, progress=pipeline.camera,
+                              on_detector=detector_started)
     return pipeline
+
+
+def frames_mailbox(camera: CameraConfig) -> MailboxConfig:
+    """The detector's mailbox for ``camera``: live (and paced) sources drop the oldest frame,
+    so the newest frame wins; a file scanned as fast as possible makes the camera wait, so
+    every frame is scanned."""
+    if camera.is_live or camera.paced:
+        return MailboxConfig(capacity=1, policy=MailboxPolicy.DROP_OLDEST)
+    return MailboxConfig(capacity=2)
+
+
+async def spawn_camera_stages(supervisor: Supervisor, camera: CameraConfig, *,
+                              face_finder: FaceFinder, output: ActorRef[DetectorOutput],
+                              detector_config: DetectorConfig, progress: CameraProgress,
+                              names: tuple[str, str] = ("detector", "camera"),
+                              on_detector: Callable[[Detector], None] | None = None) -> None:
+    """Spawn one camera's detector and camera (named ``names``) as the last children of
+    ``supervisor``, consumer first; the detector tells ``output``. ``progress`` survives the
+    camera's restarts (a restarted file camera resumes after its last frame); ``on_detector``
+    is given each new detector incarnation (for its counters)."""
+    def make_detector() -> Detector:
+        incarnation = Detector(face_finder, output, detector_config)
+        if on_detector is not None:
+            on_detector(incarnation)
+        return incarnation
+
+    detector_name, camera_name = names
+    detector_ref = await supervisor.spawn(detector_name, make_detector, frames_mailbox(camera))
+    await supervisor.spawn(camera_name, lambda: Camera(camera, detector_ref, progress),
+                           MailboxConfig(capacity=2))
 
 
 def warm_up_on_this_thread(detector: FaceDetector, embedder: FaceEmbedder) -> None:
@@ -193,12 +223,19 @@ def check_source(camera: CameraConfig) -> None:
     os.close(open_regular_file(source, "video file"))
 
 
+def load_checked_watchlist(path: Path, *, allow_unusual_thresholds: bool = False) -> Watchlist:
+    """The watchlist in ``path``, made for the embedder this lfr runs (``MOBILEFACENET``);
+    ``UserInputError`` (``WatchlistError``, ``ThresholdError``) names the file and the fault."""
+    watchlist = load_watchlist(path, allow_unusual_thresholds=allow_unusual_thresholds)
+    watchlist.check_model(MOBILEFACENET.model_id, MOBILEFACENET.sha256, str(path))
+    return watchlist
+
+
 def check_scan_inputs(config: ScanConfig) -> Watchlist:
     """Load the watchlist and check the inputs of a scan; ``UserInputError`` names what is
     wrong."""
-    watchlist = load_watchlist(config.watchlist,
-                               allow_unusual_thresholds=config.allow_unusual_thresholds)
-    watchlist.check_model(MOBILEFACENET.model_id, MOBILEFACENET.sha256, str(config.watchlist))
+    watchlist = load_checked_watchlist(config.watchlist,
+                                       allow_unusual_thresholds=config.allow_unusual_thresholds)
     unusual_thresholds(config, watchlist)
     check_source(config.camera)
     return watchlist
