@@ -15,6 +15,18 @@ into its signed header: ``append`` passes the next number to ``seal``. They stri
 are never reused, also after deletions and restarts (the last one assigned is persisted in the
 same transaction as the row).
 
+**A new file starts above any earlier one.** The van keeps every number it stored per unit and
+treats a number at or below its mark as a duplicate; a unit whose outbox file was lost (a new SD
+card) must never number from 1 again, or the van would answer "duplicate" to real alerts and the
+unit would delete them. So a new file's first number is the clock in microseconds since the
+epoch (``first_sequence_number``), written in the transaction that creates the schema: above
+every number an earlier outbox of the unit assigned, as long as that one appended fewer than one
+envelope per microsecond of its life. Residual risk: a clock set back before the old outbox's
+last append (an RTC without battery, no NTP yet) starts below numbers the van holds. The uplink
+covers the appends that follow: the van's answer to ``Resume`` carries its mark, and
+``advance_past`` moves numbering above it. Envelopes appended before that answer, numbered at or
+below the van's mark, cannot be delivered (the uplink logs and counts them).
+
 **When full** (``OutboxConfig``): health reports give way, alerts never do. A newer health report
 supersedes older ones, so the oldest health envelopes are deleted first to make room. Alerts may
 fill the outbox only up to its bounds minus a reserve kept for health reports; beyond that
@@ -53,6 +65,10 @@ KINDS: frozenset[str] = frozenset(get_args(EnvelopeKind))
 
 MAX_PAGE = 256
 """``pending`` returns at most this many envelopes per call (about 6.4 MB of 25 KB alerts)."""
+MAX_ADVANCE_SEQ = 2**62
+"""The highest number ``advance_past`` (and a clock far in the future) may move numbering to:
+it leaves 2**62 appends before SQLite's largest INTEGER (2**63 - 1). The clock's microseconds
+reach it in the year 148,000."""
 
 _APPLICATION_ID = 0x4C464F42  # "LFOB" in the SQLite header: this file is an lfr outbox
 _SCHEMA_VERSION = 1
@@ -74,7 +90,7 @@ CREATE TABLE outbox_state (
     alerts INTEGER NOT NULL, alert_bytes INTEGER NOT NULL,
     health INTEGER NOT NULL, health_bytes INTEGER NOT NULL
 );
-INSERT INTO outbox_state VALUES (1, 0, 0, 0, 0, 0);
+INSERT INTO outbox_state VALUES (1, {last_seq}, 0, 0, 0, 0);
 CREATE TRIGGER envelope_added AFTER INSERT ON envelopes BEGIN
     UPDATE outbox_state SET
         alerts = alerts + (NEW.kind = 'alert'),
@@ -90,7 +106,19 @@ CREATE TRIGGER envelope_removed AFTER DELETE ON envelopes BEGIN
         health_bytes = health_bytes - (OLD.kind = 'health') * OLD.size;
 END;
 """
-_OUTBOX = DatabaseKind("outbox", _APPLICATION_ID, _SCHEMA, _SCHEMA_VERSION)
+
+
+def first_sequence_number(now_s: float) -> int:
+    """The first number of a new outbox file made at ``now_s`` (s since the epoch): the clock in
+    microseconds, at least 1 and at most ``MAX_ADVANCE_SEQ`` (module docstring)."""
+    return min(MAX_ADVANCE_SEQ, max(1, int(now_s * 1_000_000)))
+
+
+def _outbox_kind(first_seq: int) -> DatabaseKind:
+    """The outbox's schema; a new file's state row says ``first_seq - 1`` was the last number
+    assigned, so its first append gets ``first_seq`` (an int: nothing else enters the SQL)."""
+    schema = _SCHEMA.replace("{last_seq}", str(int(first_seq) - 1))
+    return DatabaseKind("outbox", _APPLICATION_ID, schema, _SCHEMA_VERSION)
 
 
 class OutboxFileError(UserInputError):
@@ -160,7 +188,8 @@ class OutboxStatistics:
     oldest_age_s: float | None
     """Seconds since the oldest waiting envelope was appended; None when empty."""
     last_seq: int
-    """The last sequence number assigned (0: none yet)."""
+    """The last sequence number assigned (before the first append of a new file: its first
+    number minus one)."""
     appended: int
     """Envelopes appended since this ``Outbox`` was opened."""
     acknowledged: int
@@ -201,9 +230,12 @@ class Outbox:
     def open(cls, path: Path | str, config: OutboxConfig | None = None, *,
              clock: Callable[[], float] = time.time) -> Outbox:
         """Open the outbox at ``path``, creating it if absent. ``clock`` gives seconds since
-        epoch (append times survive restarts). Raises ``OutboxFileError`` naming the file."""
+        epoch (append times survive restarts; a new file numbers from ``clock()`` in
+        microseconds, see the module docstring). Raises ``OutboxFileError`` naming the file."""
         path = Path(path)
-        db = open_durable_database(path, _OUTBOX, OutboxFileError)
+        # Used only if the file is new: the schema and this state row are one transaction.
+        kind = _outbox_kind(first_sequence_number(clock()))
+        db = open_durable_database(path, kind, OutboxFileError)
         return cls(db, path, config or OutboxConfig(), clock)
 
     def close(self) -> None:
@@ -293,6 +325,21 @@ class Outbox:
                 "SELECT seq, kind, sealed FROM envelopes WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit)).fetchall()
         return [PendingEnvelope(seq, kind, sealed) for seq, kind, sealed in rows]
+
+    def advance_past(self, seq: int) -> int:
+        """Make sure the next number assigned is above ``seq`` (nothing changes when it already
+        is); returns the last number assigned now. For a van whose mark is above what this
+        outbox ever assigned (``Resume``: a new file on an old identity). ``ValueError`` for a
+        number outside 0..``MAX_ADVANCE_SEQ``."""
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_ADVANCE_SEQ:
+            raise ValueError(f"cannot number above {seq!r}: expected an integer in "
+                             f"[0, {MAX_ADVANCE_SEQ}]")
+        with self._transaction() as db:
+            last_seq = _read_state(db).last_seq
+            if seq > last_seq:
+                db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))
+                last_seq = seq
+        return last_seq
 
     def acknowledge(self, up_to_seq: int) -> int:
         """The van has stored every envelope up to ``up_to_seq`` (a cumulative ack): delete
