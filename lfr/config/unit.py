@@ -143,6 +143,7 @@ _CAMERA_FIELDS: Final = {"CameraConfig.source": "source", "CameraConfig.camera_i
 def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
     from actors.unit.camera import CameraConfig  # noqa: PLC0415 - loads PyAV
     from actors.unit.camera_source import is_live_source  # noqa: PLC0415
+    from actors.unit.event_body import MAX_CAMERA_ID_CHARS  # noqa: PLC0415
 
     tables = top.tables("cameras", ("id", "source", "paced"), MAX_CAMERAS)
     if not tables:
@@ -158,6 +159,10 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
             text = str(exc)
             key = next((k for name, k in _CAMERA_FIELDS.items() if text.startswith(name)), None)
             raise table.error(key, text) from None
+        if len(camera_id) > MAX_CAMERA_ID_CHARS or camera_id.isspace():
+            # Every alert and health report names the camera: the van refuses longer ids.
+            raise table.error("id", f"must be 1-{MAX_CAMERA_ID_CHARS} characters, not only "
+                                    f"spaces (got {len(camera_id)})")
         if not is_live_source(source):
             source = str(table.path("source", kind="file"))
         if any(camera.camera_id == camera_id for camera in cameras):
