@@ -18,6 +18,10 @@ Heartbeats: each side sends a ``LinkHeartbeat`` when it has sent nothing for
 ``heartbeat_interval_s`` and closes the link when nothing at all arrived for
 ``heartbeat_timeout_s``, so a peer that vanished without a word (power cut, cable, 4G cell)
 ends the link in bounded time on both sides, like any other loss (``LinkLost``, ``LinkDown``).
+Time the link spends waiting for room in a local actor's mailbox is not the peer's silence (it
+is this node's backpressure), and neither a heartbeat stuck behind unsent data nor a channel
+whose close waits for a peer that takes no data can hold the link up: the check never waits
+on a send, and closing waits at most ``close_timeout_s``.
 """
 
 from __future__ import annotations
@@ -83,9 +87,13 @@ class Link:
         # config.max_peer_asks of them.
         self._serving: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
+        # Set by the heartbeat just before it cancels run()'s task: why the link ends.
         self._silence_reason: str | None = None
         # Monotonic times of the last frame received from and sent to the peer (heartbeats).
         self._last_received = self._last_sent = asyncio.get_running_loop().time()
+        # True while run() waits for room in a local actor's mailbox; the peer is not read
+        # meanwhile, so that time is never counted as its silence.
+        self._waiting_on_actor = False
         self.heartbeats_received = 0
         """``LinkHeartbeat`` frames from the peer."""
         self.undecodable_frames = 0
@@ -142,17 +150,25 @@ class Link:
     # --- receiving ----------------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Read and dispatch frames until the connection ends; returns why it ended."""
+        """Read and dispatch frames until the connection ends or the peer falls silent; returns
+        why it ended. Must be awaited by a task of its own (a server's or a client's): the
+        heartbeat wakes a silent link by cancelling that task."""
+        runner = asyncio.current_task()
+        if runner is None:
+            raise RuntimeError("Link.run must be awaited by a task")
         reason = "closed"
-        heartbeat = asyncio.create_task(self._heartbeat(), name=f"heartbeat {self.peer}")
+        heartbeat = asyncio.create_task(self._heartbeat(runner), name=f"heartbeat {self.peer}")
         try:
             while True:
                 frame = await self._channel.read_frame()
                 self._last_received = asyncio.get_running_loop().time()
                 await self._dispatch_frame(frame)
         except asyncio.CancelledError:
-            reason = "link stopped"
-            raise
+            # The heartbeat's cancel alone is a silent peer; any other is a stop (propagated).
+            if self._silence_reason is None or runner.uncancel() > 0:
+                reason = "link stopped"
+                raise
+            reason = self._silence_reason
         except (EOFError, ConnectionError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
         except Exception as exc:
@@ -162,28 +178,32 @@ class Link:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            if self._silence_reason is not None:
-                reason = self._silence_reason
             await self._close(reason)
         return reason
 
-    async def _heartbeat(self) -> None:
-        """Send heartbeats while idle; close the channel when the peer has gone silent (``run``
-        then ends with the reason set here). Owned by ``run``, which cancels it."""
+    async def _heartbeat(self, runner: asyncio.Task[Any]) -> None:
+        """Send heartbeats while idle; when the peer has gone silent, cancel ``runner`` (the
+        task in ``run``, which then ends with the reason set here: a channel's close may not
+        wake its read while unsent data waits for the peer). Owned by ``run``, which cancels it.
+        """
         config = self._config
         loop = asyncio.get_running_loop()
         tick = min(config.heartbeat_interval_s, config.heartbeat_timeout_s / 3)
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
-            if now - self._last_received >= config.heartbeat_timeout_s:
+            if (not self._waiting_on_actor
+                    and now - self._last_received >= config.heartbeat_timeout_s):
                 self._silence_reason = (f"nothing received for {now - self._last_received:.1f} s "
                                         f"(heartbeat timeout {config.heartbeat_timeout_s:g} s)")
-                await self._channel.close()
+                runner.cancel()
                 return
             if now - self._last_sent >= config.heartbeat_interval_s:
-                with contextlib.suppress(LinkLost):
-                    await self.send(LinkHeartbeat())
+                # At most a tick: a peer that takes no data holds a send for ever, and the check
+                # above must go on. The frame is in the channel's buffer either way.
+                with contextlib.suppress(LinkLost, TimeoutError):
+                    async with asyncio.timeout(tick):
+                        await self.send(LinkHeartbeat())
 
     async def _dispatch_frame(self, frame: bytes) -> None:
         try:
@@ -235,6 +255,7 @@ class Link:
             self._log.warning("link to %s: tell dropped: %s", printable(self.peer),
                               refusal[1] if refusal else "no such actor")
             return
+        self._waiting_on_actor = True
         try:
             # Awaiting a BLOCK mailbox here is deliberate: backpressure reaches the peer's socket.
             await ref.tell_from_peer(envelope.payload)
@@ -242,6 +263,10 @@ class Link:
             self.undelivered_tells += 1
             self._log.warning("link to %s: tell to '%s' not delivered: %s", printable(self.peer),
                               printable(envelope.target), printable(exc))
+        finally:
+            # The peer's silence is counted again from now, not from before the wait.
+            self._waiting_on_actor = False
+            self._last_received = asyncio.get_running_loop().time()
 
     async def _accept_ask(self, envelope: RemoteAsk) -> None:
         if len(self._serving) >= self._config.max_peer_asks:
@@ -307,7 +332,11 @@ class Link:
         for task in list(self._serving):
             task.cancel()
         await asyncio.gather(*self._serving, return_exceptions=True)
-        await self._channel.close()
+        # Bounded: a stream's close waits for its unsent data, which a peer that stopped
+        # reading never takes; the link is over either way.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.close_timeout_s):
+                await self._channel.close()
 
 
 class RemoteActorRef(Generic[M]):

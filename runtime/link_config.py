@@ -72,6 +72,9 @@ class LinkConfig:
     """A link on which nothing at all arrived for this long is closed as dead (s): the peer's
     heartbeats stopped, so its process, host or network is gone even if no error said so.
     Must exceed ``heartbeat_interval_s``."""
+    close_timeout_s: float = 5.0
+    """Closing a link waits at most this long for its channel to close (s): a stream's close
+    waits until its unsent data is taken, which a peer that stopped reading never does."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.keys, LinkKeys):
@@ -82,7 +85,7 @@ class LinkConfig:
                          HANDSHAKE_FRAME_BYTES)
         require_at_least("LinkConfig.read_ahead_bytes", self.read_ahead_bytes, 1024)
         for name in ("handshake_timeout_s", "partial_frame_timeout_s", "max_ask_timeout_s",
-                     "heartbeat_interval_s", "heartbeat_timeout_s"):
+                     "heartbeat_interval_s", "heartbeat_timeout_s", "close_timeout_s"):
             require_positive(f"LinkConfig.{name}", getattr(self, name))
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ConfigError(f"LinkConfig.heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) "
