@@ -28,6 +28,10 @@ DEFAULT_SIGNALING: Final = ListenAddress("127.0.0.1", 8443)
 """Where the van's signaling listens unless ``[signaling]`` says otherwise."""
 DEFAULT_CONSOLE: Final = ListenAddress("127.0.0.1", 8080)
 """Where the operator console listens unless ``[console]`` says otherwise."""
+DEFAULT_MAX_UNITS: Final = 64
+"""Units connected at once unless ``signaling.max_units`` says otherwise."""
+MAX_UNITS: Final = 1024
+"""No more than the enrolment holds (``actors.van.enrolment.MAX_UNITS``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class VanConfig:
     console: ListenAddress = field(default_factory=lambda: DEFAULT_CONSOLE)
     """``console.host``/``console.port``: the operator console. Loopback only: it shows
     biometric crops and has no login of its own yet."""
+    max_units: int = DEFAULT_MAX_UNITS
+    """``signaling.max_units``: units connected (or connecting) at once, 1-1024; one more is
+    refused in signaling (503) until one drops. A unit connecting again replaces its old link
+    and does not count twice."""
 
     @property
     def event_store(self) -> Path:
@@ -61,14 +69,20 @@ class VanConfig:
         return self.state_dir / EVENT_STORE_FILE
 
 
-def _listen(parent: ConfigTable, key: str, default: ListenAddress) -> ListenAddress:
-    table = parent.table(key, ("host", "port"), required=False)
+def _listen(table: ConfigTable, default: ListenAddress) -> ListenAddress:
     host = table.text("host", default.host)
     table.check("host", lambda: ipaddress.ip_address(host))
     port = table.value("port", int, default.port)
     if not 1 <= port <= 65535:
         raise table.error("port", f"must be 1-65535, got {port}")
     return ListenAddress(host, port)
+
+
+def _max_units(table: ConfigTable) -> int:
+    max_units = table.value("max_units", int, DEFAULT_MAX_UNITS)
+    if not 1 <= max_units <= MAX_UNITS:
+        raise table.error("max_units", f"must be 1-{MAX_UNITS}, got {max_units}")
+    return max_units
 
 
 def load_van_config(path: Path | str) -> VanConfig:
@@ -82,11 +96,13 @@ def load_van_config(path: Path | str) -> VanConfig:
     state_dir = top.path("state_dir", kind="folder")
     keys = top.table("keys", ("signing", "encryption"))
     tls = top.table("tls", ("certificate", "key"))
+    signaling = top.table("signaling", ("host", "port", "max_units"), required=False)
+    console = top.table("console", ("host", "port"), required=False)
     config = VanConfig(file, van_id, state_dir, keys.path("signing", kind="file"),
                        keys.path("encryption", kind="file"),
                        tls.path("certificate", kind="file"), tls.path("key", kind="file"),
-                       _listen(top, "signaling", DEFAULT_SIGNALING),
-                       _listen(top, "console", DEFAULT_CONSOLE))
+                       _listen(signaling, DEFAULT_SIGNALING), _listen(console, DEFAULT_CONSOLE),
+                       _max_units(signaling))
     if not ipaddress.ip_address(config.console.host).is_loopback:
         raise top.error("console.host", "the console listens on loopback only (127.0.0.1 or "
                         "::1): it has no login of its own yet; got "

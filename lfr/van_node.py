@@ -1,0 +1,235 @@
+"""``lfr van --config van.toml``: the van node, until SIGTERM or Ctrl-C.
+
+Before the node starts, everything it needs is opened and checked, so bad input ends it with
+exit 2 and one line naming the file or key: ``van.toml`` (``load_van_config``), the van's key
+files (a van's keys, of the configured id), the enrolment registry and the event store in the
+state folder, the TLS certificate and key. Then, on one actor system named by the van's id:
+
+- ``output``: one actor writing stdout lines on a daemon thread (a stdout nobody reads stalls
+  it, never the event loop); producers never wait for it: a line that finds its mailbox full
+  is dropped and counted. A failed write ends the node with exit 74.
+- ``receivers``: the supervisor of the units' receivers (``actors.van.receiver``);
+- ``UnitLinks`` (``actors.van.unit_links``): one link per connected unit;
+- signaling over HTTPS on ``signaling.host:port`` (``actors.van.signaling``), which hands each
+  accepted unit to the links. An address that cannot be bound ends the node with exit 2 naming
+  it.
+
+Stdout: ``van <id> listening on https://HOST:PORT (TLS sha256 AB:CD:...)`` once offers are
+accepted, then ``unit <id> connected`` / ``unit <id> dropped: <reason>`` per link, and with
+``--print-alerts`` one JSON line per newly stored alert, metadata only: ``{"unit", "seq",
+"camera", "subject", "score", "threshold", "captured_at"}`` (never the crop; the van keeps the
+envelope sealed). Logs go to stderr.
+
+Stopping (``runtime.node.run``: SIGTERM 143, SIGINT 130): signaling stops taking offers (in-flight
+requests get ``SHUTDOWN_TIMEOUT_S``), every unit link and peer connection is closed within
+``UnitLinksConfig.stop_timeout_s``, the actors stop, and the event store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from actors.van.enrolment import Enrolment
+from actors.van.event_store import EventStore
+from actors.van.receiver import AlertNotice
+from actors.van.signaling import EnrolledUnits, SignalingService, serve_signaling
+from actors.van.tls_certificate import (
+    certificate_fingerprint,
+    format_fingerprint,
+    server_ssl_context,
+)
+from actors.van.unit_links import UnitLinkEvent, UnitLinks, UnitLinksConfig
+from guards.exit_codes import ExitCode
+from guards.log_text import printable
+from guards.user_input import UserInputError
+from lfr.alert_printer import LineOutput, stdout_output
+from lfr.config.van import VanConfig, load_van_config
+from runtime.actor import Actor
+from runtime.daemon_thread import DaemonThread
+from runtime.errors import MailboxFull
+from runtime.log_budget import LogBudget
+from runtime.mailbox import MailboxConfig, MailboxPolicy
+from runtime.node import run
+from runtime.ref import ActorRef
+from runtime.system import ActorSystem, SystemConfig
+from secure.key_files import read_node_keys
+from secure.node_keys import NodeKeys, NodePublicKeys, NodeRole
+from secure.sealing import EncryptionKeyPair
+
+log = logging.getLogger("lfr.van")
+OUTPUT_LINES: Final = 4096
+"""Stdout lines waiting to be written; one more is dropped and counted (the reader is stuck)."""
+OUTPUT_STOP_WAIT_S: Final = 0.2
+"""On stop, how long to wait for a line still being written."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    """One line for stdout (in-process only)."""
+
+    text: str
+    """The line, printable, without its newline."""
+
+
+class LinePrinter(Actor[OutputLine]):
+    """Writes lines to ``out`` on a daemon thread; the first failed write resolves ``failed``
+    with the reason and nothing more is written."""
+
+    def __init__(self, out: LineOutput, failed: asyncio.Future[str]) -> None:
+        self._out = out
+        self._failed = failed
+        self._writer = DaemonThread("van-output")
+
+    async def on_stop(self) -> None:
+        await self._writer.close(OUTPUT_STOP_WAIT_S)
+
+    async def receive(self, message: OutputLine) -> None:
+        if self._failed.done():
+            return
+        try:
+            await self._writer.run(functools.partial(self._out.write_line, message.text))
+        except OSError as exc:  # EPIPE, a closed stdout, a full disk
+            self._failed.set_result(f"cannot write to stdout: {exc.strerror or exc}")
+
+
+class _Lines:
+    """Hands lines to the printer without ever waiting; counts those its full mailbox drops."""
+
+    def __init__(self, printer: ActorRef[OutputLine]) -> None:
+        self._printer = printer
+        self._log = LogBudget(log, "van output")
+        self.dropped = 0
+        """Lines dropped because the printer's mailbox was full."""
+
+    def __call__(self, text: str) -> None:
+        try:
+            self._printer.tell_nowait(OutputLine(text))
+        except MailboxFull:
+            self.dropped += 1
+            self._log.warning("stdout is not read: a line was dropped (%d so far)", self.dropped)
+
+
+def alert_line(notice: AlertNotice) -> str:
+    """A stored alert as the JSON line ``--print-alerts`` prints (metadata, never the crop)."""
+    return json.dumps({"unit": notice.unit_id, "seq": notice.seq, "camera": notice.camera_id,
+                       "subject": notice.subject_id, "score": round(notice.score, 4),
+                       "threshold": round(notice.threshold, 4),
+                       "captured_at": round(notice.captured_at, 3)})
+
+
+def enrolled_units(enrolment: Enrolment) -> EnrolledUnits:
+    """Signaling's lookup of an enrolled unit's public keys, following the enrolment file."""
+
+    def lookup(unit_id: str) -> NodePublicKeys | None:
+        unit = next((u for u in enrolment.units() if u.unit_id == unit_id), None)
+        key = None if unit is None else enrolment.lookup(unit_id, unit.signing_key_id)
+        return None if key is None else NodePublicKeys(NodeRole.UNIT, unit_id, key, None)
+
+    return lookup
+
+
+@dataclass(frozen=True, slots=True)
+class VanParts:
+    """What a van node runs on, opened and checked before it starts."""
+
+    config: VanConfig
+    """The loaded ``van.toml``."""
+    keys: NodeKeys
+    """The van's keys (a van's, of ``config.van_id``)."""
+    encryption: EncryptionKeyPair
+    """``keys.encryption``: what units seal to."""
+    enrolment: Enrolment
+    """The units whose envelopes are opened."""
+    store: EventStore
+    """The event store (open: close it when the node ends)."""
+    ssl_context: ssl.SSLContext
+    """The signaling server's TLS context."""
+    fingerprint: bytes
+    """sha256 of the certificate: the pin units hold."""
+
+
+def open_van(config: VanConfig) -> VanParts:
+    """Read and open everything ``config`` names; ``UserInputError`` naming what is wrong."""
+    keys = read_node_keys(config.signing_key, config.encryption_key)
+    if keys.role is not NodeRole.VAN or keys.encryption is None:
+        raise UserInputError(f"{printable(config.signing_key)}: holds the keys of "
+                             f"{keys.role.value} {printable(keys.node_id)}, not a van's")
+    if keys.node_id != config.van_id:
+        raise UserInputError(f"{printable(config.signing_key)}: holds the keys of van "
+                             f"{printable(keys.node_id)}, but {printable(config.file)} says "
+                             f"id = {printable(config.van_id)}")
+    enrolment = Enrolment.open(config.state_dir)
+    try:
+        ssl_context = server_ssl_context(config.tls_certificate, config.tls_key)
+    except ssl.SSLError as exc:
+        raise UserInputError(f"TLS certificate {printable(config.tls_certificate)} and key "
+                             f"{printable(config.tls_key)}: {printable(exc.reason or exc)}"
+                             ) from None
+    fingerprint = certificate_fingerprint(config.tls_certificate)
+    store = EventStore.open(config.event_store)
+    return VanParts(config, keys, keys.encryption, enrolment, store, ssl_context, fingerprint)
+
+
+def run_van(config_path: Path, *, print_alerts: bool = False) -> int:
+    """Run the van node from ``config_path`` until a signal; returns the exit code."""
+    config = load_van_config(config_path)
+    parts = open_van(config)
+    try:
+        return run(functools.partial(serve_van, parts=parts, print_alerts=print_alerts),
+                   SystemConfig(name=config.van_id))
+    finally:
+        parts.store.close()
+
+
+async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool) -> int:
+    """The van node's main (``runtime.node.run``): runs until cancelled by a signal, or until
+    stdout fails (exit 74)."""
+    config = parts.config
+    failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    printer = await system.spawn("output", lambda: LinePrinter(stdout_output(), failed),
+                                 MailboxConfig(OUTPUT_LINES, MailboxPolicy.BLOCK))
+    lines = _Lines(printer)
+    receivers = await system.spawn_supervisor("receivers")
+    notices: Callable[[AlertNotice], None] | None = (
+        (lambda notice: lines(alert_line(notice))) if print_alerts else None)
+    links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
+                      van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
+                      on_event=lambda event: _unit_event(lines, event), notices=notices)
+    service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected)
+    try:
+        host, port = config.signaling.host, config.signaling.port
+        try:
+            runner, bound = await serve_signaling(service, host, port, parts.ssl_context)
+        except OSError as exc:
+            raise UserInputError(f"cannot listen on {_address(host, port)} (signaling.host, "
+                                 f"signaling.port in {printable(config.file)}): "
+                                 f"{exc.strerror or exc}") from None
+        try:
+            log.info("van %s: %d units enrolled, at most %d connected at once",
+                     printable(config.van_id), len(parts.enrolment.units()), config.max_units)
+            lines(f"van {printable(config.van_id)} listening on https://"
+                  f"{_address(host, bound)} (TLS sha256 {format_fingerprint(parts.fingerprint)})")
+            reason = await failed
+        finally:
+            await runner.cleanup()
+    finally:
+        await links.stop()
+    log.error("van %s stopping: %s", printable(config.van_id), printable(reason))
+    return ExitCode.OUTPUT_FAILED
+
+
+def _unit_event(lines: Callable[[str], None], event: UnitLinkEvent) -> None:
+    if event.kind != "failed":  # a failed attempt is logged; stdout shows links that were up
+        lines(event.line())
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
