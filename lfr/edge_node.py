@@ -183,18 +183,16 @@ def _key_error(config: UnitConfig, key: str, problem: str) -> NodeConfigError:
 
 def describe(unit: EdgeUnit) -> str:
     """``unit ID: N cameras; van URL``."""
-    count = len(unit.config.cameras)
-    return (f"unit {printable(unit.config.unit_id)}: {count} camera{'s' if count != 1 else ''}; "
-            f"van {printable(unit.config.van_url)}")
+    return (f"unit {printable(unit.config.unit_id)}: "
+            f"{_count(len(unit.config.cameras), 'camera')}; van {printable(unit.config.van_url)}")
 
 
 def run_edge(config_path: Path, *, check_only: bool, print_alerts: bool) -> int:
     """``lfr edge``: check the config, then (unless ``check_only``) run the unit node."""
     unit = load_edge_unit(config_path)
     if check_only:
-        count = len(unit.config.cameras)
         print(f"config {printable(unit.config.file)}: ok (unit "
-              f"{printable(unit.config.unit_id)}, {count} camera{'s' if count != 1 else ''}, "
+              f"{printable(unit.config.unit_id)}, {_count(len(unit.config.cameras), 'camera')}, "
               f"van {printable(unit.config.van_url)})", flush=True)
         return ExitCode.OK
     outbox = Outbox.open(unit.config.outbox)  # OutboxFileError names the file: exit 2
@@ -350,8 +348,7 @@ async def _files_delivered(system: ActorSystem, unit: EdgeUnit, outbox: Outbox,
         if waiting == 0:
             return
         if time.monotonic() - said >= WAITING_NOTICE_S:
-            say(f"waiting for the van to acknowledge {waiting} alert"
-                f"{'s' if waiting != 1 else ''}")
+            say(f"waiting for the van to acknowledge {_count(waiting, 'alert')}")
             said = time.monotonic()
         await asyncio.sleep(STREAMS_POLL_S)
 
@@ -401,13 +398,17 @@ def summary_line(summary: EdgeSummary) -> str:
                     else f", {summary.alerts_acknowledged} acknowledged by the van")
     printed = ("" if summary.alerts_printed is None
                else f", {summary.alerts_printed} printed")
-    line = (f"unit {printable(summary.unit_id)}: {summary.frames} frames in "
-            f"{summary.seconds:.1f} s, {summary.faces_seen} faces seen "
-            f"({summary.faces_rejected} rejected by quality gates), {summary.alerts_sealed} "
-            f"alerts sent{acknowledged}{printed}")
+    line = (f"unit {printable(summary.unit_id)}: {_count(summary.frames, 'frame')} in "
+            f"{summary.seconds:.1f} s, {_count(summary.faces_seen, 'face')} seen "
+            f"({summary.faces_rejected} rejected by quality gates), "
+            f"{_count(summary.alerts_sealed, 'alert')} sent{acknowledged}{printed}")
     if summary.failure is not None:
         line += f"; {printable(summary.failure, max_chars=2000)}"
     return line
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _finish(summary: EdgeSummary, code: int) -> int:

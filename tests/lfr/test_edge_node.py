@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -324,9 +325,10 @@ async def test_when_every_file_has_ended_and_the_van_acknowledged_everything_the
     assert lines[0] == "unit unit-1: 1 camera; van https://127.0.0.1:8443"
     summary = lines[-1]
     assert summary.startswith(f"unit unit-1: {CLIP_FRAMES} frames in ")
-    sent = int(summary.split(" alerts sent")[0].rsplit(" ", 1)[-1])
-    assert sent > 0
-    assert summary.endswith(f"{sent} alerts sent, {sent} acknowledged by the van")
+    sent = re.search(r" (\d+) alerts? sent, (\d+) acknowledged by the van$", summary)
+    assert sent is not None, summary
+    assert int(sent[1]) > 0
+    assert sent[1] == sent[2]
 
 
 async def test_a_unit_whose_files_raise_no_alert_ends_without_the_van(
@@ -391,6 +393,5 @@ def test_a_signal_stops_a_unit_waiting_for_the_van_with_its_summary(
     assert stopped.returncode == code, stopped.stderr[-3000:]
     summary = stopped.stderr.strip().splitlines()[-1]
     assert summary.startswith(f"unit unit-1: {CLIP_FRAMES} frames in "), stopped.stderr[-3000:]
-    assert summary.endswith("; stopped")
-    assert "alerts sent" in summary
+    assert re.search(r", \d+ alerts? sent; stopped$", summary), summary
     assert "Traceback" not in stopped.stderr
