@@ -54,7 +54,7 @@ from lfr.alert_printer import LineOutput, stdout_output
 from lfr.config.van import VanConfig, load_van_config
 from runtime.actor import Actor
 from runtime.daemon_thread import DaemonThread
-from runtime.errors import MailboxFull
+from runtime.errors import ActorStopped, MailboxFull
 from runtime.log_budget import LogBudget
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.node import run
@@ -115,6 +115,8 @@ class _Lines:
         except MailboxFull:
             self.dropped += 1
             self._log.warning("stdout is not read: a line was dropped (%d so far)", self.dropped)
+        except ActorStopped:  # the node is stopping: stdout is done
+            self.dropped += 1
 
 
 def alert_line(notice: AlertNotice) -> str:
