@@ -195,8 +195,10 @@ class Receiver(Actor[ReceiverMessage]):
         mark = await self.context.run_blocking(self._resume_point, first_pending)
         self.statistics.resumes += 1
         self.statistics.acknowledged_up_to = mark
-        log.info("unit %s resumes: first pending %d, last assigned %d; stored up to %d",
-                 printable(self.unit_id), first_pending, message.last_assigned, mark)
+        # Debug only: one resume per link is the rule, but the unit decides how many it sends
+        # (each link's "connected" line is logged by the unit links).
+        log.debug("unit %s resumes: first pending %d, last assigned %d; stored up to %d",
+                  printable(self.unit_id), first_pending, message.last_assigned, mark)
         return ResumePoint(mark)
 
     def _resume_point(self, first_pending: int) -> int:
