@@ -1,0 +1,654 @@
+"""``Uplink``: the unit's alerts and health reports, sealed into the outbox and sent to its van.
+
+One actor, two halves (docs/DELIVERY.md, "Over the link: the uplink"):
+
+- **Sealing** (``receive``). A ``MatchAlert`` becomes an ``AlertBody``
+  (``alert_body(alert, watchlist_version)``), is encoded, and is sealed to the van's encryption
+  key and signed with the unit's key inside the outbox's append transaction, so its sequence
+  number is in its signed header (``Outbox.append(kind, seal)``, on the worker pool: SQLite and
+  an fsync never run on the event loop). Only after the append returned does ``local_copy`` get
+  the body: what it prints is exactly what the van will get. A ``HealthBody`` is sealed the same
+  way as a health report. Nothing unsealed is written or logged.
+- **Sending** (a task the actor owns). For each link its ``LinkSource`` offers (the
+  ``VanDialer``): ``Resume(first_pending, last_assigned)``, apply the ``ResumePoint``, then send
+  what the outbox holds in sequence order as ``Deliver`` asks, at most ``window`` awaiting their
+  ``Receipt``. Acknowledgements (the cumulative mark; single envelopes above it) delete from the
+  outbox; nothing else does. A refused envelope stays and is sent again after the next
+  reconnect. A lost link, a receipt that does not come, or an error answer drops what was in
+  flight (it is still in the outbox), and the next link starts with ``Resume`` again: delivery is
+  at-least-once and in order per link, and the van deduplicates by sequence number.
+
+**When the outbox is full** no alert is dropped. Alerts the outbox refuses (``OutboxFull``) wait
+in memory, in order, at most ``UplinkConfig.held_alerts`` of them; newer alerts queue behind them
+so the order never changes. ``statistics.outbox_full`` is set (the health reporter puts it in the
+next report; this actor also sets it in every report it seals while it holds alerts), and the
+held alerts are appended again after every acknowledgement that deleted something and every
+``held_retry_s``. When the held list is full too, ``receive`` waits for room: the matcher then
+waits on this actor's bounded ``BLOCK`` mailbox (backpressure, not loss). While it waits,
+health reports queued behind the alerts cannot be read, so the actor seals the alarm itself: at
+once and then every ``blocked_health_s``, the newest health report it received again, with
+``outbox_full`` set and its clock, uptime and outbox figures brought up to date (its camera and
+face counts stay those of that report). Health reports always fit: the outbox keeps a reserve
+for them. Held alerts are in memory only: a stop or a crash while the outbox is full loses them
+(the stop appends what still fits first and logs how many are lost).
+
+**Nothing the van answers can crash the actor.** An answer of the wrong type, a receipt for
+another envelope, a mark that goes back below the link's ``ResumePoint`` or above the last
+number the outbox assigned are counted (``bad_answers``), logged (printable, through a
+``LogBudget``), and the link is dropped (``LinkSource.drop``: the dialer redials) rather than
+trusted; nothing is deleted on such an answer. A receipt may carry an older mark than an earlier
+receipt on the same link (it is only information; the highest is used).
+
+A failure of the actor's own tasks (the outbox's disk) fails the actor at its next message
+(health reports come every few seconds), and its supervisor restarts it like any failed actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from actors.delivery_messages import (
+    RECEIVER_ACTOR,
+    Deliver,
+    Outcome,
+    Receipt,
+    Resume,
+    ResumePoint,
+)
+from actors.unit.detector import StreamEnded
+from actors.unit.event_body import (
+    AlertBody,
+    EventBody,
+    EventBodyError,
+    HealthBody,
+    alert_body,
+    encode_body,
+    event_kind,
+)
+from actors.unit.match_alert import MatchAlert
+from actors.unit.outbox import (
+    MAX_ADVANCE_SEQ,
+    MAX_PAGE,
+    EnvelopeKind,
+    EnvelopeTooLarge,
+    Outbox,
+    OutboxFull,
+    PendingEnvelope,
+)
+from guards.config_checks import ConfigError, require_at_least, require_positive
+from guards.log_text import printable
+from runtime.actor import Actor
+from runtime.errors import AskTimeout, LinkLost, RemoteError, RuntimeFault
+from runtime.link import Link, RemoteActorRef, TooManyAsks
+from runtime.log_budget import LogBudget
+from runtime.ref import ActorRef
+from secure.envelope import EventKind, seal_envelope
+from secure.node_keys import NodeKeys, NodePublicKeys, NodeRole
+from secure.sealing import EncryptionPublicKey
+
+log = logging.getLogger("lfr.unit.uplink")
+
+UplinkMessage = MatchAlert | StreamEnded | HealthBody
+"""What the uplink accepts: the matcher's alerts and stream ends, the health reporter's
+reports."""
+
+MAX_WINDOW: Final = 32
+"""Most envelopes in flight: the van answers at most ``LinkConfig.max_peer_asks`` (32) asks of a
+link at once, and its data channel queues at most 8 MiB (32 of the largest envelopes, 245 KiB
+each, fit)."""
+MAX_REFUSAL_CHARS: Final = 300
+"""A van's refusal reason is cut here (``Receipt.reason`` is at most this long)."""
+_KINDS: Final[dict[EnvelopeKind, EventKind]] = {"alert": EventKind.ALERT,
+                                                "health": EventKind.HEALTH}
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkConfig:
+    """How the uplink sends and holds."""
+
+    window: int = 16
+    """Envelopes in flight: ``Deliver`` asks awaiting their ``Receipt``, 1 to ``MAX_WINDOW``.
+    Keeps the van's receive queue bounded (docs/TRANSPORT.md)."""
+    receipt_timeout_s: float = 15.0
+    """A ``Receipt`` that does not come within this many seconds drops the link (the van is
+    stuck; the dialer redials and the envelope is sent again)."""
+    resume_timeout_s: float = 10.0
+    """Seconds for the van's ``ResumePoint``; then the link is dropped likewise."""
+    held_alerts: int = 256
+    """Alerts kept in memory while the outbox refuses them (``OutboxFull``), in order; one more
+    makes ``receive`` wait for room (backpressure to the matcher). About 6.4 MB of 25 KB
+    alerts."""
+    held_retry_s: float = 5.0
+    """While alerts are held, the outbox is tried again at least this often (s), besides after
+    every acknowledgement that deleted something."""
+    blocked_health_s: float = 30.0
+    """While ``receive`` waits for room, the alarm health report is sealed this often (s)."""
+    link_wait_s: float = 5.0
+    """One wait for a link lasts at most this long (s), then the sender waits again: no wait is
+    unbounded."""
+    idle_check_s: float = 1.0
+    """While it waits for receipts or new envelopes, the sender looks this often (s) whether its
+    link is still up (a link that closes while nothing is in flight says nothing)."""
+
+    def __post_init__(self) -> None:
+        require_at_least("UplinkConfig.window", self.window, 1)
+        if self.window > MAX_WINDOW:
+            raise ConfigError(f"UplinkConfig.window must be at most {MAX_WINDOW} (what the van "
+                              f"answers at once), got {self.window!r}")
+        require_at_least("UplinkConfig.held_alerts", self.held_alerts, 1)
+        for name in ("receipt_timeout_s", "resume_timeout_s", "held_retry_s",
+                     "blocked_health_s", "link_wait_s", "idle_check_s"):
+            require_positive(f"UplinkConfig.{name}", getattr(self, name))
+
+
+@dataclass(slots=True)
+class UplinkStatistics:
+    """What the uplink did since the node started: plain counters the health reporter reads.
+    Pass one object to every incarnation's ``Uplink`` so restarts keep counting."""
+
+    alerts_sealed: int = 0
+    """Alerts sealed into the outbox."""
+    health_sealed: int = 0
+    """Health reports sealed into the outbox (alarm reports included)."""
+    alarm_reports: int = 0
+    """Of ``health_sealed``, alarm reports this actor sealed while waiting for room."""
+    health_refused: int = 0
+    """Health reports the outbox could not take (a newer one supersedes them)."""
+    unsealable: int = 0
+    """Alerts and health reports that break a body limit (``EventBodyError``) or could never
+    fit the outbox: they can never be delivered and were dropped, each logged as an error."""
+    delivered: int = 0
+    """Envelopes the van stored (``STORED`` receipts)."""
+    duplicates: int = 0
+    """Envelopes the van had already (``DUPLICATE`` receipts: a redelivery)."""
+    refused: int = 0
+    """``REFUSED`` receipts; those envelopes stay in the outbox and go again after a
+    reconnect."""
+    last_refusal: str | None = None
+    """The van's reason of the last refusal (printable, at most 300 characters)."""
+    bad_answers: int = 0
+    """Answers of the van that made no sense (module docstring); each dropped the link."""
+    lost_below_van_mark: int = 0
+    """Envelopes numbered at or below a van's mark this outbox never reached (a new outbox
+    file with a clock behind the old one's numbers): undeliverable, deleted, logged."""
+    held_alerts: int = 0
+    """Alerts held in memory now because the outbox is full."""
+    outbox_full: bool = False
+    """The alarm: an alert was refused by the outbox and is held (cleared once none is)."""
+    blocked: bool = False
+    """``receive`` waits for room in the held list (the matcher is held back)."""
+    connected: bool = False
+    """A link is up and its ``Resume`` was answered."""
+    resumes: int = 0
+    """``ResumePoint``s received (one per link that got that far)."""
+    acknowledged_up_to: int = 0
+    """The van's mark for this unit, as last heard."""
+    streams_ended: int = 0
+    """``StreamEnded`` messages (camera streams that ended)."""
+
+
+class LinkSource(Protocol):
+    """Where the uplink gets its link to the van (``VanDialer``)."""
+
+    def current(self) -> Link | None:
+        """The link that is up now, or None."""
+
+    async def wait_link(self, timeout_s: float) -> Link:
+        """The link once one is up; ``TimeoutError`` if none is within ``timeout_s``."""
+
+    def drop(self, link: Link, reason: str) -> None:
+        """Close ``link`` (if it is still the current one) because of ``reason``; the source
+        then offers a new link. Never raises."""
+
+
+class VanAnswerRefused(Exception):
+    """The van answered something that makes no sense; the link is dropped."""
+
+
+@dataclass(slots=True)
+class _LinkState:
+    """The sender's view of one link; dropped with it."""
+
+    resume_mark: int
+    """The van's mark in its ``ResumePoint``: no receipt on this link may go below it."""
+    mark: int
+    """The highest mark heard on this link (the outbox is acknowledged up to it)."""
+    cursor: int
+    """The highest sequence number sent on this link (or skipped by ``Resume``): the next
+    envelopes sent are above it, so a refused one is not sent again on this link."""
+    first_pending: int
+    """The outbox's lowest waiting number as last read, for ``Deliver.first_pending`` (it
+    only grows, so a stale value claims less, never more)."""
+
+
+class Uplink(Actor[UplinkMessage]):
+    """Seals alerts and health reports into the outbox and sends them to the van (module
+    docstring)."""
+
+    def __init__(self, unit: NodeKeys, van: NodePublicKeys, outbox: Outbox, links: LinkSource,
+                 config: UplinkConfig | None = None, *, watchlist_version: int = 0,
+                 local_copy: ActorRef[AlertBody] | None = None,
+                 statistics: UplinkStatistics | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: seconds since the epoch, for the alarm health reports."""
+        if unit.role is not NodeRole.UNIT:
+            raise ValueError(f"the uplink seals as a unit, not a {unit.role.value}")
+        if van.role is not NodeRole.VAN or van.encryption_key is None:
+            raise ValueError("the uplink seals to a van's public keys")
+        self._unit = unit
+        self._van_key: EncryptionPublicKey = van.encryption_key
+        self._outbox = outbox
+        self._links = links
+        self._config = config or UplinkConfig()
+        self._watchlist_version = watchlist_version
+        self._local_copy = local_copy
+        self.statistics = statistics or UplinkStatistics()
+        """Counters for the health reporter (shared across incarnations when passed in)."""
+        self._clock = clock
+        # Alerts the outbox refused, oldest first; invariant: at most config.held_alerts, and
+        # every alert here is older than any alert appended since it was held (new alerts go
+        # behind them while any is held).
+        self._held: collections.deque[AlertBody] = collections.deque()
+        # Every append (and the resume point, which may move numbering) holds this lock: the
+        # order of appends is the order of alerts, and local_copy hears them in that order.
+        self._append_lock = asyncio.Lock()
+        self._room = asyncio.Event()        # set when the held list shrank (or a task failed)
+        self._retry_held = asyncio.Event()  # set when acknowledgements deleted something
+        self._progress = asyncio.Event()    # set by appends and finished asks: the sender looks
+        # The last number the outbox assigned as this actor knows it (appends and pages read);
+        # a mark above it is nonsense. Read from the outbox in on_start.
+        self._last_assigned = 0
+        self._last_health: HealthBody | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._task_failure: BaseException | None = None
+        # The van decides how many refusals and bad answers there are.
+        self._log = LogBudget(log, "uplink")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._last_assigned = (await self.context.run_blocking(self._outbox.statistics)).last_seq
+        self._tasks = [asyncio.create_task(self._guarded(self._send_loop(), "sender"),
+                                           name="uplink sender"),
+                       asyncio.create_task(self._guarded(self._hold_loop(), "holder"),
+                                           name="uplink holder")]
+
+    async def on_stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.statistics.connected = False
+        if self._held:
+            try:
+                await self._drain_held()
+            except Exception:  # on_stop must finish: the outbox may be what failed
+                log.exception("uplink: appending the held alerts at stop failed")
+            if self._held:
+                log.error("uplink: stopping with %d alerts held in memory (the outbox was "
+                          "full): they are lost", len(self._held))
+        self._log.flush()
+
+    async def _guarded(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run one of the actor's tasks; an unexpected error fails the actor (module
+        docstring) instead of vanishing with the task."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # supervision boundary: handed to the actor, which fails
+            log.exception("uplink: its %s task failed", name)
+            self._task_failure = exc
+            self._room.set()  # a receive waiting for room fails now
+
+    def _raise_if_failed(self) -> None:
+        if self._task_failure is not None:
+            raise RuntimeError("an uplink task failed") from self._task_failure
+
+    # -- sealing -------------------------------------------------------------------------------
+
+    async def receive(self, message: UplinkMessage) -> None:
+        self._raise_if_failed()
+        if isinstance(message, MatchAlert):
+            await self._take_alert(message)
+        elif isinstance(message, HealthBody):
+            await self._take_health(message)
+        else:
+            self.statistics.streams_ended += 1
+            log.info("uplink: the stream of camera %s ended after %d frames",
+                     printable(message.camera), message.frames)
+
+    async def _take_alert(self, alert: MatchAlert) -> None:
+        try:
+            body = alert_body(alert, self._watchlist_version)
+        except EventBodyError as exc:
+            self._unsealable("an alert", exc)
+            return
+        if not self._held and await self._append_alert(body):
+            return
+        while len(self._held) >= self._config.held_alerts:
+            await self._wait_for_room()
+        self._held.append(body)
+        self.statistics.held_alerts = len(self._held)
+        self._retry_held.set()  # an acknowledgement may have made room since the refusal
+
+    async def _take_health(self, report: HealthBody) -> None:
+        if self.statistics.outbox_full and not report.outbox_full:
+            report = dataclasses.replace(report, outbox_full=True)
+        self._last_health = report
+        await self._append_health(report)
+
+    async def _append_alert(self, body: AlertBody) -> bool:
+        """Seal ``body`` into the outbox; False if the outbox is full (keep it), True when it is
+        no longer this actor's to keep (stored, or dropped as one that can never be)."""
+        async with self._append_lock:
+            try:
+                await self._append("alert", body)
+            except OutboxFull:
+                if not self.statistics.outbox_full:
+                    log.warning("uplink: the outbox is full; alerts are held in memory (at most "
+                                "%d) until the van acknowledges some", self._config.held_alerts)
+                self.statistics.outbox_full = True
+                return False
+            except (EventBodyError, EnvelopeTooLarge) as exc:
+                self._unsealable("an alert", exc)
+                return True
+            self.statistics.alerts_sealed += 1
+            if not self._held:
+                self.statistics.outbox_full = False
+            await self._tell_local_copy(body)
+        return True
+
+    async def _append_health(self, report: HealthBody) -> bool:
+        """Seal a health report into the outbox; whether it was stored."""
+        async with self._append_lock:
+            try:
+                await self._append("health", report)
+            except OutboxFull as exc:
+                self.statistics.health_refused += 1
+                self._log.warning("uplink: a health report was not stored: %s", exc)
+                return False
+            except (EventBodyError, EnvelopeTooLarge) as exc:
+                self._unsealable("a health report", exc)
+                return False
+        self.statistics.health_sealed += 1
+        return True
+
+    async def _append(self, kind: EnvelopeKind, body: EventBody) -> None:
+        """On the pool: encode, seal with the number the outbox assigns, store. The caller holds
+        the append lock."""
+        seq = await self.context.run_blocking(self._seal_into_outbox, kind, body)
+        self._last_assigned = max(self._last_assigned, seq)
+        self._progress.set()
+
+    def _seal_into_outbox(self, kind: EnvelopeKind, body: EventBody) -> int:
+        """On a pool thread: the sealed envelope of ``body`` appended; its sequence number."""
+        payload = encode_body(body)
+        event = _KINDS[kind]
+        if event is not event_kind(body):
+            raise ValueError(f"a {type(body).__name__} is not sealed as {kind}")
+        unit = self._unit
+
+        def seal(seq: int) -> bytes:
+            return seal_envelope(payload, kind=event, unit_id=unit.node_id, sequence=seq,
+                                 signing_key=unit.signing, van_key=self._van_key)
+
+        return self._outbox.append(kind, seal)
+
+    async def _tell_local_copy(self, body: AlertBody) -> None:
+        if self._local_copy is None:
+            return
+        try:
+            await self._local_copy.tell(body)
+        except RuntimeFault as exc:  # a stopped printer: the alert is sealed all the same
+            self._log.warning("uplink: the local copy of an alert was not delivered: %s",
+                              printable(exc))
+
+    def _unsealable(self, what: str, error: Exception) -> None:
+        self.statistics.unsealable += 1
+        log.error("uplink: %s can never be sealed and is dropped: %s", what, printable(error))
+
+    # -- held alerts ---------------------------------------------------------------------------
+
+    async def _hold_loop(self) -> None:
+        """Append held alerts after acknowledgements and every ``held_retry_s``."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.held_retry_s):
+                    await self._retry_held.wait()
+            self._retry_held.clear()
+            if self._held:
+                await self._drain_held()
+
+    async def _drain_held(self) -> None:
+        """Append held alerts, oldest first, until the outbox refuses one or none is left."""
+        while self._held:
+            if not await self._append_alert(self._held[0]):
+                return
+            self._held.popleft()  # only now: a new alert queues behind it meanwhile
+            self.statistics.held_alerts = len(self._held)
+            self._room.set()
+        if self.statistics.outbox_full:
+            log.info("uplink: the outbox took every held alert")
+        self.statistics.outbox_full = False
+
+    async def _wait_for_room(self) -> None:
+        """While the held list is full: seal the alarm report, wait for room at most
+        ``blocked_health_s``."""
+        if not self.statistics.blocked:
+            log.warning("uplink: %d alerts held and the outbox full: taking no more messages "
+                        "until the van acknowledges some", len(self._held))
+        self.statistics.blocked = True
+        try:
+            self._room.clear()
+            await self._append_alarm_report()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.blocked_health_s):
+                    await self._room.wait()
+            self._raise_if_failed()
+        finally:
+            self.statistics.blocked = False
+
+    async def _append_alarm_report(self) -> None:
+        last = self._last_health
+        if last is None:
+            log.warning("uplink: no health report received yet: the outbox-full alarm waits "
+                        "for one")
+            return
+        statistics = await self.context.run_blocking(self._outbox.statistics)
+        now = self._clock()
+        report = dataclasses.replace(
+            last, unit_time=now, uptime_s=last.uptime_s + max(0.0, now - last.unit_time),
+            outbox_depth=statistics.depth, outbox_oldest_age_s=statistics.oldest_age_s,
+            outbox_full=True)
+        if await self._append_health(report):
+            self.statistics.alarm_reports += 1
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        """For ever: wait for a link, converse over it until it ends, wait for the next."""
+        previous: Link | None = None
+        while True:
+            link = await self._next_link(previous)
+            previous = link
+            try:
+                await self._converse(link)
+            except LinkLost as exc:
+                log.info("uplink: link to van %s lost: %s", printable(link.peer),
+                         printable(exc.reason))
+                if not link.closed:  # a frame it could not send: the link is no use either
+                    self._links.drop(link, f"the uplink lost it: {printable(exc.reason)}")
+            except (AskTimeout, RemoteError, TooManyAsks) as exc:
+                # The van is stuck or failing: a new link starts clean (the dialer backs off).
+                self._log.warning("uplink: dropping the link to van %s: %s",
+                                  printable(link.peer), printable(exc))
+                self._links.drop(link, f"the uplink gave up on it: {printable(exc)}")
+            except VanAnswerRefused as exc:
+                self.statistics.bad_answers += 1
+                self._log.warning("uplink: van %s answered nonsense, dropping the link: %s",
+                                  printable(link.peer), exc)
+                self._links.drop(link, f"the uplink refused an answer: {exc}")
+            finally:
+                self.statistics.connected = False
+
+    async def _next_link(self, previous: Link | None) -> Link:
+        """The next open link that is not ``previous``."""
+        while True:
+            try:
+                link = await self._links.wait_link(self._config.link_wait_s)
+            except TimeoutError:
+                continue
+            if link is not previous and not link.closed:
+                return link
+            await asyncio.sleep(self._config.idle_check_s)  # the old link is still going away
+
+    async def _converse(self, link: Link) -> None:
+        """Resume, then deliver until the link closes or fails (raises either way)."""
+        receiver: RemoteActorRef[Resume | Deliver] = link.ref(RECEIVER_ACTOR)
+        first_pending, last_assigned = await self.context.run_blocking(self._resume_figures)
+        self._last_assigned = max(self._last_assigned, last_assigned)
+        answer = await receiver.ask(Resume(first_pending, last_assigned),
+                                    timeout=self._config.resume_timeout_s)
+        if not isinstance(answer, ResumePoint):
+            raise VanAnswerRefused(f"Resume was answered with a {type(answer).__name__}")
+        mark = _checked_mark(answer.acknowledged_up_to)
+        async with self._append_lock:  # no append may take a number the mark is about to pass
+            deleted, lost, last_before = await self.context.run_blocking(self._apply_mark, mark)
+            self._last_assigned = max(self._last_assigned, mark)
+        if lost:
+            self.statistics.lost_below_van_mark += lost
+            log.error("uplink: van %s holds numbers up to %d, above this outbox's last %d (a "
+                      "new outbox whose clock is behind the old one's numbers): %d envelopes "
+                      "numbered below its mark cannot be delivered and were deleted",
+                      printable(link.peer), mark, last_before, lost)
+        elif mark > last_before:
+            log.warning("uplink: van %s holds numbers up to %d, above this outbox's last %d: "
+                        "numbering continues above it", printable(link.peer), mark, last_before)
+        if deleted:
+            self._retry_held.set()
+        self.statistics.resumes += 1
+        self.statistics.acknowledged_up_to = mark
+        self.statistics.connected = True
+        log.info("uplink: resumed with van %s: stored up to %d", printable(link.peer), mark)
+        state = _LinkState(resume_mark=mark, mark=mark, cursor=max(mark, first_pending - 1),
+                           first_pending=max(first_pending, mark + 1))
+        await self._deliver(link, receiver, state)
+
+    def _resume_figures(self) -> tuple[int, int]:
+        """On a pool thread: the outbox's first pending and last assigned numbers."""
+        return self._outbox.first_pending(), self._outbox.statistics().last_seq
+
+    def _apply_mark(self, mark: int) -> tuple[int, int, int]:
+        """On a pool thread: acknowledge up to the van's ``mark`` and number above it. Returns
+        (deleted, lost: deleted though never delivered, the last number assigned before)."""
+        last = self._outbox.statistics().last_seq
+        if mark <= last:
+            return self._outbox.acknowledge(mark), 0, last
+        # Every waiting envelope is numbered at or below last < mark: the van would call each a
+        # duplicate without having it. They cannot be delivered (module docstring of outbox).
+        deleted = self._outbox.acknowledge(mark)
+        self._outbox.advance_past(mark)
+        return deleted, deleted, last
+
+    async def _deliver(self, link: Link, receiver: RemoteActorRef[Resume | Deliver],
+                       state: _LinkState) -> None:
+        """Send the outbox in sequence order, at most ``window`` in flight, and handle each
+        receipt, until the link closes (``LinkLost``)."""
+        in_flight: dict[int, asyncio.Task[Any]] = {}
+        try:
+            while not link.closed:
+                self._progress.clear()
+                for seq in sorted(seq for seq, task in in_flight.items() if task.done()):
+                    await self._on_receipt(state, seq, in_flight.pop(seq).result())
+                room = self._config.window - len(in_flight)
+                if room > 0:
+                    page, state.first_pending = await self.context.run_blocking(
+                        self._next_page, state.cursor, min(room, MAX_PAGE))
+                    for envelope in page:  # tasks start, and send, in this order
+                        in_flight[envelope.seq] = self._send(receiver, envelope,
+                                                             state.first_pending)
+                        state.cursor = envelope.seq
+                        self._last_assigned = max(self._last_assigned, envelope.seq)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._config.idle_check_s):
+                        await self._progress.wait()
+            raise LinkLost(link.peer, "the link closed")
+        finally:
+            for task in in_flight.values():
+                task.cancel()
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+    def _next_page(self, after_seq: int, limit: int) -> tuple[list[PendingEnvelope], int]:
+        """On a pool thread: waiting envelopes above ``after_seq``, and the first pending."""
+        return self._outbox.pending(after_seq, limit), self._outbox.first_pending()
+
+    def _send(self, receiver: RemoteActorRef[Resume | Deliver], envelope: PendingEnvelope,
+              first_pending: int) -> asyncio.Task[Any]:
+        task = asyncio.create_task(
+            receiver.ask(Deliver(envelope.sealed, first_pending),
+                         timeout=self._config.receipt_timeout_s),
+            name=f"uplink deliver {envelope.seq}")
+        task.add_done_callback(lambda _: self._progress.set())
+        return task
+
+    async def _on_receipt(self, state: _LinkState, seq: int, answer: object) -> None:
+        """Check the van's answer to envelope ``seq``, then acknowledge and count."""
+        if not isinstance(answer, Receipt):
+            raise VanAnswerRefused(f"envelope {seq} was answered with a "
+                                   f"{type(answer).__name__}")
+        outcome = answer.outcome
+        if not isinstance(outcome, Outcome):
+            raise VanAnswerRefused(f"envelope {seq}: outcome {printable(outcome, max_chars=40)}")
+        if answer.seq != seq and not (answer.seq == 0 and outcome is Outcome.REFUSED):
+            raise VanAnswerRefused(f"envelope {seq} was answered with a receipt for "
+                                   f"{printable(answer.seq, max_chars=40)}")
+        mark = _checked_mark(answer.acknowledged_up_to)
+        if mark < state.resume_mark:
+            raise VanAnswerRefused(f"the mark went back from {state.resume_mark} to {mark}")
+        if mark > self._last_assigned:
+            raise VanAnswerRefused(f"the mark {mark} is above {self._last_assigned}, the last "
+                                   "number this outbox assigned")
+        acknowledged = outcome is not Outcome.REFUSED and seq > max(mark, state.mark)
+        if mark > state.mark or acknowledged:
+            deleted = await self.context.run_blocking(
+                self._acknowledge, max(mark, state.mark), seq if acknowledged else None)
+            if deleted:
+                self._retry_held.set()
+            state.mark = max(mark, state.mark)
+            self.statistics.acknowledged_up_to = max(self.statistics.acknowledged_up_to,
+                                                     state.mark)
+        if outcome is Outcome.STORED:
+            self.statistics.delivered += 1
+        elif outcome is Outcome.DUPLICATE:
+            self.statistics.duplicates += 1
+        else:
+            reason = printable(answer.reason, max_chars=MAX_REFUSAL_CHARS)
+            self.statistics.refused += 1
+            self.statistics.last_refusal = reason
+            self._log.warning("uplink: the van refused envelope %d: %s; it stays in the outbox "
+                              "and goes again after the next reconnect", seq, reason)
+
+    def _acknowledge(self, mark: int, one: int | None) -> int:
+        """On a pool thread: delete up to ``mark`` and the envelope ``one``; how many."""
+        deleted = self._outbox.acknowledge(mark)
+        if one is not None:
+            deleted += self._outbox.acknowledge_one(one)
+        return deleted
+
+
+def _checked_mark(value: object) -> int:
+    """A van's mark if it is a number the outbox could hold; ``VanAnswerRefused`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value <= MAX_ADVANCE_SEQ:
+        raise VanAnswerRefused(f"the mark {printable(value, max_chars=40)} is not a sequence "
+                               "number")
+    return value
