@@ -157,6 +157,14 @@ def _cmd_bench_street(args: argparse.Namespace) -> int:
         alerts_path=Path(args.alerts) if args.alerts else None), as_json=args.json)
 
 
+def _cmd_bench_uplink(args: argparse.Namespace) -> int:
+    from bench.uplink_bench import run_uplink_bench
+
+    return _report(run_uplink_bench(args.units, alerts=args.alerts, rate=args.rate,
+                                    burst=args.burst, crop_bytes=args.crop_bytes),
+                   as_json=args.json)
+
+
 def _report(result: dict[str, object], *, as_json: bool) -> int:
     """Print a benchmark's or calibration's figures; ``TARGET_MISSED`` if it says so."""
     if as_json:
@@ -231,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_keys_commands(commands)
     _add_van_commands(commands)
+    _add_edge_commands(commands)
     _add_bench_commands(commands)
     return parser
 
@@ -274,13 +283,63 @@ def _cmd_van_units(args: argparse.Namespace) -> int:
     return list_units(Path(args.config), as_json=args.json)
 
 
+def _cmd_van_run(args: argparse.Namespace) -> int:
+    from guards.user_input import UserInputError
+    from lfr.van_node import run_van
+
+    if args.config is None:
+        raise UserInputError("give --config van.toml to run the van node, or an action "
+                             "(lfr van --help)")
+    return run_van(Path(args.config), print_alerts=args.print_alerts)
+
+
+def _cmd_van_tls_init(args: argparse.Namespace) -> int:
+    from lfr.van_tls import tls_init
+
+    return tls_init(args.id, Path(args.out))
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    from lfr.edge_node import run_edge
+
+    return run_edge(Path(args.config), check_only=args.check_config,
+                    print_alerts=args.print_alerts)
+
+
+def _add_edge_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    edge = commands.add_parser(
+        "edge", help="run a camera unit: cameras, recognition, uplink to the van",
+        description="Run a camera unit from its config (unit.toml; docs/DELIVERY.md "
+                    "\"Configuration\"): each camera its own camera and detector pipeline, the "
+                    "matcher, and the uplink that delivers sealed alerts to the van.")
+    edge.add_argument("--config", required=True, help="the unit's config file (unit.toml)")
+    edge.add_argument("--check-config", action="store_true",
+                      help="only check the config (and the files it names), then exit")
+    edge.add_argument("--print-alerts", action="store_true",
+                      help="also print each alert, as the van gets it, as a JSON line on stdout")
+    edge.set_defaults(func=_cmd_edge)
+
+
 def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     van = commands.add_parser(
-        "van", help="the van's enrolled units (the van node itself comes with its receiver)",
-        description="Enrol, revoke and list the units whose events this van accepts. The van "
-                    "node itself (lfr van --config van.toml) is not there yet: it comes with "
-                    "the van's receiver.")
-    actions = van.add_subparsers(dest="van_command", required=True, metavar="ACTION")
+        "van", help="run the van node (--config van.toml), or manage its units and certificate",
+        description="lfr van --config van.toml runs the van node: signaling over HTTPS, one "
+                    "receiver per connected unit, the event store. The actions enrol, revoke "
+                    "and list the units whose events this van accepts, and make its TLS "
+                    "certificate.")
+    van.add_argument("--config", help="the van's config file, to run the van node")
+    van.add_argument("--print-alerts", action="store_true",
+                     help="also print each newly stored alert as a JSON line on stdout "
+                          "(metadata only: unit, seq, camera, subject, score, threshold, "
+                          "captured_at; never the crop)")
+    van.set_defaults(func=_cmd_van_run)
+    actions = van.add_subparsers(dest="van_command", required=False, metavar="ACTION")
+    tls = actions.add_parser("tls-init", help="make the van's self-signed TLS certificate and "
+                             "print the fingerprint units pin")
+    tls.add_argument("--id", required=True, help="the van's node id")
+    tls.add_argument("--out", required=True,
+                     help="folder to write tls.crt and tls.key into (never overwritten)")
+    tls.set_defaults(func=_cmd_van_tls_init)
     config_help = "the van's config file (van.toml; docs/DELIVERY.md \"Configuration\")"
     enrol = actions.add_parser("enroll-unit", help="accept a unit's events, by its public keys")
     enrol.add_argument("unit_id", metavar="UNIT_ID", help="the unit's node id")
@@ -332,6 +391,19 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                         "output) instead of scanning")
     street.add_argument("--json", action="store_true", help="print one JSON object")
     street.set_defaults(func=_cmd_bench_street)
+    uplink = benches.add_parser("uplink", help="a van and N units as processes: alerts end to "
+                                "end over WebRTC, lost/duplicates/latency")
+    uplink.add_argument("--units", type=int, default=1, help="unit processes (1-32; 1)")
+    uplink.add_argument("--alerts", type=int, default=60,
+                        help="alerts per unit at the steady rate (60)")
+    uplink.add_argument("--rate", type=float, default=2.0,
+                        help="alerts per second per unit (2)")
+    uplink.add_argument("--burst", type=int, default=10,
+                        help="alerts per unit at once after the steady part (10)")
+    uplink.add_argument("--crop-bytes", type=int, default=20_000,
+                        help="face crop JPEG size in bytes (20000)")
+    uplink.add_argument("--json", action="store_true", help="print one JSON object")
+    uplink.set_defaults(func=_cmd_bench_uplink)
 
 
 def _refuse_unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
