@@ -451,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its CPU features
+        # aioice logs every ICE candidate pair (addresses) at INFO: noise for an operator
+        logging.getLogger("aioice").setLevel(logging.WARNING)
         func: Command = args.func
         return int(func(args))
     except BaseException as exc:  # noqa: BLE001 - the process's supervision boundary

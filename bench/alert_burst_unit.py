@@ -1,0 +1,201 @@
+"""A camera unit whose alerts come from a generator instead of a camera (bench and fault tests).
+
+Everything after the matcher is the real unit: its keys and config (``unit.toml``), its
+outbox file, the ``Uplink`` actor sealing each alert (HPKE to the van, hybrid signature), the
+``VanDialer`` keeping a WebRTC link to the van through signed signaling. Only the alerts are
+synthetic: ``--alerts`` MatchAlerts with a ``--crop-bytes`` JPEG crop (random pixels, so it
+does not compress), told to the uplink at ``--rate`` per second, then ``--burst`` more at once.
+Each alert's ``captured_at`` is the time it was made, so the van's ``received_at`` minus it is
+the delivery latency the benchmark reports.
+
+Prints JSON lines on stdout, flushed one by one (a test may kill the process at any line):
+``{"linked": UNIT}`` once the first link to the van is up (no alert is made before), then
+``{"sealed": EVENT_ID, "seq": N}`` once the uplink has stored the alert in the outbox (it will
+reach the van whatever happens next), then ``{"summary": {...}}`` when every alert is
+acknowledged by the van or ``--drain-timeout-s`` passed. Exit 0 only when the outbox holds no
+alert at the end, 1 (target missed) otherwise.
+
+    python -m bench.alert_burst_unit --config unit.toml --alerts 100 --rate 20 [--burst 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from actors.unit.event_body import AlertBody
+from actors.unit.match_alert import MatchAlert
+from actors.unit.outbox import Outbox
+from actors.unit.signaling_client import SignalingClientConfig
+from actors.unit.uplink import Uplink, UplinkStatistics
+from actors.unit.van_dialer import VanDialer
+from guards.exit_codes import ExitCode
+from lfr.config.unit import UnitConfig, load_unit_config
+from runtime.actor import Actor
+from runtime.codec import Codec
+from runtime.mailbox import MailboxConfig
+from runtime.node import run
+from runtime.system import ActorSystem, SystemConfig
+from secure.key_files import read_node_keys, read_public_keys
+from secure.node_keys import NodeRole
+
+POLL_S = 0.1
+"""How often the drain loop looks at the outbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class BurstPlan:
+    """What the generator sends."""
+
+    alerts: int
+    """Alerts at the steady rate."""
+    rate: float
+    """Alerts per second of the steady part."""
+    burst: int
+    """Alerts told at once after the steady part."""
+    first_index: int
+    """Index of the first alert (a restarted unit continues with new ids)."""
+    crop_bytes: int
+    """Approximate size of each crop JPEG."""
+    drain_timeout_s: float
+    """Seconds to wait for the van's acknowledgements after the last alert."""
+    start_file: Path | None
+    """When set: once linked, wait for this file to exist before the first alert (lets a
+    benchmark start every unit's alerts together, after all have connected)."""
+    link_timeout_s: float = 120.0
+    """Seconds to wait for the first link to the van (and for ``start_file``)."""
+
+
+def noise_jpeg(target_bytes: int, seed: int = 7) -> bytes:
+    """A JPEG of random pixels of about ``target_bytes`` (at least 1 KB), square, <= 1 MP."""
+    rng = np.random.default_rng(seed)
+    side = 16
+    data = b""
+    while side <= 1024:
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="JPEG", quality=75)
+        data = out.getvalue()
+        if len(data) >= target_bytes:
+            break
+        side += 8
+    return data
+
+
+def _write_line(record: dict[str, object]) -> None:
+    """One JSON line on stdout, written at once (a kill -9 loses at most the line in flight)."""
+    os.write(sys.stdout.fileno(), (json.dumps(record) + "\n").encode())
+
+
+class SealedLog(Actor[AlertBody]):
+    """The uplink's local copy: one ``sealed`` line per alert stored in the outbox."""
+
+    async def receive(self, message: AlertBody) -> None:
+        _write_line({"sealed": message.event_id, "captured_at": message.captured_at,
+                     "sealed_at": time.time()})
+
+
+def _alert(unit_id: str, index: int, crop: bytes) -> MatchAlert:
+    return MatchAlert(alert_id=f"{unit_id}/bench/{index}", subject=f"subject-{index % 7}",
+                      score=0.71, threshold=0.6, track=index, camera="bench", t_s=index / 25,
+                      captured_at=time.time(), frame_index=index,
+                      box=(100.0, 80.0, 164.0, 160.0), hits=3, crop_jpeg=crop)
+
+
+async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> int:
+    """Send the planned alerts through the real uplink; the exit code (see the docstring)."""
+    unit = read_node_keys(config.signing_key)
+    van = read_public_keys(config.van_public_keys, NodeRole.VAN)
+    crop = noise_jpeg(plan.crop_bytes)
+    outbox = Outbox.open(config.outbox)
+    dialer = VanDialer(system, unit, SignalingClientConfig(
+        config.van_url, van, config.van_tls_fingerprint), Codec())
+    statistics = UplinkStatistics()
+    log = await system.spawn("sealed-log", SealedLog, MailboxConfig(capacity=1024))
+    uplink = await system.spawn("uplink", lambda: Uplink(
+        unit, van, outbox, dialer, local_copy=log, statistics=statistics),
+        MailboxConfig(capacity=256))
+    try:
+        dialer.start()
+        await dialer.wait_link(plan.link_timeout_s)
+        _write_line({"linked": unit.node_id})
+        if plan.start_file is not None:
+            await _wait_for_file(plan.start_file, plan.link_timeout_s)
+        index = plan.first_index
+        for _ in range(plan.alerts):
+            await uplink.tell(_alert(unit.node_id, index, crop))
+            index += 1
+            await asyncio.sleep(1 / plan.rate)
+        for _ in range(plan.burst):
+            await uplink.tell(_alert(unit.node_id, index, crop))
+            index += 1
+        drained = await _drain(system, outbox, plan.drain_timeout_s)
+        left = (await system.blocking.run(outbox.statistics)).alerts
+        _write_line({"summary": {"unit": unit.node_id, "told": index - plan.first_index,
+                                 "alerts_sealed": statistics.alerts_sealed,
+                                 "delivered": statistics.delivered,
+                                 "duplicates": statistics.duplicates,
+                                 "refused": statistics.refused, "alerts_left": left,
+                                 "drained": drained}})
+        # TARGET_MISSED: the van did not acknowledge every alert in time
+        return ExitCode.OK if drained else ExitCode.TARGET_MISSED
+    finally:
+        await uplink.stop()  # before the outbox closes under it
+        await dialer.stop()
+        outbox.close()
+
+
+async def _wait_for_file(path: Path, timeout_s: float) -> None:
+    # Polled: another process creates it (no event of this process to wait on)
+    async with asyncio.timeout(timeout_s):
+        while not await asyncio.to_thread(path.exists):  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)
+
+
+async def _drain(system: ActorSystem, outbox: Outbox, timeout_s: float) -> bool:
+    """True once the outbox holds no alert (all acknowledged); False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    await asyncio.sleep(POLL_S)
+    while time.monotonic() < deadline:
+        if (await system.blocking.run(outbox.statistics)).alerts == 0:
+            return True
+        await asyncio.sleep(POLL_S)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run the unit."""
+    parser = argparse.ArgumentParser(prog="python -m bench.alert_burst_unit",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="the unit's unit.toml")
+    parser.add_argument("--alerts", type=int, default=100, help="alerts at the steady rate")
+    parser.add_argument("--rate", type=float, default=10.0, help="alerts per second")
+    parser.add_argument("--burst", type=int, default=0, help="alerts at once afterwards")
+    parser.add_argument("--first-index", type=int, default=0, help="index of the first alert")
+    parser.add_argument("--crop-bytes", type=int, default=20_000, help="crop JPEG size")
+    parser.add_argument("--start-file", help="once linked, wait for this file to exist")
+    parser.add_argument("--drain-timeout-s", type=float, default=120.0,
+                        help="seconds to wait for the van's acknowledgements")
+    args = parser.parse_args(argv)
+    if args.alerts < 0 or args.burst < 0 or not 0 < args.rate <= 10_000:
+        parser.error("--alerts and --burst must be >= 0 and --rate in (0, 10000]")
+    plan = BurstPlan(args.alerts, args.rate, args.burst, args.first_index, args.crop_bytes,
+                     args.drain_timeout_s,
+                     None if args.start_file is None else Path(args.start_file))
+    config = load_unit_config(Path(args.config))
+    # the dialer's link is named by the unit id: so is the actor system
+    return run(lambda system: run_unit(system, config, plan), SystemConfig(name=config.unit_id))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
