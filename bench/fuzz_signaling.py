@@ -264,8 +264,8 @@ def hostile_value(rng: random.Random, name: str, now_s: float) -> Any:
         "timestamp_ms": lambda: rng.choice([
             0, -1, 1, -(2**63), 2**63 - 1, 2**64 - 1, rng.randrange(-(2**63), 2**63),
             int((now_s + rng.choice([-30.001, 30.001, -1e6, 1e9])) * 1000)]),
-        "nonce": lambda: rng.randbytes(rng.choice([0, 1, 31, 33, 64, 30_000])),
-        "offer_nonce": lambda: rng.randbytes(rng.choice([0, 1, 31, 33, 64, 30_000])),
+        "nonce": lambda: rng.randbytes(rng.choice([0, 1, 31, NONCE_BYTES, 33, 30_000])),
+        "offer_nonce": lambda: rng.randbytes(rng.choice([0, 1, 31, NONCE_BYTES, 33, 30_000])),
         "sdp": lambda: _hostile_sdp(rng),
         "sealed_link_key": lambda: rng.randbytes(rng.choice([0, 1, 32, 1167, 1168, 1169,
                                                              4096])),
