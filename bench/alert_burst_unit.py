@@ -4,7 +4,9 @@ Everything after the matcher is the real unit: its keys and config (``unit.toml`
 outbox file, the ``Uplink`` actor sealing each alert (HPKE to the van, hybrid signature), the
 ``VanDialer`` keeping a WebRTC link to the van through signed signaling. Only the alerts are
 synthetic: ``--alerts`` MatchAlerts with a ``--crop-bytes`` JPEG crop (random pixels, so it
-does not compress), told to the uplink at ``--rate`` per second, then ``--burst`` more at once.
+does not compress), told to the uplink at ``--rate`` per second, and ``--burst`` more at once
+after ``--burst-after`` of them (by default at the end). Steady alerts are named
+``UNIT/bench/INDEX``, burst alerts ``UNIT/burst/INDEX``.
 Each alert's ``captured_at`` is the time it was made, so the van's ``received_at`` minus it is
 the delivery latency the benchmark reports.
 
@@ -62,7 +64,9 @@ class BurstPlan:
     rate: float
     """Alerts per second of the steady part."""
     burst: int
-    """Alerts told at once after the steady part."""
+    """Alerts told at once, after ``burst_after`` steady ones."""
+    burst_after: int
+    """Steady alerts before the burst (``alerts``: at the end)."""
     first_index: int
     """Index of the first alert (a restarted unit continues with new ids)."""
     crop_bytes: int
@@ -105,8 +109,9 @@ class SealedLog(Actor[AlertBody]):
                      "sealed_at": time.time()})
 
 
-def _alert(unit_id: str, index: int, crop: bytes) -> MatchAlert:
-    return MatchAlert(alert_id=f"{unit_id}/bench/{index}", subject=f"subject-{index % 7}",
+def _alert(unit_id: str, index: int, crop: bytes, *, burst: bool = False) -> MatchAlert:
+    kind = "burst" if burst else "bench"
+    return MatchAlert(alert_id=f"{unit_id}/{kind}/{index}", subject=f"subject-{index % 7}",
                       score=0.71, threshold=0.6, track=index, camera="bench", t_s=index / 25,
                       captured_at=time.time(), frame_index=index,
                       box=(100.0, 80.0, 164.0, 160.0), hits=3, crop_jpeg=crop)
@@ -132,13 +137,16 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
         if plan.start_file is not None:
             await _wait_for_file(plan.start_file, plan.link_timeout_s)
         index = plan.first_index
-        for _ in range(plan.alerts):
+        for steady in range(plan.alerts + 1):
+            if steady == plan.burst_after:
+                for _ in range(plan.burst):
+                    await uplink.tell(_alert(unit.node_id, index, crop, burst=True))
+                    index += 1
+            if steady == plan.alerts:
+                break
             await uplink.tell(_alert(unit.node_id, index, crop))
             index += 1
             await asyncio.sleep(1 / plan.rate)
-        for _ in range(plan.burst):
-            await uplink.tell(_alert(unit.node_id, index, crop))
-            index += 1
         drained = await _drain(system, outbox, plan.drain_timeout_s)
         left = (await system.blocking.run(outbox.statistics)).alerts
         _write_line({"summary": {"unit": unit.node_id, "told": index - plan.first_index,
@@ -181,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alerts", type=int, default=100, help="alerts at the steady rate")
     parser.add_argument("--rate", type=float, default=10.0, help="alerts per second")
     parser.add_argument("--burst", type=int, default=0, help="alerts at once afterwards")
+    parser.add_argument("--burst-after", type=int,
+                        help="steady alerts before the burst (default: all of them)")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first alert")
     parser.add_argument("--crop-bytes", type=int, default=20_000, help="crop JPEG size")
     parser.add_argument("--start-file", help="once linked, wait for this file to exist")
@@ -189,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.alerts < 0 or args.burst < 0 or not 0 < args.rate <= 10_000:
         parser.error("--alerts and --burst must be >= 0 and --rate in (0, 10000]")
-    plan = BurstPlan(args.alerts, args.rate, args.burst, args.first_index, args.crop_bytes,
-                     args.drain_timeout_s,
+    burst_after = args.alerts if args.burst_after is None else args.burst_after
+    if not 0 <= burst_after <= args.alerts:
+        parser.error("--burst-after must be 0 to --alerts")
+    plan = BurstPlan(args.alerts, args.rate, args.burst, burst_after, args.first_index,
+                     args.crop_bytes, args.drain_timeout_s,
                      None if args.start_file is None else Path(args.start_file))
     config = load_unit_config(Path(args.config))
     # the dialer's link is named by the unit id: so is the actor system

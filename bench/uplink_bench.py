@@ -4,7 +4,11 @@ A deployment is provisioned in a temporary folder (``lfr.local_deployment``: fre
 certificate, enrolment, configs); ``lfr van`` starts, then N unit processes
 (``bench.alert_burst_unit``: the real uplink, outbox, sealing and WebRTC link; only the alerts
 are generated). Once every unit is linked they start together: ``alerts`` alerts each at
-``rate`` per second with a ``crop_bytes`` JPEG crop, then a burst of ``burst`` at once. When
+``rate`` per second with a ``crop_bytes`` JPEG crop, and a burst of ``burst`` at once, unit i of N
+after ``alerts * (i + 0.5) / N`` of its steady alerts: each unit has its burst (a group of
+watchlisted people passing its camera), at moments spread over the run as they would be in the
+field. ``--burst-together`` fires every unit's burst at the same moment instead (the worst case:
+N x ``burst`` alerts at once), a stress figure rather than the target's. When
 every unit has had all its alerts acknowledged, the van is stopped and its event store is read
 back and every envelope opened with the van's key (``bench.van_events``).
 
@@ -71,8 +75,8 @@ def _sealed_ids(unit: NodeProcess) -> list[str]:
             if line.startswith('{"sealed"')]
 
 
-def score(units: dict[str, NodeProcess], received: dict[str, list[ReceivedAlert]],
-          steady: int) -> dict[str, object]:
+def score(units: dict[str, NodeProcess], received: dict[str, list[ReceivedAlert]]
+          ) -> dict[str, object]:
     """Lost, duplicates and latencies from what units sealed and what the van stored."""
     lost = duplicates = out_of_order = 0
     every: list[float] = []
@@ -90,8 +94,8 @@ def score(units: dict[str, NodeProcess], received: dict[str, list[ReceivedAlert]
         for alert in stored:
             latency = alert.received_at - alert.captured_at
             every.append(latency)
-            index = int(alert.event_id.rsplit("/", 1)[1])
-            (steady_latencies if index < steady else burst_latencies).append(latency)
+            burst = alert.event_id.split("/")[-2] == "burst"
+            (burst_latencies if burst else steady_latencies).append(latency)
     return {"lost": lost, "duplicates": duplicates, "out_of_order": out_of_order,
             "latency_ms_p50": _percentile_ms(every, 50),
             "latency_ms_p99": _percentile_ms(every, 99),
@@ -102,8 +106,14 @@ def score(units: dict[str, NodeProcess], received: dict[str, list[ReceivedAlert]
             "burst_latency_ms_p99": _percentile_ms(burst_latencies, 99)}
 
 
+def burst_after(unit_index: int, units: int, alerts: int, *, together: bool) -> int:
+    """Steady alerts unit ``unit_index`` (0-based) sends before its burst."""
+    return alerts if together else round(alerts * (unit_index + 0.5) / units)
+
+
 def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: int = 10,
-                     crop_bytes: int = 20_000, timeout_s: float = 600.0) -> dict[str, object]:
+                     crop_bytes: int = 20_000, burst_together: bool = False,
+                     timeout_s: float = 600.0) -> dict[str, object]:
     """Run the benchmark (module docstring); the figures as one JSON-able dict."""
     if not 1 <= units <= MAX_UNITS:
         raise UserInputError(f"--units must be 1-{MAX_UNITS}, got {units}")
@@ -121,10 +131,12 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
             cpu_before = van.cpu_seconds()
             processes = {name: stack.enter_context(start_burst_unit(
                 name, config, "--alerts", str(alerts), "--rate", str(rate), "--burst",
-                str(burst), "--crop-bytes", str(crop_bytes), "--start-file", str(start_file),
+                str(burst), "--burst-after",
+                str(burst_after(index, units, alerts, together=burst_together)),
+                "--crop-bytes", str(crop_bytes), "--start-file", str(start_file),
                 "--drain-timeout-s", str(timeout_s)))
-                for name, config in zip(deployment.unit_ids, deployment.unit_configs,
-                                        strict=True)}
+                for index, (name, config) in enumerate(zip(deployment.unit_ids,
+                                                           deployment.unit_configs, strict=True))}
             for unit in processes.values():
                 unit.wait_for(lambda line: line.startswith('{"linked"'), 180)
             start_file.touch()
@@ -137,11 +149,12 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
             received = read_van_alerts(deployment.root / "van" / "state",
                                        deployment.van_signing_key,
                                        deployment.van_encryption_key, deployment.unit_ids)
-            figures = score(processes, received, alerts)
+            figures = score(processes, received)
     sent = sum(int(str(summary["alerts_sealed"])) for summary in summaries.values())
     result: dict[str, object] = {
         "units": units, "alerts": sent, "alerts_per_unit": alerts + burst,
-        "rate_per_unit": rate, "burst_per_unit": burst, "crop_bytes": crop_bytes,
+        "rate_per_unit": rate, "burst_per_unit": burst, "bursts_together": burst_together,
+        "crop_bytes": crop_bytes,
         **figures, "van_cpu_s": round(van_cpu, 2), "elapsed_s": round(elapsed, 1),
         "unit_exit_codes_nonzero": sorted(name for name, code in codes.items() if code != 0),
         "van_exit_code": van_code, "target_p99_ms": target_p99_ms(units)}

@@ -161,7 +161,8 @@ def _cmd_bench_uplink(args: argparse.Namespace) -> int:
     from bench.uplink_bench import run_uplink_bench
 
     return _report(run_uplink_bench(args.units, alerts=args.alerts, rate=args.rate,
-                                    burst=args.burst, crop_bytes=args.crop_bytes),
+                                    burst=args.burst, crop_bytes=args.crop_bytes,
+                                    burst_together=args.burst_together),
                    as_json=args.json)
 
 
@@ -400,6 +401,9 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                         help="alerts per second per unit (2)")
     uplink.add_argument("--burst", type=int, default=10,
                         help="alerts per unit at once after the steady part (10)")
+    uplink.add_argument("--burst-together", action="store_true",
+                        help="every unit's burst at the same moment (a stress figure), not "
+                             "spread over the run")
     uplink.add_argument("--crop-bytes", type=int, default=20_000,
                         help="face crop JPEG size in bytes (20000)")
     uplink.add_argument("--json", action="store_true", help="print one JSON object")
