@@ -16,6 +16,10 @@ initial_backoff_s * 2**(n-1)))``; a link that stayed up ``stable_s`` resets the 
 that comes back after a long link is redialled at once. A link that ends early counts as a
 failure. Jitter keeps a van's units from redialling in step after the van restarts.
 
+Known library race (aioice 0.13): a peer connection closed in the instant its ICE checks complete
+(``stop`` or a timeout at that moment) may leave aioice's consent-check task sleeping for ever;
+it holds no socket and sends nothing (tests/actors/unit/test_van_dialer.py shows it).
+
 The dialer is the uplink's ``LinkSource``: ``current``, ``wait_link`` and ``drop``. Its counters
 (``attempts``, ``failures``, ``last_error``, ``connected``) are for health reports and logs.
 """

@@ -47,7 +47,7 @@ from actors.unit.signaling_client import SignalingClientConfig, SignalingFailed
 from actors.unit.uplink import Uplink, UplinkConfig, UplinkStatistics
 from actors.unit.van_dialer import DialerConfig, VanDialer
 from guards.config_checks import ConfigError
-from runtime import ActorSystem, Codec, LinkConfig, LinkKeys, SystemConfig
+from runtime import ActorSystem, Codec, HandshakeRefused, LinkConfig, LinkKeys, SystemConfig
 from runtime.actor import Actor
 from runtime.cell import ActorCell
 from runtime.datachannel import DataChannelFrameChannel, DataOnlyPeerConnection, open_link
@@ -198,7 +198,8 @@ class VanReceiver(Actor[Resume | Deliver]):
 
 class FakeVan:
     """The van's end of each connection: an answering peer connection and a link to
-    ``receiver``. ``negotiate`` stands in for signaling (``VanDialer(negotiate=...)``)."""
+    ``receiver``. ``negotiate`` stands in for signaling (``VanDialer(negotiate=...)``);
+    ``accept`` is the real signaling service's ``Connected``."""
 
     def __init__(self, system: ActorSystem, book: VanBook) -> None:
         self.system = system
@@ -212,6 +213,8 @@ class FakeVan:
         self.peer_connections: list[DataOnlyPeerConnection] = []
         self.channels: list[DataChannelFrameChannel] = []
         self.links: list[Link] = []
+        self.refused: list[Exception] = []
+        """Connections whose channel never opened or whose handshake failed, why."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def negotiate(self, unit: NodeKeys, config: SignalingClientConfig,
@@ -222,28 +225,35 @@ class FakeVan:
         if not self.accepting:
             raise SignalingFailed("unreachable", "the test van is away")
         key = secrets.token_bytes(32)
-        van_key = secrets.token_bytes(32) if self.wrong_key else key
         answerer = DataOnlyPeerConnection()
-        self.peer_connections.append(answerer)
-
-        @answerer.on("datachannel")
-        def accept(channel: Any) -> None:
-            wrapped = DataChannelFrameChannel(channel, answerer, 1 << 20)
-            self.channels.append(wrapped)
-            task = asyncio.create_task(self._serve(wrapped, van_key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
+        self.accept(unit.node_id, answerer, secrets.token_bytes(32) if self.wrong_key else key)
         await peer_connection.setLocalDescription(await peer_connection.createOffer())
         await answerer.setRemoteDescription(peer_connection.localDescription)
         await answerer.setLocalDescription(await answerer.createAnswer())
         await peer_connection.setRemoteDescription(answerer.localDescription)
         return key
 
+    def accept(self, unit_id: str, answerer: DataOnlyPeerConnection, key: bytes) -> None:
+        """Serve ``answerer``'s link channel, once it comes, with ``key``."""
+        assert unit_id == UNIT_ID
+        self.peer_connections.append(answerer)
+
+        @answerer.on("datachannel")
+        def wrap(channel: Any) -> None:
+            wrapped = DataChannelFrameChannel(channel, answerer, 1 << 20)
+            self.channels.append(wrapped)
+            task = asyncio.create_task(self._serve(wrapped, key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     async def _serve(self, channel: DataChannelFrameChannel, key: bytes) -> None:
-        await channel.wait_open(WAIT_S)
         config = LinkConfig(keys=LinkKeys({UNIT_ID: key}, None, "test"), exposed=VAN_LINKS)
-        link = await open_link(self.system, channel, config, Codec(), initiator=False)
+        try:
+            await channel.wait_open(WAIT_S)
+            link = await open_link(self.system, channel, config, Codec(), initiator=False)
+        except (ConnectionError, HandshakeRefused) as exc:  # the unit went, or proved no key
+            self.refused.append(exc)
+            return
         self.links.append(link)
         self.book.link_number = len(self.links)
         await link.run()

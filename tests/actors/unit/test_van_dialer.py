@@ -15,16 +15,22 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aioice.ice
 import pytest
 
 from actors.delivery_messages import RECEIVER_ACTOR
+from actors.unit.event_body import alert_body
+from actors.unit.outbox import Outbox
 from actors.unit.signaling_client import SignalingClientConfig
+from actors.unit.uplink import Uplink, UplinkStatistics
 from actors.unit.van_dialer import DialerConfig, Negotiate, VanDialer
+from actors.van.signaling import SignalingService, serve_signaling
+from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
 from guards.config_checks import ConfigError
-from runtime import ActorSystem, Codec, SystemConfig
+from runtime import ActorSystem, Codec, HandshakeRefused, SystemConfig
 from runtime.datachannel import DataChannelLimits, DataOnlyPeerConnection
 from runtime.link import Link
 from secure.node_keys import NodeKeys
@@ -38,6 +44,7 @@ from tests.actors.unit.test_uplink import (
     FakeVan,
     VanBook,
     VanReceiver,
+    match_alert,
 )
 
 TEST_S = 90.0
@@ -217,8 +224,22 @@ async def test_every_failed_attempt_closes_its_peer_connection_and_the_dialer_re
         assert FAILURES[kind] in net.dialer.last_error
         assert FAILURES[kind] in caplog.text
         assert "cannot link to van van-1" in caplog.text
+        if kind == "wrong_key":  # the van refused the unit's proof too
+            assert any(isinstance(exc, HandshakeRefused) for exc in net.fake.refused)
     me = asyncio.current_task()
-    await eventually(lambda: not (asyncio.all_tasks() - tasks_before - {me}))
+    await eventually(lambda: not {task for task in asyncio.all_tasks() - tasks_before - {me}
+                                  if not _aioice_consent_after_close(task)})
+
+
+def _aioice_consent_after_close(task: asyncio.Task[Any]) -> bool:
+    """An aioice 0.13 race, not a leak of the dialer: a connection closed while its ICE checks
+    complete (here: ``stop`` or the test's van closing during an attempt) finishes ``connect``
+    after ``close`` and starts consent checks that nobody stops. They hold no socket (``close``
+    closed them) and send nothing (no nominated pair is left), but sleep for ever."""
+    frame = task.get_coro().cr_frame  # type: ignore[union-attr]
+    connection = frame.f_locals.get("self") if frame is not None else None
+    return (isinstance(connection, aioice.ice.Connection)
+            and frame.f_code.co_name == "query_consent" and connection._closed)
 
 
 async def test_stop_during_an_attempt_ends_it_and_closes_its_peer_connection() -> None:
@@ -327,3 +348,50 @@ async def test_the_dialer_refuses_an_allow_list_of_unregistered_classes() -> Non
     system = ActorSystem(SystemConfig(name=UNIT_ID))
     with pytest.raises(ConfigError, match="not a registered message"):
         VanDialer(system, UNIT_KEYS, SIGNALING, Codec(), exposed={"health": [Link]})
+
+
+# --- with the real signaling server -----------------------------------------------------------
+
+
+async def test_a_unit_dials_a_real_signaling_server_and_its_alerts_arrive_across_a_redial(
+        tmp_path: Path) -> None:
+    """Signed signaling over HTTPS with the pinned certificate, the link key from the offer on
+    both sides, the uplink's conversation over the link, a lost link and a redial."""
+    async with asyncio.timeout(TEST_S):
+        unit = ActorSystem(SystemConfig(name=UNIT_ID, shutdown_drain_s=0.2))
+        van = ActorSystem(SystemConfig(name=VAN_ID, shutdown_drain_s=0.2))
+        book = VanBook()
+        await van.spawn(RECEIVER_ACTOR, lambda: VanReceiver(book))
+        fake = FakeVan(van, book)
+        files = create_tls_certificate(tmp_path, VAN_ID)
+        service = SignalingService(VAN_KEYS, {UNIT_ID: UNIT_KEYS.public()}.get, fake.accept)
+        runner, port = await serve_signaling(service, "127.0.0.1", 0,
+                                             server_ssl_context(files.certificate, files.key))
+        signaling = SignalingClientConfig(f"https://127.0.0.1:{port}", VAN_KEYS.public(),
+                                          files.fingerprint)
+        dialer = VanDialer(unit, UNIT_KEYS, signaling, Codec(), QUICK)
+        outbox = Outbox.open(tmp_path / "outbox.db")
+        statistics = UplinkStatistics()
+        uplink = await unit.spawn("uplink", lambda: Uplink(
+            UNIT_KEYS, VAN_KEYS.public(), outbox, dialer, statistics=statistics))
+        dialer.start()
+        try:
+            for index in range(3):
+                await uplink.tell(match_alert(index))
+            await eventually(lambda: len(book.stored) == 3 and outbox.depth() == 0)
+            await fake.cut()
+            for index in range(3, 6):
+                await uplink.tell(match_alert(index))
+            await eventually(lambda: len(book.stored) == 6 and outbox.depth() == 0)
+            assert book.alerts() == [alert_body(match_alert(i), 0) for i in range(6)]
+            assert service.answered >= 2  # each connection was signalled
+            assert dialer.links >= 2
+            assert len(book.resumes) >= 2
+        finally:
+            await uplink.stop()
+            await dialer.stop()
+            await fake.close()
+            await unit.stop()
+            await van.stop()
+            await runner.cleanup()
+            outbox.close()
