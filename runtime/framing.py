@@ -8,6 +8,11 @@ Reading is bounded: the length is checked against ``max_frame_bytes`` before a b
 is read, the body must arrive within ``partial_frame_timeout_s``, and the stream reader's own
 limit pauses the socket once that much is buffered unread. One frame being read therefore holds
 at most ``max_frame_bytes`` plus twice the reader's limit, and not for longer than the timeout.
+
+Closing is bounded too: ``StreamFrameChannel.close`` waits at most ``CLOSE_WAIT_S`` for the
+stream to close (its unsent data taken by the peer), then aborts the transport, also when the
+wait is cancelled. Unsent data is then dropped and a ``write_frame`` waiting in ``drain()`` for a
+peer that takes no data returns, so no send outlives its channel.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from runtime.errors import RuntimeFault
 _LENGTH = struct.Struct(">I")
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 """Above this much unsent data, ``write_frame`` waits for the socket to drain (backpressure)."""
+CLOSE_WAIT_S = 3.0
+"""``StreamFrameChannel.close`` waits at most this long (s) for the peer to take the unsent data
+before it aborts the transport: a peer that stopped reading would never take it."""
 
 
 class FrameTooLarge(RuntimeFault, ConnectionError):
@@ -106,6 +114,20 @@ class StreamFrameChannel:
             await writer.drain()
 
     async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError):  # already gone: fine when closing
-            await self._writer.wait_closed()
+        """Close gracefully within ``CLOSE_WAIT_S``, then abort whatever is left."""
+        writer = self._writer
+        writer.close()
+        try:
+            # Already gone, or a peer that takes no data: fine when closing.
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    await writer.wait_closed()
+        finally:
+            # Also when cancelled (a caller's own bound on closing). Unsent data left means the
+            # transport is still open: abort drops it and connection_lost wakes any write_frame
+            # waiting in drain(). None left means it closed itself (or is closing, its
+            # connection_lost scheduled) and there is nothing to abort; CPython 3.11's abort()
+            # even raises on a transport that closed itself after flushing.
+            transport = writer.transport
+            if transport.get_write_buffer_size():
+                transport.abort()

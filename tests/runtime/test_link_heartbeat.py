@@ -221,10 +221,6 @@ async def test_a_peer_that_takes_no_data_is_closed_after_the_timeout(tmp_path: P
             raw.writer.transport.abort()
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="StreamFrameChannel.close (runtime/framing.py) closes the transport "
-                          "without aborting it: its unsent data, and a send waiting in drain(), "
-                          "wait for a peer that takes none; remove this mark once it aborts")
 async def test_a_send_stuck_on_a_peer_that_takes_no_data_ends_with_the_link(
         tmp_path: Path) -> None:
     server_config = fast(close_timeout_s=TIMEOUT_S)
