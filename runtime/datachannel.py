@@ -21,6 +21,9 @@ Only data ever crosses: ``DataOnlyPeerConnection`` refuses to add a track or tra
 ``check_data_only_sdp`` refuses a description with any media section but one ``application``
 section (no audio, no video: frames never leave the unit). aiortc uses Google's STUN server
 when ``iceServers`` is left out; ``DataOnlyPeerConnection`` always passes an explicit list.
+Its ``close`` runs once, in a task the connection owns, and every caller waits for it shielded:
+a caller cancelled while it waits (a bounded close, a stop) never cuts the close short or
+breaks a close running beside it (aiortc's own, when the peer closed first).
 
 Measured on this machine (2 shared cores, Python 3.11, aiortc 1.16, two peer connections in
 one process over host candidates on 127.0.0.1, so both ends share one event loop; 4 runs, 2 with
@@ -297,6 +300,26 @@ class DataOnlyPeerConnection(RTCPeerConnection):
 
     def __init__(self, ice_servers: Iterable[RTCIceServer] = ()) -> None:
         super().__init__(RTCConfiguration(iceServers=list(ice_servers)))
+        # The one close of this connection, started by the first ``close`` and owned here:
+        # every ``close`` awaits it shielded, so no caller's cancellation reaches it.
+        self._closing: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Close once, whoever asks (this side, or aiortc itself when the peer closed): the
+        first call starts the close in a task of its own, and every call waits for it
+        shielded. A caller cancelled meanwhile (a bounded close, a stop) leaves the close
+        running to its end, and a later call waits for that same close.
+
+        aiortc's own ``close`` shares one bare future among concurrent callers, so cancelling
+        one waiter cancelled that future under the others: the close running beside it (often
+        aiortc's own task, started when the peer closed) then failed with ``InvalidStateError``
+        that nobody retrieved, and a close cut short left every later close waiting for ever.
+        """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(
+                super().close(), name="peer connection close")
+            self._closing.add_done_callback(_log_close_failure)
+        await asyncio.shield(self._closing)
 
     def addTrack(self, track: Any) -> Any:  # noqa: N802 - aiortc's (W3C) name
         raise MediaRefused("no audio or video track may be added: frames never leave the unit")
@@ -315,6 +338,12 @@ class DataOnlyPeerConnection(RTCPeerConnection):
         if sessionDescription is not None:
             check_data_only_sdp(sessionDescription.sdp)
         await super().setLocalDescription(sessionDescription)
+
+
+def _log_close_failure(closing: asyncio.Task[None]) -> None:
+    """Log a peer connection's close that failed: its callers may have stopped waiting."""
+    if not closing.cancelled() and (error := closing.exception()) is not None:
+        log.warning("closing a peer connection failed: %s", printable(error))
 
 
 def create_link_channel(peer_connection: DataOnlyPeerConnection, max_frame_bytes: int,

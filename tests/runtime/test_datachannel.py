@@ -1,13 +1,18 @@
 """The link over a WebRTC data channel: two peer connections in this process on 127.0.0.1 with
 host candidates only (no STUN/TURN; the descriptions are exchanged directly), plus an in-memory
 fake data channel for what a real one cannot be made to do on demand (a peer that stops reading
-at the SCTP level, a close that never completes)."""
+at the SCTP level, a close that never completes).
+
+Every peer connection a test makes comes from the ``pcs`` fixture, which closes
+each one and waits for its close after the test: a close left running would finish (or fail) on
+the event loop of a later test.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +21,8 @@ import aioice.ice
 import aiortc.rtcicetransport
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+import pytest_asyncio
+from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
 from runtime import ActorSystem, Codec, HandshakeRefused, LinkKeys, LinkLost, SystemConfig
@@ -62,6 +68,50 @@ def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
+class PeerConnections:
+    """Makes every peer connection of one test and owns it: ``close_all`` closes each."""
+
+    def __init__(self) -> None:
+        self.made: list[RTCPeerConnection] = []
+
+    def data_only(self, ice_servers: Iterable[RTCIceServer] = ()) -> DataOnlyPeerConnection:
+        """A new ``DataOnlyPeerConnection``, closed after the test."""
+        pc = DataOnlyPeerConnection(ice_servers)
+        self.made.append(pc)
+        return pc
+
+    def plain(self) -> RTCPeerConnection:
+        """A new ordinary aiortc ``RTCPeerConnection`` (no data-only checks), closed after."""
+        pc = RTCPeerConnection()
+        self.made.append(pc)
+        return pc
+
+    async def close_all(self) -> None:
+        """Close every one and wait for each close to end (a closed one returns at once)."""
+        this = asyncio.current_task()
+        assert this is not None
+        async with asyncio.timeout(TEST_S):
+            for pc in self.made:
+                try:
+                    await pc.close()
+                except asyncio.CancelledError:
+                    if this.cancelling():
+                        raise
+                    # Not this task's: a close's own future was cancelled under it.
+                    pytest.fail(f"closing {pc} raised the cancellation of another close")
+        assert [pc.connectionState for pc in self.made] == ["closed"] * len(self.made)
+
+
+@pytest_asyncio.fixture
+async def pcs() -> AsyncIterator[PeerConnections]:
+    """The test's peer connections, each closed, and its close awaited, after the test."""
+    owner = PeerConnections()
+    try:
+        yield owner
+    finally:
+        await owner.close_all()
+
+
 @dataclass
 class Pair:
     """Two connected peer connections and the link's data channel, wrapped on both sides."""
@@ -72,11 +122,11 @@ class Pair:
     answer_channel: DataChannelFrameChannel
 
 
-async def connect_pair(*, offer_limits: DataChannelLimits | None = None,
+async def connect_pair(pcs: PeerConnections, *, offer_limits: DataChannelLimits | None = None,
                        answer_limits: DataChannelLimits | None = None,
                        max_frame_bytes: int = LINKED_FRAME_BYTES) -> Pair:
     """The offerer makes the channel; the descriptions are handed over directly."""
-    offerer, answerer = DataOnlyPeerConnection(), DataOnlyPeerConnection()
+    offerer, answerer = pcs.data_only(), pcs.data_only()
     offer_channel = create_link_channel(offerer, max_frame_bytes, offer_limits)
     arrived: asyncio.Future[DataChannelFrameChannel] = asyncio.get_running_loop().create_future()
 
@@ -96,9 +146,9 @@ async def connect_pair(*, offer_limits: DataChannelLimits | None = None,
 
 
 @asynccontextmanager
-async def channel_pair(**kwargs: Any) -> AsyncIterator[Pair]:
+async def channel_pair(pcs: PeerConnections, **kwargs: Any) -> AsyncIterator[Pair]:
     async with asyncio.timeout(TEST_S):
-        pair = await connect_pair(**kwargs)
+        pair = await connect_pair(pcs, **kwargs)
         try:
             yield pair
         finally:
@@ -117,7 +167,7 @@ class LinkedOverDataChannel:
 
 
 @asynccontextmanager
-async def linked(**limits: Any) -> AsyncIterator[LinkedOverDataChannel]:
+async def linked(pcs: PeerConnections, **limits: Any) -> AsyncIterator[LinkedOverDataChannel]:
     """A "unit" (offerer, handshake initiator) and a "van" linked over the data channel, each
     with a ``Service`` exposed (``svc`` on the van, ``csvc`` on the unit)."""
     async with asyncio.timeout(TEST_S):
@@ -126,7 +176,7 @@ async def linked(**limits: Any) -> AsyncIterator[LinkedOverDataChannel]:
         service = Service()
         await van.spawn("svc", lambda: service)
         await unit.spawn("csvc", Service)
-        pair = await connect_pair(**limits)
+        pair = await connect_pair(pcs, **limits)
         codec = Codec()
         unit_link, van_link = await asyncio.gather(
             open_link(unit, pair.offer_channel, service_link_config(), codec, initiator=True),
@@ -151,8 +201,8 @@ def candidate_addresses(sdp: str) -> list[tuple[str, str]]:
 # --- a link over the channel ------------------------------------------------------------------
 
 
-async def test_tells_and_asks_cross_both_ways_after_the_handshake() -> None:
-    async with linked() as net:
+async def test_tells_and_asks_cross_both_ways_after_the_handshake(pcs: PeerConnections) -> None:
+    async with linked(pcs) as net:
         assert (net.unit_link.peer, net.van_link.peer) == ("van", "unit")
         pong = await net.unit_link.ref("svc").ask(Ping("hi"), timeout=WAIT_S)
         assert isinstance(pong, Pong)
@@ -163,16 +213,17 @@ async def test_tells_and_asks_cross_both_ways_after_the_handshake() -> None:
         assert isinstance(await net.van_link.ref("csvc").ask(Ping("back"), timeout=WAIT_S), Pong)
 
 
-async def test_both_sides_use_only_host_candidates_on_loopback() -> None:
-    async with channel_pair() as pair:
+async def test_both_sides_use_only_host_candidates_on_loopback(pcs: PeerConnections) -> None:
+    async with channel_pair(pcs) as pair:
         for pc in (pair.offerer, pair.answerer):
             found = candidate_addresses(pc.localDescription.sdp)
             assert found
             assert set(found) == {("127.0.0.1", "host")}
 
 
-async def test_a_large_frame_crosses_and_the_limit_is_the_message_size() -> None:
-    async with linked() as net:
+async def test_a_large_frame_crosses_and_the_limit_is_the_message_size(
+        pcs: PeerConnections) -> None:
+    async with linked(pcs) as net:
         assert net.pair.answer_channel.max_frame_bytes == DATA_CHANNEL_MAX_MESSAGE_BYTES
         pixels = np.arange(200 * 1024, dtype=np.uint8)  # ~200 KiB: one message, many chunks
         answer = await net.unit_link.ref("svc").ask(Frame(1, pixels), timeout=WAIT_S)
@@ -182,26 +233,30 @@ async def test_a_large_frame_crosses_and_the_limit_is_the_message_size() -> None
             await net.unit_link.ref("svc").tell(Frame(2, too_big))
 
 
-async def test_a_wrong_key_is_refused_and_the_channel_closed() -> None:
+async def test_a_wrong_key_is_refused_and_the_channel_closed(pcs: PeerConnections) -> None:
     async with asyncio.timeout(TEST_S):
         unit = ActorSystem(SystemConfig(name="unit", shutdown_drain_s=0.2))
         van = ActorSystem(SystemConfig(name="van", shutdown_drain_s=0.2))
-        pair = await connect_pair()
-        codec = Codec()
-        wrong = service_link_config(LinkKeys.shared(bytes(32)))
-        results = await asyncio.gather(
-            open_link(unit, pair.offer_channel, wrong, codec, initiator=True),
-            open_link(van, pair.answer_channel, service_link_config(), codec, initiator=False),
-            return_exceptions=True)
-        assert all(isinstance(result, HandshakeRefused) for result in results), results
-        with pytest.raises((EOFError, ConnectionError)):
-            await pair.answer_channel.read_frame()
-        await unit.stop()
-        await van.stop()
+        try:
+            pair = await connect_pair(pcs)
+            codec = Codec()
+            wrong = service_link_config(LinkKeys.shared(bytes(32)))
+            results = await asyncio.gather(
+                open_link(unit, pair.offer_channel, wrong, codec, initiator=True),
+                open_link(van, pair.answer_channel, service_link_config(), codec,
+                          initiator=False),
+                return_exceptions=True)
+            assert all(isinstance(result, HandshakeRefused) for result in results), results
+            with pytest.raises((EOFError, ConnectionError)):
+                await pair.answer_channel.read_frame()
+        finally:
+            await unit.stop()
+            await van.stop()
 
 
-async def test_a_peer_that_closes_its_connection_ends_the_link_and_fails_pending_asks() -> None:
-    async with linked() as net:
+async def test_a_peer_that_closes_its_connection_ends_the_link_and_fails_pending_asks(
+        pcs: PeerConnections) -> None:
+    async with linked(pcs) as net:
         pending = asyncio.create_task(net.unit_link.ref("svc").ask(Hold(), timeout=TEST_S))
         await asyncio.wait_for(net.service.entered.wait(), WAIT_S)
         await net.pair.answerer.close()  # the van goes away without a word
@@ -211,8 +266,8 @@ async def test_a_peer_that_closes_its_connection_ends_the_link_and_fails_pending
         net.service.release.set()
 
 
-async def test_a_peer_that_closes_the_channel_is_an_end_of_file() -> None:
-    async with channel_pair() as pair:
+async def test_a_peer_that_closes_the_channel_is_an_end_of_file(pcs: PeerConnections) -> None:
+    async with channel_pair(pcs) as pair:
         await pair.offer_channel.write_frame(b"last words")
         await pair.offer_channel.close()
         assert await pair.answer_channel.read_frame() == b"last words"  # read before the end
@@ -225,9 +280,10 @@ async def test_a_peer_that_closes_the_channel_is_an_end_of_file() -> None:
 # --- what the receiving side refuses ----------------------------------------------------------
 
 
-async def test_a_flood_of_frames_closes_the_channel_at_the_frame_limit() -> None:
+async def test_a_flood_of_frames_closes_the_channel_at_the_frame_limit(
+        pcs: PeerConnections) -> None:
     limits = DataChannelLimits(max_queued_frames=8)
-    async with channel_pair(answer_limits=limits) as pair:
+    async with channel_pair(pcs, answer_limits=limits) as pair:
         for _ in range(40):  # nobody reads on the answering side
             await pair.offer_channel.write_frame(b"x" * 100)
         with pytest.raises(EOFError):  # the flooded side closed the channel
@@ -237,10 +293,10 @@ async def test_a_flood_of_frames_closes_the_channel_at_the_frame_limit() -> None
         assert pair.answer_channel.peak_queued_frames == 8
 
 
-async def test_a_flood_of_bytes_closes_the_channel_at_the_byte_limit() -> None:
+async def test_a_flood_of_bytes_closes_the_channel_at_the_byte_limit(pcs: PeerConnections) -> None:
     limits = DataChannelLimits(max_queued_frames=1000,
                                max_queued_bytes=DATA_CHANNEL_MAX_MESSAGE_BYTES)
-    async with channel_pair(answer_limits=limits) as pair:
+    async with channel_pair(pcs, answer_limits=limits) as pair:
         for _ in range(20):  # 20 x 20 KB = 400 KB, over 256 KiB; nobody reads
             await pair.offer_channel.write_frame(bytes(20_000))
         with pytest.raises(EOFError):  # the flooded side closed the channel
@@ -250,8 +306,8 @@ async def test_a_flood_of_bytes_closes_the_channel_at_the_byte_limit() -> None:
         assert pair.answer_channel.peak_queued_frames == 13  # 13 x 20,000 <= 262,144 < 14 x
 
 
-async def test_a_frame_over_the_limit_closes_the_channel() -> None:
-    async with channel_pair() as pair:
+async def test_a_frame_over_the_limit_closes_the_channel(pcs: PeerConnections) -> None:
+    async with channel_pair(pcs) as pair:
         pair.answer_channel.max_frame_bytes = 1024  # as during the handshake
         pair.offer_channel.max_frame_bytes = 4096
         await pair.offer_channel.write_frame(bytes(2000))
@@ -260,8 +316,8 @@ async def test_a_frame_over_the_limit_closes_the_channel() -> None:
         await eventually(lambda: pair.offer_channel._ended is not None)
 
 
-async def test_a_text_message_closes_the_channel() -> None:
-    async with channel_pair() as pair:
+async def test_a_text_message_closes_the_channel(pcs: PeerConnections) -> None:
+    async with channel_pair(pcs) as pair:
         pair.offer_channel._channel.send("a frame is never text")
         with pytest.raises(TextMessageRefused):
             await asyncio.wait_for(pair.answer_channel.read_frame(), WAIT_S)
@@ -363,47 +419,80 @@ async def test_a_failed_peer_connection_ends_the_channel() -> None:
         await asyncio.wait_for(wrapped.read_frame(), WAIT_S)
 
 
+# --- closing a peer connection: once, whoever asks ------------------------------------------
+
+
+async def test_a_close_cancelled_beside_another_leaves_that_close_to_finish(
+        pcs: PeerConnections) -> None:
+    """aiortc's close shares one future among its callers: cancelling one waiter cancelled it,
+    and the close running beside it (aiortc's own task when the peer closed first) then failed
+    with InvalidStateError."""
+    async with channel_pair(pcs) as pair:
+        first = asyncio.create_task(pair.offerer.close())
+        await asyncio.sleep(0)
+        assert not first.done(), "the close ended at once: nothing ran beside it"
+        second = asyncio.create_task(pair.offerer.close())
+        await asyncio.sleep(0)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        await asyncio.wait_for(first, WAIT_S)
+        assert pair.offerer.connectionState == "closed"
+
+
+async def test_a_close_cut_short_anywhere_is_finished_and_a_later_close_returns(
+        pcs: PeerConnections) -> None:
+    """Cancelled halfway, aiortc's close left its future unset and every later close waited
+    for it for ever. Cut after 1, 2, 3, ... loop steps until the close ends by itself first,
+    so every point where it waits is tried (aiortc's own steps, not counted here)."""
+    steps = 0
+    while True:
+        steps += 1
+        assert steps < 100, "the close never ended by itself"
+        pair = await connect_pair(pcs)
+        first = asyncio.create_task(pair.offerer.close())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if first.done():
+            break
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.wait_for(pair.offerer.close(), WAIT_S)
+        assert pair.offerer.connectionState == "closed"
+    assert steps > 1, "the close ended at once: it cannot be cut short"
+
+
 # --- data only: no track, no audio or video section -------------------------------------------
 
 
-async def test_no_track_or_transceiver_can_be_added() -> None:
-    pc = DataOnlyPeerConnection()
-    try:
-        with pytest.raises(MediaRefused):
-            pc.addTransceiver("video")
-        with pytest.raises(MediaRefused):
-            pc.addTrack(object())
-        assert pc.getTransceivers() == []
-    finally:
-        await pc.close()
+async def test_no_track_or_transceiver_can_be_added(pcs: PeerConnections) -> None:
+    pc = pcs.data_only()
+    with pytest.raises(MediaRefused):
+        pc.addTransceiver("video")
+    with pytest.raises(MediaRefused):
+        pc.addTrack(object())
+    assert pc.getTransceivers() == []
 
 
-async def offer_with_media(*kinds: str) -> RTCSessionDescription:
+async def offer_with_media(pcs: PeerConnections, *kinds: str) -> RTCSessionDescription:
     """A real offer from an ordinary aiortc peer connection: a data channel plus ``kinds``."""
-    plain = RTCPeerConnection()
-    try:
-        plain.createDataChannel("lfr-link")
-        for kind in kinds:
-            plain.addTransceiver(kind)
-        offer = await plain.createOffer()
-    finally:
-        await plain.close()
-    return offer
+    plain = pcs.plain()
+    plain.createDataChannel("lfr-link")
+    for kind in kinds:
+        plain.addTransceiver(kind)
+    return await plain.createOffer()
 
 
 @pytest.mark.parametrize("kind", ["video", "audio"])
-async def test_a_remote_offer_with_audio_or_video_is_refused(kind: str) -> None:
-    offer = await offer_with_media(kind)
+async def test_a_remote_offer_with_audio_or_video_is_refused(pcs: PeerConnections,
+                                                              kind: str) -> None:
+    offer = await offer_with_media(pcs, kind)
     assert f"m={kind} " in offer.sdp
-    pc = DataOnlyPeerConnection()
-    try:
-        with pytest.raises(MediaRefused, match=kind):
-            await pc.setRemoteDescription(offer)
-        with pytest.raises(MediaRefused, match=kind):
-            await pc.setLocalDescription(offer)
-        assert pc.getTransceivers() == []
-    finally:
-        await pc.close()
+    pc = pcs.data_only()
+    with pytest.raises(MediaRefused, match=kind):
+        await pc.setRemoteDescription(offer)
+    with pytest.raises(MediaRefused, match=kind):
+        await pc.setLocalDescription(offer)
+    assert pc.getTransceivers() == []
 
 
 def test_only_one_application_section_passes_the_sdp_check() -> None:
@@ -417,7 +506,7 @@ def test_only_one_application_section_passes_the_sdp_check() -> None:
 
 
 async def test_the_ice_agent_is_given_no_stun_server_by_default(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        pcs: PeerConnections, monkeypatch: pytest.MonkeyPatch) -> None:
     given: list[Any] = []
     real = aiortc.rtcicetransport.connection_kwargs
 
@@ -426,10 +515,7 @@ async def test_the_ice_agent_is_given_no_stun_server_by_default(
         return real(servers)
 
     monkeypatch.setattr(aiortc.rtcicetransport, "connection_kwargs", record)
-    pc = DataOnlyPeerConnection()
-    try:
-        pc.createDataChannel("lfr-link")
-        await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), WAIT_S)
-        assert given == [[]]  # None would make aiortc use stun.l.google.com
-    finally:
-        await pc.close()
+    pc = pcs.data_only()
+    pc.createDataChannel("lfr-link")
+    await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), WAIT_S)
+    assert given == [[]]  # None would make aiortc use stun.l.google.com

@@ -329,10 +329,12 @@ async def test_an_offer_posted_for_another_unit_is_refused(tmp_path: Path) -> No
 async def test_an_offer_with_a_video_section_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
         plain = RTCPeerConnection()
-        plain.createDataChannel("lfr-link")
-        plain.addTransceiver("video")
-        sdp = (await plain.createOffer()).sdp
-        await plain.close()
+        try:
+            plain.createDataChannel("lfr-link")
+            plain.addTransceiver("video")
+            sdp = (await plain.createOffer()).sdp
+        finally:
+            await plain.close()
         await refused(van, offer_body(van, sdp), "media_refused", 400)
         assert van.connections == []
 
