@@ -334,8 +334,15 @@ class Uplink(Actor[UplinkMessage]):
             return
         if not self._held and await self._append_alert(body):
             return
-        while len(self._held) >= self._config.held_alerts:
-            await self._wait_for_room()
+        if len(self._held) >= self._config.held_alerts:
+            log.warning("uplink: %d alerts held and the outbox full: taking no more messages "
+                        "until the van acknowledges some", len(self._held))
+            self.statistics.blocked = True
+            try:
+                while len(self._held) >= self._config.held_alerts:
+                    await self._wait_for_room()
+            finally:
+                self.statistics.blocked = False
         self._held.append(body)
         self.statistics.held_alerts = len(self._held)
         self._retry_held.set()  # an acknowledgement may have made room since the refusal
@@ -443,19 +450,12 @@ class Uplink(Actor[UplinkMessage]):
     async def _wait_for_room(self) -> None:
         """While the held list is full: seal the alarm report, wait for room at most
         ``blocked_health_s``."""
-        if not self.statistics.blocked:
-            log.warning("uplink: %d alerts held and the outbox full: taking no more messages "
-                        "until the van acknowledges some", len(self._held))
-        self.statistics.blocked = True
-        try:
-            self._room.clear()
-            await self._append_alarm_report()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._config.blocked_health_s):
-                    await self._room.wait()
-            self._raise_if_failed()
-        finally:
-            self.statistics.blocked = False
+        self._room.clear()
+        await self._append_alarm_report()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.blocked_health_s):
+                await self._room.wait()
+        self._raise_if_failed()
 
     async def _append_alarm_report(self) -> None:
         last = self._last_health
@@ -501,15 +501,16 @@ class Uplink(Actor[UplinkMessage]):
                 self.statistics.connected = False
 
     async def _next_link(self, previous: Link | None) -> Link:
-        """The next open link that is not ``previous``."""
+        """The next open link that is not ``previous``. Sleeps ``idle_check_s`` between waits
+        that found none, so a source that answers at once can never spin the event loop."""
         while True:
             try:
                 link = await self._links.wait_link(self._config.link_wait_s)
             except TimeoutError:
-                continue
-            if link is not previous and not link.closed:
+                link = None
+            if link is not None and link is not previous and not link.closed:
                 return link
-            await asyncio.sleep(self._config.idle_check_s)  # the old link is still going away
+            await asyncio.sleep(self._config.idle_check_s)
 
     async def _converse(self, link: Link) -> None:
         """Resume, then deliver until the link closes or fails (raises either way)."""

@@ -642,3 +642,38 @@ class _NoLinks:
 
     def drop(self, link: Link, reason: str) -> None:
         pass
+
+
+class _BrokenOnce(_NoLinks):
+    """A link source whose first wait fails in a way no link source should."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    async def wait_link(self, timeout_s: float) -> Link:
+        self.waits += 1
+        if self.waits == 1:
+            raise RuntimeError("a broken link source")
+        return await super().wait_link(timeout_s)
+
+
+async def test_a_failed_task_fails_the_actor_at_its_next_message_and_it_is_restarted(
+        tmp_path: Path) -> None:
+    async with asyncio.timeout(TEST_S):
+        system = ActorSystem(SystemConfig(name=UNIT_ID, root=FAST_ROOT, blocking_workers=2))
+        links = _BrokenOnce()
+        statistics = UplinkStatistics()
+        with Outbox.open(tmp_path / "outbox.db") as outbox:
+            try:
+                uplink = await system.spawn("uplink", lambda: Uplink(
+                    UNIT_KEYS, VAN_KEYS.public(), outbox, links, statistics=statistics))
+                cell = next(cell for cell in system.cells() if cell.name == "uplink")
+                await eventually(lambda: links.waits >= 1)
+                await uplink.tell(health())  # the failure surfaces here
+                await eventually(lambda: cell.metrics.restarts == 1)
+                assert cell.metrics.failures == 1
+                await uplink.tell(match_alert(0))  # the new incarnation seals it
+                await eventually(lambda: statistics.alerts_sealed == 1)
+                assert outbox.depth() == 1
+            finally:
+                await system.stop()
