@@ -18,7 +18,8 @@ unit know the key of that one connection. It is never logged and never leaves me
 The checks, in order (cheap ones first; the nonce is remembered only once the signature
 verified, so forged offers cannot fill the replay cache or burn a unit's nonce); each refusal
 has a status, a stable ``reason`` counted in ``SignalingService.refusals`` and a log line
-through ``printable``:
+through ``printable`` (through a ``LogBudget``: at most 20 lines per 10 s, then a count of
+the lines left out, since a peer decides how many refusals there are):
 
 ==  ===============================================  ======  ===================
  1  fewer than ``max_concurrent_offers`` in flight     503     busy
@@ -30,6 +31,8 @@ through ``printable``:
  7  timestamp within +-``freshness_window_s``          403     stale
  8  both signature halves verify                       403     bad_signature
  9  the nonce is new within the window                 409     replayed
+    the unit holds under ``max_offers_per_unit``       429     too_many_offers
+    nonces in the window (its share of the cache)
     (the cache is full of unexpired nonces)            503     replay_cache_full
 10  the sealed link key opens with the van's key       403     bad_link_key
 11  the SDP offers one data channel, no media          400     media_refused
@@ -61,6 +64,7 @@ from guards.log_text import printable
 from guards.user_input import UserInputError
 from runtime.codec import Codec, DecodeError
 from runtime.datachannel import DataOnlyPeerConnection, MediaRefused, check_data_only_sdp
+from runtime.log_budget import LogBudget
 from runtime.message import MessageRegistry, message
 from secure.hybrid_signature import HybridSignature, SignatureInvalid, SigningKeyPair, VerifyKey
 from secure.node_keys import NodeKeys, NodePublicKeys, NodeRole, check_node_id
@@ -254,33 +258,62 @@ def check_sdp(sdp: str) -> None:
 
 
 class ReplayCache:
-    """Nonces seen in the last window, bounded: when full of unexpired nonces, new offers are
-    refused (``replay_cache_full``) rather than an old nonce forgotten (which would let it
-    replay). A nonce is kept until its offer's timestamp leaves the window; after that the
-    freshness check refuses the offer anyway."""
+    """Nonces seen in the last window, bounded twice: per unit and in all.
 
-    def __init__(self, window_s: float, max_nonces: int) -> None:
+    When full of unexpired nonces, new offers are refused (``replay_cache_full``) rather than an
+    old nonce forgotten (which would let it replay). Each unit may hold at most ``max_per_unit``
+    of them: one more of its offers is refused (``too_many_offers``) and not remembered, so an
+    enrolled unit that floods offers (a hostile one, or one stuck redialling) spends only its own
+    share and locks out only itself, never the units that share the cache. A nonce is kept until
+    its offer's timestamp leaves the window; after that the freshness check refuses the offer
+    anyway, and its unit's share frees up."""
+
+    def __init__(self, window_s: float, max_nonces: int, max_per_unit: int) -> None:
         self._window_s = window_s
         self._max_nonces = max_nonces
-        # Invariant: the heap and the set hold the same nonces.
-        self._expiry: list[tuple[float, bytes]] = []
+        self._max_per_unit = max_per_unit
+        # Invariant: the heap and the set hold the same nonces, each once.
+        self._expiry: list[tuple[float, bytes, str]] = []
         self._seen: set[bytes] = set()
+        # Invariant: _per_unit[unit] is how many of those nonces came from unit, 1 to
+        # max_per_unit (a unit with none has no entry), so it has at most max_nonces entries.
+        self._per_unit: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def remember(self, nonce: bytes, timestamp_s: float, now_s: float) -> None:
-        """Record ``nonce``; ``SignalingRefused`` if it was seen or the cache is full."""
-        while self._expiry and self._expiry[0][0] < now_s:
-            self._seen.discard(heapq.heappop(self._expiry)[1])
+    def held_by(self, unit_id: str, now_s: float) -> int:
+        """How many unexpired nonces ``unit_id`` holds at ``now_s``."""
+        self._expire(now_s)
+        return self._per_unit.get(unit_id, 0)
+
+    def remember(self, unit_id: str, nonce: bytes, timestamp_s: float, now_s: float) -> None:
+        """Record ``nonce`` for ``unit_id``; ``SignalingRefused`` if it was seen, the unit holds
+        its share already or the cache is full (in that order); nothing is recorded then."""
+        self._expire(now_s)
         if nonce in self._seen:
             raise SignalingRefused("replayed", "this nonce was used already (a replayed "
                                                "offer)", 409)
+        held = self._per_unit.get(unit_id, 0)
+        if held >= self._max_per_unit:
+            raise SignalingRefused("too_many_offers", f"this unit made {held} offers within "
+                                   f"the window already, its limit", 429)
         if len(self._seen) >= self._max_nonces:
             raise SignalingRefused("replay_cache_full", f"{self._max_nonces} offers within "
                                                         "the window already", 503)
         self._seen.add(nonce)
-        heapq.heappush(self._expiry, (timestamp_s + self._window_s, nonce))
+        self._per_unit[unit_id] = held + 1
+        heapq.heappush(self._expiry, (timestamp_s + self._window_s, nonce, unit_id))
+
+    def _expire(self, now_s: float) -> None:
+        while self._expiry and self._expiry[0][0] < now_s:
+            _, nonce, unit_id = heapq.heappop(self._expiry)
+            self._seen.discard(nonce)
+            left = self._per_unit[unit_id] - 1
+            if left:
+                self._per_unit[unit_id] = left
+            else:
+                del self._per_unit[unit_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +332,13 @@ class SignalingConfig:
     """Seconds to apply the offer and make the answer (ICE gathering included)."""
     max_remembered_nonces: int = 10_000
     """Offers remembered within the window (the replay cache's bound)."""
+    max_offers_per_unit: int = 64
+    """Offers of one unit remembered within the window, its share of the replay cache; one
+    more is refused (429 ``too_many_offers``) until the oldest leaves the window (up to twice
+    ``freshness_window_s``: a timestamp may be that far ahead). A unit redialling with its
+    backoff (0.5 s doubling to 30 s, full jitter) makes about ten in a minute. With the
+    defaults, 157 enrolled units flooding together are needed to fill the whole cache; at or
+    above ``max_remembered_nonces`` this bound has no effect."""
     ice_servers: tuple[RTCIceServer, ...] = ()
     """STUN/TURN servers of the van's peer connections; none: host candidates only."""
 
@@ -308,6 +348,7 @@ class SignalingConfig:
         require_at_least("SignalingConfig.max_body_bytes", self.max_body_bytes, 4096)
         require_at_least("SignalingConfig.max_concurrent_offers", self.max_concurrent_offers, 1)
         require_at_least("SignalingConfig.max_remembered_nonces", self.max_remembered_nonces, 1)
+        require_at_least("SignalingConfig.max_offers_per_unit", self.max_offers_per_unit, 1)
 
 
 EnrolledUnits = Callable[[str], NodePublicKeys | None]
@@ -334,7 +375,9 @@ class SignalingService:
         self._connected = connected
         self._clock = clock
         self._replays = ReplayCache(self.config.freshness_window_s,
-                                    self.config.max_remembered_nonces)
+                                    self.config.max_remembered_nonces,
+                                    self.config.max_offers_per_unit)
+        self._log = LogBudget(log, "signaling refusals")
         self._in_flight = 0
         self.refusals: collections.Counter[str] = collections.Counter()
         """Refused offers by reason."""
@@ -377,9 +420,9 @@ class SignalingService:
     def _refuse(self, request: web.Request, url_unit: str,
                 exc: SignalingRefused) -> web.Response:
         self.refusals[exc.reason] += 1
-        log.warning("signaling: refused an offer from %s for unit %s: %s: %s",
-                    printable(request.remote), printable(url_unit, max_chars=80), exc.reason,
-                    printable(exc))
+        self._log.warning("signaling: refused an offer from %s for unit %s: %s: %s",
+                          printable(request.remote), printable(url_unit, max_chars=80),
+                          exc.reason, printable(exc))
         return web.Response(status=exc.status, text=f"{exc.reason}: {printable(exc)}\n")
 
     async def answer(self, body: bytes, url_unit: str) -> bytes:
@@ -399,7 +442,7 @@ class SignalingService:
         now_s = self._clock()
         check_fresh(offer.timestamp_ms, now_s, config.freshness_window_s)
         check_signature(unit.verify_key, signature, signed_bytes, OFFER_CONTEXT)
-        self._replays.remember(offer.nonce, offer.timestamp_ms / 1000, now_s)
+        self._replays.remember(offer.unit_id, offer.nonce, offer.timestamp_ms / 1000, now_s)
         link_key = open_link_key(offer.sealed_link_key, self._van_encryption, offer.unit_id,
                                  offer.nonce)
         check_sdp(offer.sdp)

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from actors.van.signaling import (
     sign_payload,
 )
 from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
+from guards.config_checks import ConfigError
 from runtime import ActorSystem, Codec, LinkKeys, SystemConfig
 from runtime.datachannel import (
     DataChannelFrameChannel,
@@ -49,6 +50,7 @@ from runtime.datachannel import (
     create_link_channel,
     open_link,
 )
+from runtime.log_budget import LOG_LINES_PER_WINDOW, LogBudget
 from secure.hybrid_signature import ED25519_SIGNATURE_BYTES
 from secure.node_keys import NodeKeys, NodeRole
 from tests.runtime.helpers import WAIT_S, eventually
@@ -56,6 +58,8 @@ from tests.runtime.link_support import Add, GetTotal, Service, Total, service_li
 
 TEST_S = 30.0
 UNIT_ID = "unit-1"
+OTHER_UNIT_ID = "unit-5"
+"""A second enrolled unit, for what one unit must not do to another."""
 
 
 @pytest.fixture(autouse=True)
@@ -69,28 +73,31 @@ def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
 class Van:
     service: SignalingService
     unit: NodeKeys
+    other_unit: NodeKeys
     client_config: SignalingClientConfig
     connections: list[tuple[str, DataOnlyPeerConnection, bytes]]
 
 
 @asynccontextmanager
-async def running_van(tmp_path: Path, **config: Any) -> AsyncIterator[Van]:
-    """A van serving signaling on a random port; one enrolled unit."""
+async def running_van(tmp_path: Path, clock: Callable[[], float] = time.time,
+                      **config: Any) -> AsyncIterator[Van]:
+    """A van serving signaling on a random port with ``clock``; two enrolled units."""
     async with asyncio.timeout(TEST_S):
         van_keys = NodeKeys.generate(NodeRole.VAN, "van")
         unit = NodeKeys.generate(NodeRole.UNIT, UNIT_ID)
+        other_unit = NodeKeys.generate(NodeRole.UNIT, OTHER_UNIT_ID)
         files = create_tls_certificate(tmp_path, "van")
         connections: list[tuple[str, DataOnlyPeerConnection, bytes]] = []
         service = SignalingService(
-            van_keys, {UNIT_ID: unit.public()}.get,
+            van_keys, {UNIT_ID: unit.public(), OTHER_UNIT_ID: other_unit.public()}.get,
             lambda unit_id, pc, key: connections.append((unit_id, pc, key)),
-            SignalingConfig(**config))
+            SignalingConfig(**config), clock=clock)
         runner, port = await serve_signaling(service, "127.0.0.1", 0,
                                              server_ssl_context(files.certificate, files.key))
         client_config = SignalingClientConfig(f"https://127.0.0.1:{port}", van_keys.public(),
                                               files.fingerprint)
         try:
-            yield Van(service, unit, client_config, connections)
+            yield Van(service, unit, other_unit, client_config, connections)
         finally:
             for _, pc, _key in connections:
                 await pc.close()
@@ -337,6 +344,112 @@ async def test_an_offer_with_a_video_section_is_refused(tmp_path: Path) -> None:
             await plain.close()
         await refused(van, offer_body(van, sdp), "media_refused", 400)
         assert van.connections == []
+
+
+# --- one unit's share of the replay cache -------------------------------------------------
+
+NO_KEY = bytes(1168)
+"""A sealed link key of the right length that opens with no key: the offer is signed, its
+nonce remembered, and then refused as ``bad_link_key`` (the cheapest flood an enrolled unit
+can make)."""
+
+
+async def post_as(van: Van, unit: NodeKeys, sdp: str, **fields: Any) -> bytes:
+    """Post an offer signed by ``unit`` for itself; the answer (``SignalingFailed`` if
+    refused)."""
+    return await post_offer(van.client_config, unit.node_id,
+                            offer_body(van, sdp, unit=unit, **fields))
+
+
+async def test_a_unit_flooding_offers_is_refused_after_its_share_and_another_is_answered(
+        tmp_path: Path) -> None:
+    async with running_van(tmp_path, max_offers_per_unit=3) as van:
+        sdp = await data_offer_sdp()
+        for _ in range(3):
+            with pytest.raises(SignalingFailed, match="403: bad_link_key"):
+                await post_as(van, van.unit, sdp, sealed_link_key=NO_KEY)
+        for _ in range(4):  # over its share: refused before anything else, and not remembered
+            with pytest.raises(SignalingFailed, match="429: too_many_offers"):
+                await post_as(van, van.unit, sdp, sealed_link_key=NO_KEY)
+        assert len(van.service._replays) == 3
+        # It locked out itself, valid offers too ...
+        with pytest.raises(SignalingFailed, match="429: too_many_offers"):
+            await post_as(van, van.unit, sdp)
+        # ... and nobody else.
+        await post_as(van, van.other_unit, sdp)
+        assert van.service.answered == 1
+        assert [unit_id for unit_id, _, _ in van.connections] == [OTHER_UNIT_ID]
+        assert van.service.refusals == {"bad_link_key": 3, "too_many_offers": 5}
+
+
+async def test_a_units_share_frees_up_as_the_window_passes(tmp_path: Path) -> None:
+    now = [time.time()]
+    async with running_van(tmp_path, clock=lambda: now[0], max_offers_per_unit=2,
+                           freshness_window_s=30.0) as van:
+        sdp = await data_offer_sdp()
+        start = now[0]
+        for _ in range(2):
+            with pytest.raises(SignalingFailed, match="403: bad_link_key"):
+                await post_as(van, van.unit, sdp, sealed_link_key=NO_KEY, timestamp_s=start)
+        now[0] = start + 29.0  # both nonces still in the window
+        with pytest.raises(SignalingFailed, match="429: too_many_offers"):
+            await post_as(van, van.unit, sdp, timestamp_s=now[0])
+        assert van.service._replays.held_by(UNIT_ID, now[0]) == 2
+        now[0] = start + 31.0  # both left it: the share is free again
+        assert van.service._replays.held_by(UNIT_ID, now[0]) == 0
+        await post_as(van, van.unit, sdp, timestamp_s=now[0])
+        assert van.service.answered == 1
+        assert van.service._replays.held_by(UNIT_ID, now[0]) == 1
+
+
+async def test_a_replay_is_refused_as_such_also_at_the_units_share(tmp_path: Path) -> None:
+    async with running_van(tmp_path, max_offers_per_unit=1) as van:
+        sdp = await data_offer_sdp()
+        body = offer_body(van, sdp)
+        await post_offer(van.client_config, UNIT_ID, body)
+        with pytest.raises(SignalingFailed, match="409: replayed"):
+            await post_offer(van.client_config, UNIT_ID, body)
+        with pytest.raises(SignalingFailed, match="429: too_many_offers"):
+            await post_as(van, van.unit, sdp)
+        assert van.service.answered == 1
+
+
+async def test_the_bound_of_the_whole_cache_stays(tmp_path: Path) -> None:
+    """Units within their shares can still fill the cache together: then every unit is
+    refused (``replay_cache_full``) rather than an unexpired nonce forgotten."""
+    async with running_van(tmp_path, max_offers_per_unit=2, max_remembered_nonces=3) as van:
+        sdp = await data_offer_sdp()
+        for unit in (van.unit, van.unit, van.other_unit):
+            with pytest.raises(SignalingFailed, match="403: bad_link_key"):
+                await post_as(van, unit, sdp, sealed_link_key=NO_KEY)
+        with pytest.raises(SignalingFailed, match="503: replay_cache_full"):
+            await post_as(van, van.other_unit, sdp)
+        with pytest.raises(SignalingFailed, match="429: too_many_offers"):
+            await post_as(van, van.unit, sdp)
+        assert len(van.service._replays) == 3
+
+
+async def test_refusal_lines_are_bounded_while_every_refusal_is_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer decides how many refusals there are: the log gets the budget's lines, the
+    counters get every one."""
+    async with running_van(tmp_path) as van:
+        budget = LogBudget(logging.getLogger("lfr.van.signaling"), "signaling refusals",
+                           clock=lambda: 0.0)  # one window for the whole test
+        van.service._log = budget
+        with caplog.at_level(logging.WARNING, "lfr.van.signaling"):
+            for _ in range(LOG_LINES_PER_WINDOW + 5):
+                with pytest.raises(SignalingFailed, match="400: malformed"):
+                    await post_offer(van.client_config, UNIT_ID, b"\x93\x01\x02")
+        lines = [r for r in caplog.records if "refused an offer" in r.getMessage()]
+        assert len(lines) == LOG_LINES_PER_WINDOW
+        assert budget.suppressed_total == 5
+        assert van.service.refusals["malformed"] == LOG_LINES_PER_WINDOW + 5
+
+
+def test_the_share_of_a_unit_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigError, match="max_offers_per_unit"):
+        SignalingConfig(max_offers_per_unit=0)
 
 
 async def test_offers_beyond_the_concurrency_limit_are_refused_at_once(tmp_path: Path) -> None:
