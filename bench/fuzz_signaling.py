@@ -66,8 +66,8 @@ from secure.node_keys import NodeKeys, NodeRole
 
 OFFER_REFUSALS = frozenset({
     "malformed", "unit_mismatch", "unknown_unit", "stale", "bad_signature", "replayed",
-    "replay_cache_full", "bad_link_key", "media_refused", "negotiation_failed",
-    "too_many_units", "stopping"})
+    "replay_cache_full", "too_many_offers", "bad_link_key", "media_refused",
+    "negotiation_failed", "too_many_units", "stopping"})
 """Every reason ``SignalingService.answer`` may refuse with (its module's table, 4-13)."""
 ANSWER_FAILURES = frozenset({
     "malformed", "bad_signature", "wrong_van", "wrong_unit", "nonce_mismatch", "stale",
@@ -451,7 +451,11 @@ async def _run(inputs: int, seed: int) -> dict[str, object]:
     rng = random.Random(seed)  # noqa: S311 - reproducible fuzz inputs, not keys
     parties = Parties.generate()
     connections = Connections()
-    service = SignalingService(parties.van, parties.enrolled, connections, SignalingConfig(),
+    # One unit sends every offer on a frozen clock: its per-unit share is the whole cache, or
+    # it would hit the share after 64 offers and never reach the later checks.
+    limits = SignalingConfig()
+    limits = SignalingConfig(max_offers_per_unit=limits.max_remembered_nonces)
+    service = SignalingService(parties.van, parties.enrolled, connections, limits,
                                clock=lambda: parties.now_s)
     config = parties.client_config()
     live_sdp = await data_channel_offer()

@@ -101,7 +101,8 @@ def van() -> Iterator[Van]:
         parties = Parties.generate()
         connections = Connections()
         service = SignalingService(parties.van, parties.enrolled, connections,
-                                   SignalingConfig(), clock=lambda: parties.now_s)
+                                   SignalingConfig(max_offers_per_unit=10_000),
+                                   clock=lambda: parties.now_s)
         live_sdp = runner.run(data_channel_offer())
         spent = signed_offer(offer_payload(parties, live_sdp), parties.unit)
         van = Van(runner, parties, service, connections, live_sdp, spent)
@@ -312,7 +313,8 @@ def test_the_replay_cache_stays_at_its_bound(van: Van) -> None:
     that does not open), so the cache has a bound: beyond it, offers are refused, not stored."""
     parties = van.parties
     service = SignalingService(parties.van, parties.enrolled, van.connections,
-                               SignalingConfig(max_remembered_nonces=5),
+                               SignalingConfig(max_remembered_nonces=5,
+                                               max_offers_per_unit=10),
                                clock=lambda: parties.now_s)
     reasons = []
     for _ in range(8):
