@@ -50,8 +50,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
-from aiortc import RTCIceServer
-
 from actors.unit.camera import CameraConfig
 from actors.unit.detector import DetectorConfig
 from actors.unit.event_body import AlertBody
@@ -207,8 +205,7 @@ def run_edge(config_path: Path, *, check_only: bool, print_alerts: bool) -> int:
 
 def signaling_config(config: UnitConfig, van: NodePublicKeys) -> SignalingClientConfig:
     """How the unit's dialer reaches and recognises its van."""
-    ice = tuple(RTCIceServer(urls=list(server.urls), username=server.username,
-                             credential=server.credential) for server in config.ice_servers)
+    ice = tuple(server.to_aiortc() for server in config.ice_servers)
     return SignalingClientConfig(config.van_url, van, config.van_tls_fingerprint,
                                  ice_servers=ice)
 

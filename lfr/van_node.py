@@ -40,7 +40,12 @@ from typing import Final
 from actors.van.enrolment import Enrolment
 from actors.van.event_store import EventStore
 from actors.van.receiver import AlertNotice
-from actors.van.signaling import EnrolledUnits, SignalingService, serve_signaling
+from actors.van.signaling import (
+    EnrolledUnits,
+    SignalingConfig,
+    SignalingService,
+    serve_signaling,
+)
 from actors.van.tls_certificate import (
     certificate_fingerprint,
     format_fingerprint,
@@ -205,7 +210,9 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
                       on_event=lambda event: _unit_event(lines, event), notices=notices)
-    service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected)
+    ice = tuple(server.to_aiortc() for server in parts.config.ice_servers)
+    service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
+                               SignalingConfig(ice_servers=ice))
     try:
         host, port = config.signaling.host, config.signaling.port
         try:

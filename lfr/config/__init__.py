@@ -11,13 +11,15 @@ config file's folder, so a node started from anywhere reads the same files.
 
 - ``toml_table`` - reading one table strictly (``ConfigTable``), the error family
 - ``van``        - ``VanConfig``
-- ``unit``       - ``UnitConfig`` and its cameras and ICE servers
+- ``unit``       - ``UnitConfig`` and its cameras
+- ``ice_servers`` - ``IceServer``: the ``[[ice_servers]]`` of either config
 
 docs/DELIVERY.md "Configuration" describes every key, with an example of each file.
 """
 
+from lfr.config.ice_servers import IceServer
 from lfr.config.toml_table import MAX_CONFIG_BYTES, NodeConfigError
-from lfr.config.unit import CameraEntry, IceServer, UnitConfig, load_unit_config
+from lfr.config.unit import CameraEntry, UnitConfig, load_unit_config
 from lfr.config.van import ListenAddress, VanConfig, load_van_config
 
 __all__ = ["MAX_CONFIG_BYTES", "CameraEntry", "IceServer", "ListenAddress", "NodeConfigError",

@@ -3,39 +3,24 @@ reports and ICE servers."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from guards.config_checks import ConfigError, require_text
+from guards.config_checks import ConfigError
 from guards.log_text import printable
+from lfr.config.ice_servers import IceServer, read_ice_servers
 from lfr.config.toml_table import ConfigTable, read_toml
 
 MAX_CAMERAS: Final = 16
 """Cameras one unit runs (each its own camera and detector pipeline)."""
-MAX_ICE_SERVERS: Final = 8
-"""STUN/TURN servers a unit is given (one or two in practice)."""
-ICE_SCHEMES: Final = ("stun:", "stuns:", "turn:", "turns:")
 DEFAULT_HEALTH_INTERVAL_S: Final = 5.0
 """Seconds between two health reports unless ``[health] interval_s`` says otherwise."""
 HEALTH_INTERVAL_RANGE_S: Final = (1.0, 300.0)
 """``[health] interval_s`` lies in this range: at least a second (a report is an envelope in
 the outbox and a row at the van), at most five minutes (the van calls a unit silent after a few
 missed reports)."""
-
-
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """A STUN or TURN server for the unit's peer connection (aiortc's ``RTCIceServer``)."""
-
-    urls: tuple[str, ...]
-    """``stun:``, ``stuns:``, ``turn:`` or ``turns:`` URLs of one server."""
-    username: str | None = None
-    """TURN user name, if the server wants one."""
-    credential: str | None = field(default=None, repr=False)
-    """TURN password; never shown. A config holding one should be mode 0600."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +90,7 @@ def load_unit_config(path: Path | str) -> UnitConfig:
     fingerprint = van.check("tls_fingerprint", lambda: parse_fingerprint(pin))
     cameras = _cameras(top)
     health_interval_s = _health_interval(top.table("health", ("interval_s",), required=False))
-    ice_servers = tuple(_ice_server(table) for table in
-                        top.tables("ice_servers", ("urls", "username", "credential"),
-                                   MAX_ICE_SERVERS))
+    ice_servers = read_ice_servers(top)
     return UnitConfig(file, unit_id, signing_key, outbox, url, public_keys, fingerprint,
                       cameras, watchlist, health_interval_s, ice_servers)
 
@@ -170,19 +153,3 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
                                     "are unique within a unit")
         cameras.append(CameraEntry(camera_id, source, paced))
     return tuple(cameras)
-
-
-def _ice_server(table: ConfigTable) -> IceServer:
-    urls = table.value("urls", list)
-    if not urls:
-        raise table.error("urls", "must list at least one URL")
-    for i, url in enumerate(urls):
-        if type(url) is not str or not url.startswith(ICE_SCHEMES):
-            raise table.error(f"urls[{i}]", f"must be a string starting with "
-                                            f"{', '.join(ICE_SCHEMES)}")
-        table.check(f"urls[{i}]", functools.partial(require_text, "value", url))
-    username = table.text("username") if "username" in table.data else None
-    credential = table.value("credential", str) if "credential" in table.data else None
-    if credential is not None and username is None:
-        raise table.error("credential", "given without a username")
-    return IceServer(tuple(urls), username, credential)

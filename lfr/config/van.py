@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Final
 
 from guards.log_text import printable
+from lfr.config.ice_servers import IceServer, read_ice_servers
 from lfr.config.toml_table import ConfigTable, read_toml
 
 EVENT_STORE_FILE: Final = "events.sqlite"
@@ -62,6 +63,9 @@ class VanConfig:
     """``signaling.max_units``: units connected (or connecting) at once, 1-1024; one more is
     refused in signaling (503) until one drops. A unit connecting again replaces its old link
     and does not count twice."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """``[[ice_servers]]``: STUN/TURN servers of the van's peer connections (docs/DELIVERY.md);
+    none (the default) means host candidates only."""
 
     @property
     def event_store(self) -> Path:
@@ -90,7 +94,8 @@ def load_van_config(path: Path | str) -> VanConfig:
     from secure.node_keys import check_node_id  # noqa: PLC0415 - keeps lfr --help light
 
     file, data = read_toml(path)
-    top = ConfigTable(file, data, "", ("id", "state_dir", "keys", "tls", "signaling", "console"))
+    top = ConfigTable(file, data, "", ("id", "state_dir", "keys", "tls", "signaling", "console",
+                                       "ice_servers"))
     van_id = top.text("id")
     top.check("id", lambda: check_node_id(van_id, "id"))
     state_dir = top.path("state_dir", kind="folder")
@@ -102,7 +107,7 @@ def load_van_config(path: Path | str) -> VanConfig:
                        keys.path("encryption", kind="file"),
                        tls.path("certificate", kind="file"), tls.path("key", kind="file"),
                        _listen(signaling, DEFAULT_SIGNALING), _listen(console, DEFAULT_CONSOLE),
-                       _max_units(signaling))
+                       _max_units(signaling), read_ice_servers(top))
     if not ipaddress.ip_address(config.console.host).is_loopback:
         raise top.error("console.host", "the console listens on loopback only (127.0.0.1 or "
                         "::1): it has no login of its own yet; got "

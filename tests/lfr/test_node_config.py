@@ -128,6 +128,18 @@ def test_the_van_may_listen_for_units_on_the_network(van_folder: tuple[Path, Con
     assert (config.console.host, config.console.port) == ("::1", 8081)
 
 
+def test_the_van_may_be_given_stun_and_turn_servers(van_folder: tuple[Path, Config]) -> None:
+    folder, data = van_folder
+    assert load_van_config(write_config(folder / "van.toml", data)).ice_servers == ()
+    data["ice_servers"] = [{"urls": ["turn:turn.example.org:3478"], "username": "van",
+                            "credential": "s3cret"}]
+    config = load_van_config(write_config(folder / "van.toml", data))
+    (server,) = config.ice_servers
+    assert (server.urls, server.username) == (("turn:turn.example.org:3478",), "van")
+    assert "s3cret" not in repr(config)
+    assert server.to_aiortc().credential == "s3cret"
+
+
 def test_a_valid_unit_config_loads(unit_folder: tuple[Path, Config],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     folder, data = unit_folder
@@ -224,6 +236,10 @@ VAN_REFUSALS: dict[str, tuple[Change, str, str]] = {
     "file for a folder": (_set("state_dir", "keys/signing.key"), "state_dir",
                           "is not a folder"),
     "missing state folder": (_set("state_dir", "gone/state"), "state_dir", "no such file"),
+    "ice url scheme": (_set("ice_servers", [{"urls": ["https://turn"]}]),
+                       "ice_servers[0].urls[0]", "stun:"),
+    "ice unknown key": (_set("ice_servers", [{"urls": ["turn:t"], "pass": "x"}]),
+                        "ice_servers[0].pass", "unknown key"),
 }
 
 
