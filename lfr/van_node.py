@@ -226,13 +226,32 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
                      printable(config.van_id), len(parts.enrolment.units()), config.max_units)
             lines(f"van {printable(config.van_id)} listening on https://"
                   f"{_address(host, bound)} (TLS sha256 {format_fingerprint(parts.fingerprint)})")
-            reason = await failed
+            revocations = asyncio.create_task(
+                _close_revoked_links(links, enrolled_units(parts.enrolment)),
+                name="revoked links")
+            try:
+                reason = await failed
+            finally:
+                revocations.cancel()
+                await asyncio.gather(revocations, return_exceptions=True)
         finally:
             await runner.cleanup()
     finally:
         await links.stop()
     log.error("van %s stopping: %s", printable(config.van_id), printable(reason))
     return ExitCode.OUTPUT_FAILED
+
+
+REVOCATION_CHECK_S = 2.0
+"""How often the van looks for linked units revoked since they connected (``lfr van
+revoke-unit`` beside the running van): one ``lstat`` of the enrolment file per linked unit."""
+
+
+async def _close_revoked_links(links: UnitLinks, enrolled: EnrolledUnits) -> None:
+    """For ever (owned by ``serve_van``): close the links of units revoked while linked."""
+    while True:
+        await asyncio.sleep(REVOCATION_CHECK_S)
+        links.close_revoked(enrolled)
 
 
 def _unit_event(lines: Callable[[str], None], event: UnitLinkEvent) -> None:

@@ -251,6 +251,16 @@ class UnitLinks:
         """Each unit's receiver statistics since the van started (read-only view)."""
         return MappingProxyType(self._statistics)
 
+    def close_revoked(self, enrolled: Callable[[str], object | None]) -> tuple[str, ...]:
+        """Close the connection of every unit ``enrolled`` no longer knows (revoked since it
+        connected: its envelopes are refused from the revocation on, and its link goes too);
+        returns their ids. Signaling refuses their next offer as ``unknown_unit``."""
+        revoked = tuple(sorted(unit for unit in self._current if enrolled(unit) is None))
+        for unit in revoked:
+            log.warning("unit %s is no longer enrolled: closing its link", printable(unit))
+            self._cancel(self._current[unit], "revoked: no longer enrolled at this van")
+        return revoked
+
     # -- stopping ------------------------------------------------------------------------------
 
     async def stop(self) -> None:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.node_processes import NodeProcess, start_burst_unit, start_van
+from bench.node_processes import REPO_ROOT, NodeProcess, start_burst_unit, start_van
 from bench.uplink_bench import DEMO_CLIP, build_demo_watchlist
 from bench.van_events import ReceivedAlert, read_van_alerts
 from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
@@ -139,3 +141,20 @@ def test_the_van_unreachable_for_30_s_mid_burst_loses_and_repeats_nothing(
     assert unit.wait(DRAIN_S + 60) == 0, unit.tail()
     van.stop()
     _check_exactly_once_in_order(_van_alerts(deployment), _sealed(unit), _told(0, 150))
+
+
+def test_a_unit_revoked_while_linked_is_dropped_and_its_next_offer_refused(
+        deployment: LocalDeployment, cleanup: list[NodeProcess], tmp_path: Path) -> None:
+    van = start_van(deployment.van_config)
+    cleanup.append(van)
+    unit = _burst_unit(deployment, cleanup, "--alerts", "1", "--start-file",
+                       str(tmp_path / "never"))
+    unit.wait_for(lambda line: line.startswith('{"linked"'), 60)
+    revoke = subprocess.run([sys.executable, "-m", "lfr", "van", "revoke-unit", "unit-1",
+                             "--config", str(deployment.van_config)], capture_output=True,
+                            text=True, timeout=60, check=False, cwd=REPO_ROOT)
+    assert revoke.returncode == 0, revoke.stderr
+    van.wait_for(lambda line: "unit unit-1 dropped: revoked" in line, 30)
+    van.wait_for(lambda line: "unknown_unit" in line, 60, stream="stderr")  # it redialled
+    assert van.process.poll() is None
+    van.stop()
