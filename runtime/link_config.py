@@ -35,7 +35,7 @@ class LinkConfig:
     the actor sees it. Runtime messages (type codes 1-99) can never be listed."""
     routes: Mapping[str, str] = field(default_factory=dict)
     """Exposed names that reach an actor of another local name: ``{"receiver":
-    "receiver.unit-1"}`` lets each of a van's links call its peer's own actor by one fixed name.
+    "receiver:unit-1"}`` lets each of a van's links call its peer's own actor by one fixed name.
     Every key must be in ``exposed``; a name not listed here reaches the actor of that name."""
     max_links: int = 8
     """Authenticated links a server holds at once; while that many are up, a new connection
