@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from actors.unit.watchlist import Watchlist, save_watchlist
+from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
 from lfr.photo_faces import PhotoFaces
 from lfr.watchlist_build import build_watchlist
 
@@ -63,3 +64,13 @@ def absent_watchlist(shared_data: Path, photo_faces: PhotoFaces,
     path = root.parent / "absent.watchlist"
     save_watchlist(watchlist, path)
     return path
+
+
+@pytest.fixture
+def clip_deployment(tmp_path: Path, shared_data: Path,
+                    clip_watchlist: tuple[Watchlist, Path]) -> LocalDeployment:
+    """A van and one unit (``unit-1``, camera ``door`` on the shared clip, the clip watchlist)
+    provisioned in ``tmp_path`` by ``lfr.local_deployment``, ready to start as processes."""
+    return create_local_deployment(tmp_path / "deployment", units=1,
+                                   cameras=[CameraPlan("door", CLIP)],
+                                   watchlist=clip_watchlist[1])

@@ -35,10 +35,9 @@ from actors.van.enrolment import Enrolment
 from actors.van.event_store import EventStore
 from bench.node_processes import MAX_LINES, VAN_READY_TEXT, NodeProcess
 from guards.exit_codes import ExitCode
-from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
+from lfr.local_deployment import LocalDeployment
 from secure.envelope import open_envelope
 from secure.key_files import read_node_keys
-from tests.lfr.conftest import CLIP
 
 EDGE_TIMEOUT_S = 300.0
 """For the unit to scan the clip, reach the van (its redial waits up to 30 s) and end."""
@@ -47,14 +46,6 @@ ALERT_TIMEOUT_S = 240.0
 PIECE_BYTES = 32
 """Length of the pieces of the crop searched for, taken at every ``PIECE_BYTES``-th byte."""
 OUTBOX_FILES = {"outbox.sqlite", "outbox.sqlite-wal", "outbox.sqlite-shm"}
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, shared_data: Path,
-               clip_watchlist: tuple[object, Path]) -> LocalDeployment:
-    return create_local_deployment(tmp_path / "deployment", units=1,
-                                   cameras=[CameraPlan("door", CLIP)],
-                                   watchlist=clip_watchlist[1])
 
 
 def _files(folder: Path) -> dict[Path, bytes]:
@@ -78,13 +69,13 @@ def _verbose_van(config: Path) -> NodeProcess:
     return van
 
 
-def _stored(deployment: LocalDeployment) -> tuple[AlertBody, bytes, int]:
+def _stored(clip_deployment: LocalDeployment) -> tuple[AlertBody, bytes, int]:
     """The van's one stored alert: its body (opened with the van's key), its envelope as
     stored (sealed), its sequence number."""
-    van = read_node_keys(deployment.van_signing_key, deployment.van_encryption_key)
+    van = read_node_keys(clip_deployment.van_signing_key, clip_deployment.van_encryption_key)
     assert van.encryption is not None
-    enrolment = Enrolment.open(deployment.root / "van" / "state")
-    with EventStore.open(deployment.event_store) as store:
+    enrolment = Enrolment.open(clip_deployment.root / "van" / "state")
+    with EventStore.open(clip_deployment.event_store) as store:
         alerts = [event for event in store.by_unit("unit-1") if event.kind == "alert"]
     assert len(alerts) == 1, alerts
     (event,) = alerts
@@ -108,8 +99,8 @@ def _texts_of(crop: bytes) -> list[str]:
 
 
 def test_the_crop_is_in_the_clear_only_in_memory_and_only_metadata_is_printed(
-        deployment: LocalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    unit_dir = deployment.unit_configs[0].parent
+        clip_deployment: LocalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unit_dir = clip_deployment.unit_configs[0].parent
     home, temp, work = tmp_path / "home", tmp_path / "tmp", tmp_path / "work"
     for folder in (home, temp, work):
         folder.mkdir()
@@ -118,17 +109,17 @@ def test_the_crop_is_in_the_clear_only_in_memory_and_only_metadata_is_printed(
     before = _files(unit_dir)
 
     edge = NodeProcess("unit-1", [sys.executable, "-m", "lfr", "-v", "edge", "--config",
-                                  str(deployment.unit_configs[0]), "--print-alerts"], cwd=work)
+                                  str(clip_deployment.unit_configs[0]), "--print-alerts"], cwd=work)
     with edge:
         edge.wait_for(lambda line: line.startswith("{"), ALERT_TIMEOUT_S)  # sealed, no van
         waiting = _files(unit_dir)
-        with _verbose_van(deployment.van_config) as van:
+        with _verbose_van(clip_deployment.van_config) as van:
             code = edge.wait(EDGE_TIMEOUT_S)
             assert code == ExitCode.OK, edge.tail()
             van.wait_for(lambda line: line.startswith("{"), 30)
             assert van.stop() == ExitCode.TERMINATED
     after = _files(unit_dir)
-    body, sealed, seq = _stored(deployment)
+    body, sealed, seq = _stored(clip_deployment)
     crop = body.crop_jpeg
     assert crop.startswith(b"\xff\xd8\xff")
     assert len(crop) > 1000

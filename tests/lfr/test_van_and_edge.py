@@ -11,10 +11,8 @@ import json
 import secrets
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
-import pytest
 
 from actors.unit.event_body import AlertBody, decode_body
 from actors.van.enrolment import Enrolment
@@ -28,28 +26,19 @@ from actors.van.signaling import (
 )
 from bench.node_processes import NodeProcess, start_van
 from guards.exit_codes import ExitCode
-from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
+from lfr.local_deployment import LocalDeployment
 from secure.envelope import open_envelope
 from secure.key_files import read_node_keys, read_public_keys
 from secure.node_keys import NodeRole
-from tests.lfr.conftest import CLIP
 
 EDGE_TIMEOUT_S = 240.0
 
 
-@pytest.fixture
-def deployment(tmp_path: Path, shared_data: Path,
-               clip_watchlist: tuple[object, Path]) -> LocalDeployment:
-    return create_local_deployment(tmp_path / "deployment", units=1,
-                                   cameras=[CameraPlan("door", CLIP)],
-                                   watchlist=clip_watchlist[1])
-
-
-def _stored_alerts(deployment: LocalDeployment) -> list[AlertBody]:
-    van = read_node_keys(deployment.van_signing_key, deployment.van_encryption_key)
+def _stored_alerts(clip_deployment: LocalDeployment) -> list[AlertBody]:
+    van = read_node_keys(clip_deployment.van_signing_key, clip_deployment.van_encryption_key)
     assert van.encryption is not None
-    enrolment = Enrolment.open(deployment.root / "van" / "state")
-    with EventStore.open(deployment.event_store) as store:
+    enrolment = Enrolment.open(clip_deployment.root / "van" / "state")
+    with EventStore.open(clip_deployment.event_store) as store:
         events = store.by_unit("unit-1")
     bodies = [decode_body(open_envelope(event.sealed, signers=enrolment.lookup,
                                         van_key=van.encryption).body)
@@ -58,10 +47,10 @@ def _stored_alerts(deployment: LocalDeployment) -> list[AlertBody]:
 
 
 def test_the_clip_alert_reaches_the_van_once_verified_decrypted_and_as_printed(
-        deployment: LocalDeployment) -> None:
-    with start_van(deployment.van_config, "--print-alerts") as van:
+        clip_deployment: LocalDeployment) -> None:
+    with start_van(clip_deployment.van_config, "--print-alerts") as van:
         edge = NodeProcess("unit-1", [sys.executable, "-m", "lfr", "edge", "--config",
-                                      str(deployment.unit_configs[0]), "--print-alerts"])
+                                      str(clip_deployment.unit_configs[0]), "--print-alerts"])
         with edge:
             code = edge.wait(EDGE_TIMEOUT_S)
             assert code == ExitCode.OK, edge.tail()
@@ -70,7 +59,7 @@ def test_the_clip_alert_reaches_the_van_once_verified_decrypted_and_as_printed(
         assert any("unit unit-1 connected" in line for line in van.stdout)
         assert van.stop() == ExitCode.TERMINATED
     printed = [json.loads(line) for line in list(edge.stdout) if line.startswith("{")]
-    stored = _stored_alerts(deployment)
+    stored = _stored_alerts(clip_deployment)
     assert [body.subject_id for body in stored] == ["lin_manuel_miranda"]
     assert [alert["subject_id"] for alert in printed] == ["lin_manuel_miranda"]
     (body,), (line,) = stored, printed
@@ -83,11 +72,11 @@ def test_the_clip_alert_reaches_the_van_once_verified_decrypted_and_as_printed(
 
 
 async def test_a_running_van_refuses_an_offer_with_an_audio_or_video_section(
-        deployment: LocalDeployment) -> None:
+        clip_deployment: LocalDeployment) -> None:
     """Signed by the enrolled unit, fresh, well formed: only the media is wrong. The van
     answers 400 media_refused and stays up for the next unit."""
-    unit = read_node_keys(deployment.root / "unit-1" / "keys" / "signing.key")
-    van_keys = read_public_keys(deployment.root / "van" / "keys" / "public.keys", NodeRole.VAN)
+    unit = read_node_keys(clip_deployment.root / "unit-1" / "keys" / "signing.key")
+    van_keys = read_public_keys(clip_deployment.root / "van" / "keys" / "public.keys", NodeRole.VAN)
     assert van_keys.encryption_key is not None
     sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:96 VP8/90000\r\n"
@@ -97,9 +86,9 @@ async def test_a_running_van_refuses_an_offer_with_an_audio_or_video_section(
                                nonce)
     body = sign_payload(OfferPayload(unit.node_id, int(time.time() * 1000), nonce, sdp,
                                      sealed_key), unit.signing, OFFER_CONTEXT)
-    with start_van(deployment.van_config) as van:
+    with start_van(clip_deployment.van_config) as van:
         async with aiohttp.ClientSession() as session, session.post(
-                f"{deployment.van_url}/units/unit-1/offer", data=body,
+                f"{clip_deployment.van_url}/units/unit-1/offer", data=body,
                 headers={"Content-Type": CONTENT_TYPE}, ssl=False) as response:
             text = await response.text()
         assert response.status == 400, text
