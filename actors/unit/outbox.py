@@ -40,7 +40,9 @@ disk, also across a kill -9 or a power cut.
 **Threads**: every call is one short SQLite transaction (one fsync per append or
 acknowledgement, 0.5-2 ms here), so callers run them through the ``BlockingPool``
 (``await context.run_blocking(outbox.append, ...)``), never on the event loop. Calls may come
-from any pool thread; a lock lets one run at a time.
+from any pool thread; a lock lets one run at a time on the connection. ``append`` seals outside
+that lock (under an append lock of its own), so reads and acknowledgements never wait for a
+signature.
 """
 
 from __future__ import annotations
@@ -221,6 +223,9 @@ class Outbox:
         self._db = connection
         self._clock = clock
         self._lock = threading.Lock()  # one call at a time on the connection, from any thread
+        # Held by append (across sealing) and advance_past: the only writers of last_seq run one
+        # at a time. Lock order: _append_lock, then _lock.
+        self._append_lock = threading.Lock()
         self._appended = 0
         self._acknowledged = 0
         self._dropped_health = 0
@@ -252,26 +257,38 @@ class Outbox:
     def append(self, kind: EnvelopeKind, seal: Callable[[int], bytes]) -> int:
         """Store one envelope and return its sequence number.
 
-        ``seal(seq)`` makes the sealed envelope whose header carries ``seq``; it runs inside the
-        transaction, so the number and the row are stored together or not at all. Raises
-        ``OutboxFull`` when alerts fill their share, ``EnvelopeTooLarge`` for an envelope that
-        could never fit; either way nothing is stored and the number is not used.
+        ``seal(seq)`` makes the sealed envelope whose header carries ``seq``; the number and the
+        row are stored together or not at all. Raises ``OutboxFull`` when alerts fill their
+        share, ``EnvelopeTooLarge`` for an envelope that could never fit; either way nothing is
+        stored and the number is not used.
+
+        ``seal`` runs outside the connection's lock (a signature takes milliseconds; reads and
+        acknowledgements go on meanwhile) but inside the append lock: appends, and
+        ``advance_past``, run one at a time, so the number read before sealing is still the
+        next one when the row is written.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown envelope kind {kind!r}; expected one of {sorted(KINDS)}")
-        with self._transaction() as db:
-            state = _read_state(db)
-            seq = state.last_seq + 1
+        with self._append_lock:
+            with self._lock:
+                seq = _read_state(self._db).last_seq + 1
             sealed = bytes(seal(seq))
-            try:
-                self._make_room(db, state, kind, len(sealed))
-            except (OutboxFull, EnvelopeTooLarge):
-                self._refused += 1
-                raise
-            db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?)",
-                       (seq, kind, self._clock(), len(sealed), sealed))
-            db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))
-        self._appended += 1
+            with self._transaction() as db:
+                state = _read_state(db)
+                # invariant: only appends and advance_past change last_seq, both under the
+                # append lock held here
+                if state.last_seq + 1 != seq:
+                    raise RuntimeError(f"outbox: the last number moved from {seq - 1} to "
+                                       f"{state.last_seq} during an append")
+                try:
+                    self._make_room(db, state, kind, len(sealed))
+                except (OutboxFull, EnvelopeTooLarge):
+                    self._refused += 1
+                    raise
+                db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?)",
+                           (seq, kind, self._clock(), len(sealed), sealed))
+                db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))
+            self._appended += 1
         return seq
 
     def _make_room(self, db: sqlite3.Connection, state: _State, kind: str, size: int) -> None:
@@ -334,7 +351,7 @@ class Outbox:
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_ADVANCE_SEQ:
             raise ValueError(f"cannot number above {seq!r}: expected an integer in "
                              f"[0, {MAX_ADVANCE_SEQ}]")
-        with self._transaction() as db:
+        with self._append_lock, self._transaction() as db:
             last_seq = _read_state(db).last_seq
             if seq > last_seq:
                 db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))

@@ -152,6 +152,27 @@ def test_sequence_numbers_continue_after_reopen_even_when_everything_was_acknowl
         assert outbox.append("health", sealer()) == n(5)
 
 
+def test_reads_and_acknowledgements_go_on_while_an_append_seals(outbox: Outbox) -> None:
+    first = outbox.append("alert", sealer())
+    seen: list[object] = []
+
+    def read_and_acknowledge() -> None:
+        seen.append([envelope.seq for envelope in outbox.pending()])
+        seen.append(outbox.acknowledge(first))
+
+    def seal(seq: int) -> bytes:
+        # another thread uses the outbox while this seal runs (a signature takes a while)
+        reader = threading.Thread(target=read_and_acknowledge)
+        reader.start()
+        reader.join(timeout=30)
+        seen.append(reader.is_alive())
+        return body(seq)
+
+    assert outbox.append("alert", seal) == n(2)
+    assert seen == [[first], 1, False]
+    assert seqs(outbox) == [n(2)]
+
+
 def test_a_failing_seal_stores_nothing_and_uses_no_number(outbox: Outbox) -> None:
     def broken(seq: int) -> bytes:
         raise RuntimeError("no key")
