@@ -5,6 +5,11 @@ that subject above the subject's threshold. One alert per appearance: if the sam
 seen matching on the same camera within ``appearance_gap_s`` (a lost track picked up again after
 an occlusion, a missed detection or a camera cut), no new alert is raised; a person who returns
 after a longer gap is a new appearance and alerts again.
+
+The two-model rule (``actors.unit.second_opinion``): the caller says whether the second model
+agrees (``confirmed``). While it does not, a fused match raises nothing and leaves no trace: the
+track is not marked alerted and the subject's appearance clock is not started, so the alert
+comes on the first frame both models agree on.
 """
 
 from __future__ import annotations
@@ -47,16 +52,20 @@ class AlertPolicy:
         # subject -> stream time (s) it was last seen matching on this camera.
         self._last_matched_s: dict[str, float] = {}
 
-    def observe(self, track: Track, outcome: FrameOutcome, t_s: float) -> str | None:
+    def observe(self, track: Track, outcome: FrameOutcome, t_s: float, *,
+                confirmed: bool = True) -> str | None:
         """Record one frame's outcome for ``track``; returns the subject to alert for, if any.
 
         An alert is only raised on a frame that itself matches the fused subject, so the alert's
-        score and crop come from a matching face.
+        score and crop come from a matching face. ``confirmed``: the second model agrees that
+        this track is ``outcome.subject`` (always True when no second model is used).
         """
         track.outcomes.append(outcome)
         subject = outcome.subject
         if subject is None or self._hits(track, subject) < self.config.min_hits:
             return None
+        if not confirmed:
+            return None  # held: not alerted, not an appearance yet (see the module docstring)
         previous = self._last_matched_s.get(subject)
         self._last_matched_s[subject] = t_s
         if subject in track.alerted:
@@ -65,6 +74,10 @@ class AlertPolicy:
         if previous is not None and t_s - previous <= self.config.appearance_gap_s:
             return None  # the same appearance, picked up again by a new track
         return subject
+
+    def fuses(self, track: Track, subject: str | None) -> bool:
+        """``min_hits`` of the track's last ``window`` outcomes name ``subject``."""
+        return subject is not None and self._hits(track, subject) >= self.config.min_hits
 
     def _hits(self, track: Track, subject: str) -> int:
         """How many of the track's last ``window`` outcomes name ``subject``."""

@@ -8,16 +8,25 @@ track's recent outcomes (N of M). Only the embedding runs off the actor's loop: 
 which change trackers, policies and counters, are taken by ``receive`` itself
 (``OrderedWindow``), one frame at a time, in order.
 
+The two-model rule (``actors.unit.second_opinion``), when the gallery holds the second model's
+templates (``TwoModelGallery``): while a frame is decided, each candidate face (first-model score
+within ``candidate_margin`` of its best subject's threshold) on a track whose opinion on that
+subject is still open is shown to the second model, on the worker pool, all of a frame's looks at
+once; an alert needs the N-of-M fusion and the second model's agreement on the track. A gallery
+without those templates alerts on the first model alone, and the matcher logs that once.
+
 Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
 overwritten with zeros and dropped (also the crops of faces the schedule did not embed) - except
-the crop of a face that raised an alert, which leaves as JPEG inside the ``MatchAlert``. The only
-other things that leave are counters.
+the crop of a face that raised an alert, which leaves as JPEG inside the ``MatchAlert``. The
+second model's descriptors are wiped on the worker that made them; its distances are dropped with
+their track. The only other things that leave are counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import time
 from collections import deque
@@ -34,11 +43,21 @@ from actors.unit.embedding_schedule import EmbeddingSchedule, EmbeddingScheduleC
 from actors.unit.face_analysis import FaceCandidate, wipe
 from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
+from actors.unit.second_opinion import (
+    Describer,
+    SecondOpinion,
+    SecondOpinionConfig,
+    TwoModelGallery,
+    look,
+    shared_second_model,
+)
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
 from guards.config_checks import ConfigError, require_at_least, require_text
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
+
+log = logging.getLogger("lfr.matcher")
 
 MatcherOutput = MatchAlert | StreamEnded
 CROP_CONTEXT = 0.4
@@ -57,6 +76,8 @@ class MatcherConfig:
     """N-of-M fusion and appearance continuity."""
     embedding: EmbeddingScheduleConfig = field(default_factory=EmbeddingScheduleConfig)
     """Which faces are embedded: all until a track is decided, then only re-checks."""
+    second_opinion: SecondOpinionConfig = field(default_factory=SecondOpinionConfig)
+    """The two-model rule: when the second model looks and when it agrees."""
     in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Frames whose faces are embedded concurrently."""
     unit_id: str = "unit"
@@ -96,6 +117,10 @@ class MatcherStatistics:
     """Capture-to-decision latency of recent frames (ms), oldest first."""
     faces_skipped: int = 0
     """Faces of decided tracks not embedded (``EmbeddingSchedule``)."""
+    second_looks: int = 0
+    """Faces shown to the second model (candidates only)."""
+    held: int = 0
+    """Looks whose N-of-M fusion named a subject the second model had not agreed to (yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +144,18 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     """``DetectedFaces`` in, ``MatchAlert`` out."""
 
     def __init__(self, embedder: Embedder, gallery: Gallery,
-                 output: ActorRef[MatcherOutput], config: MatcherConfig | None = None) -> None:
+                 output: ActorRef[MatcherOutput], config: MatcherConfig | None = None, *,
+                 describer: Describer | None = None) -> None:
+        """``describer``: the second model (default: the vendored one, loaded on start when
+        the gallery holds its templates)."""
         self.embedder = embedder
         self.gallery = gallery
         self.output = output
         self.config = config or MatcherConfig()
+        self._describer = describer
+        self._second: dict[str, SecondOpinion] = {}
+        self._second_looks = 0
+        self._held = 0
         self._trackers: dict[str, Tracker] = {}
         self._policies: dict[str, AlertPolicy] = {}
         self._frames = 0
@@ -135,15 +167,27 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._window: OrderedWindow[_Embedded] | None = None
 
     async def on_start(self) -> None:
+        if self._uses_second_model() and self._describer is None:
+            # Loaded (and verified) once per process, on a worker: restarts cost nothing.
+            self._describer = await self.context.run_blocking(shared_second_model)
+        elif self.config.second_opinion.enabled and not isinstance(self.gallery,
+                                                                    TwoModelGallery):
+            log.warning("the watchlist holds no templates of the second face model: alerts "
+                        "rest on the first model alone; rebuild it with `lfr watchlist build`")
         self._window = OrderedWindow(self.config.in_flight, self._decide,
                                      tell_owner(self.context.ref),
                                      name=f"{self.context.name}:window")
+
+    def _uses_second_model(self) -> bool:
+        return self.config.second_opinion.enabled and isinstance(self.gallery, TwoModelGallery)
 
     async def on_stop(self) -> None:
         if self._window is not None:
             await self._window.close()
         for tracker in self._trackers.values():
             tracker.clear()
+        for opinion in self._second.values():
+            opinion.clear()
 
     async def receive(
         self, message: DetectorOutput | GetMatcherStatistics | ResultsReady,
@@ -153,7 +197,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             # An ask takes no results: a failed embedding must fail the matcher, not the asker.
             self._window.announce_ready()
             return MatcherStatistics(self._frames, self._faces, self._alerts,
-                                     tuple(self._latency_ms), self._skipped)
+                                     tuple(self._latency_ms), self._skipped,
+                                     self._second_looks, self._held)
         # Every other message first decides the embedded frames (a ResultsReady does only this).
         await self._window.take_ready()
         if isinstance(message, DetectedFaces):
@@ -168,6 +213,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             if tracker is not None:
                 tracker.clear()
             self._policies.pop(message.camera, None)
+            opinion = self._second.pop(message.camera, None)
+            if opinion is not None:
+                opinion.clear()
             await self.output.tell(StreamEnded(message.camera, message.frames,
                                                message.faces_seen, message.faces_rejected,
                                                self._alerts))
@@ -218,18 +266,57 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                 embeddings, skipped)
         self._faces += len(looked)
         self._skipped += len(skipped)
+        opinion = await self._second_looks_at(frame, tracker, tracks, looked, results)
         alerted: set[int] = set()
         for i in looked:  # a face not embedded adds no outcome: the fusion sees looks only
             face, track, best = frame.faces[i], tracks[i], results[i]
             top = best[0] if best else None
             outcome = FrameOutcome(top.subject if top is not None and top.is_match else None,
                                    top.score if top is not None else 0.0)
-            alert = policy.observe(track, outcome, frame.t_s) is not None and top is not None
+            confirmed = (opinion is None or outcome.subject is None
+                         or opinion.agrees(track.track_id, outcome.subject))
+            fused = policy.observe(track, outcome, frame.t_s, confirmed=confirmed)
+            if not confirmed and policy.fuses(track, outcome.subject):
+                self._held += 1
+            alert = fused is not None and top is not None
             self._schedule.learn(track, top, frame.index, alerted=alert)
             if alert and top is not None:
                 alerted.add(i)
                 await self._raise_alert(frame, face, track, top)
         return alerted
+
+    async def _second_looks_at(self, frame: DetectedFaces, tracker: Tracker,
+                               tracks: list[Track], looked: list[int],
+                               results: dict[int, list[GalleryMatch]]) -> SecondOpinion | None:
+        """Show this frame's candidate faces whose track's opinion is open to the second model
+        (concurrently, on the worker pool) and record the distances; the camera's opinions, or
+        None when the rule is not in use."""
+        if not self._uses_second_model():
+            return None
+        assert isinstance(self.gallery, TwoModelGallery)
+        describer = self._describer
+        assert describer is not None  # loaded in on_start
+        opinion = self._second.get(frame.camera)
+        if opinion is None:
+            opinion = self._second[frame.camera] = SecondOpinion(self.gallery.second,
+                                                                 self.config.second_opinion)
+        opinion.forget_ended(tracker.tracks)  # privacy: nothing of an ended track is kept
+        wanted: list[tuple[int, str]] = []
+        for i in looked:
+            top = results[i][0] if results[i] else None
+            if (top is not None and opinion.is_candidate(top)
+                    and top.subject not in tracks[i].alerted
+                    and opinion.wants_look(tracks[i].track_id, top.subject)):
+                wanted.append((i, top.subject))
+        templates = self.gallery.second
+        distances = await asyncio.gather(*(
+            self.context.run_blocking(look, describer, templates, frame.pixels,
+                                      frame.faces[i].detection.box, subject)
+            for i, subject in wanted))
+        for (i, subject), distance in zip(wanted, distances, strict=True):
+            opinion.record(tracks[i].track_id, subject, distance)
+        self._second_looks += len(wanted)
+        return opinion
 
     async def _raise_alert(self, frame: DetectedFaces, face: FaceCandidate, track: Track,
                            match: GalleryMatch) -> None:

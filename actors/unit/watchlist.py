@@ -4,6 +4,14 @@ On disk a watchlist is a small header and one codec message (``Watchlist``, msgp
 
     b"LFRW" | format version (u16, little-endian) | sha256 of the payload (32 bytes) | payload
 
+Format version 2 (message version 2) adds the templates of the second face model (dlib's
+descriptor, ``models.second_opinion_model``): one descriptor per subject and its own distance
+threshold, checked by the two-model rule (``actors.unit.second_opinion``). A version 1 file
+(first model only) is refused with advice to rebuild it, rather than read as a watchlist whose
+alerts would silently rest on one model. A ``Watchlist`` made in memory without them
+(``second_model_id`` empty) is still valid: the matcher then alerts on the first model alone
+and says so in its log.
+
 The payload is decoded by the same strict, size-limited decoder as everything else that crosses
 a boundary, and only once its checksum matches: a single flipped byte (a flipped sign bit once
 made a watchlisted person unmatchable) is refused, never loaded. The checksum guards against
@@ -22,17 +30,19 @@ import math
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from actors.unit.gallery import Gallery
+from actors.unit.second_opinion import SecondTemplates, TwoModelGallery
 from guards.files import UserFileError, read_user_file, write_file_atomically
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from models.face_embedder import EMBEDDING_DIM
+from models.second_opinion_model import DESCRIPTOR_DIM
 from runtime.codec import Codec, DecodeError
 from runtime.message import message
 
@@ -62,8 +72,12 @@ EXACT_DUPLICATE_SEARCH_MAX = 4096
 two busy cores); above it only rows equal bit for bit are found, since comparing every pair of
 hundreds of thousands of subjects would take a unit hours."""
 
+MAX_SECOND_THRESHOLD = 1.5
+"""Largest second-model threshold (a Euclidean distance of dlib descriptors, which are about
+1.4 long; dlib's own threshold is 0.6)."""
+
 MAGIC = b"LFRW"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = struct.Struct("<4sH32s")  # magic, format version, sha256 of the payload
 HEADER_BYTES = _HEADER.size
 
@@ -105,7 +119,7 @@ def check_usual_thresholds(named: Iterable[tuple[str, float]], source: str, *,
     return unusual
 
 
-@message(120)
+@message(120, version=2)
 @dataclass(frozen=True, slots=True, eq=False)
 class Watchlist:
     """Subjects and their embeddings, column by column.
@@ -128,6 +142,19 @@ class Watchlist:
     """(n,) per-subject alert thresholds (cosine), each strictly between 0 and 1."""
     photos: tuple[int, ...]
     """How many photos each subject's embedding averages."""
+    second_model_id: str = ""
+    """The second face model its ``second_embeddings`` come from; empty: none (the matcher then
+    alerts on the first model alone)."""
+    second_model_sha256: str = ""
+    """sha256 of that model's descriptor file; empty exactly when ``second_model_id`` is."""
+    second_embeddings: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros((0, DESCRIPTOR_DIM), np.float32))
+    """(n, 128) descriptors of the second model, the mean of each subject's photos; (0, 128)
+    without a second model. Invariant: a row per subject exactly when ``second_model_id``."""
+    second_thresholds: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros(0, np.float32))
+    """(n,) per-subject distance thresholds of the second model, each in
+    (0, ``MAX_SECOND_THRESHOLD``]; (0,) without a second model."""
 
     def __post_init__(self) -> None:
         n = len(self.subjects)
@@ -151,6 +178,35 @@ class Watchlist:
         _check_photo_counts(self.subjects, self.photos)
         _check_created_at(self.created_at)
         _check_distinct_embeddings(self.subjects, self.embeddings)
+        self._check_second_model()
+
+    def _check_second_model(self) -> None:
+        n = len(self.subjects)
+        if not isinstance(self.second_model_id, str) or not isinstance(
+                self.second_model_sha256, str):
+            raise WatchlistError("second_model_id and second_model_sha256 must be text")
+        if bool(self.second_model_id) != bool(self.second_model_sha256):
+            raise WatchlistError("second_model_id and second_model_sha256 are given together")
+        rows = n if self.second_model_id else 0
+        second, limits = self.second_embeddings, self.second_thresholds
+        if second.dtype != np.float32 or limits.dtype != np.float32:
+            raise WatchlistError("second-model embeddings and thresholds must be float32 arrays")
+        if second.shape != (rows, DESCRIPTOR_DIM) or limits.shape != (rows,):
+            raise WatchlistError(
+                f"second-model embeddings must have shape ({rows}, {DESCRIPTOR_DIM}) and "
+                f"thresholds ({rows},), got {second.shape} and {limits.shape}")
+        if not np.all(np.isfinite(second)) or not np.all(np.isfinite(limits)):
+            raise WatchlistError("second-model embeddings and thresholds must be finite")
+        if rows and not np.all(np.linalg.norm(second, axis=1) > 0):
+            raise WatchlistError("second-model embeddings must be non-zero")
+        if np.any((limits <= 0) | (limits > MAX_SECOND_THRESHOLD)):
+            raise WatchlistError(f"second-model thresholds must lie in (0, "
+                                 f"{MAX_SECOND_THRESHOLD}]")
+
+    @property
+    def has_second_model(self) -> bool:
+        """True when every subject has a template of the second model."""
+        return bool(self.second_model_id)
 
     @property
     def dimension(self) -> int:
@@ -158,10 +214,17 @@ class Watchlist:
         return int(self.embeddings.shape[1])
 
     def gallery(self, threshold: float | None = None) -> Gallery:
-        """A gallery to search; ``threshold`` overrides every subject's threshold."""
+        """A gallery to search; ``threshold`` overrides every subject's (first-model)
+        threshold. With the second model's templates it is a ``TwoModelGallery`` holding them
+        (the matcher then applies the two-model rule)."""
         thresholds = (np.full(len(self.subjects), threshold, np.float32)
                       if threshold is not None else self.thresholds)
-        return Gallery(self.subjects, self.embeddings, thresholds)
+        if not self.has_second_model:
+            return Gallery(self.subjects, self.embeddings, thresholds)
+        second = SecondTemplates(self.second_model_id, self.second_model_sha256,
+                                 {s: i for i, s in enumerate(self.subjects)},
+                                 self.second_embeddings, self.second_thresholds)
+        return TwoModelGallery(self.subjects, self.embeddings, thresholds, second)
 
     def check_model(self, model_id: str, model_sha256: str, source: str, *,
                     dimension: int = EMBEDDING_DIM) -> None:
@@ -287,6 +350,10 @@ def decode_watchlist(data: bytes, shown: str, *,
     if len(data) < HEADER_BYTES or not data.startswith(MAGIC):
         raise WatchlistError(_not_a_watchlist(data, shown, max_bytes))
     _, version, digest = _HEADER.unpack_from(data)
+    if version == 1:
+        raise WatchlistError(f"{shown}: a watchlist of format version 1 (the first face model "
+                             "only); rebuild it with `lfr watchlist build`, which enrols both "
+                             "models")
     if version != FORMAT_VERSION:
         raise WatchlistError(f"{shown}: watchlist format version {version} is not supported "
                              f"(this lfr reads version {FORMAT_VERSION})")

@@ -6,7 +6,9 @@ The file format itself (checksum, file kinds, atomic writes) is tested in test_w
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.unit.match_alert import MatchAlert
+from actors.unit.second_opinion import TwoModelGallery
 from actors.unit.watchlist import (
     ALLOW_UNUSUAL_FLAG,
+    FORMAT_VERSION,
     MAX_WATCHLIST_BYTES,
     ThresholdError,
     Watchlist,
@@ -65,6 +69,54 @@ def assert_same(a: Watchlist, b: Watchlist) -> None:
         b.model_id, b.model_sha256, b.created_at, b.subjects, b.photos)
     assert np.array_equal(a.embeddings, b.embeddings)
     assert np.array_equal(a.thresholds, b.thresholds)
+    assert (a.second_model_id, a.second_model_sha256) == (b.second_model_id,
+                                                          b.second_model_sha256)
+    assert np.array_equal(a.second_embeddings, b.second_embeddings)
+    assert np.array_equal(a.second_thresholds, b.second_thresholds)
+
+
+def with_second_model(watchlist: Watchlist, *, seed: int = 1) -> Watchlist:
+    """``watchlist`` with templates of the second model."""
+    rng = np.random.default_rng(seed)
+    n = len(watchlist.subjects)
+    return replace(watchlist, second_model_id="dlib-resnet-v1-128",
+                   second_model_sha256=hashlib.sha256(b"second").hexdigest(),
+                   second_embeddings=(0.1 * rng.standard_normal((n, 128))).astype(np.float32),
+                   second_thresholds=np.full(n, 0.6, np.float32))
+
+
+def test_both_models_templates_round_trip_and_make_a_two_model_gallery(tmp_path: Path) -> None:
+    watchlist = with_second_model(make_watchlist(3))
+    path = tmp_path / "two.lfrw"
+    save_watchlist(watchlist, path)
+    loaded = load_watchlist(path)
+    assert_same(watchlist, loaded)
+    assert loaded.has_second_model
+    gallery = loaded.gallery(0.55)
+    assert isinstance(gallery, TwoModelGallery)
+    assert gallery.second.rows == {"subject_0": 0, "subject_1": 1, "subject_2": 2}
+    assert np.array_equal(gallery.second.embeddings, watchlist.second_embeddings)
+    assert np.array_equal(gallery.second.thresholds, watchlist.second_thresholds)
+    assert np.all(gallery.thresholds == np.float32(0.55))  # the override is the first model's
+    first_only = make_watchlist(3)
+    assert not first_only.has_second_model
+    assert not isinstance(first_only.gallery(), TwoModelGallery)
+
+
+@pytest.mark.parametrize(("changes", "fault"), [
+    ({"second_embeddings": np.zeros((2, 128), np.float32)}, "shape"),
+    ({"second_embeddings": np.zeros((3, 64), np.float32)}, "shape"),
+    ({"second_thresholds": np.full(3, 0.0, np.float32)}, r"thresholds must lie in \(0, 1.5\]"),
+    ({"second_thresholds": np.full(3, 1.6, np.float32)}, r"thresholds must lie in \(0, 1.5\]"),
+    ({"second_thresholds": np.full(3, np.nan, np.float32)}, "finite"),
+    ({"second_embeddings": np.zeros((3, 128), np.float32)}, "non-zero"),
+    ({"second_model_sha256": ""}, "given together"),
+    ({"second_model_id": ""}, "given together"),
+])
+def test_inconsistent_second_model_templates_are_refused(changes: dict[str, Any],
+                                                        fault: str) -> None:
+    with pytest.raises(WatchlistError, match=fault):
+        replace(with_second_model(make_watchlist(3)), **changes)
 
 
 def test_save_then_load_round_trips(saved: tuple[Watchlist, Path]) -> None:
@@ -197,7 +249,8 @@ def test_random_bytes_of_realistic_size_are_refused(tmp_path: Path) -> None:
 
 def with_checksum(payload: bytes) -> bytes:
     """``payload`` behind a header with its correct checksum (a file crafted, not damaged)."""
-    return b"LFRW" + (1).to_bytes(2, "little") + hashlib.sha256(payload).digest() + payload
+    return (b"LFRW" + FORMAT_VERSION.to_bytes(2, "little") + hashlib.sha256(payload).digest()
+            + payload)
 
 
 def test_file_holding_another_message_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from actors.unit.watchlist import (
+    FORMAT_VERSION,
     HEADER_BYTES,
     Watchlist,
     WatchlistError,
@@ -82,9 +83,20 @@ def test_an_old_file_without_a_checksum_is_refused_with_rebuild_advice(tmp_path:
 def test_another_format_version_is_refused_naming_it(saved: tuple[Watchlist, Path]) -> None:
     _, path = saved
     data = bytearray(path.read_bytes())
-    data[4:6] = (2).to_bytes(2, "little")
+    data[4:6] = (3).to_bytes(2, "little")
     path.write_bytes(data)
-    with pytest.raises(WatchlistError, match="format version 2 is not supported"):
+    with pytest.raises(WatchlistError, match="format version 3 is not supported"):
+        load_watchlist(path)
+
+
+def test_a_version_1_file_of_the_first_model_only_is_refused_with_rebuild_advice(
+        saved: tuple[Watchlist, Path]) -> None:
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[4:6] = (1).to_bytes(2, "little")
+    path.write_bytes(data)
+    with pytest.raises(WatchlistError, match=r"format version 1 \(the first face model only\); "
+                                             r"rebuild it with `lfr watchlist build`"):
         load_watchlist(path)
 
 
@@ -252,8 +264,8 @@ def _crafted(tmp_path: Path, n: int = 3, **fields: object) -> Path:
         object.__setattr__(forged, name, fields.get(name, getattr(watchlist, name)))
     payload = Codec().encode(forged)
     path = tmp_path / "crafted.lfrw"
-    path.write_bytes(b"LFRW" + (1).to_bytes(2, "little") + hashlib.sha256(payload).digest()
-                     + payload)
+    path.write_bytes(b"LFRW" + FORMAT_VERSION.to_bytes(2, "little")
+                     + hashlib.sha256(payload).digest() + payload)
     return path
 
 

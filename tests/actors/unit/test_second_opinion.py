@@ -1,0 +1,241 @@
+"""The two-model rule in the matcher: an alert needs both models; the second model sees only
+candidates, a bounded number of times per track, and keeps nothing of an ended track.
+
+The first model is the stand-in of test_matcher (the crop's first pixel names the person);
+the second is a mock describer (a unit test may mock) that returns a descriptor at a chosen
+distance from the wanted subject's template and records which faces it was shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from actors.unit.alert_policy import AlertPolicy
+from actors.unit.detector import DetectedFaces, StreamEnded
+from actors.unit.face_analysis import FaceCandidate
+from actors.unit.gallery import GalleryMatch
+from actors.unit.match_alert import MatchAlert
+from actors.unit.matcher import (
+    GetMatcherStatistics,
+    Matcher,
+    MatcherConfig,
+    MatcherOutput,
+    MatcherStatistics,
+)
+from actors.unit.second_opinion import (
+    SecondOpinion,
+    SecondOpinionConfig,
+    SecondTemplates,
+    TwoModelGallery,
+)
+from actors.unit.tracking import FrameOutcome, Track, TrackerConfig
+from guards.config_checks import ConfigError
+from models.detection import FaceDetection
+from models.face_quality import QualityVerdict
+from runtime.actor import Actor
+from runtime.system import ActorSystem
+from tests.actors.support import WAIT_S, eventually, toward, unit_rows
+
+DIM = 192
+RNG = np.random.default_rng(12)
+WANTED_ROW = unit_rows(RNG, 1, DIM)[0]
+# First-model embeddings by person id (the crop's first pixel): the wanted person (cosine 1),
+# someone just below the candidate score (0.45 < 0.60 - 0.10) and a stranger.
+WANTED, BELOW_CANDIDATE, STRANGER = 0, 1, 2
+FIRST = np.stack([WANTED_ROW, toward(RNG, WANTED_ROW, 0.45), toward(RNG, WANTED_ROW, 0.0)])
+TEMPLATE = RNG.standard_normal(128).astype(np.float32)
+TEMPLATE *= np.float32(0.6 / np.linalg.norm(TEMPLATE))
+
+
+class FirstModel:
+    def embed(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
+        row: NDArray[np.float32] = FIRST[int(face[0, 0, 0])].copy()
+        return row
+
+
+class SecondModel:
+    """Returns a descriptor ``distance`` from the wanted template; records the boxes shown."""
+
+    def __init__(self, distance: float) -> None:
+        self.distance = distance
+        self.boxes: list[tuple[float, float, float, float]] = []
+        self.given: list[NDArray[np.float32]] = []
+
+    def describe(self, pixels: NDArray[np.uint8],
+                 box: tuple[float, float, float, float]) -> NDArray[np.float32]:
+        self.boxes.append(box)
+        offset = np.zeros(128, np.float32)
+        offset[0] = self.distance
+        descriptor = TEMPLATE + offset
+        self.given.append(descriptor)
+        return descriptor
+
+
+class Sink(Actor[MatcherOutput]):
+    def __init__(self, received: list[MatcherOutput]) -> None:
+        self.received = received
+
+    async def receive(self, message: MatcherOutput) -> None:
+        self.received.append(message)
+
+
+def _face(person: int, x0: float) -> FaceCandidate:
+    crop = np.full((112, 112, 3), 90, np.uint8)
+    crop[0, 0, 0] = person
+    keypoints = np.array([[x0 + 10, 20], [x0 + 30, 20], [x0 + 20, 30], [x0 + 20, 40],
+                          [x0, 25], [x0 + 40, 25]], np.float32)
+    detection = FaceDetection(x0, 0.0, x0 + 40.0, 50.0, 0.9, keypoints)
+    return FaceCandidate(detection, crop, QualityVerdict(None, 0.9, 20.0, 0.0, 100.0))
+
+
+def _frame(index: int, faces: tuple[FaceCandidate, ...]) -> DetectedFaces:
+    pixels = np.full((120, 320, 3), 60, np.uint8)
+    return DetectedFaces("cam0", index, index / 25, time.monotonic_ns(), time.time(), pixels,
+                         faces, rejected=0)
+
+
+def _gallery() -> TwoModelGallery:
+    second = SecondTemplates("mock-second", "0" * 64, {"wanted": 0}, TEMPLATE[None, :].copy(),
+                             np.array([0.6], np.float32))
+    return TwoModelGallery(["wanted"], WANTED_ROW[None, :].copy(),
+                           np.array([0.6], np.float32), second)
+
+
+async def _run(second: SecondModel, frames: list[DetectedFaces],
+               config: MatcherConfig | None = None,
+               ) -> tuple[list[MatchAlert], MatcherStatistics, int]:
+    """Alerts, the statistics once every frame is decided, and how many tracks had looks kept
+    then (before the end of the stream drops them all)."""
+    received: list[MatcherOutput] = []
+    made: list[Matcher] = []
+    async with ActorSystem() as system:
+        sink = await system.spawn("sink", lambda: Sink(received))
+
+        def make() -> Matcher:
+            made.append(Matcher(FirstModel(), _gallery(), sink, config, describer=second))
+            return made[-1]
+
+        matcher = await system.spawn("matcher", make)
+        for frame in frames:
+            await matcher.tell(frame)
+        decided: list[MatcherStatistics] = []
+
+        async def all_decided() -> bool:
+            stats = await matcher.ask(GetMatcherStatistics(), timeout=30)
+            assert isinstance(stats, MatcherStatistics)
+            decided[:] = [stats]
+            return stats.frames == len(frames)
+
+        async with asyncio.timeout(WAIT_S):
+            while not await all_decided():  # noqa: ASYNC110 - polling the actor by asks
+                await asyncio.sleep(0.01)
+        opinion = made[-1]._second.get("cam0")
+        kept = opinion.tracks_kept if opinion is not None else 0
+        await matcher.tell(StreamEnded("cam0", frames=len(frames)))
+        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
+        assert made[-1]._second == {}  # the end of the stream drops every look
+    return [m for m in received if isinstance(m, MatchAlert)], decided[0], kept
+
+
+async def test_a_second_model_that_disagrees_blocks_the_alert() -> None:
+    second = SecondModel(distance=0.9)  # beyond the subject's 0.6
+    alerts, stats, _ = await _run(second, [_frame(i, (_face(WANTED, 10.0),)) for i in range(12)])
+    assert alerts == []
+    assert stats.second_looks == SecondOpinionConfig().max_looks  # then it stops looking
+    assert stats.held > 0  # the first model alone would have alerted
+
+
+async def test_a_second_model_that_agrees_lets_the_alert_through() -> None:
+    second = SecondModel(distance=0.3)
+    alerts, stats, _ = await _run(second, [_frame(i, (_face(WANTED, 10.0),)) for i in range(12)])
+    assert [(a.subject, a.frame_index, a.hits) for a in alerts] == [("wanted", 2, 3)]
+    # Two agreeing looks settle the opinion; no look after that (nor after the alert).
+    assert stats.second_looks == SecondOpinionConfig().min_agreeing
+    # The descriptors it made were wiped once compared.
+    assert second.given
+    assert all(not d.any() for d in second.given)
+
+
+async def test_an_alert_waits_for_the_second_models_agreement_then_comes() -> None:
+    # Needing 4 agreeing looks, the fusion (3 of 5 at frame 2) is held until frame 3.
+    config = MatcherConfig(second_opinion=SecondOpinionConfig(min_agreeing=4))
+    alerts, stats, _ = await _run(SecondModel(distance=0.3),
+                                  [_frame(i, (_face(WANTED, 10.0),)) for i in range(8)], config)
+    assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 3)]
+    assert stats.held == 1
+
+
+async def test_the_second_model_never_sees_a_face_below_the_candidate_score() -> None:
+    second = SecondModel(distance=0.3)
+    frames = [_frame(i, (_face(BELOW_CANDIDATE, 10.0), _face(STRANGER, 200.0)))
+              for i in range(10)]
+    alerts, stats, _ = await _run(second, frames)
+    assert alerts == []
+    assert second.boxes == []
+    assert stats.second_looks == 0
+    assert stats.faces == 20
+
+
+async def test_only_the_candidate_of_a_frame_is_shown_to_the_second_model() -> None:
+    second = SecondModel(distance=0.3)
+    frames = [_frame(i, (_face(WANTED, 10.0), _face(BELOW_CANDIDATE, 200.0)))
+              for i in range(4)]
+    alerts, _, _ = await _run(second, frames)
+    assert len(alerts) == 1
+    assert second.boxes
+    assert all(box[0] == 10.0 for box in second.boxes)
+
+
+async def test_the_second_models_looks_are_dropped_with_their_track() -> None:
+    config = MatcherConfig(tracking=TrackerConfig(max_age_s=0.1))
+    second = SecondModel(distance=0.9)
+    # The wanted face on frames 0-2, then nobody for a second: its track ends.
+    frames = [_frame(i, (_face(WANTED, 10.0),)) for i in range(3)]
+    frames += [_frame(i, ()) for i in range(3, 30)]
+    frames += [_frame(30, (_face(STRANGER, 200.0),))]
+    _, stats, kept = await _run(second, frames, config)
+    assert stats.second_looks == 3
+    # The looks at the ended track were dropped when the next frame with faces was decided.
+    assert kept == 0
+
+
+def test_an_unconfirmed_fusion_starts_no_appearance() -> None:
+    policy = AlertPolicy()
+    track = Track(1, (0.0, 0.0, 10.0, 10.0), np.zeros(4, np.float32), 0.0)
+    match = FrameOutcome("wanted", 0.9)
+    for i in range(3):
+        assert policy.observe(track, match, i * 0.04, confirmed=False) is None
+    assert track.alerted == set()
+    assert policy.fuses(track, "wanted")
+    # Agreement arrives on the next frame: the alert comes (not taken for a repeat).
+    assert policy.observe(track, match, 0.12, confirmed=True) == "wanted"
+
+
+def test_an_opinion_agrees_only_within_the_subjects_threshold() -> None:
+    templates = _gallery().second
+    opinion = SecondOpinion(templates, SecondOpinionConfig(max_looks=3, min_agreeing=2))
+    assert opinion.is_candidate(GalleryMatch("wanted", 0.50, 0.6))
+    assert not opinion.is_candidate(GalleryMatch("wanted", 0.49, 0.6))
+    assert not opinion.is_candidate(None)
+    opinion.record(7, "wanted", 0.61)
+    opinion.record(7, "wanted", 0.59)
+    assert not opinion.agrees(7, "wanted")
+    assert opinion.wants_look(7, "wanted")
+    opinion.record(7, "wanted", 0.6)
+    assert opinion.agrees(7, "wanted")
+    assert not opinion.wants_look(7, "wanted")
+    opinion.forget_ended([8])
+    assert opinion.tracks_kept == 0
+
+
+@pytest.mark.parametrize("changes", [{"min_agreeing": 0}, {"max_looks": 0},
+                                     {"min_agreeing": 3, "max_looks": 2},
+                                     {"candidate_margin": -0.1}, {"candidate_margin": 0.6}])
+def test_a_bad_setting_is_refused_naming_its_field(changes: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="SecondOpinionConfig"):
+        SecondOpinionConfig(**changes)  # type: ignore[arg-type]
