@@ -1,8 +1,16 @@
-"""``lfr calibrate``: measure the embedder on labelled pairs and find thresholds.
+"""``lfr calibrate``: measure both face models on labelled pairs and find thresholds.
 
 Reads a CSV of ``a,b,same`` (paths relative to ``--root``; same = 1 or 0), embeds every image
-once, scores every pair and reports the ROC AUC, the threshold that keeps the false match rate
-at or below a target, and the rates at the shipped default threshold.
+once with each model, scores every pair and reports, for the first model (cosine similarity,
+the report's unprefixed keys as before), the ROC AUC, the threshold that keeps the false match
+rate at or below a target, and the rates at the shipped default threshold; the same for the
+second model (Euclidean distance of dlib descriptors, small = same: ``second_*`` keys); and for
+the two-model rule (``both_*``): a pair is accepted when the first score reaches its threshold
+*and* the second distance lies within its own. ``both_first_threshold_for_target_fmr`` is the
+lowest first-model threshold that keeps the rule's false match rate at or below the target with
+the second threshold at its default: how far the first threshold could come down, measured.
+The rule's combined score is ``min(score - threshold, second threshold - distance)`` (>= 0:
+accepted), whose ROC AUC is ``both_auc``.
 
 Input is checked before the models load: the CSV is read as a regular file of bounded size,
 strict UTF-8 without NUL bytes, with fields of path length; any fault names the file and line.
@@ -24,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from actors.unit.second_opinion import DEFAULT_SECOND_THRESHOLD, shared_second_model
 from actors.unit.watchlist import DEFAULT_THRESHOLD
 from guards.files import (
     UserFileError,
@@ -34,7 +43,9 @@ from guards.files import (
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
+from lfr.watchlist_build import photo_descriptor
 from models.image_io import ImageLoadError
+from models.second_opinion_model import descriptor_distance
 
 MAX_PAIRS = 1_000_000
 MAX_CSV_BYTES = 128 * 1024 * 1024
@@ -47,6 +58,28 @@ MAX_LINE_CHARS = 4 * MAX_FIELD_CHARS
 
 class CalibrationError(UserInputError):
     """Unusable calibration input (CSV, --root, --target-fmr) or a run with nothing scored."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ImageFaces:
+    """One image's face as both models see it."""
+
+    first: NDArray[np.float32]
+    """The first model's unit-length embedding."""
+    second: NDArray[np.float32]
+    """The second model's descriptor."""
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    """One pair as both models score it."""
+
+    pair: Pair
+    """The pair."""
+    score: float
+    """First model: cosine similarity (high: same)."""
+    distance: float
+    """Second model: descriptor distance (low: same)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +195,7 @@ def threshold_for_fmr(diff_scores: NDArray[np.float64], target_fmr: float) -> fl
 
 def calibrate(pairs: list[Pair], root: Path, *, target_fmr: float,
               threshold: float = DEFAULT_THRESHOLD,
+              second_threshold: float = DEFAULT_SECOND_THRESHOLD,
               scores_out: Path | None = None) -> dict[str, object]:
     """Score every pair and compute the report ``lfr calibrate`` prints.
 
@@ -174,18 +208,23 @@ def calibrate(pairs: list[Pair], root: Path, *, target_fmr: float,
     if scores_out is not None:
         check_output_target(scores_out, "--scores-out")
     embeddings, no_face, unreadable = _embed_all(pairs, root)
-    scored = [(pair, float(np.dot(ea, eb))) for pair in pairs
+    scored = [PairScore(pair, float(np.dot(ea.first, eb.first)),
+                        descriptor_distance(ea.second, eb.second)) for pair in pairs
               if (ea := embeddings[pair.a]) is not None and (eb := embeddings[pair.b]) is not None]
+    for faces in embeddings.values():
+        if faces is not None:  # what is measured is kept; the faces are not
+            faces.first.fill(0.0)
+            faces.second.fill(0.0)
     if not scored:
         raise CalibrationError(f"all {len(pairs)} pairs were skipped (no usable face or "
                                f"unreadable image: {len(no_face) + len(unreadable)} images, "
                                "named above); nothing to measure")
     if scores_out is not None:
         _write_scores(scores_out, scored)
-    same = np.array([s for p, s in scored if p.same], dtype=np.float64)
-    diff = np.array([s for p, s in scored if not p.same], dtype=np.float64)
+    same = np.array([s.score for s in scored if s.pair.same], dtype=np.float64)
+    diff = np.array([s.score for s in scored if not s.pair.same], dtype=np.float64)
     chosen = threshold_for_fmr(diff, target_fmr)
-    return {
+    first = {
         "pairs": len(scored),
         "pairs_skipped": len(pairs) - len(scored),
         "same_pairs": len(same),
@@ -200,21 +239,70 @@ def calibrate(pairs: list[Pair], root: Path, *, target_fmr: float,
         "fmr_at_default": _share(diff, threshold),
         "min_same_score": _number(float(same.min())) if len(same) else None,
         "max_different_score": _number(float(diff.max())) if len(diff) else None,
-        "no_face": no_face,
-        "unreadable": unreadable,
+    }
+    return {**first, **_second_report(scored, target_fmr, second_threshold),
+            **_both_report(scored, target_fmr, threshold, second_threshold),
+            "no_face": no_face, "unreadable": unreadable}
+
+
+def _second_report(scored: list[PairScore], target_fmr: float,
+                   limit: float) -> dict[str, object]:
+    """The second model alone; its distances are negated so higher means same, like scores."""
+    same = np.array([-s.distance for s in scored if s.pair.same], dtype=np.float64)
+    diff = np.array([-s.distance for s in scored if not s.pair.same], dtype=np.float64)
+    chosen = -threshold_for_fmr(diff, target_fmr)  # the largest distance still accepted
+    return {
+        "second_auc": _number(roc_auc(same, diff)),
+        "second_threshold_for_target_fmr": _number(chosen),
+        "second_tar_at_that_threshold": _share(same, -chosen),
+        "second_default_threshold": limit,
+        "second_tar_at_default": _share(same, -limit),
+        "second_fmr_at_default": _share(diff, -limit),
+        "second_max_same_distance": _number(float(-same.min())) if len(same) else None,
+        "second_min_different_distance": _number(float(-diff.max())) if len(diff) else None,
+    }
+
+
+def _both_report(scored: list[PairScore], target_fmr: float, threshold: float,
+                 limit: float) -> dict[str, object]:
+    """The two-model rule: accepted when score >= threshold and distance <= limit."""
+    def margins(first: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        values = [(s.pair.same, min(s.score - first, limit - s.distance)) for s in scored]
+        return (np.array([m for same, m in values if same], dtype=np.float64),
+                np.array([m for same, m in values if not same], dtype=np.float64))
+
+    same, diff = margins(threshold)
+    # The lowest first threshold whose rule keeps the FMR at or below the target: the
+    # threshold_for_fmr of the first scores of the different pairs the second model accepts
+    # (the others are refused at any first threshold).
+    passed = np.array([s.score for s in scored if not s.pair.same and s.distance <= limit],
+                      dtype=np.float64)
+    allowed = int(np.floor(target_fmr * sum(1 for s in scored if not s.pair.same)))
+    lowest = (float(np.nextafter(np.sort(passed)[::-1][allowed], np.inf))
+              if len(passed) > allowed else 0.0)
+    low_same, low_diff = margins(lowest)
+    return {
+        "both_auc": _number(roc_auc(same, diff)),
+        "both_tar_at_defaults": _share(same, 0.0),
+        "both_fmr_at_defaults": _share(diff, 0.0),
+        "both_first_threshold_for_target_fmr": _number(lowest),
+        "both_tar_at_that_threshold": _share(low_same, 0.0),
+        "both_fmr_at_that_threshold": _share(low_diff, 0.0),
     }
 
 
 def _embed_all(pairs: list[Pair], root: Path,
-               ) -> tuple[dict[str, NDArray[np.float32] | None], list[str], list[str]]:
+               ) -> tuple[dict[str, ImageFaces | None], list[str], list[str]]:
     faces = PhotoFaces()
-    embeddings: dict[str, NDArray[np.float32] | None] = {}
+    second = shared_second_model()
+    embeddings: dict[str, ImageFaces | None] = {}
     no_face: list[str] = []
     unreadable: list[str] = []
     for name in sorted({p.a for p in pairs} | {p.b for p in pairs}):
         embeddings[name] = None
         try:
-            embeddings[name] = faces.embed_single(root / name)
+            first = faces.embed_single(root / name)
+            embeddings[name] = ImageFaces(first, photo_descriptor(root / name, faces, second))
         except (NoUsableFace, SeveralFaces) as exc:
             print(f"lfr calibrate: {exc}", file=sys.stderr)
             no_face.append(name)
@@ -224,13 +312,14 @@ def _embed_all(pairs: list[Pair], root: Path,
     return embeddings, no_face, unreadable
 
 
-def _write_scores(path: Path, scored: list[tuple[Pair, float]]) -> None:
+def _write_scores(path: Path, scored: list[PairScore]) -> None:
     """Replace ``path`` atomically: a full disk leaves the old scores whole, never a cut file."""
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["a", "b", "same", "score"])
-    for pair, score in scored:
-        writer.writerow([pair.a, pair.b, int(pair.same), f"{score:.6f}"])
+    writer.writerow(["a", "b", "same", "score", "second_distance"])
+    for s in scored:
+        writer.writerow([s.pair.a, s.pair.b, int(s.pair.same), f"{s.score:.6f}",
+                         f"{s.distance:.6f}"])
     try:
         # Paths and scores, no biometric data: readable like any file the user writes.
         write_file_atomically(path, text.getvalue().encode("utf-8"), "--scores-out", mode=0o644)

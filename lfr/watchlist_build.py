@@ -2,6 +2,10 @@
 
 Every photo must hold exactly one usable face; any other photo is reported by name and skipped,
 never silently used. A subject's embedding is the normalised mean of its photos' embeddings.
+Each photo's face is also described by the second face model (dlib's descriptor, on the box the
+first model's detector found): a subject's second template is the mean of those descriptors, with
+``DEFAULT_SECOND_THRESHOLD`` as its distance threshold (the two-model rule,
+``actors.unit.second_opinion``). Per-photo embeddings and descriptors are wiped once averaged.
 
 The folder is checked before anything is enrolled: a subject folder whose name cannot be a
 subject id (not valid UTF-8, control characters, too long) refuses the build, naming it; hidden
@@ -17,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
+from actors.unit.face_analysis import analyse_faces, wipe
+from actors.unit.second_opinion import DEFAULT_SECOND_THRESHOLD, shared_second_model
 from actors.unit.watchlist import (
     DEFAULT_THRESHOLD,
     MAX_SUBJECT_ID_CHARS,
@@ -28,7 +35,8 @@ from actors.unit.watchlist import (
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
-from models.image_io import ImageLoadError
+from models.image_io import ImageLoadError, load_rgb
+from models.second_opinion_model import SecondFaceModel
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
@@ -107,12 +115,14 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
                     *, progress: bool = True,
                     subject_thresholds: dict[str, float] | None = None,
                     allow_unusual_thresholds: bool = False,
+                    second_model: SecondFaceModel | None = None,
                     ) -> tuple[Watchlist, EnrolmentReport]:
-    """Enrol every subject folder of ``photos_dir``.
+    """Enrol every subject folder of ``photos_dir`` with both face models.
 
     ``subject_thresholds`` overrides ``threshold`` for the subjects it names (each must exist).
     Thresholds outside the usual range are refused unless ``allow_unusual_thresholds``; either
     way this is checked, like the folder names, before any photo is enrolled.
+    ``second_model``: the second face model (default: the vendored one, loaded once).
     """
     found = find_photos(photos_dir)
     subjects = found.subjects
@@ -126,7 +136,8 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
     report.unusual_thresholds = check_usual_thresholds(
         wanted.items(), "--threshold/--subject-threshold",
         allow_unusual=allow_unusual_thresholds)
-    ids, rows = _enrol(subjects, faces, report, progress=progress)
+    second = second_model if second_model is not None else shared_second_model()
+    ids, rows, second_rows = _enrol(subjects, faces, second, report, progress=progress)
     if not ids:
         raise UserInputError(f"{printable(photos_dir)}: no subject has a usable photo")
     report.unusual_thresholds = [(s, t) for s, t in report.unusual_thresholds if s in ids]
@@ -135,23 +146,53 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
         created_at=time.time(), subjects=tuple(ids), embeddings=np.stack(rows),
         thresholds=np.array([wanted[s] for s in ids], np.float32),
         photos=tuple(report.used[s] for s in ids),
+        second_model_id=second.model_id, second_model_sha256=second.model_sha256,
+        second_embeddings=np.stack(second_rows),
+        second_thresholds=np.full(len(ids), DEFAULT_SECOND_THRESHOLD, np.float32),
     )
     return watchlist, report
 
 
-def _enrol(subjects: dict[str, list[Path]], faces: PhotoFaces, report: EnrolmentReport, *,
-           progress: bool) -> tuple[list[str], list[np.ndarray]]:
+def photo_descriptor(path: Path, faces: PhotoFaces,
+                     second: SecondFaceModel) -> NDArray[np.float32]:
+    """The second model's descriptor of the one usable face of ``path``, on the box the first
+    model's detector found (call after ``faces.embed_single`` accepted the photo; the same
+    errors otherwise)."""
+    image = load_rgb(path)
+    analysis = analyse_faces(faces.detector, image, faces.config.quality)
+    try:
+        if len(analysis.usable) != 1:
+            raise NoUsableFace(f"{printable(path)}: {len(analysis.usable)} usable faces "
+                               "for the second model; expected one")
+        return second.describe(image, analysis.usable[0].detection.box)
+    finally:
+        for face in analysis.usable:
+            wipe(face.aligned)
+        wipe(image)
+
+
+def _enrol(subjects: dict[str, list[Path]], faces: PhotoFaces, second: SecondFaceModel,
+           report: EnrolmentReport, *,
+           progress: bool) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     ids: list[str] = []
     rows: list[np.ndarray] = []
+    second_rows: list[np.ndarray] = []
     total = sum(len(photos) for photos in subjects.values())
     with tqdm(total=total, desc="enrolling", unit="photo", file=sys.stderr,
               disable=not progress) as bar:
         for subject, photos in subjects.items():
             embeddings = []
+            descriptors = []
             for photo in photos:
                 bar.update(1)
                 try:
-                    embeddings.append(faces.embed_single(photo))
+                    embedding = faces.embed_single(photo)
+                    try:
+                        descriptors.append(photo_descriptor(photo, faces, second))
+                    except BaseException:
+                        embedding.fill(0.0)
+                        raise
+                    embeddings.append(embedding)
                 except (ImageLoadError, NoUsableFace, SeveralFaces) as exc:
                     report.skipped.append(str(exc))
             if not embeddings:
@@ -159,8 +200,9 @@ def _enrol(subjects: dict[str, list[Path]], faces: PhotoFaces, report: Enrolment
                 continue
             mean = np.mean(np.stack(embeddings), axis=0)
             rows.append((mean / np.linalg.norm(mean)).astype(np.float32))
-            for embedding in embeddings:
-                embedding.fill(0.0)  # the per-photo embeddings are not kept
+            second_rows.append(np.mean(np.stack(descriptors), axis=0).astype(np.float32))
+            for kept in (*embeddings, *descriptors):
+                kept.fill(0.0)  # the per-photo embeddings and descriptors are not kept
             ids.append(subject)
             report.used[subject] = len(embeddings)
-    return ids, rows
+    return ids, rows, second_rows

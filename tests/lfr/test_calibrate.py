@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lfr.calibrate import CalibrationError, Pair, calibrate
+from lfr.calibrate import CalibrationError, ImageFaces, Pair, calibrate
 from lfr.cli import main
 from lfr.photo_faces import PhotoFaces
 from tests.lfr.conftest import PHOTOS
@@ -185,15 +185,18 @@ def test_calibrate_itself_refuses_a_bad_target_fmr(tmp_path: Path, no_models: No
 # --- --scores-out: replaced all or nothing ------------------------------------------------------
 
 
+def _faces(first: list[float], second: list[float]) -> ImageFaces:
+    return ImageFaces(np.array(first, np.float32), np.array(second, np.float32))
+
+
 @pytest.fixture
 def fake_embeddings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two images, x and y, with fixed embeddings: no models, and a score of 0.6 for x,y."""
-    x = np.array([1.0, 0.0], np.float32)
-    y = np.array([0.6, 0.8], np.float32)
-
+    """Two images, x and y, with fixed embeddings: no models; a score of 0.6 for x,y and a
+    second-model distance of 0.5."""
     def embed_all(pairs: list[Pair], root: Path) -> tuple[dict[str, object], list[str],
                                                             list[str]]:
-        return {"x.jpg": x, "y.jpg": y}, [], []
+        return {"x.jpg": _faces([1.0, 0.0], [0.0, 0.0]),
+                "y.jpg": _faces([0.6, 0.8], [0.3, 0.4])}, [], []
 
     monkeypatch.setattr("lfr.calibrate._embed_all", embed_all)
 
@@ -202,8 +205,49 @@ def test_scores_out_holds_every_scored_pair(tmp_path: Path, fake_embeddings: Non
     scores = tmp_path / "scores.csv"
     calibrate([Pair("x.jpg", "y.jpg", same=True)], tmp_path, target_fmr=0.01,
               scores_out=scores)
-    assert scores.read_bytes() == b"a,b,same,score\r\nx.jpg,y.jpg,1,0.600000\r\n"
+    assert scores.read_bytes() == (b"a,b,same,score,second_distance\r\n"
+                                   b"x.jpg,y.jpg,1,0.600000,0.500000\r\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+
+
+def test_calibrate_reports_both_models_and_the_rule(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four images: a1/a2 one person (first 0.70, second 0.40: both accept), b1/b2 another
+    # (first 0.55: the first model refuses at 0.60), and a lookalike pair a1/c the first model
+    # accepts (0.65) and the second refuses (0.80).
+    images = {
+        "a1": _faces([1.0, 0.0, 0.0], [0.0]),
+        "a2": _faces([0.70, float(np.sqrt(1 - 0.49)), 0.0], [0.40]),
+        "b1": _faces([0.0, 0.0, 1.0], [2.0]),
+        "b2": _faces([0.0, float(np.sqrt(1 - 0.3025)), 0.55], [2.3]),
+        "c": _faces([0.65, 0.0, float(np.sqrt(1 - 0.4225))], [0.80]),
+    }
+    pairs = [Pair("a1", "a2", same=True), Pair("b1", "b2", same=True),
+             Pair("a1", "c", same=False), Pair("a2", "b1", same=False)]
+
+    def embed_all(pairs: list[Pair], root: Path) -> tuple[dict[str, object], list[str],
+                                                            list[str]]:
+        return dict(images), [], []
+
+    monkeypatch.setattr("lfr.calibrate._embed_all", embed_all)
+    report = calibrate(pairs, tmp_path, target_fmr=0.01)
+    assert report["tar_at_default"] == 0.5  # first model: a1/a2 only
+    assert report["fmr_at_default"] == 0.5  # and the lookalike
+    assert report["second_tar_at_default"] == 1.0  # distances 0.40 and 0.30
+    assert report["second_fmr_at_default"] == 0.0  # 0.80 and 1.6 refused
+    assert report["second_max_same_distance"] == pytest.approx(0.4)
+    assert report["second_min_different_distance"] == pytest.approx(0.8)
+    assert report["both_tar_at_defaults"] == 0.5
+    assert report["both_fmr_at_defaults"] == 0.0  # the second model stopped the lookalike
+    # No different pair passes the second model: the first threshold could come to 0 here,
+    # and the rule then accepts both same pairs.
+    assert report["both_first_threshold_for_target_fmr"] == 0.0
+    assert report["both_tar_at_that_threshold"] == 1.0
+    assert report["both_fmr_at_that_threshold"] == 0.0
+    assert report["auc"] == 0.75  # 0.55 < 0.65: one same pair below one different pair
+    assert report["second_auc"] == 1.0
+    assert report["both_auc"] == 1.0
+    assert all(not face.first.any() and not face.second.any() for face in images.values())
 
 
 def test_a_full_disk_leaves_the_old_scores_whole_and_no_copy(

@@ -8,12 +8,25 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from actors.unit.watchlist import ALLOW_UNUSUAL_FLAG, ThresholdError, load_watchlist
+from actors.unit.second_opinion import (
+    DEFAULT_SECOND_THRESHOLD,
+    TwoModelGallery,
+    shared_second_model,
+)
+from actors.unit.watchlist import (
+    ALLOW_UNUSUAL_FLAG,
+    ThresholdError,
+    load_watchlist,
+    save_watchlist,
+)
 from lfr.cli import main
 from lfr.photo_faces import PhotoFaces
+from lfr.watchlist_build import build_watchlist, photo_descriptor
+from models.second_opinion_model import DLIB_RESNET_V1
 from tests.lfr.conftest import PHOTOS
 
 
@@ -167,3 +180,31 @@ def test_a_subject_threshold_for_a_missing_folder_is_named(
                        "--subject-threshold", "ghost=0.6")
     assert code == 2
     assert "names subjects with no folder: ghost" in err
+
+
+def test_both_face_models_are_enrolled_from_each_photo(shared_data: Path, tmp_path: Path,
+                                                       photo_faces: PhotoFaces) -> None:
+    photos = tmp_path / "photos"
+    for subject, names in (("kit_harington", ("kit_1.jpeg", "kit_2.jpeg")),
+                           ("rose_leslie", ("rose_1.jpg",))):
+        (photos / subject).mkdir(parents=True)
+        for name in names:
+            shutil.copy(PHOTOS / subject / name, photos / subject)
+    second = shared_second_model()
+    watchlist, report = build_watchlist(photos, photo_faces, progress=False,
+                                        second_model=second)
+    assert report.used == {"kit_harington": 2, "rose_leslie": 1}
+    assert watchlist.has_second_model
+    assert (watchlist.second_model_id, watchlist.second_model_sha256) == (
+        DLIB_RESNET_V1.model_id, DLIB_RESNET_V1.sha256)
+    assert watchlist.second_embeddings.shape == (2, 128)
+    assert np.all(watchlist.second_thresholds == np.float32(DEFAULT_SECOND_THRESHOLD))
+    # Kit's template is the mean of his two photos' descriptors; Rose's is her one photo's.
+    kit = [photo_descriptor(photos / "kit_harington" / n, photo_faces, second)
+           for n in ("kit_1.jpeg", "kit_2.jpeg")]
+    rose = photo_descriptor(photos / "rose_leslie" / "rose_1.jpg", photo_faces, second)
+    assert np.allclose(watchlist.second_embeddings[0], np.mean(kit, axis=0), atol=1e-6)
+    assert np.allclose(watchlist.second_embeddings[1], rose, atol=1e-6)
+    # Saved and loaded, it makes a gallery of both models.
+    save_watchlist(watchlist, tmp_path / "w.watchlist")
+    assert isinstance(load_watchlist(tmp_path / "w.watchlist").gallery(), TwoModelGallery)
