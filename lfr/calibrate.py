@@ -302,7 +302,12 @@ def _embed_all(pairs: list[Pair], root: Path,
         embeddings[name] = None
         try:
             first = faces.embed_single(root / name)
-            embeddings[name] = ImageFaces(first, photo_descriptor(root / name, faces, second))
+            try:
+                embeddings[name] = ImageFaces(first, photo_descriptor(root / name, faces,
+                                                                      second))
+            except BaseException:
+                first.fill(0.0)  # not kept when its photo is skipped
+                raise
         except (NoUsableFace, SeveralFaces) as exc:
             print(f"lfr calibrate: {exc}", file=sys.stderr)
             no_face.append(name)
