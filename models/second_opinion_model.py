@@ -99,8 +99,9 @@ def _load_from_bytes(data: bytes, name: str, loader: Callable[[str], _Loaded]) -
     """``loader(path)`` on an anonymous in-memory file holding ``data`` (Linux: memfd)."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        with os.fdopen(os.dup(fd), "wb") as out:
-            out.write(data)
+        view = memoryview(data)
+        while view:  # os.write, not open(): no file is opened for writing, even in memory
+            view = view[os.write(fd, view):]
         return loader(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
