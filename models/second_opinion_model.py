@@ -45,6 +45,7 @@ __all__ = [
     "DLIB_SHAPE_5",
     "MAX_MODEL_BYTES",
     "SecondFaceModel",
+    "SecondModelUnavailable",
     "descriptor_distance",
     "dlib_box",
 ]
@@ -80,6 +81,10 @@ DLIB_SHAPE_5: Final = ModelFile(
 whose training data forbids commercial use."""
 
 _Loaded = TypeVar("_Loaded")
+
+
+class SecondModelUnavailable(RuntimeError):
+    """dlib is not installed here (``dlib-bin`` publishes wheels for x86_64 and aarch64 only)."""
 
 
 def _verified_bytes(model: ModelFile, data_dir: Path | None) -> bytes:
@@ -135,8 +140,14 @@ class SecondFaceModel:
 
     def __init__(self, config: SecondFaceModelConfig | None = None, *,
                  data_dir: Path | None = None) -> None:
-        """Load both files (``ModelIntegrityError`` on a size or sha256 fault)."""
-        import dlib  # noqa: PLC0415 (the native library loads only when the model is wanted)
+        """Load both files (``ModelIntegrityError`` on a size or sha256 fault,
+        ``SecondModelUnavailable`` without dlib)."""
+        try:
+            import dlib  # noqa: PLC0415 (the native library loads only when the model is wanted)
+        except ImportError as exc:
+            raise SecondModelUnavailable(
+                f"the second face model needs dlib (package dlib-bin, wheels for x86_64 and "
+                f"aarch64), which does not load here: {exc}") from exc
 
         self.config = config or SecondFaceModelConfig()
         self._dlib = dlib

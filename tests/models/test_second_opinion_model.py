@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from models.second_opinion_model import (
     DLIB_SHAPE_5,
     MAX_MODEL_BYTES,
     SecondFaceModel,
+    SecondModelUnavailable,
     descriptor_distance,
     dlib_box,
 )
@@ -101,3 +103,9 @@ def test_a_box_outside_the_frame_or_empty_is_refused(second_model: SecondFaceMod
         second_model.describe(pixels, (200.0, 200.0, 240.0, 240.0))
     with pytest.raises(ValueError, match="empty"):
         second_model.describe(pixels, (10.0, 10.0, 10.0, 40.0))
+
+
+def test_without_dlib_the_model_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib now raises ImportError
+    with pytest.raises(SecondModelUnavailable, match="dlib-bin"):
+        SecondFaceModel()
