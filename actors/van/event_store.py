@@ -183,20 +183,30 @@ class EventStore:
               sealed: bytes) -> bool:
         """Store a verified envelope; False when (unit, seq) is already stored or at or below
         the unit's mark (a redelivery or a replay): nothing is changed then."""
+        return self.store_and_mark(unit, seq, kind, captured_at, sealed)[0]
+
+    def store_and_mark(self, unit: str, seq: int, kind: EventKind, captured_at: float,
+                       sealed: bytes, *, skip_below: int = 1) -> tuple[bool, int]:
+        """``skip_below(unit, skip_below)``, then ``store``, then ``acknowledgeable(unit)``, in
+        one transaction (one commit, one fsync): whether the envelope was stored, and the mark.
+        What the receiver does for each delivered envelope."""
         _check_header(unit, seq, kind, captured_at)
+        _check_seq("skip_below", skip_below)
         with self._transaction() as db:
             mark = _mark(db, unit)
+            if skip_below - 1 > mark:
+                mark = _advance(db, unit, skip_below - 1)
             inserted = seq > mark and db.execute(
                 "INSERT OR IGNORE INTO events VALUES (NULL, ?, ?, ?, ?, ?, ?, ?)",
                 (unit, seq, kind, captured_at, self._clock(),
                  "open" if kind == "alert" else None, bytes(sealed))).rowcount == 1
             if inserted and seq == mark + 1:
-                _advance(db, unit, mark)
+                mark = _advance(db, unit, mark)
         if inserted:
             self._stored += 1
         else:
             self._duplicates += 1
-        return inserted
+        return inserted, mark
 
     def acknowledgeable(self, unit: str) -> int:
         """The highest sequence number the van may acknowledge cumulatively to ``unit``: every
@@ -211,7 +221,9 @@ class EventStore:
         _check_unit(unit)
         _check_seq("first_pending", first_pending)
         with self._transaction() as db:
-            return _advance(db, unit, max(_mark(db, unit), first_pending - 1))
+            mark = _mark(db, unit)
+            # nothing to skip (the usual case): no write, so the commit syncs nothing
+            return mark if first_pending - 1 <= mark else _advance(db, unit, first_pending - 1)
 
     def by_unit(self, unit: str, *, before_seq: int | None = None,
                 limit: int = MAX_PAGE) -> list[StoredEvent]:

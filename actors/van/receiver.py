@@ -255,12 +255,10 @@ class Receiver(Actor[ReceiverMessage]):
         header = opened.header
         seq = header.sequence
         captured_at = body.captured_at if isinstance(body, AlertBody) else body.unit_time
-        skip_to = min(first_pending, seq)  # never skip the number being delivered
-        if skip_to > 1:
-            self._store.skip_below(self.unit_id, skip_to)
-        stored = self._store.store(self.unit_id, seq, _STORED_KINDS[header.kind], captured_at,
-                                   envelope)
-        mark = self._store.acknowledgeable(self.unit_id)
+        skip_to = max(1, min(first_pending, seq))  # never skip the number being delivered
+        # skip, store and mark: one transaction, one fsync
+        stored, mark = self._store.store_and_mark(self.unit_id, seq, _STORED_KINDS[header.kind],
+                                                  captured_at, envelope, skip_below=skip_to)
         if not stored:
             return _Delivered(Receipt(seq, Outcome.DUPLICATE, mark))
         return _Delivered(Receipt(seq, Outcome.STORED, mark), body=body)

@@ -148,6 +148,37 @@ def test_the_mark_and_the_refusals_match_a_set_model(tmp_path_factory: pytest.Te
             assert store.acknowledgeable("u1") == mark
 
 
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 25), st.integers(1, 25)), max_size=40))
+def test_store_and_mark_is_skip_below_then_store_then_the_mark(
+        tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[int, int]]) -> None:
+    stored: set[int] = set()
+    mark = 0
+    with EventStore.open(tmp_path_factory.mktemp("model") / "events.db") as store:
+        for skip_to, seq in operations:
+            mark = highest_contiguous(stored, max(mark, skip_to - 1))
+            expected = seq > mark and seq not in stored
+            stored |= {seq} if expected else set()
+            mark = highest_contiguous(stored, mark)
+            assert store.store_and_mark("u1", seq, "alert", 1.0, b"x",
+                                        skip_below=skip_to) == (expected, mark)
+            assert store.acknowledgeable("u1") == mark
+        assert sorted(event.seq for event in everything(store, "u1")) == sorted(stored)
+
+
+def test_a_skip_that_passes_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with EventStore.open(path) as store:
+        deliver(store, "u1", 1, 2, 3)
+        size = Path(f"{path}-wal").stat().st_size
+        assert [store.skip_below("u1", seq) for seq in (1, 2, 4)] == [3, 3, 3]
+        assert store.store_and_mark("u1", 4, "alert", 1.0, b"x", skip_below=4) == (True, 4)
+        grown = Path(f"{path}-wal").stat().st_size
+        assert store.skip_below("u1", 5) == 4
+        assert Path(f"{path}-wal").stat().st_size == grown > size
+
+
 # --- reads ------------------------------------------------------------------------------------
 
 
