@@ -178,7 +178,8 @@ async def test_the_second_model_never_sees_a_face_below_the_candidate_score() ->
     assert alerts == []
     assert second.boxes == []
     assert stats.second_looks == 0
-    assert stats.faces == 20
+    assert stats.faces + stats.faces_skipped == 20  # the stranger's track may be decided
+    assert stats.faces >= 10  # the face below the candidate score was embedded every frame
 
 
 async def test_only_the_candidate_of_a_frame_is_shown_to_the_second_model() -> None:
