@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.unit.camera import CameraConfig
+from actors.unit.second_opinion import DEFAULT_SECOND_THRESHOLD, shared_second_model
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.street_score import (
     Truth,
@@ -28,6 +29,7 @@ from bench.street_score import (
 from guards.user_input import UserInputError
 from lfr.photo_faces import PhotoFaces
 from lfr.scan import ScanConfig, check_source, start_scan, warm_up_models
+from lfr.watchlist_build import photo_descriptor
 from runtime.node import run_interruptible
 from runtime.system import ActorSystem, SystemConfig
 
@@ -38,15 +40,23 @@ MAX_ALERTS_BYTES = 64 * 2**20
 
 
 def truth_watchlist(truth: Truth, faces_root: Path, photos: PhotoFaces) -> Watchlist:
-    """One subject per entry of the truth's ``watchlist``, embedded from its one photo, at the
-    default threshold."""
+    """One subject per entry of the truth's ``watchlist``, enrolled from its one photo by both
+    face models (as ``lfr watchlist build`` does), at the default thresholds: the scan then
+    runs the two-model rule, like a unit."""
     if not truth.watchlist:
         raise UserInputError("the truth file names no watchlist photos; give --watchlist")
     subjects = tuple(sorted(truth.watchlist))
-    rows = np.stack([photos.embed_single(faces_root / truth.watchlist[s]) for s in subjects])
+    paths = [faces_root / truth.watchlist[s] for s in subjects]
+    rows = np.stack([photos.embed_single(path) for path in paths])
+    second = shared_second_model()
+    descriptors = np.stack([photo_descriptor(path, photos, second) for path in paths])
     return Watchlist(photos.embedder.model_id, photos.embedder.model_sha256, time.time(),
                      subjects, rows.astype(np.float32),
-                     np.full(len(subjects), DEFAULT_THRESHOLD, np.float32), (1,) * len(subjects))
+                     np.full(len(subjects), DEFAULT_THRESHOLD, np.float32), (1,) * len(subjects),
+                     second_model_id=second.model_id, second_model_sha256=second.model_sha256,
+                     second_embeddings=descriptors.astype(np.float32),
+                     second_thresholds=np.full(len(subjects), DEFAULT_SECOND_THRESHOLD,
+                                               np.float32))
 
 
 async def _scan(source: Path, watchlist: Watchlist, photos: PhotoFaces) -> dict[str, object]:
