@@ -21,8 +21,8 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 
+from bench.byte_mutations import Mutation, flip, random_tail, splice, truncate
 from secure.envelope import (
     MAX_ENVELOPE_BYTES,
     SIGNATURE_CONTEXT,
@@ -34,25 +34,7 @@ from secure.envelope import (
 from secure.hybrid_signature import HYBRID_SIGNATURE_BYTES, VerifyKey
 from secure.node_keys import NodeKeys, NodeRole
 
-Mutation = Callable[[random.Random, bytes], bytes]
 _SIGNATURE_TAIL = 2 + HYBRID_SIGNATURE_BYTES
-
-
-def _flip(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        out[rng.randrange(len(out))] ^= rng.randint(1, 255)
-    return bytes(out)
-
-
-def _truncate(rng: random.Random, data: bytes) -> bytes:
-    return data[:rng.randrange(len(data))]
-
-
-def _splice(rng: random.Random, data: bytes) -> bytes:
-    start = rng.randrange(len(data))
-    end = min(len(data), start + rng.randint(0, 64))
-    return data[:start] + rng.randbytes(rng.randint(0, 64)) + data[end:]
 
 
 def _extreme_length(rng: random.Random, data: bytes) -> bytes:
@@ -68,10 +50,10 @@ def _version(rng: random.Random, data: bytes) -> bytes:
 
 
 def _random_prefix(rng: random.Random, data: bytes) -> bytes:
-    return data[:rng.randint(4, 40)] + rng.randbytes(rng.randint(0, 4096))
+    return random_tail(rng, data, keep=(4, 40))
 
 
-MUTATIONS: tuple[Mutation, ...] = (_flip, _flip, _truncate, _splice, _extreme_length, _version,
+MUTATIONS: tuple[Mutation, ...] = (flip, flip, truncate, splice, _extreme_length, _version,
                                    _random_prefix)
 
 

@@ -60,6 +60,7 @@ from actors.van.signaling import (
     seal_link_key,
     sign_payload,
 )
+from bench.byte_mutations import Mutation, flip, random_tail, splice, truncate
 from runtime.datachannel import DataOnlyPeerConnection, create_link_channel
 from secure.hybrid_signature import HYBRID_SIGNATURE_BYTES
 from secure.node_keys import NodeKeys, NodeRole
@@ -274,33 +275,15 @@ def hostile_value(rng: random.Random, name: str, now_s: float) -> Any:
     return make() if make is not None and rng.random() >= 0.25 else _generic_value(rng)
 
 
-def _flip(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        out[rng.randrange(len(out))] ^= rng.randint(1, 255)
-    return bytes(out)
-
-
-def _truncate(rng: random.Random, data: bytes) -> bytes:
-    return data[:rng.randrange(len(data))]
-
-
-def _splice(rng: random.Random, data: bytes) -> bytes:
-    start = rng.randrange(len(data))
-    end = min(len(data), start + rng.randint(0, 64))
-    return data[:start] + rng.randbytes(rng.randint(0, 64)) + data[end:]
-
-
 def _extend(rng: random.Random, data: bytes) -> bytes:
     return data + rng.randbytes(rng.choice([1, 16, 4096, MAX_BODY_BYTES]))
 
 
 def _random_prefix(rng: random.Random, data: bytes) -> bytes:
-    return data[:rng.randint(1, 40)] + rng.randbytes(rng.randint(0, 4096))
+    return random_tail(rng, data, keep=(1, 40))
 
 
-Mutation = Callable[[random.Random, bytes], bytes]
-MUTATIONS: tuple[Mutation, ...] = (_flip, _flip, _truncate, _splice, _extend, _random_prefix)
+MUTATIONS: tuple[Mutation, ...] = (flip, flip, truncate, splice, _extend, _random_prefix)
 
 
 # --- what may be accepted: checked again, independently of the code under test ---------------
