@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aioice.ice
 import aiortc.rtcicetransport
 import numpy as np
 import pytest
@@ -61,11 +60,7 @@ LINKED_FRAME_BYTES = 4 * 1024 * 1024
 """What a link asks for; the data channel caps it at its 256 KiB message size."""
 
 
-@pytest.fixture(autouse=True)
-def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses",
-                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+pytestmark = pytest.mark.usefixtures("loopback_host_candidates")
 
 
 class PeerConnections:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import pytest
 from PIL import Image
 
@@ -73,11 +72,7 @@ FAST_DIAL = DialerConfig(initial_backoff_s=0.01, max_backoff_s=0.05, open_timeou
 VAN_LINKS = {RECEIVER_ACTOR: [Resume, Deliver]}
 
 
-@pytest.fixture(autouse=True)
-def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses",
-                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+pytestmark = pytest.mark.usefixtures("loopback_host_candidates")
 
 
 def jpeg() -> bytes:

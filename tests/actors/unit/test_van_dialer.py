@@ -51,11 +51,7 @@ TEST_S = 90.0
 """Upper bound of one test."""
 
 
-@pytest.fixture(autouse=True)
-def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses",
-                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+pytestmark = pytest.mark.usefixtures("loopback_host_candidates")
 
 
 class RecordingRandom(random.Random):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import msgpack
 import pytest
 from aiortc import RTCPeerConnection
@@ -42,6 +41,7 @@ from actors.van.signaling import (
     sign_payload,
 )
 from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
+from bench.fuzz_signaling import data_channel_offer
 from guards.config_checks import ConfigError
 from runtime import ActorSystem, Codec, LinkKeys, SystemConfig
 from runtime.datachannel import (
@@ -62,11 +62,7 @@ OTHER_UNIT_ID = "unit-5"
 """A second enrolled unit, for what one unit must not do to another."""
 
 
-@pytest.fixture(autouse=True)
-def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses",
-                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+pytestmark = pytest.mark.usefixtures("loopback_host_candidates")
 
 
 @dataclass
@@ -120,16 +116,6 @@ def offer_body(van: Van, sdp: str, *, unit: NodeKeys | None = None,
                            int((time.time() if timestamp_s is None else timestamp_s) * 1000),
                            nonce, sdp, sealed_link_key)
     return sign_payload(payload, unit.signing, OFFER_CONTEXT)
-
-
-async def data_offer_sdp() -> str:
-    pc = DataOnlyPeerConnection()
-    try:
-        create_link_channel(pc, 1 << 20)
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-    finally:
-        await pc.close()
 
 
 async def refused(van: Van, body: bytes, reason: str, status: int,
@@ -201,7 +187,7 @@ async def test_a_signed_offer_is_answered_and_a_link_runs_over_the_data_channel(
 async def test_an_unknown_unit_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
         stranger = NodeKeys.generate(NodeRole.UNIT, "unit-9")
-        await refused(van, offer_body(van, await data_offer_sdp(), unit=stranger),
+        await refused(van, offer_body(van, await data_channel_offer(), unit=stranger),
                       "unknown_unit", 403, "unit-9")
 
 
@@ -209,7 +195,7 @@ async def test_a_node_enrolled_as_anything_but_a_unit_is_refused(tmp_path: Path)
     async with running_van(tmp_path) as van:
         posing = NodeKeys.generate(NodeRole.AUTHORITY, UNIT_ID)
         van.service._enrolled = {UNIT_ID: posing.public()}.get
-        await refused(van, offer_body(van, await data_offer_sdp(), unit=posing),
+        await refused(van, offer_body(van, await data_channel_offer(), unit=posing),
                       "unknown_unit", 403)
 
 
@@ -218,7 +204,7 @@ async def test_a_node_enrolled_as_anything_but_a_unit_is_refused(tmp_path: Path)
 async def test_each_signature_half_is_checked(tmp_path: Path, offset: int, half: str,
                                               caplog: pytest.LogCaptureFixture) -> None:
     async with running_van(tmp_path) as van:
-        signed = CODEC.decode(offer_body(van, await data_offer_sdp()))
+        signed = CODEC.decode(offer_body(van, await data_channel_offer()))
         signature = bytearray(signed.signature)
         signature[offset] ^= 1
         body = CODEC.encode(Signed(signed.payload, bytes(signature)))
@@ -230,13 +216,13 @@ async def test_each_signature_half_is_checked(tmp_path: Path, offset: int, half:
 @pytest.mark.parametrize("skew_s", [-31.0, 31.0])
 async def test_a_stale_or_future_timestamp_is_refused(tmp_path: Path, skew_s: float) -> None:
     async with running_van(tmp_path) as van:
-        body = offer_body(van, await data_offer_sdp(), timestamp_s=time.time() + skew_s)
+        body = offer_body(van, await data_channel_offer(), timestamp_s=time.time() + skew_s)
         await refused(van, body, "stale", 403)
 
 
 async def test_a_replayed_offer_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
-        body = offer_body(van, await data_offer_sdp())
+        body = offer_body(van, await data_channel_offer())
         await post_offer(van.client_config, UNIT_ID, body)
         with pytest.raises(SignalingFailed, match="409: replayed"):
             await post_offer(van.client_config, UNIT_ID, body)
@@ -245,7 +231,7 @@ async def test_a_replayed_offer_is_refused(tmp_path: Path) -> None:
 
 async def test_a_forged_offer_does_not_burn_its_nonce(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
-        nonce, sdp = secrets.token_bytes(32), await data_offer_sdp()
+        nonce, sdp = secrets.token_bytes(32), await data_channel_offer()
         forger = NodeKeys.generate(NodeRole.UNIT, UNIT_ID)  # right id, wrong key
         await refused(van, offer_body(van, sdp, unit=forger, nonce=nonce), "bad_signature",
                       403)
@@ -258,7 +244,7 @@ async def test_a_link_key_sealed_to_another_van_is_refused(tmp_path: Path) -> No
         other = NodeKeys.generate(NodeRole.VAN, "van").public().encryption_key
         assert other is not None
         sealed = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), other, UNIT_ID, nonce)
-        await refused(van, offer_body(van, await data_offer_sdp(), nonce=nonce,
+        await refused(van, offer_body(van, await data_channel_offer(), nonce=nonce,
                                       sealed_link_key=sealed), "bad_link_key", 403)
         assert van.connections == []
 
@@ -268,7 +254,7 @@ async def test_a_link_key_sealed_for_another_offer_is_refused(tmp_path: Path) ->
     async with running_van(tmp_path) as van:
         van_key = van.client_config.van.encryption_key
         assert van_key is not None
-        sdp = await data_offer_sdp()
+        sdp = await data_channel_offer()
         other_nonce = secrets.token_bytes(32)
         for unit_id, nonce in ((UNIT_ID, other_nonce), ("unit-2", None)):
             sealed = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), van_key, unit_id,
@@ -286,7 +272,7 @@ async def test_a_sealed_link_key_of_the_wrong_length_is_malformed(tmp_path: Path
         assert van_key is not None
         nonce = secrets.token_bytes(32)
         sealed = seal_link_key(secrets.token_bytes(LINK_KEY_BYTES), van_key, UNIT_ID, nonce)
-        await refused(van, offer_body(van, await data_offer_sdp(), nonce=nonce,
+        await refused(van, offer_body(van, await data_channel_offer(), nonce=nonce,
                                       sealed_link_key=sealed + b"\x00"), "malformed", 400)
 
 
@@ -295,7 +281,7 @@ async def test_an_offer_of_version_1_without_a_link_key_is_malformed(tmp_path: P
         payload = msgpack.packb([310, 1, {"unit_id": UNIT_ID,
                                           "timestamp_ms": int(time.time() * 1000),
                                           "nonce": secrets.token_bytes(32),
-                                          "sdp": await data_offer_sdp()}])
+                                          "sdp": await data_channel_offer()}])
         body = CODEC.encode(Signed(payload, van.unit.signing.sign(payload,
                                                                   OFFER_CONTEXT).to_bytes()))
         await refused(van, body, "malformed", 400)
@@ -312,7 +298,7 @@ async def test_the_van_may_refuse_a_unit_when_it_is_handed_over(tmp_path: Path) 
             raise SignalingRefused("too_many_units", "64 units are connected", 503)
 
         van.service._connected = full
-        await refused(van, offer_body(van, await data_offer_sdp()), "too_many_units", 503)
+        await refused(van, offer_body(van, await data_channel_offer()), "too_many_units", 503)
         assert len(handed) == 1
         assert handed[0].connectionState == "closed"
 
@@ -329,7 +315,7 @@ async def test_a_malformed_body_is_refused(tmp_path: Path) -> None:
 
 async def test_an_offer_posted_for_another_unit_is_refused(tmp_path: Path) -> None:
     async with running_van(tmp_path) as van:
-        await refused(van, offer_body(van, await data_offer_sdp()), "unit_mismatch", 400,
+        await refused(van, offer_body(van, await data_channel_offer()), "unit_mismatch", 400,
                       "unit-2")
 
 
@@ -364,7 +350,7 @@ async def post_as(van: Van, unit: NodeKeys, sdp: str, **fields: Any) -> bytes:
 async def test_a_unit_flooding_offers_is_refused_after_its_share_and_another_is_answered(
         tmp_path: Path) -> None:
     async with running_van(tmp_path, max_offers_per_unit=3) as van:
-        sdp = await data_offer_sdp()
+        sdp = await data_channel_offer()
         for _ in range(3):
             with pytest.raises(SignalingFailed, match="403: bad_link_key"):
                 await post_as(van, van.unit, sdp, sealed_link_key=NO_KEY)
@@ -386,7 +372,7 @@ async def test_a_units_share_frees_up_as_the_window_passes(tmp_path: Path) -> No
     now = [time.time()]
     async with running_van(tmp_path, clock=lambda: now[0], max_offers_per_unit=2,
                            freshness_window_s=30.0) as van:
-        sdp = await data_offer_sdp()
+        sdp = await data_channel_offer()
         start = now[0]
         for _ in range(2):
             with pytest.raises(SignalingFailed, match="403: bad_link_key"):
@@ -404,7 +390,7 @@ async def test_a_units_share_frees_up_as_the_window_passes(tmp_path: Path) -> No
 
 async def test_a_replay_is_refused_as_such_also_at_the_units_share(tmp_path: Path) -> None:
     async with running_van(tmp_path, max_offers_per_unit=1) as van:
-        sdp = await data_offer_sdp()
+        sdp = await data_channel_offer()
         body = offer_body(van, sdp)
         await post_offer(van.client_config, UNIT_ID, body)
         with pytest.raises(SignalingFailed, match="409: replayed"):
@@ -418,7 +404,7 @@ async def test_the_bound_of_the_whole_cache_stays(tmp_path: Path) -> None:
     """Units within their shares can still fill the cache together: then every unit is
     refused (``replay_cache_full``) rather than an unexpired nonce forgotten."""
     async with running_van(tmp_path, max_offers_per_unit=2, max_remembered_nonces=3) as van:
-        sdp = await data_offer_sdp()
+        sdp = await data_channel_offer()
         for unit in (van.unit, van.unit, van.other_unit):
             with pytest.raises(SignalingFailed, match="403: bad_link_key"):
                 await post_as(van, unit, sdp, sealed_link_key=NO_KEY)
@@ -455,7 +441,7 @@ def test_the_share_of_a_unit_must_be_at_least_one() -> None:
 async def test_offers_beyond_the_concurrency_limit_are_refused_at_once(tmp_path: Path) -> None:
     async with running_van(tmp_path, max_concurrent_offers=1) as van:
         van.service._in_flight = 1  # one offer is being answered
-        await refused(van, offer_body(van, await data_offer_sdp()), "busy", 503)
+        await refused(van, offer_body(van, await data_channel_offer()), "busy", 503)
 
 
 # --- refused by the unit ------------------------------------------------------------------
@@ -466,7 +452,7 @@ async def test_a_wrong_pinned_fingerprint_is_refused_before_the_offer_is_sent(
     async with running_van(tmp_path) as van:
         config = dataclasses.replace(van.client_config, tls_fingerprint=bytes(32))
         with pytest.raises(SignalingFailed) as failure:
-            await post_offer(config, UNIT_ID, offer_body(van, await data_offer_sdp()))
+            await post_offer(config, UNIT_ID, offer_body(van, await data_channel_offer()))
         assert failure.value.reason == "wrong_certificate"
         assert sum(van.service.refusals.values()) == van.service.answered == 0
 
@@ -474,7 +460,7 @@ async def test_a_wrong_pinned_fingerprint_is_refused_before_the_offer_is_sent(
 async def signed_answer(van: Van) -> tuple[bytes, bytes]:
     """A real answer from the van to a fresh offer, and the offer's nonce."""
     nonce = secrets.token_bytes(32)
-    body = offer_body(van, await data_offer_sdp(), nonce=nonce)
+    body = offer_body(van, await data_channel_offer(), nonce=nonce)
     return await post_offer(van.client_config, UNIT_ID, body), nonce
 
 
@@ -560,6 +546,6 @@ async def test_an_answer_that_takes_too_long_is_refused_and_its_connection_close
 
     monkeypatch.setattr(DataOnlyPeerConnection, "createAnswer", never)
     async with running_van(tmp_path, negotiation_timeout_s=0.2) as van:
-        await refused(van, offer_body(van, await data_offer_sdp()), "negotiation_failed",
+        await refused(van, offer_body(van, await data_channel_offer()), "negotiation_failed",
                       504)
         assert van.connections == []

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import pytest
 
 from actors.delivery_messages import RECEIVER_ACTOR, Deliver, Outcome, Receipt, Resume, ResumePoint
@@ -53,11 +52,7 @@ WAIT_S = 20.0
 VAN_ID = "van-1"
 
 
-@pytest.fixture(autouse=True)
-def loopback_host_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICE gathers host candidates on 127.0.0.1 only (aioice leaves loopback out by default)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses",
-                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+pytestmark = pytest.mark.usefixtures("loopback_host_candidates")
 
 
 @dataclass
