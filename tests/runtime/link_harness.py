@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,9 +29,11 @@ from runtime import (
 )
 from runtime.framing import StreamFrameChannel
 from runtime.link_handshake import handshake
+from runtime.link_keys import write_shared_key_file
 from tests.runtime.helpers import WAIT_S, Inbox, Recorder
 from tests.runtime.link_support import TEST_KEY, Service, service_link_config
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_REDIAL = Backoff(initial_s=0.01, factor=2.0, max_s=0.05)
 
 
@@ -37,6 +41,38 @@ def socket_path(tmp_path: Path, name: str = "link.sock") -> str:
     path = str(tmp_path / name)
     assert len(path) < 100, f"Unix socket path too long: {path}"
     return path
+
+
+@dataclass
+class PeerProcess:
+    """``tests.runtime.peer_node`` running as another process (the caller ends it)."""
+
+    process: asyncio.subprocess.Process
+    path: str
+    """The Unix socket it serves on."""
+    key_file: Path
+    """The shared link key file both sides read."""
+
+
+async def start_peer_node(tmp_path: Path) -> PeerProcess:
+    """Start ``python -m tests.runtime.peer_node`` serving on a socket in ``tmp_path``; returns
+    once it printed ``ready`` (at most 60 s)."""
+    path = socket_path(tmp_path, "peer.sock")
+    key_file = write_shared_key_file(tmp_path / "link.key")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.runtime.peer_node", path, str(key_file), cwd=REPO_ROOT,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert ready == b"ready\n", await proc.stderr.read()
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return PeerProcess(proc, path, key_file)
 
 
 @dataclass

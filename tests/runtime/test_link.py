@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +26,10 @@ from runtime import (
     SystemConfig,
     connect_unix,
     serve_unix,
-    write_shared_key_file,
 )
 from runtime.link_messages import RemoteAsk, RemoteReply, RemoteTell
 from tests.runtime.helpers import WAIT_S, Inbox, Recorder, eventually
-from tests.runtime.link_harness import FAST_REDIAL, RawPeer, linked, socket_path
+from tests.runtime.link_harness import FAST_REDIAL, RawPeer, linked, start_peer_node
 from tests.runtime.link_support import (
     Add,
     Fail,
@@ -45,8 +43,6 @@ from tests.runtime.link_support import (
     Unanswerable,
     service_link_config,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -234,17 +230,10 @@ async def test_undecodable_frames_are_skipped_and_counted(tmp_path: Path,
 
 
 async def test_cross_process_tell_and_ask(tmp_path: Path) -> None:
-    path = socket_path(tmp_path, "peer.sock")
-    key_file = write_shared_key_file(tmp_path / "link.key")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.runtime.peer_node", path, str(key_file), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None
+    peer = await start_peer_node(tmp_path)
+    proc, path, key_file = peer.process, peer.path, peer.key_file
     assert proc.stderr is not None
     try:
-        ready = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert ready == b"ready\n", await proc.stderr.read()
         events = Inbox()
         async with ActorSystem(SystemConfig(name="parent")) as system:
             watcher = await system.spawn("watcher", lambda: Recorder(events))

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,11 @@ from runtime import (
     LinkUp,
     SystemConfig,
     connect_unix,
-    write_shared_key_file,
 )
 from runtime.framing import FrameChannel
 from runtime.link_messages import LinkHeartbeat, RemoteAsk, RemoteFailure, RemoteTell
 from tests.runtime.helpers import WAIT_S, Inbox, Recorder, eventually, settle
-from tests.runtime.link_harness import FAST_REDIAL, RawPeer, linked, socket_path
+from tests.runtime.link_harness import FAST_REDIAL, RawPeer, linked, start_peer_node
 from tests.runtime.link_support import (
     Add,
     GetTotal,
@@ -46,7 +44,6 @@ from tests.runtime.link_support import (
     service_link_config,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 0.05
 TIMEOUT_S = 0.2
 ENDS_WITHIN_S = 30.0
@@ -244,17 +241,10 @@ async def test_a_send_stuck_on_a_peer_that_takes_no_data_ends_with_the_link(
 async def test_a_frozen_peer_process_is_closed_after_the_timeout(tmp_path: Path) -> None:
     """SIGSTOP: the peer's run loop stops whole (no heartbeat, no reply) and its socket stays
     open, as when its host hangs."""
-    path = socket_path(tmp_path, "peer.sock")
-    key_file = write_shared_key_file(tmp_path / "link.key")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.runtime.peer_node", path, str(key_file), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None
+    peer = await start_peer_node(tmp_path)
+    proc, path, key_file = peer.process, peer.path, peer.key_file
     assert proc.stderr is not None
     try:
-        ready = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert ready == b"ready\n", await proc.stderr.read()
         events = Inbox()
         async with ActorSystem(SystemConfig(name="parent", shutdown_drain_s=0.2)) as system:
             watcher = await system.spawn("watcher", lambda: Recorder(events))
