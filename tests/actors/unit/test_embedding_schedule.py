@@ -5,7 +5,6 @@ records which frame each embedded crop came from.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -25,9 +24,9 @@ from actors.unit.tracking import Track, Tracker
 from guards.config_checks import ConfigError
 from models.detection import FaceDetection
 from models.face_quality import QualityVerdict
-from runtime.actor import Actor
 from runtime.system import ActorSystem
 from tests.actors.support import eventually, toward
+from tests.actors.unit.matcher_support import Sink, frame_of
 
 DIM = 192
 RNG = np.random.default_rng(11)
@@ -53,26 +52,12 @@ class FrameRecordingEmbedder:
         return sorted(frame for p, frame in self.looks if p == person)
 
 
-class Sink(Actor[MatcherOutput]):
-    def __init__(self, received: list[MatcherOutput]) -> None:
-        self.received = received
-
-    async def receive(self, message: MatcherOutput) -> None:
-        self.received.append(message)
-
-
 def _face(person: int, x0: float, index: int) -> FaceCandidate:
     crop = np.full((112, 112, 3), 90, np.uint8)
     crop[0, 0, 0], crop[0, 0, 1] = person, index
     keypoints = np.zeros((6, 2), np.float32)
     detection = FaceDetection(x0, 0.0, x0 + 40.0, 50.0, 0.9, keypoints)
     return FaceCandidate(detection, crop, QualityVerdict(None, 0.9, 20.0, 0.0, 100.0))
-
-
-def _frame(index: int, faces: tuple[FaceCandidate, ...]) -> DetectedFaces:
-    pixels = np.full((120, 320, 3), 60, np.uint8)
-    return DetectedFaces("cam0", index, index / 25, time.monotonic_ns(), time.time(), pixels,
-                         faces, rejected=0)
 
 
 def _gallery() -> Gallery:
@@ -90,7 +75,7 @@ async def _run(people: Sequence[tuple[tuple[int, float], ...]],
     embedder = FrameRecordingEmbedder()
     received: list[MatcherOutput] = []
     config = MatcherConfig(embedding=schedule, in_flight=2)
-    frames = [_frame(i, tuple(_face(p, x0, i) for p, x0 in faces))
+    frames = [frame_of(i, tuple(_face(p, x0, i) for p, x0 in faces))
               for i, faces in enumerate(people)]
     async with ActorSystem() as system:
         sink = await system.spawn("sink", lambda: Sink(received))

@@ -31,16 +31,15 @@ from actors.unit.matcher import (
     MatcherStatistics,
 )
 from guards.config_checks import ConfigError
-from models.detection import FaceDetection
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
-from models.face_quality import QualityConfig, QualityVerdict
+from models.face_quality import QualityConfig
 from models.image_io import load_rgb
-from runtime.actor import Actor
 from runtime.ordered_window import ResultsReady
 from runtime.system import ActorSystem, SystemConfig
 from tests.actors.conftest import FAST_ROOT
 from tests.actors.support import eventually
+from tests.actors.unit.matcher_support import Sink, face_of, frame_of
 
 DIM = 192
 RNG = np.random.default_rng(7)
@@ -61,28 +60,8 @@ class FakeEmbedder:
         return embedding
 
 
-class Sink(Actor[MatcherOutput]):
-    def __init__(self, received: list[MatcherOutput]) -> None:
-        self.received = received
-
-    async def receive(self, message: MatcherOutput) -> None:
-        self.received.append(message)
-
-
-def _face(person: int, x0: float) -> FaceCandidate:
-    crop = np.full((112, 112, 3), 90, np.uint8)
-    crop[0, 0, 0] = person
-    keypoints = np.array([[x0 + 10, 20], [x0 + 30, 20], [x0 + 20, 30], [x0 + 20, 40],
-                          [x0, 25], [x0 + 40, 25]], np.float32)
-    detection = FaceDetection(x0, 0.0, x0 + 40.0, 50.0, 0.9, keypoints)
-    verdict = QualityVerdict(None, 0.9, 20.0, 0.0, 100.0)
-    return FaceCandidate(detection, crop, verdict)
-
-
 def _frame(index: int, faces: tuple[FaceCandidate, ...]) -> DetectedFaces:
-    pixels = np.full((120, 320, 3), 60, np.uint8)
-    return DetectedFaces("cam0", index, index / 30, time.monotonic_ns(), time.time(), pixels,
-                         faces, rejected=0)
+    return frame_of(index, faces, fps=30)
 
 
 async def test_three_matching_frames_raise_one_alert_and_non_matches_are_wiped() -> None:
@@ -94,7 +73,7 @@ async def test_three_matching_frames_raise_one_alert_and_non_matches_are_wiped()
         sink = await system.spawn("sink", lambda: Sink(received))
         matcher = await system.spawn(
             "matcher", lambda: Matcher(embedder, gallery, sink))
-        frames = [_frame(i, (_face(WANTED, 10.0), _face(PASSER_BY, 200.0))) for i in range(6)]
+        frames = [_frame(i, (face_of(WANTED, 10.0), face_of(PASSER_BY, 200.0))) for i in range(6)]
         for frame in frames:
             await matcher.tell(frame)
         await matcher.tell(StreamEnded("cam0", frames=6, faces_seen=12))
@@ -132,7 +111,7 @@ async def test_a_person_matching_nobody_never_alerts() -> None:
         matcher = await system.spawn(
             "matcher", lambda: Matcher(FakeEmbedder(), gallery, sink))
         for i in range(10):
-            await matcher.tell(_frame(i, (_face(PASSER_BY, 50.0),)))
+            await matcher.tell(_frame(i, (face_of(PASSER_BY, 50.0),)))
         await matcher.tell(StreamEnded("cam0", frames=10))
         await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
     assert [m for m in received if isinstance(m, MatchAlert)] == []
@@ -159,7 +138,7 @@ async def test_embeddings_are_wiped_once_their_frame_is_decided() -> None:
         sink = await system.spawn("sink", lambda: Sink(received))
         matcher = await system.spawn("matcher", lambda: Matcher(FakeEmbedder(), gallery, sink))
         for i in range(4):
-            await matcher.tell(_frame(i, (_face(WANTED, 10.0), _face(PASSER_BY, 200.0))))
+            await matcher.tell(_frame(i, (face_of(WANTED, 10.0), face_of(PASSER_BY, 200.0))))
         await matcher.tell(StreamEnded("cam0", frames=4))
         await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
     assert len(gallery.queries) == 4
@@ -183,7 +162,7 @@ FAILING = 99
 
 
 def _slow_face(person: int, x0: float, delay_ms: int) -> FaceCandidate:
-    face = _face(person, x0)
+    face = face_of(person, x0)
     face.aligned[0, 0, 1] = delay_ms
     return face
 
@@ -260,7 +239,7 @@ async def test_the_real_embedder_drives_the_matcher(
         sink = await system.spawn("sink", lambda: Sink(received))
         matcher = await system.spawn("matcher", lambda: Matcher(embedder, gallery, sink))
         for i in range(4):
-            obama, biden = _face(0, 10.0), _face(0, 200.0)
+            obama, biden = face_of(0, 10.0), face_of(0, 200.0)
             obama.aligned[:] = seen_again
             biden.aligned[:] = passer_by
             await matcher.tell(_frame(i, (obama, biden)))

@@ -9,7 +9,6 @@ distance from the wanted subject's template and records which faces it was shown
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from numpy.typing import NDArray
 
 from actors.unit.alert_policy import AlertPolicy
 from actors.unit.detector import DetectedFaces, StreamEnded
-from actors.unit.face_analysis import FaceCandidate
 from actors.unit.gallery import GalleryMatch
 from actors.unit.match_alert import MatchAlert
 from actors.unit.matcher import (
@@ -35,11 +33,9 @@ from actors.unit.second_opinion import (
 )
 from actors.unit.tracking import FrameOutcome, Track, TrackerConfig
 from guards.config_checks import ConfigError
-from models.detection import FaceDetection
-from models.face_quality import QualityVerdict
-from runtime.actor import Actor
 from runtime.system import ActorSystem
 from tests.actors.support import WAIT_S, eventually, toward, unit_rows
+from tests.actors.unit.matcher_support import Sink, face_of, frame_of
 
 DIM = 192
 RNG = np.random.default_rng(12)
@@ -74,29 +70,6 @@ class SecondModel:
         descriptor = TEMPLATE + offset
         self.given.append(descriptor)
         return descriptor
-
-
-class Sink(Actor[MatcherOutput]):
-    def __init__(self, received: list[MatcherOutput]) -> None:
-        self.received = received
-
-    async def receive(self, message: MatcherOutput) -> None:
-        self.received.append(message)
-
-
-def _face(person: int, x0: float) -> FaceCandidate:
-    crop = np.full((112, 112, 3), 90, np.uint8)
-    crop[0, 0, 0] = person
-    keypoints = np.array([[x0 + 10, 20], [x0 + 30, 20], [x0 + 20, 30], [x0 + 20, 40],
-                          [x0, 25], [x0 + 40, 25]], np.float32)
-    detection = FaceDetection(x0, 0.0, x0 + 40.0, 50.0, 0.9, keypoints)
-    return FaceCandidate(detection, crop, QualityVerdict(None, 0.9, 20.0, 0.0, 100.0))
-
-
-def _frame(index: int, faces: tuple[FaceCandidate, ...]) -> DetectedFaces:
-    pixels = np.full((120, 320, 3), 60, np.uint8)
-    return DetectedFaces("cam0", index, index / 25, time.monotonic_ns(), time.time(), pixels,
-                         faces, rejected=0)
 
 
 def _gallery() -> TwoModelGallery:
@@ -144,7 +117,8 @@ async def _run(second: SecondModel, frames: list[DetectedFaces],
 
 async def test_a_second_model_that_disagrees_blocks_the_alert() -> None:
     second = SecondModel(distance=0.9)  # beyond the subject's 0.6
-    alerts, stats, _ = await _run(second, [_frame(i, (_face(WANTED, 10.0),)) for i in range(12)])
+    frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(12)]
+    alerts, stats, _ = await _run(second, frames)
     assert alerts == []
     assert stats.second_looks == SecondOpinionConfig().max_looks  # then it stops looking
     assert stats.held > 0  # the first model alone would have alerted
@@ -152,7 +126,8 @@ async def test_a_second_model_that_disagrees_blocks_the_alert() -> None:
 
 async def test_a_second_model_that_agrees_lets_the_alert_through() -> None:
     second = SecondModel(distance=0.3)
-    alerts, stats, _ = await _run(second, [_frame(i, (_face(WANTED, 10.0),)) for i in range(12)])
+    frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(12)]
+    alerts, stats, _ = await _run(second, frames)
     assert [(a.subject, a.frame_index, a.hits) for a in alerts] == [("wanted", 2, 3)]
     # Two agreeing looks settle the opinion; no look after that (nor after the alert).
     assert stats.second_looks == SecondOpinionConfig().min_agreeing
@@ -165,14 +140,14 @@ async def test_an_alert_waits_for_the_second_models_agreement_then_comes() -> No
     # Needing 4 agreeing looks, the fusion (3 of 5 at frame 2) is held until frame 3.
     config = MatcherConfig(second_opinion=SecondOpinionConfig(min_agreeing=4))
     alerts, stats, _ = await _run(SecondModel(distance=0.3),
-                                  [_frame(i, (_face(WANTED, 10.0),)) for i in range(8)], config)
+                                  [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(8)], config)
     assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 3)]
     assert stats.held == 1
 
 
 async def test_the_second_model_never_sees_a_face_below_the_candidate_score() -> None:
     second = SecondModel(distance=0.3)
-    frames = [_frame(i, (_face(BELOW_CANDIDATE, 10.0), _face(STRANGER, 200.0)))
+    frames = [frame_of(i, (face_of(BELOW_CANDIDATE, 10.0), face_of(STRANGER, 200.0)))
               for i in range(10)]
     alerts, stats, _ = await _run(second, frames)
     assert alerts == []
@@ -184,7 +159,7 @@ async def test_the_second_model_never_sees_a_face_below_the_candidate_score() ->
 
 async def test_only_the_candidate_of_a_frame_is_shown_to_the_second_model() -> None:
     second = SecondModel(distance=0.3)
-    frames = [_frame(i, (_face(WANTED, 10.0), _face(BELOW_CANDIDATE, 200.0)))
+    frames = [frame_of(i, (face_of(WANTED, 10.0), face_of(BELOW_CANDIDATE, 200.0)))
               for i in range(4)]
     alerts, _, _ = await _run(second, frames)
     assert len(alerts) == 1
@@ -196,9 +171,9 @@ async def test_the_second_models_looks_are_dropped_with_their_track() -> None:
     config = MatcherConfig(tracking=TrackerConfig(max_age_s=0.1))
     second = SecondModel(distance=0.9)
     # The wanted face on frames 0-2, then nobody for a second: its track ends.
-    frames = [_frame(i, (_face(WANTED, 10.0),)) for i in range(3)]
-    frames += [_frame(i, ()) for i in range(3, 30)]
-    frames += [_frame(30, (_face(STRANGER, 200.0),))]
+    frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(3)]
+    frames += [frame_of(i, ()) for i in range(3, 30)]
+    frames += [frame_of(30, (face_of(STRANGER, 200.0),))]
     _, stats, kept = await _run(second, frames, config)
     assert stats.second_looks == 3
     # The looks at the ended track were dropped when the next frame with faces was decided.
