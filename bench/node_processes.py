@@ -9,6 +9,7 @@ delivery fault tests (kill -9 of either side, the link cut).
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 10_000
@@ -128,7 +129,7 @@ class NodeProcess:
             reader.join(timeout=5)
         return code
 
-    def __enter__(self) -> NodeProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -149,7 +150,30 @@ def start_van(config: Path, *extra: str, ready_timeout_s: float = 60.0) -> NodeP
     return van
 
 
-def start_burst_unit(name: str, config: Path, *args: str) -> NodeProcess:
+class BurstUnitProcess(NodeProcess):
+    """A ``bench.alert_burst_unit`` process, read through the JSON lines it prints."""
+
+    def linked(self, timeout_s: float) -> None:
+        """Wait for its ``{"linked": ...}`` line (its first link to the van is up)."""
+        self.wait_for(lambda line: line.startswith('{"linked"'), timeout_s)
+
+    def sealed(self) -> list[str]:
+        """The event ids of the alerts it stored in its outbox so far, in that order."""
+        return [json.loads(line)["sealed"] for line in list(self.stdout)
+                if line.startswith('{"sealed"')]
+
+    def wait_sealed(self, count: int, timeout_s: float) -> None:
+        """Wait until it has stored at least ``count`` alerts."""
+        self.wait_for(lambda _line: len(self.sealed()) >= count, timeout_s)
+
+    def summary(self, timeout_s: float) -> dict[str, object]:
+        """Its closing ``{"summary": {...}}``."""
+        line = self.wait_for(lambda text: text.startswith('{"summary"'), timeout_s)
+        summary: dict[str, object] = json.loads(line)["summary"]
+        return summary
+
+
+def start_burst_unit(name: str, config: Path, *args: str) -> BurstUnitProcess:
     """``python -m bench.alert_burst_unit --config CONFIG ARGS`` (see that module)."""
-    return NodeProcess(name, [sys.executable, "-m", "bench.alert_burst_unit", "--config",
-                              str(config), *args])
+    return BurstUnitProcess(name, [sys.executable, "-m", "bench.alert_burst_unit", "--config",
+                                   str(config), *args])

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.node_processes import NodeProcess, start_burst_unit, start_van
+from bench.node_processes import BurstUnitProcess, start_burst_unit, start_van
 from bench.van_events import ReceivedAlert, read_van_alerts
 from guards.user_input import UserInputError
 from lfr.local_deployment import CameraPlan, create_local_deployment
@@ -64,18 +63,7 @@ def _percentile_ms(latencies_s: list[float], q: float) -> float | None:
     return round(float(np.percentile(latencies_s, q)) * 1000, 1) if latencies_s else None
 
 
-def _summary(unit: NodeProcess) -> dict[str, object]:
-    line = unit.wait_for(lambda text: text.startswith('{"summary"'), 5)
-    summary: dict[str, object] = json.loads(line)["summary"]
-    return summary
-
-
-def _sealed_ids(unit: NodeProcess) -> list[str]:
-    return [json.loads(line)["sealed"] for line in list(unit.stdout)
-            if line.startswith('{"sealed"')]
-
-
-def score(units: dict[str, NodeProcess], received: dict[str, list[ReceivedAlert]]
+def score(units: dict[str, BurstUnitProcess], received: dict[str, list[ReceivedAlert]]
           ) -> dict[str, object]:
     """Lost, duplicates and latencies from what units sealed and what the van stored."""
     lost = duplicates = out_of_order = 0
@@ -83,7 +71,7 @@ def score(units: dict[str, NodeProcess], received: dict[str, list[ReceivedAlert]
     steady_latencies: list[float] = []
     burst_latencies: list[float] = []
     for name, unit in units.items():
-        sealed = _sealed_ids(unit)
+        sealed = unit.sealed()
         stored = received.get(name, [])
         ids = [alert.event_id for alert in stored]
         duplicates += len(ids) - len(set(ids))
@@ -138,14 +126,14 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
                 for index, (name, config) in enumerate(zip(deployment.unit_ids,
                                                            deployment.unit_configs, strict=True))}
             for unit in processes.values():
-                unit.wait_for(lambda line: line.startswith('{"linked"'), 180)
+                unit.linked(180)
             start_file.touch()
             started = time.monotonic()
             codes = {name: unit.wait(timeout_s + 60) for name, unit in processes.items()}
             elapsed = time.monotonic() - started
             van_cpu = van.cpu_seconds() - cpu_before
             van_code = van.stop()
-            summaries = {name: _summary(unit) for name, unit in processes.items()}
+            summaries = {name: unit.summary(5) for name, unit in processes.items()}
             received = read_van_alerts(deployment.root / "van" / "state",
                                        deployment.van_signing_key,
                                        deployment.van_encryption_key, deployment.unit_ids)

@@ -10,7 +10,6 @@ check is on the van's store, opened with the van's key (``bench.van_events``).
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -20,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.node_processes import REPO_ROOT, NodeProcess, start_burst_unit, start_van
+from bench.node_processes import (
+    REPO_ROOT,
+    BurstUnitProcess,
+    NodeProcess,
+    start_burst_unit,
+    start_van,
+)
 from bench.uplink_bench import DEMO_CLIP, build_demo_watchlist
 from bench.van_events import ReceivedAlert, read_van_alerts
 from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
@@ -49,16 +54,6 @@ def cleanup() -> Iterator[list[NodeProcess]]:
         process.__exit__()
 
 
-def _sealed(unit: NodeProcess) -> list[str]:
-    return [json.loads(line)["sealed"] for line in list(unit.stdout)
-            if line.startswith('{"sealed"')]
-
-
-def _wait_sealed(unit: NodeProcess, count: int) -> None:
-    unit.wait_for(lambda _line: unit.count(lambda text: text.startswith('{"sealed"')) >= count,
-                  120)
-
-
 def _van_alerts(deployment: LocalDeployment) -> list[ReceivedAlert]:
     return read_van_alerts(deployment.root / "van" / "state", deployment.van_signing_key,
                            deployment.van_encryption_key, deployment.unit_ids)["unit-1"]
@@ -81,7 +76,7 @@ def _told(first: int, count: int) -> set[str]:
 
 
 def _burst_unit(deployment: LocalDeployment, cleanup: list[NodeProcess], *args: str
-                ) -> NodeProcess:
+                ) -> BurstUnitProcess:
     unit = start_burst_unit("unit-1", deployment.unit_configs[0], "--drain-timeout-s",
                             str(DRAIN_S), *args)
     cleanup.append(unit)
@@ -93,16 +88,16 @@ def test_kill_9_of_the_unit_mid_burst_loses_and_repeats_nothing(
     van = start_van(deployment.van_config)
     cleanup.append(van)
     first = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "30")
-    _wait_sealed(first, 40)
+    first.wait_sealed(40, 120)
     first.kill()
-    sealed_before = _sealed(first)
+    sealed_before = first.sealed()
     assert len(sealed_before) < 150, "the burst ended before the kill: nothing was tested"
     second = _burst_unit(deployment, cleanup, "--alerts", "20", "--rate", "30",
                          "--first-index", "1000")
     assert second.wait(DRAIN_S + 60) == 0, second.tail()
     van.stop()
     stored = _van_alerts(deployment)
-    _check_exactly_once_in_order(stored, sealed_before + _sealed(second),
+    _check_exactly_once_in_order(stored, sealed_before + second.sealed(),
                                  _told(0, 150) | _told(1000, 20))
 
 
@@ -111,14 +106,14 @@ def test_kill_9_of_the_van_mid_burst_loses_and_repeats_nothing(
     van = start_van(deployment.van_config)
     cleanup.append(van)
     unit = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "30")
-    _wait_sealed(unit, 40)
+    unit.wait_sealed(40, 120)
     van.kill()
     time.sleep(1.0)  # the unit notices and starts redialling into nothing
     restarted = start_van(deployment.van_config)
     cleanup.append(restarted)
     assert unit.wait(DRAIN_S + 60) == 0, unit.tail()
     restarted.stop()
-    _check_exactly_once_in_order(_van_alerts(deployment), _sealed(unit), _told(0, 150))
+    _check_exactly_once_in_order(_van_alerts(deployment), unit.sealed(), _told(0, 150))
 
 
 def test_the_van_unreachable_for_30_s_mid_burst_loses_and_repeats_nothing(
@@ -130,17 +125,17 @@ def test_the_van_unreachable_for_30_s_mid_burst_loses_and_repeats_nothing(
     van = start_van(deployment.van_config)
     cleanup.append(van)
     unit = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "10")
-    _wait_sealed(unit, 30)
+    unit.wait_sealed(30, 120)
     van.process.send_signal(signal.SIGSTOP)
     try:
         time.sleep(30)
-        sealed_during_cut = len(_sealed(unit))
+        sealed_during_cut = len(unit.sealed())
     finally:
         van.process.send_signal(signal.SIGCONT)
     assert sealed_during_cut > 30, "the unit stopped sealing while the van was away"
     assert unit.wait(DRAIN_S + 60) == 0, unit.tail()
     van.stop()
-    _check_exactly_once_in_order(_van_alerts(deployment), _sealed(unit), _told(0, 150))
+    _check_exactly_once_in_order(_van_alerts(deployment), unit.sealed(), _told(0, 150))
 
 
 def test_a_unit_revoked_while_linked_is_dropped_and_its_next_offer_refused(
@@ -149,7 +144,7 @@ def test_a_unit_revoked_while_linked_is_dropped_and_its_next_offer_refused(
     cleanup.append(van)
     unit = _burst_unit(deployment, cleanup, "--alerts", "1", "--start-file",
                        str(tmp_path / "never"))
-    unit.wait_for(lambda line: line.startswith('{"linked"'), 60)
+    unit.linked(60)
     revoke = subprocess.run([sys.executable, "-m", "lfr", "van", "revoke-unit", "unit-1",
                              "--config", str(deployment.van_config)], capture_output=True,
                             text=True, timeout=60, check=False, cwd=REPO_ROOT)
