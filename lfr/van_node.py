@@ -163,6 +163,12 @@ class VanParts:
     """sha256 of the certificate: the pin units hold."""
 
 
+def signaling_config(config: VanConfig) -> SignalingConfig:
+    """The signaling limits of the van node, with the STUN/TURN servers of ``van.toml``."""
+    return SignalingConfig(ice_servers=tuple(server.to_aiortc()
+                                             for server in config.ice_servers))
+
+
 def open_van(config: VanConfig) -> VanParts:
     """Read and open everything ``config`` names; ``UserInputError`` naming what is wrong."""
     keys = read_node_keys(config.signing_key, config.encryption_key)
@@ -210,9 +216,8 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
                       on_event=lambda event: _unit_event(lines, event), notices=notices)
-    ice = tuple(server.to_aiortc() for server in parts.config.ice_servers)
     service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
-                               SignalingConfig(ice_servers=ice))
+                               signaling_config(config))
     try:
         host, port = config.signaling.host, config.signaling.port
         try:

@@ -29,6 +29,7 @@ from bench.node_processes import NodeProcess, start_van
 from guards.exit_codes import ExitCode
 from lfr.cli import main
 from lfr.config.van import load_van_config
+from lfr.van_node import signaling_config
 from runtime import ActorSystem, Codec, LinkConfig, LinkKeys, SystemConfig
 from runtime.datachannel import DataOnlyPeerConnection, create_link_channel, open_link
 from secure.envelope import EventKind, seal_envelope
@@ -197,6 +198,18 @@ def test_a_bad_config_is_refused_naming_the_key(
     assert code == ExitCode.BAD_INPUT
     assert named in err
     assert out == ""
+
+
+def test_the_van_gives_its_ice_servers_to_signaling(van_folder: tuple[Path, Config]) -> None:
+    folder, data = van_folder
+    assert signaling_config(load_van_config(write_config(folder / "van.toml", data))) \
+        .ice_servers == ()
+    data["ice_servers"] = [{"urls": ["turn:turn.example.org:3478"], "username": "van",
+                            "credential": "s3cret"}]
+    (server,) = signaling_config(load_van_config(write_config(folder / "van.toml", data))) \
+        .ice_servers
+    assert (server.urls, server.username, server.credential) == (
+        ["turn:turn.example.org:3478"], "van", "s3cret")
 
 
 def test_max_units_loads_with_its_default(van_folder: tuple[Path, Config]) -> None:
