@@ -17,6 +17,9 @@ class ExitCode(enum.IntEnum):
     """Done, and everything it reports is true."""
     TARGET_MISSED = 1
     """A benchmark ran but missed its target (or its regression guard)."""
+    VERIFICATION_FAILED = 1  # an alias of 1: "the check ran and what it checked failed"
+    """``lfr audit verify``: the audit log was tampered with (the output names the first bad
+    record and why)."""
     BAD_INPUT = 2
     """A file, flag, source or configuration is unusable; the message names it."""
     NO_USABLE_FACE = 3
