@@ -267,12 +267,12 @@ def sign_watchlist(watchlist: Watchlist, *, authority: NodeKeys, deployment_id: 
                 and 0 <= value <= MAX_EPOCH_S):
             raise WatchlistSigningError(f"{name} must be a time between 1970 and 2100, got "
                                         f"{printable(repr(value))}")
-    if not_after <= start:
-        raise WatchlistSigningError(f"not_after ({_utc(not_after)}) must be later than "
-                                    f"not_before ({_utc(start)})")
     if not_after <= signed_at:
         raise WatchlistSigningError(f"not_after ({_utc(not_after)}) has already passed (now "
                                     f"{_utc(signed_at)}): a unit would refuse it as expired")
+    if not_after <= start:
+        raise WatchlistSigningError(f"not_after ({_utc(not_after)}) must be later than "
+                                    f"not_before ({_utc(start)})")
     try:
         payload = Codec(max_message_bytes=MAX_PAYLOAD_BYTES).encode(watchlist)
     except EncodeError as exc:
