@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(docs/THRESHOLDS.md)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_watchlist_build)
+    from lfr.watchlist_sign import add_watchlist_sign_commands
+
+    add_watchlist_sign_commands(watchlist_commands)  # sign, inspect
 
     _add_keys_commands(commands)
     _add_van_commands(commands)
