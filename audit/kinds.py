@@ -1,0 +1,84 @@
+"""``AuditKind``: what an audit record says happened, one value per kind of event.
+
+The value is what the log file holds (``"kind":"alert_raised"``), so a value is never renamed
+or reused: a log written today must verify and read the same in ten years. A new kind is added
+at the end; a verifier that does not know it refuses the record (docs/AUDIT.md, "Format").
+
+Beside each kind, the fields its record carries. They are a convention the writers follow, not
+enforced per kind: what is enforced for every record is the privacy rule (``audit.record``):
+flat fields of short text, numbers, booleans or null, never bytes, arrays or nested data, so no
+face crop or embedding can be written. Hashes are lowercase hex sha256; ``deployment`` is the
+deployment id; ``reason`` is plain words, made printable (``guards.log_text.printable``) when
+it holds anything a peer or a file supplied.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class AuditKind(enum.Enum):
+    """What an audit record says happened; the value is written to the log."""
+
+    NODE_STARTED = "node_started"
+    """The node started and opened its log. Fields: ``role`` (unit, van), ``version`` (the
+    software's), optional ``config_sha256`` (of the config file it runs with)."""
+    NODE_STOPPED = "node_stopped"
+    """The node is stopping; the last record before the log is closed. Fields: ``reason``
+    (signal name, ``done``, ``error``), ``exit_code``."""
+    CONFIG_LOADED = "config_loaded"
+    """A configuration file was read and checked. Fields: ``path``, ``sha256`` (of its bytes),
+    ``changed`` (bool: differs from the one the node ran with last)."""
+    DEPLOYMENT_STARTED = "deployment_started"
+    """A deployment began (the van's ``lfr van deployment start``). Fields: ``deployment``,
+    ``threshold``, optional ``operator``."""
+    DEPLOYMENT_ENDED = "deployment_ended"
+    """A deployment ended; every unit's watchlist is purged. Fields: ``deployment``,
+    ``units_purged``, optional ``operator``."""
+    WATCHLIST_SIGNED = "watchlist_signed"
+    """The authority signed a watchlist. Fields: ``deployment``, ``version``, ``subjects``,
+    ``model``, ``payload_sha256``, ``not_before``, ``not_after`` (ISO 8601), ``signer`` (key
+    id)."""
+    WATCHLIST_PUSHED = "watchlist_pushed"
+    """The van sent a signed watchlist to a unit. Fields: ``unit``, ``deployment``,
+    ``version``, ``payload_sha256``."""
+    WATCHLIST_ACCEPTED = "watchlist_accepted"
+    """A unit accepted a watchlist and matches with it from now on (on the van: the unit
+    confirmed). Fields: ``deployment``, ``version``, ``subjects``, ``model``,
+    ``payload_sha256``, ``not_after``; on the van also ``unit``."""
+    WATCHLIST_REFUSED = "watchlist_refused"
+    """A watchlist was refused; the unit keeps the one it held. Fields: ``reason``, and what
+    could be read of it: ``deployment``, ``version``, ``payload_sha256``; on the van ``unit``."""
+    WATCHLIST_EXPIRED = "watchlist_expired"
+    """A unit dropped its watchlist at ``not_after``. Fields: ``deployment``, ``version``,
+    ``payload_sha256``."""
+    WATCHLIST_PURGED = "watchlist_purged"
+    """A watchlist was dropped on request (deployment end, ``lfr watchlist purge``) and its
+    embeddings overwritten in memory. Fields: ``deployment``, ``version``, ``payload_sha256``,
+    ``reason``; on the van also ``unit``."""
+    ALERT_RAISED = "alert_raised"
+    """The matcher raised an alert (a unit). Fields: ``seq`` (the event's number in the
+    outbox), ``camera``, ``subject`` (the watchlist's subject id), ``score``, ``threshold``,
+    ``deployment``, ``crop_sha256`` (of the sealed crop's JPEG: its hash, never the crop)."""
+    ALERT_SENT = "alert_sent"
+    """The van acknowledged an alert (a unit), or stored one (the van). Fields: ``unit`` (on
+    the van), ``seq``, ``envelope_sha256``."""
+    ALERT_ACKNOWLEDGED = "alert_acknowledged"
+    """An officer opened an alert for review (the van). Fields: ``unit``, ``seq``,
+    ``operator``."""
+    INPUT_REFUSED = "input_refused"
+    """Something from outside was refused: an envelope, an offer, a link, a file, a command.
+    Fields: ``source`` (what kind of input: ``envelope``, ``offer``, ``link``, ``watchlist``...),
+    ``peer`` (the unit or address, if any), ``reason``."""
+    OPERATOR_DECISION = "operator_decision"
+    """An officer confirmed or dismissed an alert. Fields: ``unit``, ``seq``, ``decision``
+    (``confirmed``, ``dismissed``), ``operator``, optional ``note`` (plain text, no names of
+    people)."""
+    UNIT_CONNECTED = "unit_connected"
+    """A unit's link came up (the van), or the van's (a unit). Fields: ``peer``."""
+    UNIT_DROPPED = "unit_dropped"
+    """A unit's link ended (the van), or the van's (a unit). Fields: ``peer``, ``reason``."""
+    LOG_REPAIRED = "log_repaired"
+    """Written by ``AuditLog.open`` itself, first after reopening a log whose last line was
+    torn (a write cut short by a crash): that partial line was cut away. Fields:
+    ``torn_bytes`` (how many bytes were cut), ``torn_sha256`` (their hash)."""
