@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from guards.exit_codes import ExitCode, StoppedBySignal
 from guards.log_text import printable
+from lfr.audit_command import add_audit_commands
 from lfr.command_output import OutputFailed, flush_quietly, guard_standard_streams, say
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_van_commands(commands)
     _add_edge_commands(commands)
     _add_bench_commands(commands)
+    add_audit_commands(commands)
     return parser
 
 
