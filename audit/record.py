@@ -177,9 +177,21 @@ def parse_record(line: bytes) -> AuditRecord:
     if record.line() != line + b"\n":
         raise AuditRecordError("the line is not in the canonical form the log writes "
                                "(spacing, key order, escapes or number format differ)")
-    if _hash(record.body()) != record.hash:
+    if hashlib.sha256(_without_hash(line, record.hash)).hexdigest() != record.hash:
         raise AuditRecordError("its hash does not match its content: the record was changed")
     return record
+
+
+def _without_hash(line: bytes, hash_hex: str) -> bytes:
+    """The canonical JSON of the record without its hash, cut from its canonical ``line``
+    (one encoding per record read instead of two: verifying a long log is that much faster).
+    Keys are sorted, so the record's ``"hash":"..."`` member always follows the ``fields``
+    object and precedes ``kind``: ``},"hash":"<hex>",``. Fields are flat, so a ``}`` followed
+    by ``,`` occurs nowhere else outside a string, and inside a string every ``"`` is
+    escaped: the marker is found exactly once, at that place."""
+    marker = b'},"hash":"' + hash_hex.encode("ascii") + b'",'
+    at = line.index(marker)
+    return line[: at + 2] + line[at + len(marker):]
 
 
 def _record_from(value: dict[str, Any]) -> AuditRecord:
@@ -215,8 +227,8 @@ def _record_from(value: dict[str, Any]) -> AuditRecord:
 def _valid_time(text: str) -> bool:
     if not _TIME.fullmatch(text):
         return False
-    try:
-        datetime.datetime.strptime(text, _TIME_FORMAT)  # noqa: DTZ007 - the Z says UTC
+    try:  # the day exists (not 02-30); fromisoformat is many times faster than strptime
+        datetime.datetime.fromisoformat(text[:-1])
     except ValueError:
         return False
     return True

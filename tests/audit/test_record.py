@@ -119,6 +119,12 @@ def test_a_record_reads_back_as_written() -> None:
                                    "note": None}
 
 
+def test_fields_that_look_like_the_records_own_keys_read_back() -> None:
+    line = record(hash="0" * 64, kind="offer", fields="x", note='},"hash":"')
+    assert dict(parse_record(line).fields) == {"hash": "0" * 64, "kind": "offer",
+                                               "fields": "x", "note": '},"hash":"'}
+
+
 def test_format_time_refuses_a_clock_outside_the_years_it_can_write() -> None:
     assert format_time(0.0) == "1970-01-01T00:00:00.000000Z"
     for bad in (-1.0, float("nan"), 1e12):
