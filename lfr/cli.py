@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lfr.watchlist_sign import add_watchlist_sign_commands
 
     add_watchlist_sign_commands(watchlist_commands)  # sign, inspect
+    _add_watchlist_van_commands(watchlist_commands)  # push, purge, status
 
     _add_keys_commands(commands)
     _add_van_commands(commands)
@@ -361,6 +362,75 @@ def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     units.add_argument("--config", required=True, help=config_help)
     units.add_argument("--json", action="store_true", help="print one JSON object")
     units.set_defaults(func=_cmd_van_units)
+    deployment = actions.add_parser("deployment", help="start or end a deployment on the "
+                                    "running van (every alert and watchlist is tied to one)")
+    steps = deployment.add_subparsers(dest="deployment_command", required=True,
+                                      metavar="ACTION")
+    start = steps.add_parser("start", help="start a deployment")
+    start.add_argument("--id", required=True, help="the deployment's id (used once)")
+    start.add_argument("--threshold", required=True, type=_threshold,
+                       help="its alert threshold, applied to every subject (docs/THRESHOLDS.md)")
+    start.add_argument("--config", required=True, help=config_help)
+    start.add_argument("--json", action="store_true", help="print one JSON object")
+    start.set_defaults(func=_cmd_deployment_start)
+    end = steps.add_parser("end", help="end the active deployment: every unit purges its "
+                           "watchlist, the van deletes its copies")
+    end.add_argument("--config", required=True, help=config_help)
+    end.add_argument("--json", action="store_true", help="print one JSON object")
+    end.set_defaults(func=_cmd_deployment_end)
+
+
+def _cmd_deployment_start(args: argparse.Namespace) -> int:
+    from lfr.deployment_commands import deployment_start
+
+    return deployment_start(Path(args.config), args.id, args.threshold, as_json=args.json)
+
+
+def _cmd_deployment_end(args: argparse.Namespace) -> int:
+    from lfr.deployment_commands import deployment_end
+
+    return deployment_end(Path(args.config), as_json=args.json)
+
+
+def _add_watchlist_van_commands(
+        watchlist_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config_help = "the van's config file (van.toml): the command asks the running van"
+    units_help = "'all' (every unit, also those enrolled later) or UNIT_ID,UNIT_ID,..."
+    push = watchlist_commands.add_parser("push", help="give a signed watchlist to units, "
+                                         "through the running van")
+    push.add_argument("signed_file", metavar="SIGNED_FILE", help="made by lfr watchlist sign")
+    push.add_argument("--units", default="all", help=units_help)
+    push.add_argument("--config", required=True, help=config_help)
+    push.add_argument("--json", action="store_true", help="print one JSON object")
+    push.set_defaults(func=_cmd_watchlist_push)
+    purge = watchlist_commands.add_parser("purge", help="make units drop their watchlist now")
+    purge.add_argument("--units", required=True, help=units_help)
+    purge.add_argument("--config", required=True, help=config_help)
+    purge.add_argument("--json", action="store_true", help="print one JSON object")
+    purge.set_defaults(func=_cmd_watchlist_purge)
+    status = watchlist_commands.add_parser("status", help="which unit holds which watchlist")
+    status.add_argument("--config", required=True, help=config_help)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(func=_cmd_watchlist_status)
+
+
+def _cmd_watchlist_push(args: argparse.Namespace) -> int:
+    from lfr.deployment_commands import watchlist_push
+
+    return watchlist_push(Path(args.config), Path(args.signed_file), args.units,
+                          as_json=args.json)
+
+
+def _cmd_watchlist_purge(args: argparse.Namespace) -> int:
+    from lfr.deployment_commands import watchlist_purge
+
+    return watchlist_purge(Path(args.config), args.units, as_json=args.json)
+
+
+def _cmd_watchlist_status(args: argparse.Namespace) -> int:
+    from lfr.deployment_commands import watchlist_status
+
+    return watchlist_status(Path(args.config), as_json=args.json)
 
 
 def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -2,22 +2,31 @@
 
 Before anything runs, ``load_edge_unit`` reads and checks everything the node needs, naming the
 config file and key when something is wrong (exit 2): ``unit.toml`` itself, the unit's signing
-key (a unit's, with the config's id), the van's public keys, the models (sha256 verified) and
-the watchlist (checksum, made by this embedder, usual thresholds). ``--check-config`` stops
-there and prints one line; no network, no camera opened, no outbox created.
+key (a unit's, with the config's id), the van's and the watchlist authority's public keys and
+the models (sha256 verified). ``--check-config`` stops there and prints one line; no network,
+no camera opened, no outbox created.
+
+The unit starts **without a watchlist** and analyses no frame until its van gives it one: the
+``watchlist`` keeper polls the van, verifies what it gets (the authority's signature, this
+embedder, no rollback, the validity window) and installs it in the ``WatchlistGate`` the
+detectors and the matcher read. It lives in memory only, and is dropped at its not-after time
+or on the van's order (docs/WATCHLISTS.md). What the node does is recorded in its audit trail
+(``audit``, docs/AUDIT.md), whose head hash goes into every health report.
 
 Supervision tree (``start_edge``); children start in this order, so a stop (newest first)
-stops the producers before their consumers::
+stops the producers before their consumers (when every camera is a file, the cameras start
+only once the van's watchlist is held: a file scanned without one would be read for nothing)::
 
     root (one_for_one; gives up -> exit 70)
     ├── alerts-out        --print-alerts: each AlertBody the uplink sealed, as a JSON line
     ├── uplink            seals alerts and health reports into the outbox, delivers them
+    ├── watchlist         gets, verifies, holds and drops the watchlist (WatchlistGate)
     ├── matcher           ONE for all cameras (it tracks and fuses per camera)
+    ├── health            a HealthBody to the uplink every [health] interval_s
     ├── camera:<id>       (rest_for_one, never gives up: CAMERA_SUPERVISION)
     │   ├── detector:<id>
     │   └── camera:<id>
-    ├── ...               one subtree per camera
-    └── health            a HealthBody to the uplink every [health] interval_s
+    └── ...               one subtree per camera
 
 A broken camera (or its detector) restarts its own subtree only, with a backoff growing to
 30 s, for as long as it stays broken: it never takes another camera, the matcher or the uplink
@@ -65,7 +74,10 @@ from actors.unit.outbox import Outbox
 from actors.unit.signaling_client import SignalingClientConfig
 from actors.unit.uplink import LinkSource, Uplink, UplinkStatistics
 from actors.unit.van_dialer import VanDialer
-from actors.unit.watchlist import Watchlist
+from actors.unit.watchlist_gate import WatchlistGate
+from actors.unit.watchlist_keeper import KeeperConfig, KeeperStatistics, WatchlistKeeper
+from audit.kinds import AuditKind
+from audit.log import AuditLog
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -79,9 +91,10 @@ from lfr.alert_printer import (
 from lfr.command_output import OutputFailed, say
 from lfr.config.toml_table import NodeConfigError
 from lfr.config.unit import UnitConfig, load_unit_config
-from lfr.scan import load_checked_watchlist, spawn_camera_stages, warm_up_models
+from lfr.scan import spawn_camera_stages, warm_up_models
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
+from models.second_opinion_model import DLIB_RESNET_V1
 from runtime.codec import Codec
 from runtime.mailbox import MailboxConfig
 from runtime.node import run
@@ -114,6 +127,8 @@ WAITING_NOTICE_S: Final = 10.0
 UPLINK_MAILBOX: Final = MailboxConfig(capacity=256)
 """Alerts block here rather than being lost; health reports wait at most an interval."""
 PRINTER_MAILBOX: Final = MailboxConfig(capacity=256)
+KEEPER_MAILBOX: Final = MailboxConfig(capacity=1)
+"""The keeper's own ticks: one waiting is enough (a tick finds everything that changed)."""
 MATCHER_MAILBOX: Final = MailboxConfig(capacity=8)
 
 
@@ -127,8 +142,8 @@ class EdgeUnit:
     """The unit's signing key (a unit's, with the config's id)."""
     van: NodePublicKeys
     """The van's public keys (the uplink seals to its encryption key)."""
-    watchlist: Watchlist
-    """The watchlist, checked against the embedder."""
+    authority: NodePublicKeys
+    """The watchlist authority's public keys (the only signer of watchlists accepted)."""
     detector: FaceDetector
     """The face detection model (sha256 verified)."""
     embedder: FaceEmbedder
@@ -161,11 +176,11 @@ def load_edge_unit(config_path: Path) -> EdgeUnit:
                          f"{printable(config.unit_id)}")
     van = _for_key(config, "van.public_keys",
                    lambda: read_public_keys(config.van_public_keys, NodeRole.VAN))
+    authority = _for_key(config, "authority.public_keys",
+                         lambda: read_public_keys(config.authority_public_keys,
+                                                  NodeRole.AUTHORITY))
     detector, embedder = FaceDetector(), FaceEmbedder()
-    watchlist = _for_key(config, "watchlist",
-                         lambda: load_checked_watchlist(config.watchlist))
-    watchlist.check_model(embedder.model_id, embedder.model_sha256, str(config.watchlist))
-    return EdgeUnit(config, keys, van, watchlist, detector, embedder)
+    return EdgeUnit(config, keys, van, authority, detector, embedder)
 
 
 def _for_key(config: UnitConfig, key: str, read: Callable[[], T]) -> T:
@@ -195,12 +210,24 @@ def run_edge(config_path: Path, *, check_only: bool, print_alerts: bool) -> int:
         return ExitCode.OK
     outbox = Outbox.open(unit.config.outbox)  # OutboxFileError names the file: exit 2
     try:
-        # The outbox closes only after the node has stopped every actor that uses it.
-        return run(functools.partial(serve_edge, unit=unit, outbox=outbox,
-                                     print_alerts=print_alerts),
+        audit = AuditLog.open(unit.config.audit, unit.config.unit_id)  # a broken chain: exit 2
+    except BaseException:
+        outbox.close()
+        raise
+    code: int = ExitCode.INTERNAL_ERROR
+    try:
+        audit.append(AuditKind.NODE_STARTED, role="unit", cameras=len(unit.config.cameras))
+        # The outbox and the trail close only after the node has stopped every actor using them.
+        code = run(functools.partial(serve_edge, unit=unit, outbox=outbox,
+                                     print_alerts=print_alerts, audit=audit),
                    SystemConfig(name=unit.config.unit_id, root=EDGE_ROOT))
+        return code
     finally:
         outbox.close()
+        try:
+            audit.append(AuditKind.NODE_STOPPED, exit_code=int(code))
+        finally:
+            audit.close()
 
 
 def signaling_config(config: UnitConfig, van: NodePublicKeys) -> SignalingClientConfig:
@@ -222,9 +249,9 @@ class Dialer(LinkSource, Protocol):
 
 async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
                      print_alerts: bool, dialer: Dialer | None = None,
-                     out: LineOutput | None = None) -> int:
+                     out: LineOutput | None = None, audit: AuditLog | None = None) -> int:
     """The body of ``lfr edge`` on a running system: returns the exit code. ``dialer`` and
-    ``out`` replace the ``VanDialer`` and stdout (tests)."""
+    ``out`` replace the ``VanDialer`` and stdout (tests); ``audit``: the unit's trail."""
     started = time.monotonic()
     say(describe(unit))
     if dialer is None:
@@ -234,8 +261,9 @@ async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
     try:
         await warm_up_models(system, unit.detector, unit.embedder)
         printed_to = (out or stdout_output()) if print_alerts else None
-        node = await start_edge(system, unit, outbox, van_dialer, print_to=printed_to)
-        van_dialer.start()
+        van_dialer.start()  # before the tree: file cameras start once the van's list is held
+        node = await start_edge(system, unit, outbox, van_dialer, print_to=printed_to,
+                                audit=audit)
         failure = await wait_for_end(system, unit, outbox, node)
     except AlertOutputFailed as exc:
         return _finish(summarise(unit, node, started, failure=str(exc)),
@@ -260,6 +288,10 @@ class EdgeNode:
     """Alerts and health reports sealed, delivered, acknowledged; streams ended."""
     health: HealthReporterStatistics
     """Health reports made and dropped."""
+    gate: WatchlistGate = field(default_factory=WatchlistGate)
+    """The watchlist the unit holds now (in memory only), read by detectors and matcher."""
+    watchlist: KeeperStatistics = field(default_factory=KeeperStatistics)
+    """What the watchlist keeper did: polls, accepted, refused, purged, expired."""
     printed: AlertCount = field(default_factory=AlertCount)
     """Alerts printed by ``--print-alerts``."""
     output_failed: asyncio.Future[None] | None = None
@@ -270,13 +302,12 @@ class EdgeNode:
 async def start_edge(system: ActorSystem, unit: EdgeUnit, outbox: Outbox, links: LinkSource,
                      *, print_to: LineOutput | None = None,
                      camera_supervision: SupervisorConfig = CAMERA_SUPERVISION,
-                     health: HealthReporterConfig | None = None) -> EdgeNode:
+                     health: HealthReporterConfig | None = None,
+                     audit: AuditLog | None = None,
+                     keeper: KeeperConfig | None = None) -> EdgeNode:
     """Spawn the unit's tree under ``system``'s root (see the module docstring) and start the
     cameras. ``print_to``: print each sealed alert there (``--print-alerts``)."""
     config = unit.config
-    unit.watchlist.check_model(unit.embedder.model_id, unit.embedder.model_sha256,
-                               str(config.watchlist))
-    gallery = unit.watchlist.gallery()
     cameras = unit.camera_configs()
     node = EdgeNode(tuple(CameraTally(camera.camera_id) for camera in cameras),
                     UplinkStatistics(), HealthReporterStatistics())
@@ -289,23 +320,45 @@ async def start_edge(system: ActorSystem, unit: EdgeUnit, outbox: Outbox, links:
     uplink = await system.spawn("uplink", lambda: Uplink(
         unit.keys, unit.van, outbox, links, local_copy=printer, statistics=node.uplink),
         UPLINK_MAILBOX)
+    gate = node.gate
+    await system.spawn("watchlist", lambda: WatchlistKeeper(
+        config.unit_id, gate, links.current, authority=unit.authority,
+        model_id=unit.embedder.model_id, model_sha256=unit.embedder.model_sha256,
+        second_model_id=DLIB_RESNET_V1.model_id, second_model_sha256=DLIB_RESNET_V1.sha256,
+        audit=audit, config=keeper, statistics=node.watchlist), KEEPER_MAILBOX)
     matcher = await system.spawn("matcher", lambda: Matcher(
-        unit.embedder, gallery, uplink, MatcherConfig(unit_id=config.unit_id)),
+        unit.embedder, gate, uplink, MatcherConfig(unit_id=config.unit_id)),
         MATCHER_MAILBOX)
+    reporter = health or HealthReporterConfig(interval_s=config.health_interval_s,
+                                              model_ids=unit.model_ids)
+    started = time.monotonic()
+    head = None if audit is None else (lambda: (audit.head_hash, audit.count))
+    await system.spawn("health", lambda: HealthReporter(
+        uplink, node.cameras, node.uplink, outbox, started_s=started, config=reporter,
+        statistics=node.health, watchlist_version=lambda: gate.version, audit_head=head),
+        HEALTH_REPORTER_MAILBOX)
+    if unit.all_files:
+        # A file scanned without a watchlist would be read to its end for nothing: files wait
+        # for the van's watchlist; live cameras run and their detectors drop every frame.
+        await _watchlist_arrives(gate)
     for camera, tally in zip(cameras, node.cameras, strict=True):
         name = camera.camera_id
         subtree = await system.spawn_supervisor(f"camera:{name}", camera_supervision)
         await spawn_camera_stages(subtree, camera, face_finder=unit.detector, output=matcher,
                                   detector_config=DetectorConfig(), progress=tally.progress,
                                   names=(f"detector:{name}", f"camera:{name}"),
-                                  on_detector=tally.detector_started)
-    reporter = health or HealthReporterConfig(interval_s=config.health_interval_s,
-                                              model_ids=unit.model_ids)
-    started = time.monotonic()
-    await system.spawn("health", lambda: HealthReporter(
-        uplink, node.cameras, node.uplink, outbox, started_s=started, config=reporter,
-        statistics=node.health), HEALTH_REPORTER_MAILBOX)
+                                  on_detector=tally.detector_started, gate=gate)
     return node
+
+
+async def _watchlist_arrives(gate: WatchlistGate) -> None:
+    # Polled: the gate has no event, and a fifth of a second is nothing against a file.
+    said = time.monotonic()
+    while not gate.scanning:
+        if time.monotonic() - said >= WAITING_NOTICE_S:
+            log.warning("waiting for a watchlist from the van (lfr watchlist push)")
+            said = time.monotonic()
+        await asyncio.sleep(STREAMS_POLL_S)
 
 
 async def wait_for_end(system: ActorSystem, unit: EdgeUnit, outbox: Outbox,

@@ -9,8 +9,15 @@ public keys. Nothing is shared between nodes but public keys and the pin.
 
 Layout (``root`` must be empty or absent)::
 
-    root/van/van.toml, keys/, tls/, state/ (enrolled-units, events.sqlite)
-    root/<unit-id>/unit.toml, keys/, state/ (outbox.sqlite), van.public.keys
+    root/authority/keys/          the watchlist authority's keys (signs watchlists)
+    root/van/van.toml, keys/, tls/, state/ (enrolled-units, events.sqlite, ...),
+             authority.public.keys
+    root/<unit-id>/unit.toml, keys/, state/ (outbox.sqlite, audit.log), van.public.keys,
+             authority.public.keys
+
+A unit's config names no watchlist: start a deployment on the running van and push a signed
+watchlist to it (``lfr van deployment start``, ``lfr watchlist sign``, ``lfr watchlist push``);
+``watchlist``, when given, is only remembered here for whoever does that.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ class LocalDeployment:
     """The units' node ids, in order."""
     unit_configs: tuple[Path, ...]
     """Each unit's ``unit.toml``, in the order of ``unit_ids``."""
+    authority_signing_key: Path
+    """The watchlist authority's private signing key file (signs the deployment's lists)."""
+    watchlist: Path | None = None
+    """The watchlist file to sign and push once the van runs, if one was given."""
 
 
 def free_local_port() -> int:
@@ -76,9 +87,11 @@ def _toml_text(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_van(folder: Path, van: NodeKeys, port: int) -> tuple[Path, bytes]:
+def _write_van(folder: Path, van: NodeKeys, port: int,
+               authority_public_keys: Path) -> tuple[Path, bytes]:
     folder.mkdir(mode=0o700)
     write_node_keys(van, folder / "keys")
+    shutil.copyfile(authority_public_keys, folder / "authority.public.keys")
     (folder / "tls").mkdir(mode=0o700)
     tls = create_tls_certificate(folder / "tls", van.node_id)
     (folder / "state").mkdir(mode=0o700)
@@ -92,6 +105,8 @@ def _write_van(folder: Path, van: NodeKeys, port: int) -> tuple[Path, bytes]:
         "[tls]\n"
         f"certificate = {_toml_text(str(tls.certificate))}\n"
         f"key = {_toml_text(str(tls.key))}\n\n"
+        "[authority]\n"
+        'public_keys = "authority.public.keys"\n\n'
         "[signaling]\n"
         'host = "127.0.0.1"\n'
         f"port = {port}\n", encoding="utf-8")
@@ -100,16 +115,20 @@ def _write_van(folder: Path, van: NodeKeys, port: int) -> tuple[Path, bytes]:
 
 
 def _write_unit(folder: Path, unit: NodeKeys, *, van_public_keys: Path, van_url: str,
-                fingerprint: bytes, cameras: Sequence[CameraPlan], watchlist: Path) -> Path:
+                fingerprint: bytes, cameras: Sequence[CameraPlan],
+                authority_public_keys: Path) -> Path:
     folder.mkdir(mode=0o700)
     paths = write_node_keys(unit, folder / "keys")
     (folder / "state").mkdir(mode=0o700)
     shutil.copyfile(van_public_keys, folder / "van.public.keys")
+    shutil.copyfile(authority_public_keys, folder / "authority.public.keys")
     lines = [
         f"id = {_toml_text(unit.node_id)}",
         f"signing_key = {_toml_text(str(paths.signing))}",
         'outbox = "state/outbox.sqlite"',
-        f"watchlist = {_toml_text(str(watchlist))}",
+        "",
+        "[authority]",
+        'public_keys = "authority.public.keys"',
         "",
         "[van]",
         f"url = {_toml_text(van_url)}",
@@ -127,7 +146,7 @@ def _write_unit(folder: Path, unit: NodeKeys, *, van_public_keys: Path, van_url:
 
 
 def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraPlan],
-                            watchlist: Path, van_id: str = "van-1",
+                            watchlist: Path | None = None, van_id: str = "van-1",
                             unit_prefix: str = "unit-", port: int | None = None
                             ) -> LocalDeployment:
     """Provision a van and ``units`` units under ``root`` (see the module docstring). Every
@@ -139,10 +158,13 @@ def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraP
         raise UserInputError(f"{root} exists and is not an empty folder")
     check_node_id(van_id, "van id")
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    authority = NodeKeys.generate(NodeRole.AUTHORITY, "authority")
+    (root / "authority").mkdir(mode=0o700)
+    authority_paths = write_node_keys(authority, root / "authority" / "keys")
     van = NodeKeys.generate(NodeRole.VAN, van_id)
     port = free_local_port() if port is None else port
     van_url = f"https://127.0.0.1:{port}"
-    van_config, fingerprint = _write_van(root / "van", van, port)
+    van_config, fingerprint = _write_van(root / "van", van, port, authority_paths.public)
     van_public = root / "van" / "keys" / "public.keys"
     enrolment = Enrolment.open(root / "van" / "state")
     unit_ids: list[str] = []
@@ -151,7 +173,7 @@ def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraP
         unit = NodeKeys.generate(NodeRole.UNIT, check_node_id(f"{unit_prefix}{number}"))
         config = _write_unit(root / unit.node_id, unit, van_public_keys=van_public,
                              van_url=van_url, fingerprint=fingerprint, cameras=cameras,
-                             watchlist=watchlist)
+                             authority_public_keys=authority_paths.public)
         enrolment.enrol(root / unit.node_id / "keys" / "public.keys", unit_id=unit.node_id)
         unit_ids.append(unit.node_id)
         unit_configs.append(config)
@@ -159,4 +181,5 @@ def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraP
                            root / "van" / "keys" / "signing.key",
                            root / "van" / "keys" / "encryption.key",
                            root / "van" / "state" / "events.sqlite",
-                           tuple(unit_ids), tuple(unit_configs))
+                           tuple(unit_ids), tuple(unit_configs), authority_paths.signing,
+                           watchlist)

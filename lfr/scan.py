@@ -46,6 +46,7 @@ from actors.unit.watchlist import (
     check_usual_thresholds,
     load_watchlist,
 )
+from actors.unit.watchlist_gate import WatchlistGate
 from guards.exit_codes import ExitCode
 from guards.files import open_regular_file
 from guards.log_text import printable
@@ -176,13 +177,15 @@ async def spawn_camera_stages(supervisor: Supervisor, camera: CameraConfig, *,
                               face_finder: FaceFinder, output: ActorRef[DetectorOutput],
                               detector_config: DetectorConfig, progress: CameraProgress,
                               names: tuple[str, str] = ("detector", "camera"),
-                              on_detector: Callable[[Detector], None] | None = None) -> None:
+                              on_detector: Callable[[Detector], None] | None = None,
+                              gate: WatchlistGate | None = None) -> None:
     """Spawn one camera's detector and camera (named ``names``) as the last children of
     ``supervisor``, consumer first; the detector tells ``output``. ``progress`` survives the
     camera's restarts (a restarted file camera resumes after its last frame); ``on_detector``
-    is given each new detector incarnation (for its counters)."""
+    is given each new detector incarnation (for its counters); ``gate``: the detector analyses
+    frames only while it holds a watchlist (a camera unit)."""
     def make_detector() -> Detector:
-        incarnation = Detector(face_finder, output, detector_config)
+        incarnation = Detector(face_finder, output, detector_config, gate=gate)
         if on_detector is not None:
             on_detector(incarnation)
         return incarnation

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from actors.van.control_messages import CONTROL_ACTOR
+from actors.van.deployment_store import DeploymentStore
 from actors.van.enrolment import Enrolment
 from actors.van.event_store import EventStore
 from actors.van.receiver import AlertNotice
@@ -52,11 +54,18 @@ from actors.van.tls_certificate import (
     server_ssl_context,
 )
 from actors.van.unit_links import UnitLinkEvent, UnitLinks, UnitLinksConfig
+from actors.van.van_control import VanControl
+from actors.van.watchlist_board import Embedder, WatchlistBoard
+from audit.kinds import AuditKind
+from audit.log import AuditLog
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.alert_printer import LineOutput, stdout_output
 from lfr.config.van import VanConfig, load_van_config
+from lfr.van_control import serve_control
+from models.model_file import MOBILEFACENET
+from models.second_opinion_model import DLIB_RESNET_V1
 from runtime.actor import Actor
 from runtime.daemon_thread import DaemonThread
 from runtime.errors import ActorStopped, MailboxFull
@@ -65,7 +74,7 @@ from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.node import run
 from runtime.ref import ActorRef
 from runtime.system import ActorSystem, SystemConfig
-from secure.key_files import read_node_keys
+from secure.key_files import read_node_keys, read_public_keys
 from secure.node_keys import NodeKeys, NodePublicKeys, NodeRole
 from secure.sealing import EncryptionKeyPair
 
@@ -157,6 +166,12 @@ class VanParts:
     """The units whose envelopes are opened."""
     store: EventStore
     """The event store (open: close it when the node ends)."""
+    deployments: DeploymentStore
+    """Deployments and their sealed watchlists (open: close it when the node ends)."""
+    audit: AuditLog
+    """The van's audit trail (open: close it when the node ends)."""
+    authority: NodePublicKeys
+    """The watchlist authority's public keys: the only signer of watchlists pushed."""
     ssl_context: ssl.SSLContext
     """The signaling server's TLS context."""
     fingerprint: bytes
@@ -187,19 +202,52 @@ def open_van(config: VanConfig) -> VanParts:
                              f"{printable(config.tls_key)}: {printable(exc.reason or exc)}"
                              ) from None
     fingerprint = certificate_fingerprint(config.tls_certificate)
+    if config.authority_public_keys is None:
+        raise UserInputError(f"{printable(config.file)}: [authority] public_keys is required")
+    authority = read_public_keys(config.authority_public_keys, NodeRole.AUTHORITY)
     store = EventStore.open(config.event_store)
-    return VanParts(config, keys, keys.encryption, enrolment, store, ssl_context, fingerprint)
+    opened: list[EventStore | DeploymentStore | AuditLog] = [store]
+    try:
+        deployments = DeploymentStore.open(config.deployment_store, keys.encryption)
+        opened.append(deployments)
+        audit = AuditLog.open(config.audit, config.van_id)
+    except BaseException:
+        for each in opened:
+            each.close()
+        raise
+    return VanParts(config, keys, keys.encryption, enrolment, store, deployments, audit,
+                    authority, ssl_context, fingerprint)
+
+
+def close_van(parts: VanParts) -> None:
+    """Close the stores and the audit trail ``open_van`` opened."""
+    try:
+        parts.store.close()
+        parts.deployments.close()
+    finally:
+        parts.audit.close()
+
+
+VAN_EMBEDDER: Final = Embedder(MOBILEFACENET.model_id, MOBILEFACENET.sha256,
+                               DLIB_RESNET_V1.model_id, DLIB_RESNET_V1.sha256)
+"""The models the van's units run: a watchlist made with others is refused at the push."""
 
 
 def run_van(config_path: Path, *, print_alerts: bool = False) -> int:
     """Run the van node from ``config_path`` until a signal; returns the exit code."""
     config = load_van_config(config_path)
     parts = open_van(config)
+    code: int = ExitCode.INTERNAL_ERROR
     try:
-        return run(functools.partial(serve_van, parts=parts, print_alerts=print_alerts),
+        parts.audit.append(AuditKind.NODE_STARTED, role="van")
+        code = run(functools.partial(serve_van, parts=parts, print_alerts=print_alerts),
                    SystemConfig(name=config.van_id))
+        return code
     finally:
-        parts.store.close()
+        try:
+            parts.audit.append(AuditKind.NODE_STOPPED, exit_code=int(code))
+        finally:
+            close_van(parts)
 
 
 async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool) -> int:
@@ -213,9 +261,18 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     receivers = await system.spawn_supervisor("receivers")
     notices: Callable[[AlertNotice], None] | None = (
         (lambda notice: lines(alert_line(notice))) if print_alerts else None)
+    board = WatchlistBoard(parts.deployments, system.blocking, authority=parts.authority,
+                           embedder=VAN_EMBEDDER, audit=parts.audit, lines=lines)
+    await board.load()
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
-                      on_event=lambda event: _unit_event(lines, event), notices=notices)
+                      on_event=lambda event: _unit_event(lines, event), notices=notices,
+                      board=board)
+    enrolment = parts.enrolment
+    await system.spawn(CONTROL_ACTOR, lambda: VanControl(
+        board, enrolled=lambda: tuple(unit.unit_id for unit in enrolment.units()),
+        linked=links.linked_units), MailboxConfig(8, MailboxPolicy.BLOCK))
+    control = await serve_control(system, config.control_socket, config.control_key)
     service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
                                signaling_config(config))
     try:
@@ -242,6 +299,7 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
         finally:
             await runner.cleanup()
     finally:
+        await control.stop()
         await links.stop()
     log.error("van %s stopping: %s", printable(config.van_id), printable(reason))
     return ExitCode.OUTPUT_FAILED

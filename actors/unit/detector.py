@@ -8,6 +8,8 @@ results are passed on in frame order, by the actor's own loop (``OrderedWindow``
 analysis is taken inside ``receive``, never from the window's tasks). Faces failing a quality
 gate are counted and dropped here. ``StreamEnded`` follows the faces of every frame analysed.
 Privacy: nothing is logged or written; a rejected face's crop is zeroed before it is dropped.
+With a ``WatchlistGate`` (a camera unit), a frame that arrives while the unit holds no
+watchlist is not analysed at all, only counted (``frames_idle``): no face is even looked at.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from numpy.typing import NDArray
 from actors.unit.camera import CameraOutput, EndOfStream, Frame
 from actors.unit.detection_schedule import DetectionPlan, DetectionSchedule, ScheduleConfig
 from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, FaceFinder, analyse_faces
+from actors.unit.watchlist_gate import WatchlistGate
 from guards.config_checks import require_at_least
 from models.face_quality import QualityConfig
 from runtime.actor import Actor
@@ -96,10 +99,15 @@ class Detector(Actor[CameraOutput | ResultsReady]):
     """Frames in, ``DetectedFaces`` out, in order."""
 
     def __init__(self, detector: FaceFinder, output: ActorRef[DetectorOutput],
-                 config: DetectorConfig | None = None) -> None:
+                 config: DetectorConfig | None = None, *,
+                 gate: WatchlistGate | None = None) -> None:
+        """``gate``: analyse frames only while it holds a watchlist (None: always)."""
         self.detector = detector
         self.output = output
         self.config = config or DetectorConfig()
+        self.gate = gate
+        self.frames_idle = 0
+        """Frames dropped unanalysed because the unit held no watchlist."""
         self.faces_seen = 0
         self.faces_rejected = 0
         self.full_passes = 0
@@ -123,6 +131,9 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         # Every message first passes on the finished analyses (a ResultsReady does only this).
         await self._window.take_ready()
         if isinstance(message, Frame):
+            if self.gate is not None and not self.gate.scanning:
+                self.frames_idle += 1
+                return
             await self._window.submit(self._analyse(message, self._plan(message)))
         elif isinstance(message, EndOfStream):
             await self._window.drain()

@@ -146,9 +146,15 @@ class HealthBody:
     outbox_full: bool
     """The alarm: an alert was refused by the full outbox and is held back."""
     watchlist_version: int
-    """Version of the loaded watchlist; 0 until watchlists are signed and versioned."""
+    """Version of the watchlist held (0: none: the unit scans nothing)."""
     model_ids: tuple[str, ...]
     """Ids of the models in use (detector, embedder), at most ``MAX_MODELS``."""
+    audit_head: str = ""
+    """sha256 (hex) of the last record of the unit's audit trail when the report was made:
+    the van keeps it as a witness, so a later rewrite of the unit's trail shows (docs/AUDIT.md).
+    Empty when the unit keeps no trail (tests)."""
+    audit_records: int = 0
+    """Records in the unit's audit trail then."""
 
 
 EventBody = AlertBody | HealthBody
@@ -240,6 +246,10 @@ def _check_health(body: HealthBody) -> None:
         raise EventBodyError("faces_rejected", "is more than faces_seen")
     if body.outbox_oldest_age_s is not None:
         _check_number("outbox_oldest_age_s", body.outbox_oldest_age_s, 0.0, MAX_EPOCH_S)
+    if body.audit_head and (len(body.audit_head) != 64
+                            or body.audit_head.strip("0123456789abcdef")):
+        raise EventBodyError("audit_head", "must be 64 lowercase hex digits or empty")
+    _check_number("audit_records", body.audit_records, 0, MAX_COUNT)
     if len(body.model_ids) > MAX_MODELS:
         raise EventBodyError("model_ids", f"{len(body.model_ids)} ids; at most {MAX_MODELS}")
     for i, model_id in enumerate(body.model_ids):

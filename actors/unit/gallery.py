@@ -86,6 +86,20 @@ class Gallery:
         """Embedding length."""
         return int(self.embeddings.shape[1])
 
+    def wipe(self) -> None:
+        """Overwrite every embedding with zeros and forget the subjects and the index: the
+        gallery finds nobody afterwards (a purged or expired watchlist)."""
+        self.embeddings.fill(0.0)
+        self.thresholds.fill(1.0)
+        self.floor = 1.0
+        self.subjects.clear()
+        if self._index is not None:
+            # faiss holds 8-bit codes of the rows: overwritten through its own reset.
+            self._index.reset()
+            self._index = None
+        if self._component_error is not None:
+            self._component_error.fill(0.0)
+
     def search(self, queries: NDArray[np.float32], k: int = 3) -> list[list[GalleryMatch]]:
         """For each unit-length query row, the ``k`` best subjects, best first."""
         if queries.ndim != 2 or queries.shape[1] != self.dimension:

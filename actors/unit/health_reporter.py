@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,7 +151,11 @@ class HealthReporter(Actor[_Report]):
     def __init__(self, uplink: ActorRef[HealthBody], cameras: Sequence[CameraTally],
                  uplink_counts: UplinkCounts, outbox: Outbox, *, started_s: float,
                  config: HealthReporterConfig | None = None,
-                 statistics: HealthReporterStatistics | None = None) -> None:
+                 statistics: HealthReporterStatistics | None = None,
+                 watchlist_version: Callable[[], int] | None = None,
+                 audit_head: Callable[[], tuple[str, int]] | None = None) -> None:
+        """``watchlist_version``: the version held now (default: the config's);
+        ``audit_head``: the audit trail's head hash and record count now."""
         if len(cameras) > MAX_CAMERAS:
             raise ConfigError(f"HealthReporter: {len(cameras)} cameras; a report holds at most "
                               f"{MAX_CAMERAS}")
@@ -163,6 +167,8 @@ class HealthReporter(Actor[_Report]):
         """``time.monotonic()`` when the node started: uptime counts from here."""
         self.config = config or HealthReporterConfig()
         self.statistics = statistics or HealthReporterStatistics()
+        self._watchlist_version = watchlist_version
+        self._audit_head = audit_head
         # Frames per camera at the previous report (or this incarnation's start), and when.
         self._previous_frames = [camera.frames for camera in self.cameras]
         self._previous_s = time.monotonic()
@@ -218,13 +224,17 @@ class HealthReporter(Actor[_Report]):
                                                strict=True))
         self._previous_frames, self._previous_s = frames, now
         counts = self.uplink_counts
+        version = (self._watchlist_version() if self._watchlist_version is not None
+                   else self.config.watchlist_version)
+        head, records = ("", 0) if self._audit_head is None else self._audit_head()
         report = HealthBody(
             unit_time=time.time(), uptime_s=max(0.0, now - self.started_s), cameras=cameras,
             faces_seen=sum(camera.faces_seen for camera in self.cameras),
             faces_rejected=sum(camera.faces_rejected for camera in self.cameras),
             alerts=counts.alerts_sealed + counts.held_alerts, outbox_depth=outbox.depth,
             outbox_oldest_age_s=outbox.oldest_age_s, outbox_full=counts.outbox_full,
-            watchlist_version=self.config.watchlist_version, model_ids=self.config.model_ids)
+            watchlist_version=version, model_ids=self.config.model_ids, audit_head=head,
+            audit_records=records)
         check_body(report)  # a report out of range is a bug here: the reporter fails
         return report
 

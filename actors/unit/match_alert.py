@@ -36,3 +36,5 @@ class MatchAlert:
     """Matched frames behind the alert (the N of N-of-M fusion)."""
     crop_jpeg: bytes
     """JPEG of the face with some context, for the officer who confirms or dismisses."""
+    watchlist_version: int = 0
+    """Version of the signed watchlist that matched (0: a local watchlist file, ``lfr scan``)."""

@@ -52,7 +52,9 @@ from actors.unit.second_opinion import (
     shared_second_model,
 )
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
+from actors.unit.watchlist_gate import WatchlistGate
 from guards.config_checks import ConfigError, require_at_least, require_text
+from models.face_embedder import EMBEDDING_DIM
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
@@ -143,13 +145,22 @@ class Embedder(Protocol):
 class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     """``DetectedFaces`` in, ``MatchAlert`` out."""
 
-    def __init__(self, embedder: Embedder, gallery: Gallery,
+    def __init__(self, embedder: Embedder, gallery: Gallery | WatchlistGate,
                  output: ActorRef[MatcherOutput], config: MatcherConfig | None = None, *,
                  describer: Describer | None = None) -> None:
-        """``describer``: the second model (default: the vendored one, loaded on start when
-        the gallery holds its templates)."""
+        """``gallery``: a fixed gallery (``lfr scan``), or the unit's ``WatchlistGate``, whose
+        current watchlist is searched (none: faces are wiped unmatched; a new one: every track
+        and opinion made under the old one is forgotten first). ``describer``: the second
+        model (default: the vendored one, loaded when a gallery holds its templates)."""
         self.embedder = embedder
-        self.gallery = gallery
+        self._gate = gallery if isinstance(gallery, WatchlistGate) else None
+        self.gallery: Gallery | None = gallery if isinstance(gallery, Gallery) else None
+        """The gallery searched now (None: no watchlist held)."""
+        self.watchlist_version = 0
+        """The version of the gate's watchlist searched now (0: a fixed gallery, or none)."""
+        self._generation = -1
+        self._dimension = EMBEDDING_DIM if isinstance(gallery, WatchlistGate) else (
+            gallery.dimension)
         self.output = output
         self.config = config or MatcherConfig()
         self._describer = describer
@@ -167,13 +178,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._window: OrderedWindow[_Embedded] | None = None
 
     async def on_start(self) -> None:
-        if self._uses_second_model() and self._describer is None:
-            # Loaded (and verified) once per process, on a worker: restarts cost nothing.
-            self._describer = await self.context.run_blocking(shared_second_model)
-        elif self.config.second_opinion.enabled and not isinstance(self.gallery,
-                                                                    TwoModelGallery):
-            log.warning("the watchlist holds no templates of the second face model: alerts "
-                        "rest on the first model alone; rebuild it with `lfr watchlist build`")
+        self._sync_gallery()
+        if self._gate is None:
+            await self._gallery_changed()
         self._window = OrderedWindow(self.config.in_flight, self._decide,
                                      tell_owner(self.context.ref),
                                      name=f"{self.context.name}:window")
@@ -181,13 +188,42 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     def _uses_second_model(self) -> bool:
         return self.config.second_opinion.enabled and isinstance(self.gallery, TwoModelGallery)
 
-    async def on_stop(self) -> None:
-        if self._window is not None:
-            await self._window.close()
+    def _sync_gallery(self) -> bool:
+        """Follow the gate: True if the gallery changed since the last call (every track,
+        fusion and opinion was then forgotten: they were decided under another list)."""
+        gate = self._gate
+        if gate is None or gate.generation == self._generation:
+            return False
+        self._generation = gate.generation
+        held = gate.held
+        self.gallery = None if held is None else held.gallery
+        self.watchlist_version = 0 if held is None else held.version
+        self._forget_tracks()
+        return True
+
+    async def _gallery_changed(self) -> None:
+        if self._uses_second_model() and self._describer is None:
+            # Loaded (and verified) once per process, on a worker: restarts cost nothing.
+            self._describer = await self.context.run_blocking(shared_second_model)
+        elif (self.gallery is not None and self.config.second_opinion.enabled
+              and not isinstance(self.gallery, TwoModelGallery)):
+            log.warning("the watchlist holds no templates of the second face model: alerts "
+                        "rest on the first model alone; rebuild it with `lfr watchlist build`")
+
+    def _forget_tracks(self) -> None:
         for tracker in self._trackers.values():
             tracker.clear()
         for opinion in self._second.values():
             opinion.clear()
+        self._trackers.clear()
+        self._policies.clear()
+        self._second.clear()
+        self._schedule = EmbeddingSchedule(self.config.embedding)
+
+    async def on_stop(self) -> None:
+        if self._window is not None:
+            await self._window.close()
+        self._forget_tracks()
 
     async def receive(
         self, message: DetectorOutput | GetMatcherStatistics | ResultsReady,
@@ -222,7 +258,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         return None
 
     async def _embed(self, faces: DetectedFaces, skipped: dict[int, int]) -> _Embedded:
-        embeddings = np.zeros((len(faces.faces), self.gallery.dimension), np.float32)
+        embeddings = np.zeros((len(faces.faces), self._dimension), np.float32)
         looked = [i for i in range(len(faces.faces)) if i not in skipped]
         rows = await asyncio.gather(*(self.context.run_blocking(self.embedder.embed,
                                                                 faces.faces[i].aligned)
@@ -235,8 +271,12 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         frame, embeddings = embedded.faces, embedded.embeddings
         alerted: set[int] = set()
         try:
-            if frame.faces:
-                alerted = await self._match(frame, embeddings, embedded.skipped)
+            if self._sync_gallery():
+                await self._gallery_changed()
+            if self.gallery is None:
+                pass  # no watchlist (purged, expired): the faces are wiped unmatched
+            elif frame.faces:
+                alerted = await self._match(frame, self.gallery, embeddings, embedded.skipped)
             elif (tracker := self._trackers.get(frame.camera)) is not None:
                 # A frame without faces is seen too: its tracks were missed in it (the embedding
                 # schedule trusts only tracks seen in the latest frame).
@@ -250,14 +290,14 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._frames += 1
         self._latency_ms.append((time.monotonic_ns() - frame.captured_ns) / 1e6)
 
-    async def _match(self, frame: DetectedFaces, embeddings: NDArray[np.float32],
-                     skipped: dict[int, int]) -> set[int]:
+    async def _match(self, frame: DetectedFaces, gallery: Gallery,
+                     embeddings: NDArray[np.float32], skipped: dict[int, int]) -> set[int]:
         looked = [i for i in range(len(frame.faces)) if i not in skipped]
         # A copy of the embedded rows (fancy indexing copies), wiped here once searched; the
         # tracker reads the frame's matrix, which the caller wipes.
         queries = embeddings[looked]
         try:
-            results = dict(zip(looked, self.gallery.search(queries, k=1), strict=True))
+            results = dict(zip(looked, gallery.search(queries, k=1), strict=True))
         finally:
             queries.fill(0.0)
         tracker = self._trackers.setdefault(frame.camera, Tracker(self.config.tracking))
@@ -266,7 +306,10 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                 embeddings, skipped)
         self._faces += len(looked)
         self._skipped += len(skipped)
-        opinion = await self._second_looks_at(frame, tracker, tracks, looked, results)
+        opinion = await self._second_looks_at(frame, gallery, tracker=tracker, tracks=tracks,
+                                               looked=looked, results=results)
+        if self._gate is not None and self._gate.generation != self._generation:
+            return set()  # the watchlist changed during the looks: decide nothing on the old one
         alerted: set[int] = set()
         for i in looked:  # a face not embedded adds no outcome: the fusion sees looks only
             face, track, best = frame.faces[i], tracks[i], results[i]
@@ -285,20 +328,19 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                 await self._raise_alert(frame, face, track, top)
         return alerted
 
-    async def _second_looks_at(self, frame: DetectedFaces, tracker: Tracker,
-                               tracks: list[Track], looked: list[int],
+    async def _second_looks_at(self, frame: DetectedFaces, gallery: Gallery, *,
+                               tracker: Tracker, tracks: list[Track], looked: list[int],
                                results: dict[int, list[GalleryMatch]]) -> SecondOpinion | None:
         """Show this frame's candidate faces whose track's opinion is open to the second model
         (concurrently, on the worker pool) and record the distances; the camera's opinions, or
         None when the rule is not in use."""
-        if not self._uses_second_model():
+        if not (self.config.second_opinion.enabled and isinstance(gallery, TwoModelGallery)):
             return None
-        assert isinstance(self.gallery, TwoModelGallery)
         describer = self._describer
         assert describer is not None  # loaded in on_start
         opinion = self._second.get(frame.camera)
         if opinion is None:
-            opinion = self._second[frame.camera] = SecondOpinion(self.gallery.second,
+            opinion = self._second[frame.camera] = SecondOpinion(gallery.second,
                                                                  self.config.second_opinion)
         opinion.forget_ended(tracker.tracks)  # privacy: nothing of an ended track is kept
         wanted: list[tuple[int, str]] = []
@@ -308,7 +350,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                     and top.subject not in tracks[i].alerted
                     and opinion.wants_look(tracks[i].track_id, top.subject)):
                 wanted.append((i, top.subject))
-        templates = self.gallery.second
+        templates = gallery.second
         distances = await asyncio.gather(*(
             self.context.run_blocking(look, describer, templates, frame.pixels,
                                       frame.faces[i].detection.box, subject)
@@ -330,6 +372,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             camera=frame.camera, t_s=frame.t_s, captured_at=frame.captured_at,
             frame_index=frame.index, box=face.detection.box, hits=hits,
             crop_jpeg=alert_crop(frame.pixels, face.detection.box),
+            watchlist_version=self.watchlist_version,
         )
         await self.output.tell(alert)
 

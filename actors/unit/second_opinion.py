@@ -22,6 +22,7 @@ the stream ends (``clear``).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -98,6 +99,13 @@ class TwoModelGallery(Gallery):
             raise ValueError("the second model's templates must name the gallery's subjects")
         self.second = second
 
+    def wipe(self) -> None:
+        """Also overwrite the second model's templates (``Gallery.wipe``)."""
+        super().wipe()
+        self.second.embeddings.fill(0.0)
+        self.second.thresholds.fill(0.0)
+        self.second.rows.clear()
+
 
 class Describer(Protocol):
     """What the rule needs of the second model (``SecondFaceModel``)."""
@@ -119,9 +127,12 @@ def look(describer: Describer, templates: SecondTemplates, pixels: NDArray[np.ui
          box: tuple[float, float, float, float], subject: str) -> float:
     """The second model's distance between the face in ``box`` and ``subject``'s template.
     Runs on a worker thread; the face's descriptor is wiped before it returns."""
+    row = templates.rows.get(subject)
+    if row is None:  # the templates were wiped meanwhile (a purge): nobody is confirmed
+        return math.inf
     descriptor = describer.describe(pixels, box)
     try:
-        return descriptor_distance(descriptor, templates.embeddings[templates.rows[subject]])
+        return descriptor_distance(descriptor, templates.embeddings[row])
     finally:
         descriptor.fill(0.0)
 

@@ -328,7 +328,7 @@ class Uplink(Actor[UplinkMessage]):
 
     async def _take_alert(self, alert: MatchAlert) -> None:
         try:
-            body = alert_body(alert, self._watchlist_version)
+            body = alert_body(alert, alert.watchlist_version or self._watchlist_version)
         except EventBodyError as exc:
             self._unsealable("an alert", exc)
             return

@@ -9,11 +9,13 @@ Signaling hands over each accepted unit (``connected(unit_id, peer_connection, l
    link keeps running.
 2. It spawns the unit's ``Receiver`` the first time the unit connects (``receiver:<unit id>``,
    under the ``receivers`` supervisor) and keeps it for the van's life, across links, with its
-   ``UnitStatistics``.
+   ``UnitStatistics``; with a ``WatchlistBoard``, the unit's ``WatchlistDesk`` too
+   (``watchlist:<unit id>``, beside it).
 3. It runs the link handshake as responder with the key from signaling, under the unit's name
    only (``LinkKeys({unit_id: key})``: a peer claiming another name has no key), exposing
    ``RECEIVER_ACTOR`` with ``Resume`` and ``Deliver`` only and routing it to this unit's
-   receiver, with heartbeats (a unit silent for ``heartbeat_timeout_s`` is dropped).
+   receiver (and ``WATCHLIST_ACTOR`` with the desk's asks only, routed to this unit's desk),
+   with heartbeats (a unit silent for ``heartbeat_timeout_s`` is dropped).
 4. It runs the link until it ends, then closes the data channel and the peer connection.
 
 **One link per unit.** A unit redials after a network change while its old link may still look
@@ -48,6 +50,8 @@ from actors.van.receiver import (
     receiver_name,
 )
 from actors.van.signaling import SignalingRefused
+from actors.van.watchlist_desk import WatchlistDesk, desk_name
+from actors.watchlist_messages import DESK_ASKS, WATCHLIST_ACTOR
 from guards.config_checks import require_at_least, require_positive
 from guards.log_text import printable
 from runtime.codec import Codec
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     from aiortc import RTCDataChannel
 
     from actors.van.event_store import EventStore
+    from actors.van.watchlist_board import WatchlistBoard
     from runtime.link import Link
     from runtime.ref import ActorRef
     from runtime.supervisor import Supervisor
@@ -77,6 +82,9 @@ if TYPE_CHECKING:
     from secure.sealing import EncryptionKeyPair
 
 log = logging.getLogger("lfr.van.units")
+DESK_MAILBOX: Final = 16
+"""A unit's watchlist asks waiting at once (a poll and a few chunks: the keeper asks at most
+``chunks_in_flight`` chunks at a time)."""
 MAX_UNITS_LIMIT: Final = 1024
 """No more units than the enrolment holds (``actors.van.enrolment.MAX_UNITS``)."""
 
@@ -183,7 +191,8 @@ class UnitLinks:
     def __init__(self, system: ActorSystem, receivers: Supervisor, store: EventStore, *,
                  signers: SignerLookup, van_key: EncryptionKeyPair,
                  config: UnitLinksConfig | None = None, on_event: EventSink | None = None,
-                 notices: NoticeSink | None = None) -> None:
+                 notices: NoticeSink | None = None,
+                 board: WatchlistBoard | None = None) -> None:
         self.system = system
         self.config = config or UnitLinksConfig()
         self._receivers = receivers
@@ -192,6 +201,7 @@ class UnitLinks:
         self._van_key = van_key
         self._on_event = on_event
         self._notices = notices
+        self._board = board
         self._codec = Codec()
         # The connection of each unit that is connected or connecting (the newest one);
         # invariant: at most config.max_units entries.
@@ -374,8 +384,11 @@ class UnitLinks:
         return LinkConfig(
             keys=LinkKeys({unit_id: link_key}, None,
                           f"the link key of unit {printable(unit_id)} from signaling"),
-            exposed={RECEIVER_ACTOR: (Resume, Deliver)},
-            routes={RECEIVER_ACTOR: receiver_name(unit_id)},
+            exposed={RECEIVER_ACTOR: (Resume, Deliver),
+                     **({WATCHLIST_ACTOR: DESK_ASKS} if self._board is not None else {})},
+            routes={RECEIVER_ACTOR: receiver_name(unit_id),
+                    **({WATCHLIST_ACTOR: desk_name(unit_id)} if self._board is not None
+                       else {})},
             max_links=1, max_peer_asks=config.max_peer_asks,
             handshake_timeout_s=config.handshake_timeout_s,
             heartbeat_interval_s=config.heartbeat_interval_s,
@@ -387,6 +400,11 @@ class UnitLinks:
             existing = self.system.lookup(receiver_name(unit_id))
             if existing is not None:
                 return existing
+            board = self._board
+            if board is not None and self.system.lookup(desk_name(unit_id)) is None:
+                await self._receivers.spawn(desk_name(unit_id),
+                                            lambda: WatchlistDesk(unit_id, board),
+                                            MailboxConfig(DESK_MAILBOX, MailboxPolicy.BLOCK))
             statistics = self._statistics.setdefault(unit_id, UnitStatistics())
             store, signers, van_key, notices = (self._store, self._signers, self._van_key,
                                                 self._notices)

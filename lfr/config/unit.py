@@ -1,5 +1,9 @@
-"""``unit.toml``: the unit's id and signing key, its van, its cameras, watchlist, outbox, health
-reports and ICE servers."""
+"""``unit.toml``: the unit's id and signing key, its van, its watchlist authority, its cameras,
+outbox, audit trail, health reports and ICE servers.
+
+A unit's config names no watchlist file: watchlists reach a unit only from its van, signed by
+the authority, and live in memory only (docs/WATCHLISTS.md). A ``watchlist`` key is refused with
+that explanation."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from guards.log_text import printable
 from lfr.config.ice_servers import IceServer, read_ice_servers
 from lfr.config.toml_table import ConfigTable, read_toml
 
+DEFAULT_AUDIT_FILE: Final = "audit.log"
+"""The unit's audit trail, beside its outbox, unless ``audit`` says otherwise."""
 MAX_CAMERAS: Final = 16
 """Cameras one unit runs (each its own camera and detector pipeline)."""
 DEFAULT_HEALTH_INTERVAL_S: Final = 5.0
@@ -57,9 +63,12 @@ class UnitConfig:
     colons (``lfr`` prints it as ``AB:CD:...``); the only certificate the unit accepts."""
     cameras: tuple[CameraEntry, ...]
     """``[[cameras]]``: one or more, ids unique."""
-    watchlist: Path
-    """``watchlist``: the watchlist file the matcher uses (``lfr watchlist build``). Read and
-    checked against the embedder when the node starts; a remote, signed push replaces it."""
+    authority_public_keys: Path
+    """``authority.public_keys``: the watchlist authority's ``public.keys`` (role authority);
+    a watchlist is accepted only with both halves of its signature."""
+    audit: Path
+    """``audit``: the unit's audit trail (hash-chained, append-only); by default ``audit.log``
+    beside the outbox."""
     health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
     """``health.interval_s``: seconds between two health reports to the van, in
     ``HEALTH_INTERVAL_RANGE_S``."""
@@ -75,12 +84,21 @@ def load_unit_config(path: Path | str) -> UnitConfig:
 
     file, data = read_toml(path)
     top = ConfigTable(file, data, "", ("id", "signing_key", "outbox", "watchlist", "van",
-                                       "cameras", "health", "ice_servers"))
+                                       "authority", "audit", "cameras", "health",
+                                       "ice_servers"))
+    if "watchlist" in data:
+        raise top.error("watchlist", "a unit's config names no watchlist file any more: the van "
+                        "pushes a signed watchlist (lfr watchlist push), which the unit keeps in "
+                        "memory only; remove this key and give [authority] public_keys")
     unit_id = top.text("id")
     top.check("id", lambda: check_node_id(unit_id, "id"))
     signing_key = top.path("signing_key", kind="file")
     outbox = top.path("outbox", kind="parent")
-    watchlist = top.path("watchlist", kind="file")
+    authority = top.table("authority", ("public_keys",))
+    authority_keys = authority.path("public_keys", kind="file")
+    authority.check("public_keys", lambda: read_public_keys(authority_keys, NodeRole.AUTHORITY))
+    audit = (top.path("audit", kind="parent") if "audit" in data
+             else outbox.parent / DEFAULT_AUDIT_FILE)
     van = top.table("van", ("url", "public_keys", "tls_fingerprint"))
     url = van.text("url")
     van.check("url", lambda: _check_https_url(url))
@@ -92,7 +110,7 @@ def load_unit_config(path: Path | str) -> UnitConfig:
     health_interval_s = _health_interval(top.table("health", ("interval_s",), required=False))
     ice_servers = read_ice_servers(top)
     return UnitConfig(file, unit_id, signing_key, outbox, url, public_keys, fingerprint,
-                      cameras, watchlist, health_interval_s, ice_servers)
+                      cameras, authority_keys, audit, health_interval_s, ice_servers)
 
 
 def _check_https_url(url: str) -> None:

@@ -13,6 +13,14 @@ from lfr.config.toml_table import ConfigTable, read_toml
 
 EVENT_STORE_FILE: Final = "events.sqlite"
 """The van's event store, in its state folder beside the enrolment file."""
+DEPLOYMENT_STORE_FILE: Final = "deployments.sqlite"
+"""Deployments, their sealed watchlists and the units' watchlist states, in the state folder."""
+AUDIT_FILE: Final = "audit.log"
+"""The van's audit trail, in the state folder."""
+CONTROL_SOCKET_FILE: Final = "control.sock"
+"""The Unix socket (0600) the operators' commands reach the running van by."""
+CONTROL_KEY_FILE: Final = "control.key"
+"""The control socket's link key (0600), made by the van when it first starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +74,34 @@ class VanConfig:
     ice_servers: tuple[IceServer, ...] = ()
     """``[[ice_servers]]``: STUN/TURN servers of the van's peer connections (docs/DELIVERY.md);
     none (the default) means host candidates only."""
+    authority_public_keys: Path | None = None
+    """``authority.public_keys``: the watchlist authority's ``public.keys``; the van refuses a
+    push signed by any other key. Required (None only for configs made in tests)."""
 
     @property
     def event_store(self) -> Path:
         """The event store's file in ``state_dir``."""
         return self.state_dir / EVENT_STORE_FILE
+
+    @property
+    def deployment_store(self) -> Path:
+        """The deployment store's file in ``state_dir``."""
+        return self.state_dir / DEPLOYMENT_STORE_FILE
+
+    @property
+    def audit(self) -> Path:
+        """The van's audit trail in ``state_dir``."""
+        return self.state_dir / AUDIT_FILE
+
+    @property
+    def control_socket(self) -> Path:
+        """The control socket in ``state_dir``."""
+        return self.state_dir / CONTROL_SOCKET_FILE
+
+    @property
+    def control_key(self) -> Path:
+        """The control socket's key file in ``state_dir``."""
+        return self.state_dir / CONTROL_KEY_FILE
 
 
 def _listen(table: ConfigTable, default: ListenAddress) -> ListenAddress:
@@ -91,11 +122,12 @@ def _max_units(table: ConfigTable) -> int:
 
 def load_van_config(path: Path | str) -> VanConfig:
     """The van's config from ``path``; ``NodeConfigError`` naming the file and key."""
-    from secure.node_keys import check_node_id  # noqa: PLC0415 - keeps lfr --help light
+    from secure.key_files import read_public_keys  # noqa: PLC0415 - keeps lfr --help light
+    from secure.node_keys import NodeRole, check_node_id  # noqa: PLC0415
 
     file, data = read_toml(path)
     top = ConfigTable(file, data, "", ("id", "state_dir", "keys", "tls", "signaling", "console",
-                                       "ice_servers"))
+                                       "ice_servers", "authority"))
     van_id = top.text("id")
     top.check("id", lambda: check_node_id(van_id, "id"))
     state_dir = top.path("state_dir", kind="folder")
@@ -103,11 +135,14 @@ def load_van_config(path: Path | str) -> VanConfig:
     tls = top.table("tls", ("certificate", "key"))
     signaling = top.table("signaling", ("host", "port", "max_units"), required=False)
     console = top.table("console", ("host", "port"), required=False)
+    authority = top.table("authority", ("public_keys",))
+    authority_keys = authority.path("public_keys", kind="file")
+    authority.check("public_keys", lambda: read_public_keys(authority_keys, NodeRole.AUTHORITY))
     config = VanConfig(file, van_id, state_dir, keys.path("signing", kind="file"),
                        keys.path("encryption", kind="file"),
                        tls.path("certificate", kind="file"), tls.path("key", kind="file"),
                        _listen(signaling, DEFAULT_SIGNALING), _listen(console, DEFAULT_CONSOLE),
-                       _max_units(signaling), read_ice_servers(top))
+                       _max_units(signaling), read_ice_servers(top), authority_keys)
     if not ipaddress.ip_address(config.console.host).is_loopback:
         raise top.error("console.host", "the console listens on loopback only (127.0.0.1 or "
                         "::1): it has no login of its own yet; got "

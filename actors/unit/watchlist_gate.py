@@ -1,0 +1,110 @@
+"""``WatchlistGate``: the one watchlist a unit holds, in memory only, and whether it may scan.
+
+The unit's ``WatchlistKeeper`` installs a verified watchlist here and clears it (purge, expiry,
+deployment end); the detectors and the matcher read it on the event loop, frame by frame:
+
+- a detector whose gate holds nothing analyses no frame at all: **without a watchlist no face
+  is even looked at** (frames are decoded and dropped, counted as ``frames_idle``);
+- the matcher searches the gallery the gate holds now; when the gate's ``generation`` changes it
+  forgets every track, fusion and opinion made under the old list before deciding another face.
+
+Nothing here touches a disk. ``clear`` overwrites the gallery's rows (both models' templates
+and the thresholds) with zeros before dropping them, so a purged watchlist's embeddings do not
+linger in this process's memory; the keeper wipes its own copies too.
+
+Invariant: ``generation`` grows by one at every ``install`` and ``clear``; ``held`` is None or a
+watchlist whose ``not_after`` lies after the moment it was installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from actors.unit.gallery import Gallery
+from actors.unit.second_opinion import SecondTemplates, TwoModelGallery
+from actors.unit.watchlist import Watchlist
+from secure.memory_wipe import wipe_buffer
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HeldWatchlist:
+    """A verified watchlist as the unit uses it."""
+
+    deployment_id: str
+    """The deployment it was signed for."""
+    version: int
+    """Its version within the deployment."""
+    threshold: float
+    """The deployment's alert threshold, applied to every subject."""
+    not_after: float
+    """When it expires (seconds since the epoch); the keeper drops it then."""
+    payload_sha256: str
+    """sha256 of its payload (hex), for the audit trail."""
+    gallery: Gallery
+    """What the matcher searches (both models' templates when the list has them)."""
+
+    @property
+    def subjects(self) -> int:
+        """Subjects held."""
+        return len(self.gallery)
+
+
+def held_gallery(watchlist: Watchlist, threshold: float) -> Gallery:
+    """The gallery a unit holds for ``watchlist``, every subject at ``threshold`` (the
+    deployment's), built on copies of its own (writable, so ``Gallery.wipe`` can overwrite
+    them); with the second model's templates when the list has them."""
+    thresholds = np.full(len(watchlist.subjects), threshold, np.float32)
+    if not watchlist.has_second_model:
+        return Gallery(watchlist.subjects, watchlist.embeddings, thresholds)
+    second = SecondTemplates(watchlist.second_model_id, watchlist.second_model_sha256,
+                             {subject: i for i, subject in enumerate(watchlist.subjects)},
+                             np.array(watchlist.second_embeddings, np.float32, copy=True),
+                             np.array(watchlist.second_thresholds, np.float32, copy=True))
+    return TwoModelGallery(watchlist.subjects, watchlist.embeddings, thresholds, second)
+
+
+def wipe_watchlist(watchlist: Watchlist) -> None:
+    """Overwrite a decoded watchlist's arrays (and the buffers they view) with zeros; the
+    ``Watchlist`` object must not be used afterwards."""
+    for array in (watchlist.embeddings, watchlist.thresholds, watchlist.second_embeddings,
+                  watchlist.second_thresholds):
+        wipe_buffer(array)
+
+
+class WatchlistGate:
+    """The unit's held watchlist (module docstring). Event loop only."""
+
+    def __init__(self) -> None:
+        self._held: HeldWatchlist | None = None
+        self.generation = 0
+        """Grows at every change of what is held."""
+
+    @property
+    def held(self) -> HeldWatchlist | None:
+        """What the unit holds now, or None."""
+        return self._held
+
+    @property
+    def scanning(self) -> bool:
+        """True while a watchlist is held: only then are frames analysed."""
+        return self._held is not None
+
+    @property
+    def version(self) -> int:
+        """The held version, 0 for none."""
+        return 0 if self._held is None else self._held.version
+
+    def install(self, held: HeldWatchlist) -> HeldWatchlist | None:
+        """Hold ``held`` from now on; returns the watchlist it replaces (the caller wipes it
+        once no frame in flight can use it: ``Gallery.wipe``)."""
+        old, self._held = self._held, held
+        self.generation += 1
+        return old
+
+    def clear(self) -> HeldWatchlist | None:
+        """Hold nothing from now on (scanning stops); returns what was held, for wiping."""
+        old, self._held = self._held, None
+        self.generation += 1
+        return old

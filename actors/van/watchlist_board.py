@@ -1,0 +1,350 @@
+"""``WatchlistBoard``: the van's word on which watchlist each unit must hold, and its view of
+what each unit does hold.
+
+The board is the one place the van decides what a unit is told (``news_for``), and the one place
+a unit's reports land (``reported``). It keeps in memory what every poll needs and writes to the
+``DeploymentStore`` (``actors.van.deployment_store``) only what changes, on the blocking pool:
+
+- **deployment**: at most one active; ``start_deployment`` / ``end_deployment``. Ending one
+  purges every unit (each is told to purge at its next poll) and deletes the van's own sealed
+  copies of the deployment's watchlists and reference photos (the store does, securely);
+- **pushes**: ``push(signed, units)`` checks the signed watchlist as far as the van can (the
+  authority's key and both signature halves, its payload, the active deployment, a version
+  above every one pushed in the deployment, the validity window: ``verify_signed_watchlist``
+  with the van's embedder), stores it sealed, and assigns it to the units named (or to all,
+  including units enrolled later). A push to some units leaves the others on what they had;
+- **purges**: ``purge(units)`` tells the units named (or all) to drop what they hold, now;
+- **the van's view**: every poll carries the unit's state; a change (held, refused with its
+  reason, purged, expired) is stored, audited and shown as a line.
+
+Invariants: a unit is only ever offered a version of the active deployment that was pushed to
+it; the assignment of every unit only moves to higher versions within a deployment; no
+deployment, no watchlist: without an active deployment every unit holding one is told to purge.
+The board runs on the event loop only (the desks and the control actor call it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from actors.signed_watchlist import (
+    WatchlistRefused,
+    read_signed_watchlist,
+    verify_signed_watchlist,
+)
+from actors.van.deployment_store import (
+    Deployment,
+    DeploymentError,
+    DeploymentStore,
+    StoredWatchlist,
+    UnitWatchlistState,
+)
+from actors.watchlist_messages import HeldState, NewsKind, WatchlistNews, WatchlistPoll
+from audit.kinds import AuditKind
+from guards.log_text import printable
+from guards.user_input import UserInputError
+from runtime.blocking import BlockingPool
+from secure.node_keys import NodePublicKeys
+
+log = logging.getLogger("lfr.van.watchlists")
+ALL_UNITS = ()
+"""``units`` of a push or purge that names no unit: every unit, enrolled now or later."""
+
+
+class Audit(Protocol):
+    """What the board needs of the audit trail (``audit.log.AuditLog``)."""
+
+    def append(self, kind: AuditKind, /, **fields: str | int | float | bool | None) -> object:
+        """Append one record (blocking: called on a pool thread)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Embedder:
+    """The embedding model the van's units run: a push made with another is refused at once."""
+
+    model_id: str
+    """The first model's id."""
+    model_sha256: str
+    """Its file's sha256."""
+    second_model_id: str | None = None
+    """The second model's id (None: not checked)."""
+    second_model_sha256: str | None = None
+    """Its file's sha256."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What a push stored and to whom it goes."""
+
+    deployment_id: str
+    """The deployment."""
+    version: int
+    """The version pushed."""
+    subjects: int
+    """Subjects in it."""
+    payload_sha256: str
+    """sha256 of its payload (hex)."""
+    not_after: float
+    """When units drop it by themselves."""
+    units: tuple[str, ...]
+    """The units named; empty: all."""
+
+
+@dataclass(slots=True)
+class UnitView:
+    """What the van knows of one unit's watchlist (from its last poll)."""
+
+    state: HeldState = HeldState.NONE
+    """What it holds."""
+    deployment_id: str = ""
+    """Of which deployment."""
+    version: int = 0
+    """Which version (0: none)."""
+    subjects: int = 0
+    """Subjects it holds."""
+    refused_version: int = 0
+    """The last version it refused (0: none)."""
+    refused_reason: str = ""
+    """Why."""
+    last_poll: float = 0.0
+    """When it last polled (van clock, epoch s)."""
+
+
+@dataclass(slots=True)
+class _Assignments:
+    """Which version each unit must hold in the active deployment."""
+
+    default: int | None = None
+    """The version pushed to all units (None: none, or purged for all)."""
+    by_unit: dict[str, int] = field(default_factory=dict)
+    """Versions pushed to named units (beat ``default``)."""
+    purged: set[str] = field(default_factory=set)
+    """Units purged by name since the last push to all (hold nothing)."""
+
+    def wanted(self, unit_id: str) -> int | None:
+        if unit_id in self.by_unit:
+            return self.by_unit[unit_id]
+        return None if unit_id in self.purged else self.default
+
+
+class WatchlistBoard:
+    """The van's watchlist assignments and view of the units (module docstring)."""
+
+    def __init__(self, store: DeploymentStore, blocking: BlockingPool, *,
+                 authority: NodePublicKeys, embedder: Embedder, audit: Audit | None = None,
+                 lines: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._blocking = blocking
+        self.authority = authority
+        self.embedder = embedder
+        self._audit_log = audit
+        self._lines = lines
+        self._clock = clock
+        self._deployment: Deployment | None = None
+        self._assignments = _Assignments()
+        # The signed watchlists of the active deployment, opened, by version. Invariant: only
+        # versions of the active deployment; emptied when it ends.
+        self._signed: dict[int, StoredWatchlist] = {}
+        self._views: dict[str, UnitView] = {}
+
+    async def load(self) -> None:
+        """Read the active deployment and its current watchlist from the store (at start).
+        Assignments to named units are not kept across a van restart: every unit is then
+        offered the deployment's highest version."""
+        self._deployment = await self._blocking.run(self._store.active_deployment)
+        current = await self._blocking.run(self._store.current_watchlist)
+        if current is not None:
+            self._signed[current.facts.version] = current
+            self._assignments.default = current.facts.version
+        for row in await self._blocking.run(self._store.unit_watchlists):
+            self._views[row.unit_id] = UnitView(
+                HeldState.HELD if row.state is UnitWatchlistState.HELD else HeldState.NONE,
+                row.deployment_id or "", row.version or 0, row.subjects or 0)
+
+    # -- what the control actor calls -----------------------------------------------------------
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """The active deployment, or None."""
+        return self._deployment
+
+    async def start_deployment(self, deployment_id: str, threshold: float) -> Deployment:
+        """Start a deployment; ``DeploymentError`` while one is active or for a used id."""
+        deployment = await self._blocking.run(
+            lambda: self._store.start_deployment(deployment_id, threshold, now=self._clock()))
+        self._deployment = deployment
+        self._assignments = _Assignments()
+        self._signed.clear()
+        await self._audit(AuditKind.DEPLOYMENT_STARTED, deployment=deployment.id,
+                          threshold=deployment.threshold)
+        self._line(f"deployment {printable(deployment.id)} started (threshold "
+                   f"{deployment.threshold:.3f})")
+        return deployment
+
+    async def end_deployment(self) -> Deployment:
+        """End the active deployment: every unit is told to purge; the van's sealed copies go."""
+        deployment = await self._blocking.run(
+            lambda: self._store.end_deployment(now=self._clock()))
+        self._deployment = None
+        self._assignments = _Assignments()
+        self._signed.clear()
+        await self._blocking.run(self._store.wipe_wal)
+        await self._audit(AuditKind.DEPLOYMENT_ENDED, deployment=deployment.id)
+        self._line(f"deployment {printable(deployment.id)} ended: every unit is told to purge "
+                   "its watchlist")
+        return deployment
+
+    async def push(self, signed: bytes, units: Collection[str] = ALL_UNITS) -> PushResult:
+        """Check, store and assign a signed watchlist (module docstring); ``UserInputError``
+        naming what is wrong (a ``WatchlistRefused`` for the file itself)."""
+        deployment = self._deployment
+        if deployment is None:
+            raise DeploymentError("no deployment is active: start one first "
+                                  "(lfr van deployment start)")
+        names = tuple(sorted(set(units)))
+        highest = max((*self._signed, 0)) or None
+        verified = await self._blocking.run(lambda: verify_signed_watchlist(
+            read_signed_watchlist(signed), authority=self.authority,
+            model_id=self.embedder.model_id, model_sha256=self.embedder.model_sha256,
+            second_model_id=self.embedder.second_model_id,
+            second_model_sha256=self.embedder.second_model_sha256,
+            deployment_id=deployment.id, held_version=highest, now=self._clock()))
+        manifest = verified.manifest
+        subjects = len(verified.watchlist.subjects)
+        await self._blocking.run(lambda: self._store.put_watchlist(
+            deployment.id, manifest.version, signed, subject_count=subjects,
+            payload_sha256=verified.payload_sha256, not_before=manifest.not_before,
+            not_after=manifest.not_after, now=self._clock()))
+        stored = await self._blocking.run(self._store.current_watchlist)
+        if stored is None or stored.facts.version != manifest.version:
+            raise UserInputError("the watchlist was stored but does not read back")
+        self._signed[manifest.version] = stored
+        if names:
+            for unit in names:
+                self._assignments.by_unit[unit] = manifest.version
+                self._assignments.purged.discard(unit)
+        else:
+            self._assignments = _Assignments(default=manifest.version)
+        shown = ", ".join(printable(unit) for unit in names) if names else "all units"
+        await self._audit(AuditKind.WATCHLIST_PUSHED, deployment=deployment.id,
+                          version=manifest.version, subjects=subjects,
+                          payload_sha256=verified.payload_sha256,
+                          units=",".join(names) if names else "all")
+        self._line(f"watchlist version {manifest.version} of deployment "
+                   f"{printable(deployment.id)} ({subjects} subjects) pushed to {shown}")
+        return PushResult(deployment.id, manifest.version, subjects, verified.payload_sha256,
+                          manifest.not_after, names)
+
+    async def purge(self, units: Collection[str] = ALL_UNITS) -> None:
+        """Tell the units named (or all) to drop their watchlist at their next poll."""
+        names = tuple(sorted(set(units)))
+        if names:
+            for unit in names:
+                self._assignments.by_unit.pop(unit, None)
+                self._assignments.purged.add(unit)
+        else:
+            self._assignments = _Assignments()
+        await self._audit(AuditKind.WATCHLIST_PURGED, units=",".join(names) if names else "all",
+                          deployment=self._deployment.id if self._deployment else "")
+        self._line(f"watchlist purge ordered for "
+                   f"{', '.join(printable(u) for u in names) if names else 'all units'}")
+
+    def views(self) -> dict[str, UnitView]:
+        """Every unit's last known state (a copy)."""
+        return {unit: UnitView(v.state, v.deployment_id, v.version, v.subjects,
+                               v.refused_version, v.refused_reason, v.last_poll)
+                for unit, v in self._views.items()}
+
+    def wanted(self, unit_id: str) -> int | None:
+        """The version ``unit_id`` must hold now (None: nothing)."""
+        return None if self._deployment is None else self._assignments.wanted(unit_id)
+
+    # -- what the desks call --------------------------------------------------------------------
+
+    async def news_for(self, unit_id: str, poll: WatchlistPoll) -> WatchlistNews:
+        """Record ``unit_id``'s report and tell it what to hold."""
+        await self._reported(unit_id, poll)
+        deployment, version = self._deployment, self.wanted(unit_id)
+        if deployment is None or version is None or version not in self._signed:
+            holding = poll.state == HeldState.HELD.value
+            return WatchlistNews(NewsKind.PURGE.value if holding else NewsKind.NOTHING.value)
+        return WatchlistNews(NewsKind.HOLD.value, deployment.id, version, deployment.threshold,
+                             self._signed[version].facts.signed_bytes)
+
+    def signed_for(self, unit_id: str, deployment_id: str, version: int) -> bytes:
+        """The signed watchlist ``unit_id`` may fetch; ``UserInputError`` when that is not
+        the one the board wants it to hold (a unit never gets another unit's or an old list)."""
+        deployment = self._deployment
+        if (deployment is None or deployment.id != deployment_id
+                or self.wanted(unit_id) != version or version not in self._signed):
+            raise UserInputError(f"deployment {printable(deployment_id)} version {version} is "
+                                 "not what this unit is to hold now")
+        return self._signed[version].signed
+
+    async def _reported(self, unit_id: str, poll: WatchlistPoll) -> None:
+        view = self._views.setdefault(unit_id, UnitView())
+        view.last_poll = self._clock()
+        try:
+            state = HeldState(poll.state)
+        except ValueError:
+            state = HeldState.NONE
+        changed = (state, poll.deployment_id, poll.version) != (view.state, view.deployment_id,
+                                                                view.version)
+        refused = (poll.refused_version, poll.refused_reason) != (view.refused_version,
+                                                                  view.refused_reason)
+        view.state, view.deployment_id, view.version = state, poll.deployment_id, poll.version
+        view.subjects = poll.subjects
+        view.refused_version, view.refused_reason = poll.refused_version, poll.refused_reason
+        unit, deployment = printable(unit_id), printable(poll.deployment_id)
+        if refused and poll.refused_version:
+            reason = printable(poll.refused_reason, max_chars=500)
+            self._line(f"unit {unit} refused watchlist version {poll.refused_version}: {reason}")
+            await self._audit(AuditKind.WATCHLIST_REFUSED, unit=unit_id,
+                              version=poll.refused_version, reason=reason)
+            await self._record(unit_id, UnitWatchlistState.REFUSED, poll, reason)
+        if not changed:
+            return
+        if state is HeldState.HELD:
+            self._line(f"unit {unit} holds watchlist version {poll.version} of deployment "
+                       f"{deployment} ({poll.subjects} subjects)")
+            await self._audit(AuditKind.WATCHLIST_ACCEPTED, unit=unit_id,
+                              deployment=poll.deployment_id, version=poll.version,
+                              subjects=poll.subjects)
+        elif state in (HeldState.PURGED, HeldState.EXPIRED):
+            self._line(f"unit {unit} dropped watchlist version {poll.version} of deployment "
+                       f"{deployment}: {state.value}")
+            kind = (AuditKind.WATCHLIST_EXPIRED if state is HeldState.EXPIRED
+                    else AuditKind.WATCHLIST_PURGED)
+            await self._audit(kind, unit=unit_id, deployment=poll.deployment_id,
+                              version=poll.version)
+        await self._record(unit_id, UnitWatchlistState(state.value), poll, None)
+
+    async def _record(self, unit_id: str, state: UnitWatchlistState, poll: WatchlistPoll,
+                      reason: str | None) -> None:
+        held = state is not UnitWatchlistState.NONE and bool(poll.deployment_id)
+        version = (poll.refused_version if state is UnitWatchlistState.REFUSED
+                   else poll.version) or None
+        await self._blocking.run(lambda: self._store.record_unit_watchlist(
+            unit_id, deployment_id=poll.deployment_id if held else None,
+            version=version if held else None, state=state, reason=reason,
+            subjects=poll.subjects, now=self._clock()))
+
+    async def _audit(self, kind: AuditKind, **fields: str | int | float | bool | None) -> None:
+        if self._audit_log is not None:
+            audit = self._audit_log
+            await self._blocking.run(lambda: audit.append(kind, **fields))
+
+    def _line(self, text: str) -> None:
+        log.info("%s", text)
+        if self._lines is not None:
+            self._lines(text)
+
+
+__all__ = ["ALL_UNITS", "Embedder", "PushResult", "UnitView", "WatchlistBoard",
+           "WatchlistRefused"]
