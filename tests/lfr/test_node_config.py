@@ -54,27 +54,36 @@ def _value(value: object) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+def make_authority(folder: Path) -> Path:
+    """An authority's keys in ``folder``/authority; its public keys file."""
+    if not (folder / "authority" / "public.keys").exists():
+        write_node_keys(NodeKeys.generate(NodeRole.AUTHORITY, "authority"),
+                        folder / "authority")
+    return folder / "authority" / "public.keys"
+
+
 def make_van(folder: Path, van_id: str = "van-1") -> Config:
     """Keys, TLS files and a state folder for a van in ``folder``; its config as a dict."""
     write_node_keys(NodeKeys.generate(NodeRole.VAN, van_id), folder / "keys")
     (folder / "tls").mkdir()
     create_tls_certificate(folder / "tls", van_id)
     (folder / "state").mkdir()
+    make_authority(folder)
     return {"id": van_id, "state_dir": "state",
             "keys": {"signing": "keys/signing.key", "encryption": "keys/encryption.key"},
-            "tls": {"certificate": "tls/tls.crt", "key": "tls/tls.key"}}
+            "tls": {"certificate": "tls/tls.crt", "key": "tls/tls.key"},
+            "authority": {"public_keys": "authority/public.keys"}}
 
 
 def make_unit(folder: Path, van_folder: Path, unit_id: str = "unit-1") -> Config:
     """A unit's keys in ``folder``, its config (a dict) naming the van made in ``van_folder``."""
     write_node_keys(NodeKeys.generate(NodeRole.UNIT, unit_id), folder / "keys")
     (folder / "clip.mp4").write_bytes(b"not decoded at load")
-    (folder / "clip.watchlist").write_bytes(b"read when the node starts, not at load")
     (folder / "pin").mkdir()
     fingerprint = create_tls_certificate(folder / "pin", "van-1").fingerprint
     (folder / "pin" / "tls.key").unlink()
     return {"id": unit_id, "signing_key": "keys/signing.key", "outbox": "outbox.sqlite",
-            "watchlist": "clip.watchlist",
+            "authority": {"public_keys": str(make_authority(van_folder))},
             "van": {"url": "https://127.0.0.1:8443",
                     "public_keys": str(van_folder / "keys" / "public.keys"),
                     "tls_fingerprint": format_fingerprint(fingerprint)},
@@ -156,7 +165,8 @@ def test_a_valid_unit_config_loads(unit_folder: tuple[Path, Config],
     assert len(config.van_tls_fingerprint) == 32
     assert [(c.camera_id, c.source, c.paced) for c in config.cameras] == [
         ("cam0", str(folder / "clip.mp4"), True), ("door", "rtsp://10.0.0.5/stream", False)]
-    assert config.watchlist == folder / "clip.watchlist"
+    assert config.authority_public_keys.name == "public.keys"
+    assert config.audit == folder / "audit.log"  # beside the outbox by default
     assert config.health_interval_s == 5.0  # the default
     assert config.ice_servers[1].username == "u"
     assert "secret-pass" not in repr(config)
@@ -223,6 +233,9 @@ VAN_REFUSALS: dict[str, tuple[Change, str, str]] = {
     "table expected": (_set("keys", "keys/"), "keys", "must be a table"),
     "missing key": (_drop("state_dir"), "state_dir", "missing"),
     "missing table": (_drop("tls"), "tls", "missing"),
+    "no authority": (_drop("authority"), "authority", "missing"),
+    "authority keys of a van": (_set("authority.public_keys", "keys/public.keys"),
+                                "authority.public_keys", "role is van, expected authority"),
     "bad node id": (_set("id", "*"), "id", "printable characters"),
     "control character": (_set("id", "van\x1b[2J"), "id", "control characters"),
     "port out of range": (_set("signaling.port", 70000), "signaling.port", "1-65535"),
@@ -286,10 +299,12 @@ UNIT_REFUSALS: dict[str, tuple[Change, str, str]] = {
                                 "not an lfr key file"),
     "outbox folder missing": (_set("outbox", "gone/outbox.sqlite"), "outbox", "no such file"),
     "unit signing key missing": (_drop("signing_key"), "signing_key", "missing"),
-    "watchlist missing": (_drop("watchlist"), "watchlist", "missing"),
-    "watchlist file missing": (_set("watchlist", "gone.watchlist"), "watchlist",
-                               "no such file"),
-    "watchlist a folder": (_set("watchlist", "keys"), "watchlist", "is not a file"),
+    "a watchlist file named": (_set("watchlist", "clip.mp4"), "watchlist",
+                               "names no watchlist file any more"),
+    "authority missing": (_drop("authority"), "authority", "missing"),
+    "authority keys of a unit": (_set("authority.public_keys", "keys/public.keys"),
+                                 "authority.public_keys", "role is unit, expected authority"),
+    "audit folder missing": (_set("audit", "gone/audit.log"), "audit", "no such file"),
     "health not a table": (_set("health", 5), "health", "must be a table"),
     "health unknown key": (_set("health.interval", 5), "health.interval", "unknown key"),
     "health interval too short": (_set("health.interval_s", 0.5), "health.interval_s",
@@ -355,7 +370,7 @@ def test_a_config_file_that_cannot_be_read_is_refused_naming_it(
 
 _KEYS = st.sampled_from(["id", "state_dir", "keys", "tls", "signaling", "console", "host",
                          "port", "signing", "encryption", "certificate", "key", "signing_key",
-                         "outbox", "watchlist", "health", "interval_s", "van", "url",
+                         "outbox", "watchlist", "authority", "audit", "health", "interval_s", "van", "url",
                          "public_keys", "tls_fingerprint", "cameras", "source", "paced",
                          "ice_servers", "urls", "username", "credential", "x"])
 _SCALARS = st.one_of(st.text(max_size=40), st.integers(), st.booleans(),
