@@ -167,6 +167,12 @@ def _cmd_bench_uplink(args: argparse.Namespace) -> int:
                    as_json=args.json)
 
 
+def _cmd_bench_watchlist(args: argparse.Namespace) -> int:
+    from bench.watchlist_bench import run_watchlist_bench
+
+    return _report(run_watchlist_bench(args.subjects, args.units), as_json=args.json)
+
+
 def _report(result: dict[str, object], *, as_json: bool) -> int:
     """Print a benchmark's or calibration's figures; ``TARGET_MISSED`` if it says so."""
     if as_json:
@@ -483,6 +489,13 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                         help="face crop JPEG size in bytes (20000)")
     uplink.add_argument("--json", action="store_true", help="print one JSON object")
     uplink.set_defaults(func=_cmd_bench_uplink)
+    watchlist = benches.add_parser("watchlist", help="a signed watchlist pushed to N units "
+                                   "(real van and unit processes): time until each holds it")
+    watchlist.add_argument("--subjects", type=int, default=10_000,
+                           help="subjects in the synthetic watchlist (1-50000; 10000)")
+    watchlist.add_argument("--units", type=int, default=1, help="unit processes (1-16; 1)")
+    watchlist.add_argument("--json", action="store_true", help="print one JSON object")
+    watchlist.set_defaults(func=_cmd_bench_watchlist)
 
 
 def _refuse_unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
