@@ -85,7 +85,10 @@ class WatchlistDesk(Actor[DeskMessage]):
                                       fetch.reply_key[ML_KEM_768_PUBLIC_BYTES:])
         except ValueError as exc:
             raise DeskRefused(f"the reply key is not a valid public key: {exc}") from None
-        signed = self.board.signed_for(self.unit_id, fetch.deployment_id, fetch.version)
+        try:
+            signed = self.board.signed_for(self.unit_id, fetch.deployment_id, fetch.version)
+        except UserInputError as exc:  # not this unit's version now: refused as the desk's own
+            raise DeskRefused(str(exc)) from None
         info = transfer_info(self.unit_id, fetch.deployment_id, fetch.version)
         sealed = await self.context.run_blocking(key.seal, signed, info)
         digest = await self.context.run_blocking(lambda: hashlib.sha256(sealed).digest())
