@@ -249,9 +249,11 @@ class Dialer(LinkSource, Protocol):
 
 async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
                      print_alerts: bool, dialer: Dialer | None = None,
-                     out: LineOutput | None = None, audit: AuditLog | None = None) -> int:
+                     out: LineOutput | None = None, audit: AuditLog | None = None,
+                     gate: WatchlistGate | None = None) -> int:
     """The body of ``lfr edge`` on a running system: returns the exit code. ``dialer`` and
-    ``out`` replace the ``VanDialer`` and stdout (tests); ``audit``: the unit's trail."""
+    ``out`` replace the ``VanDialer`` and stdout, ``gate`` the unit's empty gate (tests: one
+    holding a watchlist, as if the van had given it); ``audit``: the unit's trail."""
     started = time.monotonic()
     say(describe(unit))
     if dialer is None:
@@ -263,7 +265,7 @@ async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
         printed_to = (out or stdout_output()) if print_alerts else None
         van_dialer.start()  # before the tree: file cameras start once the van's list is held
         node = await start_edge(system, unit, outbox, van_dialer, print_to=printed_to,
-                                audit=audit)
+                                audit=audit, gate=gate)
         failure = await wait_for_end(system, unit, outbox, node)
     except AlertOutputFailed as exc:
         return _finish(summarise(unit, node, started, failure=str(exc)),
@@ -304,13 +306,15 @@ async def start_edge(system: ActorSystem, unit: EdgeUnit, outbox: Outbox, links:
                      camera_supervision: SupervisorConfig = CAMERA_SUPERVISION,
                      health: HealthReporterConfig | None = None,
                      audit: AuditLog | None = None,
-                     keeper: KeeperConfig | None = None) -> EdgeNode:
+                     keeper: KeeperConfig | None = None,
+                     gate: WatchlistGate | None = None) -> EdgeNode:
     """Spawn the unit's tree under ``system``'s root (see the module docstring) and start the
-    cameras. ``print_to``: print each sealed alert there (``--print-alerts``)."""
+    cameras. ``print_to``: print each sealed alert there (``--print-alerts``); ``gate``: the
+    watchlist gate to use (default: a new, empty one)."""
     config = unit.config
     cameras = unit.camera_configs()
     node = EdgeNode(tuple(CameraTally(camera.camera_id) for camera in cameras),
-                    UplinkStatistics(), HealthReporterStatistics())
+                    UplinkStatistics(), HealthReporterStatistics(), gate or WatchlistGate())
     printer: ActorRef[AlertBody] | None = None
     if print_to is not None:
         failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

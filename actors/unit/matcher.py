@@ -178,8 +178,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._window: OrderedWindow[_Embedded] | None = None
 
     async def on_start(self) -> None:
-        self._sync_gallery()
-        if self._gate is None:
+        if self._sync_gallery() or self._gate is None:
             await self._gallery_changed()
         self._window = OrderedWindow(self.config.in_flight, self._decide,
                                      tell_owner(self.context.ref),
@@ -336,8 +335,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         None when the rule is not in use."""
         if not (self.config.second_opinion.enabled and isinstance(gallery, TwoModelGallery)):
             return None
+        if self._describer is None:  # loaded with the gallery; a restart loads it again
+            self._describer = await self.context.run_blocking(shared_second_model)
         describer = self._describer
-        assert describer is not None  # loaded in on_start
         opinion = self._second.get(frame.camera)
         if opinion is None:
             opinion = self._second[frame.camera] = SecondOpinion(gallery.second,

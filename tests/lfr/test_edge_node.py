@@ -5,11 +5,13 @@ every alert and report is read back from the outbox and opened with the van's ke
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import logging
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +24,8 @@ from actors.unit.detector import Detector
 from actors.unit.event_body import AlertBody, HealthBody, decode_body
 from actors.unit.health_reporter import HealthReporterConfig
 from actors.unit.outbox import Outbox
-from actors.unit.watchlist import Watchlist
+from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
+from actors.unit.watchlist_gate import HeldWatchlist, WatchlistGate, held_gallery
 from lfr.alert_printer import StreamOutput, alert_body_json
 from lfr.edge_node import (
     CAMERA_SUPERVISION,
@@ -83,15 +86,23 @@ def van(tmp_path: Path) -> NodeKeys:
     return keys
 
 
-def unit_config(tmp_path: Path, watchlist: Path, cameras: list[Config], *,
+def unit_config(tmp_path: Path, cameras: list[Config], *,
                 van_url: str = "https://127.0.0.1:8443") -> Path:
     """A unit's keys and ``unit.toml`` in ``tmp_path/unit`` (the van made by ``van``)."""
     folder = tmp_path / "unit"
     folder.mkdir()
     data = make_unit(folder, tmp_path / "van")
-    data |= {"watchlist": str(watchlist), "cameras": cameras}
+    data |= {"cameras": cameras}
     data["van"]["url"] = van_url
     return write_config(folder / "unit.toml", data)
+
+
+def holding(watchlist: Watchlist) -> WatchlistGate:
+    """A gate holding ``watchlist``, as if the van had given it (no van in these tests)."""
+    gate = WatchlistGate()
+    gate.install(HeldWatchlist("test-deployment", 1, DEFAULT_THRESHOLD, time.time() + 3600,
+                               "0" * 64, held_gallery(watchlist, DEFAULT_THRESHOLD)))
+    return gate
 
 
 def nobody_listening() -> str:
@@ -107,8 +118,8 @@ def clip_camera(camera_id: str) -> Config:
 
 
 def test_check_config_reads_everything_and_says_ok_without_touching_the_network_or_outbox(
-        tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path]) -> None:
-    config = unit_config(tmp_path, clip_watchlist[1],
+        tmp_path: Path, van: NodeKeys) -> None:
+    config = unit_config(tmp_path,
                          [clip_camera("gate"), {"id": "door", "source": "rtsp://10.0.0.5/s"}])
     result = lfr("edge", "--config", str(config), "--check-config", timeout_s=60)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -126,9 +137,9 @@ def _van_key(folder: Path) -> str:
     return str(folder.parent / "van" / "keys" / "signing.key")
 
 
-def _not_a_watchlist(folder: Path) -> str:
-    (folder / "junk.watchlist").write_bytes(b"LFRW" + b"\0" * 60)
-    return "junk.watchlist"
+def _a_watchlist_file(folder: Path) -> str:
+    (folder / "old.watchlist").write_bytes(b"LFRW" + b"\0" * 60)
+    return "old.watchlist"
 
 
 def _red(_folder: Path) -> str:
@@ -141,19 +152,19 @@ CHECK_REFUSALS: dict[str, tuple[str, Callable[[Path], str], str]] = {
                            ("signing_key: {folder}/other/signing.key holds the keys of unit "
                             "unit-2, not of unit unit-1")),
     "a van's key": ("signing_key", _van_key, "signing_key: signing key file"),
-    "not a watchlist": ("watchlist", _not_a_watchlist, "watchlist: "),
+    "a watchlist file": ("watchlist", _a_watchlist_file,
+                         "watchlist: a unit's config names no watchlist file any more"),
 }
 
 
 @pytest.mark.parametrize("case", CHECK_REFUSALS)
 def test_check_config_refuses_naming_the_file_and_the_key(
-        case: str, tmp_path: Path, van: NodeKeys,
-        clip_watchlist: tuple[Watchlist, Path]) -> None:
+        case: str, tmp_path: Path, van: NodeKeys) -> None:
     key, value, expected = CHECK_REFUSALS[case]
     folder = tmp_path / "unit"
     folder.mkdir()
     data = make_unit(folder, tmp_path / "van")
-    data |= {"watchlist": str(clip_watchlist[1]), "cameras": [clip_camera("gate")]}
+    data |= {"cameras": [clip_camera("gate")]}
     data[key] = value(folder)
     config = write_config(folder / "unit.toml", data)
     result = lfr("edge", "--config", str(config), "--check-config", timeout_s=60)
@@ -217,10 +228,10 @@ async def test_a_broken_camera_restarts_alone_and_the_others_run_to_their_end(
         await receive(self, message)
 
     monkeypatch.setattr(Detector, "receive", broken_for_bad)
-    unit = load_edge_unit(unit_config(tmp_path, clip_watchlist[1],
-                                      [clip_camera("bad"), clip_camera("gate")]))
+    unit = load_edge_unit(unit_config(tmp_path, [clip_camera("bad"), clip_camera("gate")]))
     outbox = outbox_of(unit)
-    node = await start_edge(system, unit, outbox, NoVan())
+    node = await start_edge(system, unit, outbox, NoVan(),
+                            gate=holding(clip_watchlist[0]))
     gate, bad = node.cameras[1], node.cameras[0]
     await eventually(lambda: node.uplink.streams_ended >= 1, timeout_s=RUN_S)
     assert gate.frames == CLIP_FRAMES
@@ -247,9 +258,10 @@ def test_a_broken_camera_subtree_never_gives_up() -> None:
 async def test_health_reports_reach_the_uplink_and_are_sealed_for_the_van(
         tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path],
         system: ActorSystem, outbox_of: Any) -> None:
-    unit = load_edge_unit(unit_config(tmp_path, clip_watchlist[1], [clip_camera("gate")]))
+    unit = load_edge_unit(unit_config(tmp_path, [clip_camera("gate")]))
     outbox = outbox_of(unit)
-    node = await start_edge(system, unit, outbox, NoVan(), health=HealthReporterConfig(
+    node = await start_edge(system, unit, outbox, NoVan(), gate=holding(clip_watchlist[0]),
+                            health=HealthReporterConfig(
         interval_s=0.5, model_ids=unit.model_ids))
     await eventually(lambda: node.uplink.streams_ended >= 1, timeout_s=RUN_S)
     sealed = node.uplink.health_sealed
@@ -270,10 +282,11 @@ async def test_health_reports_reach_the_uplink_and_are_sealed_for_the_van(
 async def test_print_alerts_prints_exactly_what_was_sealed_for_the_van(
         tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path],
         system: ActorSystem, outbox_of: Any) -> None:
-    unit = load_edge_unit(unit_config(tmp_path, clip_watchlist[1], [clip_camera("gate")]))
+    unit = load_edge_unit(unit_config(tmp_path, [clip_camera("gate")]))
     outbox = outbox_of(unit)
     out = io.StringIO()
-    node = await start_edge(system, unit, outbox, NoVan(), print_to=StreamOutput(out))
+    node = await start_edge(system, unit, outbox, NoVan(), print_to=StreamOutput(out),
+                            gate=holding(clip_watchlist[0]))
     await eventually(lambda: node.uplink.streams_ended >= 1, timeout_s=RUN_S)
     await eventually(lambda: node.printed.written == node.uplink.alerts_sealed)
     alerts = [body for body in await asyncio.to_thread(sealed_bodies, outbox, van, unit)
@@ -293,12 +306,13 @@ async def test_when_every_file_has_ended_and_the_van_acknowledged_everything_the
         tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path],
         system: ActorSystem, outbox_of: Any, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
-    unit = load_edge_unit(unit_config(tmp_path, clip_watchlist[1], [clip_camera("gate")]))
+    unit = load_edge_unit(unit_config(tmp_path, [clip_camera("gate")]))
     outbox = outbox_of(unit)
     dialer = NoVan()
     caplog.set_level(logging.INFO, logger="lfr.unit.uplink")
     serving = asyncio.create_task(serve_edge(system, unit=unit, outbox=outbox,
-                                             print_alerts=False, dialer=dialer))
+                                             print_alerts=False, dialer=dialer,
+                                             gate=holding(clip_watchlist[0])))
     err: list[str] = []
 
     def said(text: str) -> bool:
@@ -334,10 +348,12 @@ async def test_when_every_file_has_ended_and_the_van_acknowledged_everything_the
 async def test_a_unit_whose_files_raise_no_alert_ends_without_the_van(
         tmp_path: Path, van: NodeKeys, absent_watchlist: Path, system: ActorSystem,
         outbox_of: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    unit = load_edge_unit(unit_config(tmp_path, absent_watchlist, [clip_camera("gate")]))
+    absent = load_watchlist(absent_watchlist)
+    unit = load_edge_unit(unit_config(tmp_path, [clip_camera("gate")]))
     async with asyncio.timeout(RUN_S):
         code = await serve_edge(system, unit=unit, outbox=outbox_of(unit), print_alerts=True,
-                                dialer=NoVan(), out=StreamOutput(io.StringIO()))
+                                dialer=NoVan(), out=StreamOutput(io.StringIO()),
+                                gate=holding(absent))
     assert code == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert summary.startswith(f"unit unit-1: {CLIP_FRAMES} frames in ")
@@ -347,51 +363,50 @@ async def test_a_unit_whose_files_raise_no_alert_ends_without_the_van(
 # -- the running unit, as a user runs it (the real dialer; no van listens) ---------------------
 
 
-def test_a_unit_whose_files_raise_no_alert_ends_with_its_summary_while_the_van_is_away(
-        tmp_path: Path, van: NodeKeys, absent_watchlist: Path) -> None:
+def test_a_unit_without_its_van_scans_nothing_and_a_signal_ends_it_with_its_summary(
+        tmp_path: Path, van: NodeKeys) -> None:
+    # No van, so no watchlist: the file camera never starts (it waits for one), no frame is
+    # analysed; SIGTERM ends the node with its summary.
     url = nobody_listening()
-    config = unit_config(tmp_path, absent_watchlist, [clip_camera("gate")], van_url=url)
-    result = lfr("edge", "--config", str(config), "--print-alerts", timeout_s=RUN_S)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout == ""
-    assert f"unit unit-1: 1 camera; van {url}" in result.stderr
-    assert "cannot link to van van-1: " in result.stderr  # the dialer's log
-    summary = result.stderr.strip().splitlines()[-1]
-    assert summary.startswith(f"unit unit-1: {CLIP_FRAMES} frames in ")
-    assert summary.endswith("0 alerts sent, 0 acknowledged by the van, 0 printed")
-    assert "Traceback" not in result.stderr
-    assert (config.parent / "outbox.sqlite").is_file()
+    config = unit_config(tmp_path, [clip_camera("gate")], van_url=url)
 
+    said: list[str] = []
 
-def test_alerts_that_cannot_be_printed_end_the_node_with_74(
-        tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path]) -> None:
-    config = unit_config(tmp_path, clip_watchlist[1], [clip_camera("gate")],
-                         van_url=nobody_listening())
-    with open("/dev/full", "w") as full:  # every write fails with ENOSPC, as on a full disk
-        result = lfr("edge", "--config", str(config), "--print-alerts", timeout_s=RUN_S,
-                     stdout=full.fileno())
-    assert result.returncode == 74, result.stderr[-3000:]
-    summary = result.stderr.strip().splitlines()[-1]
-    assert ", 0 printed; cannot write alerts: No space left on device" in summary
-    assert "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_a_unit_waiting_for_the_van_with_its_summary(
-        tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path],
-        sig: signal.Signals, code: int) -> None:
-    config = unit_config(tmp_path, clip_watchlist[1], [clip_camera("gate")],
-                         van_url=nobody_listening())
-
-    def file_ended(stderr: IO[str]) -> None:
+    def cannot_link(stderr: IO[str]) -> None:
         for line in stderr:
-            if "the stream of camera gate ended" in line:
+            said.append(line)
+            if "cannot link to van van-1: " in line:
                 return
-        raise AssertionError("the file never ended")
+        raise AssertionError("the dialer never tried")
 
-    stopped = stop_with_signal(["edge", "--config", str(config)], sig, file_ended)
-    assert stopped.returncode == code, stopped.stderr[-3000:]
+    stopped = stop_with_signal(["edge", "--config", str(config), "--print-alerts"],
+                               signal.SIGTERM, cannot_link)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert f"unit unit-1: 1 camera; van {url}\n" in said
     summary = stopped.stderr.strip().splitlines()[-1]
-    assert summary.startswith(f"unit unit-1: {CLIP_FRAMES} frames in "), stopped.stderr[-3000:]
-    assert re.search(r", \d+ alerts? sent; stopped$", summary), summary
+    assert summary.startswith("unit unit-1: 0 frames in "), summary
+    assert summary.endswith("0 faces seen (0 rejected by quality gates), 0 alerts sent; "
+                            "stopped"), summary
     assert "Traceback" not in stopped.stderr
+    assert (config.parent / "outbox.sqlite").is_file()
+    assert (config.parent / "audit.log").is_file()
+
+
+class FullDisk:
+    """A line output whose every write fails as on a full disk."""
+
+    def write_line(self, line: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_alerts_that_cannot_be_printed_end_the_node_with_74(
+        tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path],
+        system: ActorSystem, outbox_of: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    unit = load_edge_unit(unit_config(tmp_path, [clip_camera("gate")]))
+    async with asyncio.timeout(RUN_S):
+        code = await serve_edge(system, unit=unit, outbox=outbox_of(unit), print_alerts=True,
+                                dialer=NoVan(), out=FullDisk(),
+                                gate=holding(clip_watchlist[0]))
+    assert code == 74
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ", 0 printed; cannot write alerts: No space left on device" in summary
