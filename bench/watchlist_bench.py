@@ -66,8 +66,10 @@ from models.second_opinion_model import DESCRIPTOR_DIM, DLIB_RESNET_V1
 DEFAULT_SUBJECTS: Final = 10_000
 """The issue's watchlist size."""
 MAX_SUBJECTS: Final = 50_000
-"""About 64 MB signed: the largest signed watchlist a van and unit accept
-(``actors.signed_watchlist.MAX_SIGNED_WATCHLIST_BYTES``)."""
+"""About 65 MB signed (1,303 bytes a subject): the largest signed watchlist a van and unit
+accept (``actors.signed_watchlist.MAX_SIGNED_WATCHLIST_BYTES``). Measured 2026-11-30: ``lfr
+watchlist push`` fails above 32 MiB (about 25,700 subjects), the control link's default codec
+limit, and the run reports it under ``failures``."""
 MAX_UNITS: Final = 16
 """Unit processes one run starts (each is a Python process of a few hundred MB with the
 models loaded)."""
@@ -212,22 +214,26 @@ def sign_bench_watchlist(watchlist_file: Path, authority_signing_key: Path, out:
     return len(data)
 
 
+class CommandFailed(RuntimeError):
+    """An ``lfr`` command the run needs failed; the text has its exit code and stderr."""
+
+
 def _lfr(*args: str) -> tuple[float, str]:
-    """Run ``lfr ARGS`` to its end; its wall time and stdout. ``RuntimeError`` with its
-    output when it fails or takes longer than ``COMMAND_TIMEOUT_S``."""
+    """Run ``lfr ARGS`` to its end; its wall time and stdout. ``CommandFailed`` with its
+    stderr when it fails or takes longer than ``COMMAND_TIMEOUT_S``."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    shown = f"lfr {' '.join(args[:2])}"
     started = time.monotonic()
     try:
         done = subprocess.run([sys.executable, "-m", "lfr", *args], cwd=REPO_ROOT, env=env,  # noqa: S603 - our own command, no shell
                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
                               check=False)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"lfr {' '.join(args[:2])} took more than "
-                           f"{COMMAND_TIMEOUT_S:g} s") from None
+        raise CommandFailed(f"{shown} took more than {COMMAND_TIMEOUT_S:g} s") from None
     elapsed = time.monotonic() - started
     if done.returncode != ExitCode.OK:
-        raise RuntimeError(f"lfr {' '.join(args[:2])} ended with {done.returncode}: "
-                           f"{done.stderr.strip()[-2000:]}")
+        last = done.stderr.strip().splitlines()[-1:] or ["(nothing on stderr)"]
+        raise CommandFailed(f"{shown} ended with {done.returncode}: {last[0][-1000:]}")
     return elapsed, done.stdout
 
 
@@ -367,6 +373,8 @@ class _Measured:
     outcomes: dict[str, UnitOutcome] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds of each process from the push to the end of delivery."""
+    push_failure: str | None = None
+    """Why ``lfr watchlist push`` failed (then nothing was delivered)."""
 
 
 def run_watchlist_bench(subjects: int = DEFAULT_SUBJECTS, units: int = 1, *,
@@ -407,8 +415,12 @@ def _push_and_wait(plan: BenchPlan, deployment: LocalDeployment, signed: Path, *
     _lfr("van", "deployment", "start", "--id", DEPLOYMENT_ID, "--threshold", str(THRESHOLD),
          "--config", config)
     cpu_before = _cpu(processes)
-    measured.push_s, pushed = _lfr("watchlist", "push", str(signed), "--units", "all",
-                                   "--config", config, "--json")
+    try:
+        measured.push_s, pushed = _lfr("watchlist", "push", str(signed), "--units", "all",
+                                       "--config", config, "--json")
+    except CommandFailed as exc:  # the product failed: a figure of the run, not a crash
+        measured.push_failure = str(exc)
+        return
     pushed_at = time.monotonic()
     measured.push = json.loads(pushed)
     measured.outcomes = _wait_held(status, processes.units, plan.subjects, pushed_at,
@@ -426,14 +438,14 @@ def _figures(plan: BenchPlan, measured: _Measured,
              exit_codes: dict[str, int | None]) -> dict[str, object]:
     outcomes = measured.outcomes
     delivered = [o.delivered_s for o in outcomes.values() if o.delivered_s is not None]
-    slowest = max(delivered) if delivered and len(delivered) == len(outcomes) else None
+    slowest = max(delivered) if delivered and len(delivered) == plan.units else None
     clean = all(code == ExitCode.TERMINATED for code in exit_codes.values())
     size_mb = measured.signed_bytes / 1e6
     result: dict[str, object] = {
         "subjects": plan.subjects, "units": plan.units, "signed_bytes": measured.signed_bytes,
         "pushed_version": measured.push.get("version"),
         "pushed_subjects": measured.push.get("subjects"),
-        "push_s": round(measured.push_s, 2),
+        "push_s": None if measured.push_failure else round(measured.push_s, 2),
         "delivered_units": len(delivered),
         "delivered_s": {name: None if o.delivered_s is None else round(o.delivered_s, 2)
                         for name, o in outcomes.items()},
@@ -442,7 +454,8 @@ def _figures(plan: BenchPlan, measured: _Measured,
         "throughput_mb_s": round(size_mb / slowest, 2) if slowest else None,
         "aggregate_mb_s": round(plan.units * size_mb / slowest, 2) if slowest else None,
         "cpu_s_during_delivery": measured.cpu_s,
-        "failures": {name: o.failure for name, o in outcomes.items() if o.failure is not None},
+        "failures": {name: o.failure for name, o in outcomes.items() if o.failure is not None}
+        | ({"push": measured.push_failure} if measured.push_failure else {}),
         "exit_codes": exit_codes, "stopped_cleanly": clean,
         "target_s": TARGET_S}
     result["target_met"] = bool(slowest is not None and slowest <= TARGET_S and clean)
