@@ -1,0 +1,263 @@
+"""Watchlists as a supervisor handles them, with every node a real process on loopback: ``lfr van``,
+three ``lfr edge`` units, and the commands ``lfr van deployment start|end``, ``lfr watchlist
+sign|push|purge|status`` and ``lfr audit verify``. Real keys, signatures, HPKE, WebRTC.
+
+The units run a live camera that never delivers a frame (an RTSP address where nothing listens),
+so they live until stopped and their detectors have nothing to do; unit-3 was provisioned with
+another authority's public keys (a misconfigured unit: it must refuse the van's list, say why,
+and the van must show that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors.unit.watchlist import Watchlist, save_watchlist
+from actors.van.deployment_store import DeploymentStore
+from bench.node_processes import NodeProcess, start_van
+from guards.exit_codes import ExitCode
+from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
+from models.face_embedder import EMBEDDING_DIM
+from models.model_file import MOBILEFACENET
+from models.second_opinion_model import DESCRIPTOR_DIM, DLIB_RESNET_V1
+from secure.key_files import read_node_keys, write_node_keys
+from secure.node_keys import NodeKeys, NodeRole
+from tests.lfr.cli_process import lfr
+
+DEAD_CAMERA = "rtsp://127.0.0.1:9/never"  # the discard port: nothing answers, for ever
+WAIT_S = 60.0
+"""Upper bound of each wait for the units to report a change (they poll every second)."""
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> LocalDeployment:
+    made = create_local_deployment(tmp_path / "deployment", units=3,
+                                   cameras=[CameraPlan("door", DEAD_CAMERA)])
+    # unit-3 trusts another authority: every list the van pushes is refused there.
+    other = NodeKeys.generate(NodeRole.AUTHORITY, "authority")
+    paths = write_node_keys(other, tmp_path / "other-authority")
+    target = made.root / "unit-3" / "authority.public.keys"
+    target.unlink()
+    target.write_bytes(paths.public.read_bytes())
+    return made
+
+
+def _edge(made: LocalDeployment, index: int) -> NodeProcess:
+    return NodeProcess(made.unit_ids[index], [sys.executable, "-m", "lfr", "edge", "--config",
+                                              str(made.unit_configs[index])])
+
+
+def _run(*args: str) -> str:
+    result = lfr(*args, timeout_s=120)
+    assert result.returncode == 0, (args, result.stderr[-2000:])
+    return result.stdout
+
+
+def _status(made: LocalDeployment) -> dict[str, dict[str, Any]]:
+    out = _run("watchlist", "status", "--config", str(made.van_config), "--json")
+    return {row["unit"]: row for row in json.loads(out)["units"]}
+
+
+def _until(made: LocalDeployment, check: Callable[[dict[str, dict[str, Any]]], bool],
+           what: str) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        status = _status(made)
+        if check(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT_S:g} s; status {status}")
+        time.sleep(0.5)
+
+
+def _sign(made: LocalDeployment, watchlist: Path, out: Path, *, version: int,
+          not_after: str = "2099-01-01T00:00:00Z", deployment: str = "op-1") -> Path:
+    _run("watchlist", "sign", str(watchlist), "--key", str(made.authority_signing_key),
+         "--version", str(version), "--deployment", deployment, "--not-after", not_after,
+         "--out", str(out))
+    return out
+
+
+@pytest.fixture
+def unique_watchlist(tmp_path: Path) -> tuple[Watchlist, Path]:
+    """A watchlist of four made-up subjects whose embeddings exist nowhere else (random unit
+    rows for both models), so finding their bytes anywhere means this test leaked them."""
+    rng = np.random.default_rng()
+    first = rng.standard_normal((4, EMBEDDING_DIM)).astype(np.float32)
+    first /= np.linalg.norm(first, axis=1, keepdims=True)
+    second = rng.standard_normal((4, DESCRIPTOR_DIM)).astype(np.float32)
+    second /= np.linalg.norm(second, axis=1, keepdims=True)
+    watchlist = Watchlist(MOBILEFACENET.model_id, MOBILEFACENET.sha256, time.time(),
+                          ("subject-a", "subject-b", "subject-c", "subject-d"), first,
+                          np.full(4, 0.6, np.float32), (1, 1, 1, 1), DLIB_RESNET_V1.model_id,
+                          DLIB_RESNET_V1.sha256, second, np.full(4, 0.6, np.float32))
+    path = tmp_path / "lists" / "op-1.lfrw"
+    path.parent.mkdir()
+    save_watchlist(watchlist, path)
+    return watchlist, path
+
+
+def _traces(watchlist: Watchlist, signed: Path) -> list[bytes]:
+    """Byte strings that would betray the watchlist on a disk: each embedding row (both
+    models) and a slice of the signed file's payload."""
+    rows = [row.tobytes() for row in watchlist.embeddings]
+    rows += [row.tobytes() for row in watchlist.second_embeddings]
+    data = signed.read_bytes()
+    return [*rows, data[-4096:-2048]]
+
+
+def _files_under(root: Path, skip: tuple[Path, ...]) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root, onerror=lambda _exc: None):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not any((here / d).is_relative_to(s) for s in skip)]
+        for name in files:
+            path = here / name
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_size < 256 << 20:
+                    yield path
+            except OSError:
+                continue
+
+
+def _holders(roots: list[Path], traces: list[bytes], skip: tuple[Path, ...]) -> list[str]:
+    found = []
+    for root in roots:
+        for path in _files_under(root, skip):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if any(trace in data for trace in traces):
+                found.append(str(path))
+    return found
+
+
+def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy_dies(
+        deployment: LocalDeployment, unique_watchlist: tuple[Watchlist, Path],
+        tmp_path: Path) -> None:
+    made, config = deployment, str(deployment.van_config)
+    watchlist, watchlist_file = unique_watchlist
+    signed = _sign(made, watchlist_file, tmp_path / "lists" / "op-1.v1.signed", version=1)
+    with start_van(made.van_config) as van, _edge(made, 0) as unit1, \
+            _edge(made, 1) as unit2, _edge(made, 2) as unit3:
+        # No deployment: a push is refused with the reason, nothing is stored.
+        refused = lfr("watchlist", "push", str(signed), "--units", "all", "--config", config)
+        assert refused.returncode == ExitCode.BAD_INPUT
+        assert "no deployment is active" in refused.stderr
+        _run("van", "deployment", "start", "--id", "op-1", "--threshold", "0.6",
+             "--config", config)
+        # A tampered file and a unit that is not enrolled are refused by the van at once.
+        tampered = tmp_path / "lists" / "tampered.signed"
+        data = bytearray(signed.read_bytes())
+        data[-100] ^= 0x01
+        tampered.write_bytes(bytes(data))
+        refused = lfr("watchlist", "push", str(tampered), "--config", config)
+        assert refused.returncode == ExitCode.BAD_INPUT
+        assert "payload" in refused.stderr, refused.stderr
+        refused = lfr("watchlist", "push", str(signed), "--units", "unit-9", "--config", config)
+        assert refused.returncode == ExitCode.BAD_INPUT
+        assert "not enrolled at this van: unit-9" in refused.stderr
+
+        out = _run("watchlist", "push", str(signed), "--units", "all", "--config", config)
+        assert "pushed watchlist version 1 of deployment op-1: 4 subjects" in out
+        status = _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held"
+                        and s["unit-3"]["refused_version"] == 1, "units holding version 1")
+        for name in ("unit-1", "unit-2"):
+            assert (status[name]["version"], status[name]["subjects"]) == (1, 4)
+        assert status["unit-3"]["state"] == "none"
+        assert status["unit-3"]["refused_reason"].startswith("other_authority")
+        van.wait_for(lambda line: "unit unit-3 refused watchlist version 1: other_authority"
+                     in line, 10)
+
+        # A rollback is refused at the van: version 1 again.
+        refused = lfr("watchlist", "push", str(signed), "--config", config)
+        assert refused.returncode == ExitCode.BAD_INPUT
+        assert "rollback" in refused.stderr or "not newer" in refused.stderr, refused.stderr
+
+        # Nothing of the list on a unit's disk (state folder, keys) nor in /tmp outside the
+        # test's own copies (the authority's files and the lists it signed).
+        traces = _traces(watchlist, signed)
+        own = (tmp_path / "lists" / "op-1.v1.signed", tmp_path / "tampered.signed",
+               watchlist_file.parent, made.root / "van")
+        assert _holders([made.root / "unit-1", made.root / "unit-2", Path("/tmp")], traces,
+                        own) == []
+
+        # unit-1 restarts: it scans nothing until the van gives the list back.
+        assert unit1.stop() == ExitCode.TERMINATED
+        with _edge(made, 0) as again:
+            _until(made, lambda s: s["unit-1"]["state"] == "held"
+                   and s["unit-1"]["last_poll_age_s"] is not None
+                   and s["unit-1"]["last_poll_age_s"] < 2, "unit-1 holding it again")
+            again.wait_for(lambda line: "holding deployment op-1 version 1: 4 subjects" in line,
+                           WAIT_S, stream="stderr")
+            assert _holders([made.root / "unit-1"], traces, ()) == []
+
+            # Purge unit-1 only: it drops the list and says so; unit-2 keeps it.
+            _run("watchlist", "purge", "--units", "unit-1", "--config", config)
+            status = _until(made, lambda s: s["unit-1"]["state"] == "purged",
+                            "unit-1 purged")
+            assert status["unit-1"]["subjects"] == 0
+            assert status["unit-2"]["state"] == "held"
+            again.wait_for(lambda line: "dropped deployment op-1 version 1 (4 subjects, "
+                           "overwritten)" in line, WAIT_S, stream="stderr")
+
+            # A version 2 that expires in a few seconds: units drop it by themselves.
+            soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 12))
+            signed2 = _sign(made, watchlist_file, tmp_path / "lists" / "op-1.v2.signed", version=2,
+                            not_after=soon)
+            _run("watchlist", "push", str(signed2), "--units", "unit-2", "--config", config)
+            _until(made, lambda s: s["unit-2"]["version"] == 2
+                   and s["unit-2"]["state"] == "held", "unit-2 holding version 2")
+            status = _until(made, lambda s: s["unit-2"]["state"] == "expired",
+                            "unit-2 dropping the expired version 2")
+            assert status["unit-1"]["state"] == "purged"  # a push to unit-2 only
+
+            # The deployment ends: every unit is told to purge; the van keeps no copy.
+            _run("watchlist", "push", str(_sign(made, watchlist_file,
+                                                 tmp_path / "lists" / "op-1.v3.signed", version=3)),
+                 "--config", config)
+            _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held",
+                   "units holding version 3")
+            out = _run("van", "deployment", "end", "--config", config)
+            assert "ended" in out
+            _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "purged",
+                   "units purged at the deployment's end")
+            assert again.stop() == ExitCode.TERMINATED
+        for unit in (unit2, unit3):
+            assert unit.stop() == ExitCode.TERMINATED
+        assert van.stop() == ExitCode.TERMINATED
+
+    # The van's store holds no sealed list any more (secure_delete, WAL truncated), only facts.
+    van_keys = read_node_keys(made.van_signing_key, made.van_encryption_key)
+    assert van_keys.encryption is not None
+    store_file = made.root / "van" / "state" / "deployments.sqlite"
+    with DeploymentStore.open(store_file, van_keys.encryption) as store:
+        assert store.current_watchlist() is None
+        assert [facts.stored for facts in store.watchlist_facts("op-1")] == [False] * 3
+    # Every audit trail verifies and holds no embedding.
+    for trail in [made.root / "van" / "state" / "audit.log",
+                  *(made.root / unit / "state" / "audit.log" for unit in made.unit_ids)]:
+        checked = lfr("audit", "verify", str(trail))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        text = trail.read_text()
+        for row in watchlist.embeddings:
+            assert row.tobytes().hex()[:32] not in text
+    van_trail = (made.root / "van" / "state" / "audit.log").read_text()
+    for kind in ("deployment_started", "watchlist_pushed", "watchlist_accepted",
+                 "watchlist_refused", "watchlist_purged", "watchlist_expired",
+                 "deployment_ended"):
+        assert f'"kind":"{kind}"' in van_trail, kind
+    unit_trail = (made.root / "unit-2" / "state" / "audit.log").read_text()
+    for kind in ("watchlist_accepted", "watchlist_expired", "watchlist_purged"):
+        assert f'"kind":"{kind}"' in unit_trail, kind
+    assert '"kind":"watchlist_refused"' in (made.root / "unit-3" / "state"
+                                            / "audit.log").read_text()
