@@ -22,6 +22,7 @@ from typing import Any, Final
 from actors.van.control_messages import CONTROL_ACTOR, CONTROL_ASKS
 from guards.log_text import printable
 from guards.user_input import UserInputError
+from runtime.codec import Codec
 from runtime.errors import AskTimeout, LinkLost, RemoteError
 from runtime.link_config import LinkConfig
 from runtime.link_endpoints import LinkServer, connect_unix, serve_unix
@@ -51,6 +52,11 @@ def control_keys(key_file: Path, *, create: bool) -> LinkKeys:
         raise UserInputError(f"the van's control key: {exc}") from None
 
 
+def control_codec() -> Codec:
+    """The control link's codec: its messages may carry a whole signed watchlist."""
+    return Codec(max_message_bytes=MAX_CONTROL_FRAME_BYTES)
+
+
 def server_config(keys: LinkKeys) -> LinkConfig:
     """The van's side of the control socket."""
     return LinkConfig(keys=keys, exposed={CONTROL_ACTOR: CONTROL_ASKS}, max_links=4,
@@ -60,7 +66,8 @@ def server_config(keys: LinkKeys) -> LinkConfig:
 async def serve_control(system: ActorSystem, socket_path: Path, key_file: Path) -> LinkServer:
     """Listen for commands on ``socket_path`` (the ``control`` actor must be spawned)."""
     keys = control_keys(key_file, create=True)
-    return await serve_unix(system, os.fspath(socket_path), server_config(keys))
+    return await serve_unix(system, os.fspath(socket_path), server_config(keys),
+                            codec=control_codec())
 
 
 def ask_van(socket_path: Path, key_file: Path, message: Any, *,
@@ -80,7 +87,7 @@ def ask_van(socket_path: Path, key_file: Path, message: Any, *,
 
 async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig, message: Any,
                timeout_s: float, show: Callable[[Any], int]) -> int:
-    client = connect_unix(system, os.fspath(socket_path), config)
+    client = connect_unix(system, os.fspath(socket_path), config, codec=control_codec())
     try:
         try:
             await client.wait_connected(CONNECT_TIMEOUT_S)

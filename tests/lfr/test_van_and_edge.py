@@ -30,6 +30,7 @@ from lfr.local_deployment import LocalDeployment
 from secure.envelope import open_envelope
 from secure.key_files import read_node_keys, read_public_keys
 from secure.node_keys import NodeRole
+from tests.lfr.cli_process import lfr
 
 EDGE_TIMEOUT_S = 240.0
 
@@ -46,9 +47,27 @@ def _stored_alerts(clip_deployment: LocalDeployment) -> list[AlertBody]:
     return [body for body in bodies if isinstance(body, AlertBody)]
 
 
+def _deploy_clip_watchlist(clip_deployment: LocalDeployment) -> None:
+    """Start a deployment on the running van and push the clip's watchlist, signed by the
+    deployment's authority, as a supervisor does."""
+    assert clip_deployment.watchlist is not None
+    config = str(clip_deployment.van_config)
+    signed = clip_deployment.root / "clip.signed"
+    for args in (("van", "deployment", "start", "--id", "clip", "--threshold", "0.6",
+                  "--config", config),
+                 ("watchlist", "sign", str(clip_deployment.watchlist), "--key",
+                  str(clip_deployment.authority_signing_key), "--version", "1",
+                  "--deployment", "clip", "--not-after", "2099-01-01T00:00:00Z",
+                  "--out", str(signed)),
+                 ("watchlist", "push", str(signed), "--units", "all", "--config", config)):
+        result = lfr(*args)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+
+
 def test_the_clip_alert_reaches_the_van_once_verified_decrypted_and_as_printed(
         clip_deployment: LocalDeployment) -> None:
     with start_van(clip_deployment.van_config, "--print-alerts") as van:
+        _deploy_clip_watchlist(clip_deployment)
         edge = NodeProcess("unit-1", [sys.executable, "-m", "lfr", "edge", "--config",
                                       str(clip_deployment.unit_configs[0]), "--print-alerts"])
         with edge:
@@ -66,6 +85,7 @@ def test_the_clip_alert_reaches_the_van_once_verified_decrypted_and_as_printed(
     assert line["event_id"] == body.event_id
     assert line["score"] == body.score
     assert line["captured_at"] == body.captured_at
+    assert body.watchlist_version == 1  # the version the van pushed matched
     assert [(alert["unit"], alert["subject"]) for alert in van_printed] == [
         ("unit-1", "lin_manuel_miranda")]
     assert not any("crop" in key for alert in van_printed for key in alert)  # metadata only
