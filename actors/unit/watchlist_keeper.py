@@ -26,8 +26,9 @@ only for its fetch; the opened bytes, the decoded arrays' buffers and the droppe
 overwritten with zeros (``secure.memory_wipe``). The audit trail gets versions, counts and the
 payload's sha256, never an embedding.
 
-Failure semantics: a link that fails or a van that answers nonsense ends that tick (logged
-through a budget); the next tick tries again. Nothing the van sends can fail the actor: every
+Failure semantics: a link that fails or a poll answered with nonsense ends that tick (logged
+through a budget); the next tick tries again. A transfer the van botched (wrong answer, size,
+chunk or hash) is refused as ``malformed``, like a sealed copy that does not open. Nothing the van sends can fail the actor: every
 answer is checked, every wait has a timeout, every size is bounded before memory is taken.
 """
 
@@ -278,13 +279,20 @@ class WatchlistKeeper(Actor[_Tick]):
         reply = EncryptionKeyPair.generate()  # one-time, in memory only
         try:
             public = reply.public_key
-            transfer = await desk.ask(
-                WatchlistFetch(news.deployment_id, news.version,
-                               public.ml_kem_768_public + public.x25519_public),
-                timeout=self.config.ask_timeout_s)
-            if not isinstance(transfer, WatchlistTransfer):
-                raise VanAnswerRefused(f"a fetch was answered with a {type(transfer).__name__}")
-            sealed = await self._chunks(desk, transfer, news.signed_bytes)
+            try:
+                transfer = await desk.ask(
+                    WatchlistFetch(news.deployment_id, news.version,
+                                   public.ml_kem_768_public + public.x25519_public),
+                    timeout=self.config.ask_timeout_s)
+                if not isinstance(transfer, WatchlistTransfer):
+                    raise VanAnswerRefused(
+                        f"a fetch was answered with a {type(transfer).__name__}")
+                sealed = await self._chunks(desk, transfer, news.signed_bytes)
+            except VanAnswerRefused as exc:
+                # Botched by the van (not lost: a link failure or a timeout is retried): refused
+                # like a bad file, so it is reported, audited and not fetched again.
+                raise WatchlistRefused(RefusalReason.MALFORMED,
+                                       f"the van's transfer is not valid: {exc}") from None
             try:
                 return await self.context.run_blocking(self._open_and_verify, reply, sealed,
                                                        news)
