@@ -77,6 +77,7 @@ from guards.log_text import printable
 from runtime.actor import Actor
 from runtime.errors import AskTimeout, LinkLost, RemoteError
 from runtime.link import TooManyAsks
+from runtime.link_keys import valid_peer_name
 from runtime.log_budget import LogBudget
 from secure.memory_wipe import wipe_buffer
 from secure.node_keys import NodePublicKeys
@@ -450,8 +451,9 @@ def _news_kind(news: WatchlistNews) -> NewsKind:
         kind = NewsKind(news.kind)
     except ValueError:
         raise VanAnswerRefused(f"unknown news kind {printable(news.kind, max_chars=40)}") from None
-    if kind is NewsKind.HOLD and not (news.deployment_id and news.version >= 1
-                                      and 0.0 < news.threshold < 1.0):
-        raise VanAnswerRefused("news to hold a watchlist without a deployment, a version "
-                               "or a threshold in (0, 1)")
+    if kind is NewsKind.HOLD and not (valid_peer_name(news.deployment_id)
+                                      and news.version >= 1 and 0.0 < news.threshold < 1.0):
+        # The deployment id goes into the audit trail, which takes only printable ids.
+        raise VanAnswerRefused("news to hold a watchlist without a deployment id of 1-64 "
+                               "printable characters, a version or a threshold in (0, 1)")
     return kind
