@@ -13,7 +13,9 @@ and the thresholds) with zeros before dropping them, so a purged watchlist's emb
 linger in this process's memory; the keeper wipes its own copies too.
 
 Invariant: ``generation`` grows by one at every ``install`` and ``clear``; ``held`` is None or a
-watchlist whose ``not_after`` lies after the moment it was installed.
+watchlist whose ``not_after`` lies after the moment it was installed; ``highest_version`` of a
+deployment never falls while the process runs (the keeper's rollback check: a purge followed by
+an older version is still a rollback, and the gate outlives the keeper's restarts).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class WatchlistGate:
         self._held: HeldWatchlist | None = None
         self.generation = 0
         """Grows at every change of what is held."""
+        # The highest version installed per deployment since the process started.
+        self._highest: dict[str, int] = {}
 
     @property
     def held(self) -> HeldWatchlist | None:
@@ -96,11 +100,18 @@ class WatchlistGate:
         """The held version, 0 for none."""
         return 0 if self._held is None else self._held.version
 
+    def highest_version(self, deployment_id: str) -> int | None:
+        """The highest version of ``deployment_id`` ever installed here (None: none), held or
+        dropped since."""
+        return self._highest.get(deployment_id)
+
     def install(self, held: HeldWatchlist) -> HeldWatchlist | None:
         """Hold ``held`` from now on; returns the watchlist it replaces (the caller wipes it
         once no frame in flight can use it: ``Gallery.wipe``)."""
         old, self._held = self._held, held
         self.generation += 1
+        self._highest[held.deployment_id] = max(self._highest.get(held.deployment_id, 0),
+                                                held.version)
         return old
 
     def clear(self) -> HeldWatchlist | None:

@@ -183,9 +183,6 @@ class WatchlistKeeper(Actor[_Tick]):
         self._clock = clock
         self._timer: asyncio.Task[None] | None = None
         self._log = LogBudget(log, "watchlist keeper")
-        # The highest version accepted per deployment since the unit started: a purge followed
-        # by an older version of the same deployment is still a rollback.
-        self._highest: dict[str, int] = {}
         # (deployment, version) -> (reason, when): not fetched again (module docstring).
         self._refused: dict[tuple[str, int], tuple[RefusalReason, float]] = {}
         self._last_refusal: tuple[int, str] = (0, "")
@@ -361,7 +358,8 @@ class WatchlistKeeper(Actor[_Tick]):
                 read_signed_watchlist(signed), authority=self.authority,
                 model_id=self.model_id, model_sha256=self.model_sha256,
                 second_model_id=self.second_model[0], second_model_sha256=self.second_model[1],
-                held_version=self._highest.get(news.deployment_id), now=self._clock())
+                held_version=self.gate.highest_version(news.deployment_id),
+                now=self._clock())
         finally:
             wipe_buffer(signed)
         manifest = verified.manifest
@@ -387,8 +385,6 @@ class WatchlistKeeper(Actor[_Tick]):
         old = self.gate.install(held)
         if old is not None:
             old.gallery.wipe()
-        self._highest[held.deployment_id] = max(self._highest.get(held.deployment_id, 0),
-                                                held.version)
         self.statistics.accepted += 1
         self.statistics.fetches += 1
         self.statistics.state = HeldState.HELD
