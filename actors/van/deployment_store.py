@@ -49,6 +49,7 @@ a malformed deployment or unit id, ``ThresholdError`` for a threshold outside (0
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 import sqlite3
@@ -129,6 +130,16 @@ CREATE TABLE reference_photos (
 );
 -- Invariant: photos exist only for the active deployment (end_deployment deletes them), at most
 -- MAX_PHOTOS_PER_DEPLOYMENT of them.
+CREATE TABLE assignments (
+    number INTEGER PRIMARY KEY,                  -- order of the operators' commands
+    deployment TEXT NOT NULL REFERENCES deployments (id),
+    action TEXT NOT NULL CHECK (action IN ('push', 'purge')),
+    version INTEGER CHECK ((action = 'push') = (version IS NOT NULL)),
+    units TEXT NOT NULL,                         -- JSON list of unit ids; [] for all units
+    at REAL NOT NULL
+);
+-- Invariant: rows are added only for the active deployment, a push only of a version stored
+-- for it; replayed in order they give which unit must hold which version (WatchlistBoard).
 CREATE TABLE unit_watchlists (
     unit TEXT PRIMARY KEY,                       -- the latest state per unit
     deployment TEXT,
@@ -260,6 +271,24 @@ def watchlist_info(deployment_id: str, version: int) -> bytes:
 def photo_info(deployment_id: str, subject: str) -> bytes:
     """The HPKE ``info`` a stored reference photo is sealed under."""
     return PHOTO_INFO + deployment_id.encode() + b"\x00" + subject.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One operator's push or purge, as the board replays it after a van restart."""
+
+    action: str
+    """``push`` or ``purge``."""
+    version: int | None
+    """The version pushed (None for a purge)."""
+    units: tuple[str, ...]
+    """The units named; empty for all units."""
+    at: float
+    """When, seconds since epoch."""
+
+
+MAX_ASSIGNMENTS = 100_000
+"""Pushes and purges one deployment records at most."""
 
 
 class DeploymentStore:
@@ -415,6 +444,60 @@ class DeploymentStore:
                             f"watchlist version {facts.version} of deployment "
                             f"{printable(facts.deployment_id)!r}")
         return StoredWatchlist(facts, signed)
+
+    def watchlist(self, deployment_id: str, version: int) -> StoredWatchlist | None:
+        """Version ``version`` of the active deployment ``deployment_id``, opened; None when
+        that is not the active deployment or the version was not stored.
+        ``SealedRowError`` if its blob does not open."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT deployment, version, subject_count, payload_sha256, not_before, "
+                "not_after, pushed_at, signed_bytes, sealed IS NOT NULL, sealed FROM watchlists "
+                "WHERE deployment = (SELECT id FROM deployments WHERE ended_at IS NULL) "
+                "AND deployment = ? AND version = ?", (deployment_id, version)).fetchone()
+        if row is None or row[-1] is None:
+            return None
+        facts = _facts(row[:-1])
+        signed = self._open(row[-1], watchlist_info(facts.deployment_id, facts.version),
+                            f"watchlist version {facts.version} of deployment "
+                            f"{printable(facts.deployment_id)!r}")
+        return StoredWatchlist(facts, signed)
+
+    def record_assignment(self, deployment_id: str, *, action: str, version: int | None,
+                          units: tuple[str, ...], now: float) -> None:
+        """Record a push (of a stored ``version``) or a purge for ``units`` (empty: all) in the
+        active deployment ``deployment_id``; ``DeploymentError`` otherwise."""
+        _check_time("now", now)
+        if action not in ("push", "purge") or (action == "push") != (version is not None):
+            raise DeploymentError(f"an assignment is a push with a version or a purge without "
+                                  f"one, not {printable(action)!r} with {version!r}")
+        for unit in units:
+            check_node_id(unit, "unit id")
+        with self._transaction() as db:
+            _require_active(db, deployment_id, "an assignment")
+            if version is not None and db.execute(
+                    "SELECT 1 FROM watchlists WHERE deployment = ? AND version = ?",
+                    (deployment_id, version)).fetchone() is None:
+                raise DeploymentError(f"version {version} of deployment "
+                                      f"{printable(deployment_id)!r} is not stored")
+            (count,) = db.execute("SELECT count(*) FROM assignments WHERE deployment = ?",
+                                  (deployment_id,)).fetchone()
+            if count >= MAX_ASSIGNMENTS:
+                raise DeploymentError(f"deployment {printable(deployment_id)!r} has "
+                                      f"{MAX_ASSIGNMENTS} pushes and purges already")
+            db.execute("INSERT INTO assignments (deployment, action, version, units, at) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (deployment_id, action, version, json.dumps(list(units)), float(now)))
+
+    def assignments(self, deployment_id: str) -> list[Assignment]:
+        """The pushes and purges of ``deployment_id``, oldest first (at most
+        ``MAX_ASSIGNMENTS``)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT action, version, units, at FROM assignments WHERE deployment = ? "
+                "ORDER BY number LIMIT ?", (deployment_id, MAX_ASSIGNMENTS)).fetchall()
+        return [Assignment(action, version, tuple(json.loads(units)), at)
+                for action, version, units, at in rows]
 
     def watchlist_facts(self, deployment_id: str, *, before_version: int | None = None,
                         limit: int = 100) -> list[WatchlistFacts]:

@@ -51,6 +51,7 @@ from runtime.blocking import BlockingPool
 from secure.node_keys import NodePublicKeys
 
 log = logging.getLogger("lfr.van.watchlists")
+_HELD_STATES = frozenset(state.value for state in HeldState)
 ALL_UNITS = ()
 """``units`` of a push or purge that names no unit: every unit, enrolled now or later."""
 
@@ -154,18 +155,51 @@ class WatchlistBoard:
         self._views: dict[str, UnitView] = {}
 
     async def load(self) -> None:
-        """Read the active deployment and its current watchlist from the store (at start).
-        Assignments to named units are not kept across a van restart: every unit is then
-        offered the deployment's highest version."""
-        self._deployment = await self._blocking.run(self._store.active_deployment)
-        current = await self._blocking.run(self._store.current_watchlist)
-        if current is not None:
-            self._signed[current.facts.version] = current
-            self._assignments.default = current.facts.version
+        """Read the active deployment and replay its pushes and purges from the store (at
+        start), so a van restart changes nothing any unit is told."""
+        self._deployment = deployment = await self._blocking.run(self._store.active_deployment)
         for row in await self._blocking.run(self._store.unit_watchlists):
-            self._views[row.unit_id] = UnitView(
-                HeldState.HELD if row.state is UnitWatchlistState.HELD else HeldState.NONE,
-                row.deployment_id or "", row.version or 0, row.subjects or 0)
+            # What each unit last said, so its next poll is no news (no second line or record).
+            view = self._views[row.unit_id] = UnitView()
+            if row.state is UnitWatchlistState.REFUSED:
+                view.refused_version, view.refused_reason = row.version or 0, row.reason or ""
+            elif row.state.value in _HELD_STATES:
+                view.state = HeldState(row.state.value)
+                view.deployment_id, view.version = row.deployment_id or "", row.version or 0
+                view.subjects = row.subjects or 0
+        if deployment is None:
+            return
+        for step in await self._blocking.run(self._store.assignments, deployment.id):
+            if step.action == "push" and step.version is not None:
+                self._assign(step.version, step.units)
+            else:
+                self._unassign(step.units)
+        wanted = {version for version in (self._assignments.default,
+                                          *self._assignments.by_unit.values())
+                  if version is not None}
+        for version in sorted(wanted):
+            stored = await self._blocking.run(self._store.watchlist, deployment.id, version)
+            if stored is not None:
+                self._signed[version] = stored
+        highest = await self._blocking.run(self._store.current_watchlist)
+        if highest is not None:  # the rollback check of the next push needs the highest
+            self._signed.setdefault(highest.facts.version, highest)
+
+    def _assign(self, version: int, units: tuple[str, ...]) -> None:
+        if units:
+            for unit in units:
+                self._assignments.by_unit[unit] = version
+                self._assignments.purged.discard(unit)
+        else:
+            self._assignments = _Assignments(default=version)
+
+    def _unassign(self, units: tuple[str, ...]) -> None:
+        if units:
+            for unit in units:
+                self._assignments.by_unit.pop(unit, None)
+                self._assignments.purged.add(unit)
+        else:
+            self._assignments = _Assignments()
 
     # -- what the control actor calls -----------------------------------------------------------
 
@@ -225,12 +259,10 @@ class WatchlistBoard:
         if stored is None or stored.facts.version != manifest.version:
             raise UserInputError("the watchlist was stored but does not read back")
         self._signed[manifest.version] = stored
-        if names:
-            for unit in names:
-                self._assignments.by_unit[unit] = manifest.version
-                self._assignments.purged.discard(unit)
-        else:
-            self._assignments = _Assignments(default=manifest.version)
+        await self._blocking.run(lambda: self._store.record_assignment(
+            deployment.id, action="push", version=manifest.version, units=names,
+            now=self._clock()))
+        self._assign(manifest.version, names)
         shown = ", ".join(printable(unit) for unit in names) if names else "all units"
         await self._audit(AuditKind.WATCHLIST_PUSHED, deployment=deployment.id,
                           version=manifest.version, subjects=subjects,
@@ -244,12 +276,11 @@ class WatchlistBoard:
     async def purge(self, units: Collection[str] = ALL_UNITS) -> None:
         """Tell the units named (or all) to drop their watchlist at their next poll."""
         names = tuple(sorted(set(units)))
-        if names:
-            for unit in names:
-                self._assignments.by_unit.pop(unit, None)
-                self._assignments.purged.add(unit)
-        else:
-            self._assignments = _Assignments()
+        if self._deployment is not None:
+            deployment_id = self._deployment.id
+            await self._blocking.run(lambda: self._store.record_assignment(
+                deployment_id, action="purge", version=None, units=names, now=self._clock()))
+        self._unassign(names)
         await self._audit(AuditKind.WATCHLIST_PURGED, units=",".join(names) if names else "all",
                           deployment=self._deployment.id if self._deployment else "")
         self._line(f"watchlist purge ordered for "
@@ -327,12 +358,16 @@ class WatchlistBoard:
 
     async def _record(self, unit_id: str, state: UnitWatchlistState, poll: WatchlistPoll,
                       reason: str | None) -> None:
-        held = state is not UnitWatchlistState.NONE and bool(poll.deployment_id)
-        version = (poll.refused_version if state is UnitWatchlistState.REFUSED
-                   else poll.version) or None
+        if state is UnitWatchlistState.REFUSED:
+            # The refused version is one the van offered: of the active deployment.
+            deployment = self._deployment.id if self._deployment is not None else None
+            version = poll.refused_version if deployment is not None else None
+        elif state is not UnitWatchlistState.NONE and poll.deployment_id:
+            deployment, version = poll.deployment_id, poll.version or None
+        else:
+            deployment, version = None, None
         await self._blocking.run(lambda: self._store.record_unit_watchlist(
-            unit_id, deployment_id=poll.deployment_id if held else None,
-            version=version if held else None, state=state, reason=reason,
+            unit_id, deployment_id=deployment, version=version, state=state, reason=reason,
             subjects=poll.subjects, now=self._clock()))
 
     async def _audit(self, kind: AuditKind, **fields: str | int | float | bool | None) -> None:

@@ -141,6 +141,34 @@ def _holders(roots: list[Path], traces: list[bytes], skip: tuple[Path, ...]) -> 
     return found
 
 
+def _rest_of_the_deployment(made: LocalDeployment, watchlist_file: Path, tmp_path: Path,
+                            unit1: NodeProcess) -> None:
+    """Expiry, then the deployment's end, with unit-1 and unit-2 running."""
+    config = str(made.van_config)
+    # A version 2 that expires in a few seconds: units drop it by themselves.
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 12))
+    signed2 = _sign(made, watchlist_file, tmp_path / "lists" / "op-1.v2.signed", version=2,
+                    not_after=soon)
+    _run("watchlist", "push", str(signed2), "--units", "unit-2", "--config", config)
+    _until(made, lambda s: s["unit-2"]["version"] == 2
+           and s["unit-2"]["state"] == "held", "unit-2 holding version 2")
+    status = _until(made, lambda s: s["unit-2"]["state"] == "expired",
+                    "unit-2 dropping the expired version 2")
+    assert status["unit-1"]["state"] == "purged"  # a push to unit-2 only
+
+    # The deployment ends: every unit is told to purge; the van keeps no copy.
+    _run("watchlist", "push", str(_sign(made, watchlist_file,
+                                         tmp_path / "lists" / "op-1.v3.signed", version=3)),
+         "--config", config)
+    _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held",
+           "units holding version 3")
+    out = _run("van", "deployment", "end", "--config", config)
+    assert "ended" in out
+    _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "purged",
+           "units purged at the deployment's end")
+    assert unit1.stop() == ExitCode.TERMINATED
+
+
 def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy_dies(
         deployment: LocalDeployment, unique_watchlist: tuple[Watchlist, Path],
         tmp_path: Path) -> None:
@@ -210,31 +238,24 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
             again.wait_for(lambda line: "dropped deployment op-1 version 1 (4 subjects, "
                            "overwritten)" in line, WAIT_S, stream="stderr")
 
-            # A version 2 that expires in a few seconds: units drop it by themselves.
-            soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 12))
-            signed2 = _sign(made, watchlist_file, tmp_path / "lists" / "op-1.v2.signed", version=2,
-                            not_after=soon)
-            _run("watchlist", "push", str(signed2), "--units", "unit-2", "--config", config)
-            _until(made, lambda s: s["unit-2"]["version"] == 2
-                   and s["unit-2"]["state"] == "held", "unit-2 holding version 2")
-            status = _until(made, lambda s: s["unit-2"]["state"] == "expired",
-                            "unit-2 dropping the expired version 2")
-            assert status["unit-1"]["state"] == "purged"  # a push to unit-2 only
-
-            # The deployment ends: every unit is told to purge; the van keeps no copy.
-            _run("watchlist", "push", str(_sign(made, watchlist_file,
-                                                 tmp_path / "lists" / "op-1.v3.signed", version=3)),
-                 "--config", config)
-            _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held",
-                   "units holding version 3")
-            out = _run("van", "deployment", "end", "--config", config)
-            assert "ended" in out
-            _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "purged",
-                   "units purged at the deployment's end")
-            assert again.stop() == ExitCode.TERMINATED
-        for unit in (unit2, unit3):
-            assert unit.stop() == ExitCode.TERMINATED
-        assert van.stop() == ExitCode.TERMINATED
+            # The van restarts: it replays the pushes and the purge, so nobody is told
+            # anything new: unit-1 stays without a list, unit-2 keeps version 1.
+            assert van.stop() == ExitCode.TERMINATED
+            with start_van(made.van_config) as restarted:
+                status = _until(made, lambda s: s["unit-1"]["linked"] and s["unit-2"]["linked"]
+                                and s["unit-1"]["last_poll_age_s"] is not None
+                                and s["unit-2"]["last_poll_age_s"] is not None,
+                                "units back on the restarted van")
+                assert (status["unit-1"]["state"], status["unit-1"]["wanted_version"]) == (
+                    "purged", None)
+                assert (status["unit-2"]["state"], status["unit-2"]["version"],
+                        status["unit-2"]["wanted_version"]) == ("held", 1, 1)
+                time.sleep(2)  # two more polls: nothing changes
+                assert _status(made)["unit-1"]["state"] == "purged"
+                _rest_of_the_deployment(made, watchlist_file, tmp_path, again)
+                for unit in (unit2, unit3):
+                    assert unit.stop() == ExitCode.TERMINATED
+                assert restarted.stop() == ExitCode.TERMINATED
 
     # The van's store holds no sealed list any more (secure_delete, WAL truncated), only facts.
     van_keys = read_node_keys(made.van_signing_key, made.van_encryption_key)
