@@ -28,8 +28,9 @@ payload's sha256, never an embedding.
 
 Failure semantics: a link that fails or a poll answered with nonsense ends that tick (logged
 through a budget); the next tick tries again. A transfer the van botched (wrong answer, size,
-chunk or hash) is refused as ``malformed``, like a sealed copy that does not open. Nothing the van sends can fail the actor: every
-answer is checked, every wait has a timeout, every size is bounded before memory is taken.
+chunk or hash) is refused as ``malformed``, like a sealed copy that does not open. Nothing the
+van sends can fail the actor: every answer is checked, every wait has a timeout, every size is
+bounded before memory is taken.
 """
 
 from __future__ import annotations
@@ -278,13 +279,10 @@ class WatchlistKeeper(Actor[_Tick]):
         try:
             public = reply.public_key
             try:
-                transfer = await desk.ask(
+                transfer = _transfer(await desk.ask(
                     WatchlistFetch(news.deployment_id, news.version,
                                    public.ml_kem_768_public + public.x25519_public),
-                    timeout=self.config.ask_timeout_s)
-                if not isinstance(transfer, WatchlistTransfer):
-                    raise VanAnswerRefused(
-                        f"a fetch was answered with a {type(transfer).__name__}")
+                    timeout=self.config.ask_timeout_s))
                 sealed = await self._chunks(desk, transfer, news.signed_bytes)
             except VanAnswerRefused as exc:
                 # Botched by the van (not lost: a link failure or a timeout is retried): refused
@@ -440,6 +438,12 @@ class WatchlistKeeper(Actor[_Tick]):
     async def _audit(self, kind: AuditKind, **fields: str | int | float | bool | None) -> None:
         if self.audit is not None:
             await self.context.run_blocking(self.audit.append, kind, **fields)
+
+
+def _transfer(answer: object) -> WatchlistTransfer:
+    if not isinstance(answer, WatchlistTransfer):
+        raise VanAnswerRefused(f"a fetch was answered with a {type(answer).__name__}")
+    return answer
 
 
 def _news_kind(news: WatchlistNews) -> NewsKind:
