@@ -58,6 +58,8 @@ from actors.van.van_control import VanControl
 from actors.van.watchlist_board import Embedder, WatchlistBoard
 from audit.kinds import AuditKind
 from audit.log import AuditLog
+from audit.refusals import RefusalRecorder
+from audit.writer import WRITER_MAILBOX, AuditCounts, AuditSink, AuditWriter
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -258,23 +260,37 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     printer = await system.spawn("output", lambda: LinePrinter(stdout_output(), failed),
                                  MailboxConfig(OUTPUT_LINES, MailboxPolicy.BLOCK))
     lines = _Lines(printer)
+    counts = AuditCounts()
+    writer = await system.spawn("audit", lambda: AuditWriter(parts.audit, counts),
+                                WRITER_MAILBOX)
+    audit = AuditSink(writer, counts)
     receivers = await system.spawn_supervisor("receivers")
-    notices: Callable[[AlertNotice], None] | None = (
-        (lambda notice: lines(alert_line(notice))) if print_alerts else None)
+
+    def notices(notice: AlertNotice) -> None:
+        audit.record(AuditKind.ALERT_SENT, unit=notice.unit_id, seq=notice.seq,
+                     camera=notice.camera_id, subject=notice.subject_id,
+                     score=round(notice.score, 4))
+        if print_alerts:
+            lines(alert_line(notice))
+
     board = WatchlistBoard(parts.deployments, system.blocking, authority=parts.authority,
                            embedder=VAN_EMBEDDER, audit=parts.audit, lines=lines)
     await board.load()
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
-                      on_event=lambda event: _unit_event(lines, event), notices=notices,
+                      on_event=lambda event: _unit_event(lines, audit, event),
+                      notices=notices,
                       board=board)
     enrolment = parts.enrolment
     await system.spawn(CONTROL_ACTOR, lambda: VanControl(
         board, enrolled=lambda: tuple(unit.unit_id for unit in enrolment.units()),
         linked=links.linked_units), MailboxConfig(8, MailboxPolicy.BLOCK))
     control = await serve_control(system, config.control_socket, config.control_key)
+    refusals = RefusalRecorder(audit)
     service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
-                               signaling_config(config))
+                               signaling_config(config),
+                               on_refused=lambda reason, peer: refusals.refused("offer", reason,
+                                                                               peer))
     try:
         host, port = config.signaling.host, config.signaling.port
         try:
@@ -301,6 +317,7 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     finally:
         await control.stop()
         await links.stop()
+        refusals.flush()
     log.error("van %s stopping: %s", printable(config.van_id), printable(reason))
     return ExitCode.OUTPUT_FAILED
 
@@ -317,7 +334,15 @@ async def _close_revoked_links(links: UnitLinks, enrolled: EnrolledUnits) -> Non
         links.close_revoked(enrolled)
 
 
-def _unit_event(lines: Callable[[str], None], event: UnitLinkEvent) -> None:
+def _unit_event(lines: Callable[[str], None], audit: AuditSink, event: UnitLinkEvent) -> None:
+    reason = printable(event.reason, max_chars=300)
+    if event.kind == "connected":
+        audit.record(AuditKind.UNIT_CONNECTED, peer=event.unit_id)
+    elif event.kind == "dropped":
+        audit.record(AuditKind.UNIT_DROPPED, peer=event.unit_id, reason=reason)
+    else:
+        audit.record(AuditKind.INPUT_REFUSED, source="link", peer=event.unit_id, reason=reason,
+                     count=1)
     if event.kind != "failed":  # a failed attempt is logged; stdout shows links that were up
         lines(event.line())
 

@@ -365,7 +365,9 @@ class SignalingService:
 
     def __init__(self, van: NodeKeys, enrolled: EnrolledUnits, connected: Connected,
                  config: SignalingConfig | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 on_refused: Callable[[str, str], None] | None = None) -> None:
+        """``on_refused(reason, peer)``: told of every refused offer (the audit trail)."""
         if van.role is not NodeRole.VAN or van.encryption is None:
             raise UserInputError(f"signaling answers with a van's keys, not a {van.role.value}'s")
         self.van = van
@@ -378,6 +380,7 @@ class SignalingService:
                                     self.config.max_remembered_nonces,
                                     self.config.max_offers_per_unit)
         self._log = LogBudget(log, "signaling refusals")
+        self._on_refused = on_refused
         self._in_flight = 0
         self.refusals: collections.Counter[str] = collections.Counter()
         """Refused offers by reason."""
@@ -420,6 +423,8 @@ class SignalingService:
     def _refuse(self, request: web.Request, url_unit: str,
                 exc: SignalingRefused) -> web.Response:
         self.refusals[exc.reason] += 1
+        if self._on_refused is not None:
+            self._on_refused(exc.reason, f"{request.remote} unit {url_unit}")
         self._log.warning("signaling: refused an offer from %s for unit %s: %s: %s",
                           printable(request.remote), printable(url_unit, max_chars=80),
                           exc.reason, printable(exc))
