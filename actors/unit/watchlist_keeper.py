@@ -91,6 +91,9 @@ log = logging.getLogger("lfr.unit.watchlist")
 
 MAX_SEALED_BYTES: Final = MAX_SIGNED_WATCHLIST_BYTES + SEAL_OVERHEAD_BYTES
 """Largest sealed transfer a unit accepts."""
+MAX_REFUSALS_KEPT: Final = 256
+"""Refused versions remembered (so not fetched again); beyond this the oldest is forgotten, so
+a van announcing ever new versions cannot grow the keeper's memory without bound."""
 
 @dataclass(frozen=True, slots=True)
 class KeeperConfig:
@@ -185,6 +188,7 @@ class WatchlistKeeper(Actor[_Tick]):
         self._timer: asyncio.Task[None] | None = None
         self._log = LogBudget(log, "watchlist keeper")
         # (deployment, version) -> (reason, when): not fetched again (module docstring).
+        # Invariant: at most MAX_REFUSALS_KEPT entries, oldest refusal first.
         self._refused: dict[tuple[str, int], tuple[RefusalReason, float]] = {}
         self._last_refusal: tuple[int, str] = (0, "")
 
@@ -399,7 +403,11 @@ class WatchlistKeeper(Actor[_Tick]):
     async def _refuse(self, news: WatchlistNews, exc: WatchlistRefused) -> None:
         reason = exc.reason
         text = printable(f"{reason.value}: {exc}", max_chars=MAX_REASON_CHARS)
-        self._refused[(news.deployment_id, news.version)] = (reason, self._clock())
+        key = (news.deployment_id, news.version)
+        self._refused.pop(key, None)  # re-inserted as the newest
+        self._refused[key] = (reason, self._clock())
+        while len(self._refused) > MAX_REFUSALS_KEPT:
+            del self._refused[next(iter(self._refused))]
         self._last_refusal = (news.version, text)
         self.statistics.refused += 1
         self.statistics.fetches += 1
