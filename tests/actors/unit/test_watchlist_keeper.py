@@ -31,6 +31,7 @@ from actors.unit.second_opinion import TwoModelGallery
 from actors.unit.watchlist import Watchlist
 from actors.unit.watchlist_gate import HeldWatchlist, WatchlistGate
 from actors.unit.watchlist_keeper import (
+    MAX_REFUSALS_KEPT,
     KeeperConfig,
     KeeperStatistics,
     WatchlistKeeper,
@@ -735,6 +736,27 @@ async def test_a_van_naming_an_impossible_deployment_cannot_fail_the_keeper(
     assert failures(van.system, unit) == (0, 0)
     assert unit.gate.held is held
     assert unit.statistics.failures == 2  # both ticks ended as nonsense from the van
+
+
+async def test_a_van_announcing_ever_new_versions_cannot_grow_the_keepers_memory(
+        van: Van) -> None:
+    unit = await van.unit()
+    assert unit.link is not None
+    announced = [1]
+    unit.link.answer = lambda asked, real: WatchlistNews(
+        NewsKind.HOLD.value, "dep-1", announced[0], 0.6,
+        MAX_SIGNED_WATCHLIST_BYTES + 1) if isinstance(asked, WatchlistPoll) else real
+    for version in range(1, MAX_REFUSALS_KEPT + 2):
+        announced[0] = version
+        await unit.tick()
+    assert unit.statistics.refused == MAX_REFUSALS_KEPT + 1
+    await unit.tick()  # the newest refusal is remembered: not refused (or fetched) again
+    assert unit.statistics.refused == MAX_REFUSALS_KEPT + 1
+    announced[0] = 1  # the oldest was forgotten: it is looked at again (and refused again)
+    await unit.tick()
+    assert unit.statistics.refused == MAX_REFUSALS_KEPT + 2
+    assert unit.gate.held is None
+    assert failures(van.system, unit) == (0, 0)
 
 
 # --- the keeper's memory of versions outlives its incarnation ---------------------------------
