@@ -56,6 +56,9 @@ class AuditKind(enum.Enum):
     """A watchlist was dropped on request (deployment end, ``lfr watchlist purge``) and its
     embeddings overwritten in memory. Fields: ``deployment``, ``version``, ``payload_sha256``,
     ``reason``; on the van also ``unit``."""
+    REFERENCE_PHOTOS_STORED = "reference_photos_stored"
+    """The van stored reference photos of watchlist subjects, sealed at rest (they die with
+    the deployment). Fields: ``deployment``, ``count``. Never the photos."""
     ALERT_RAISED = "alert_raised"
     """The matcher raised an alert (a unit). Fields: ``seq`` (the event's number in the
     outbox), ``camera``, ``subject`` (the watchlist's subject id), ``score``, ``threshold``,

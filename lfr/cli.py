@@ -406,6 +406,10 @@ def _add_watchlist_van_commands(
                                          "through the running van")
     push.add_argument("signed_file", metavar="SIGNED_FILE", help="made by lfr watchlist sign")
     push.add_argument("--units", default="all", help=units_help)
+    push.add_argument("--photos", metavar="DIR",
+                      help="also give the van one reference photo per subject (one subfolder "
+                           "per subject, as for build): re-encoded JPEG, sealed at rest, "
+                           "deleted when the deployment ends")
     push.add_argument("--config", required=True, help=config_help)
     push.add_argument("--json", action="store_true", help="print one JSON object")
     push.set_defaults(func=_cmd_watchlist_push)
@@ -424,6 +428,7 @@ def _cmd_watchlist_push(args: argparse.Namespace) -> int:
     from lfr.deployment_commands import watchlist_push
 
     return watchlist_push(Path(args.config), Path(args.signed_file), args.units,
+                          photos_dir=Path(args.photos) if args.photos else None,
                           as_json=args.json)
 
 

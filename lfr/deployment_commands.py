@@ -10,18 +10,29 @@ concerned; ``--json`` prints the answer as one JSON object instead.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from actors.signed_watchlist import MAX_SIGNED_WATCHLIST_BYTES
+from actors.signed_watchlist import (
+    MAX_SIGNED_WATCHLIST_BYTES,
+    VerifiedWatchlist,
+    WatchlistRefused,
+    read_signed_watchlist,
+    verify_signed_watchlist,
+)
 from actors.van.control_messages import (
+    PHOTO_BATCH_BYTES,
+    AddReferencePhotos,
     DeploymentState,
     EndDeployment,
     GetWatchlistStatus,
+    PhotosStored,
     PurgeWatchlists,
     PushDone,
     PushWatchlist,
+    ReferencePhoto,
     StartDeployment,
     WatchlistStatus,
 )
@@ -30,8 +41,12 @@ from guards.files import UserFileError, read_user_file
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.config.van import VanConfig, load_van_config
+from lfr.reference_photos import reference_photos
 from lfr.van_control import ask_van
-from secure.node_keys import check_node_id
+from models.model_file import MOBILEFACENET
+from models.second_opinion_model import DLIB_RESNET_V1
+from secure.key_files import read_public_keys
+from secure.node_keys import NodeRole, check_node_id
 
 ALL = "all"
 """``--units all``: every unit, enrolled now or later."""
@@ -49,8 +64,8 @@ def parse_units(text: str) -> tuple[str, ...]:
 
 def _ask(config_path: Path, message: Any, *, as_json: bool) -> int:
     config: VanConfig = load_van_config(config_path)
-    return ask_van(config.control_socket, config.control_key, message,
-                   show=lambda answer: _show(answer, as_json=as_json))
+    return ask_van(config.control_socket, config.control_key, [message],
+                   show=lambda answers: _show(answers[0], as_json=as_json))
 
 
 def deployment_start(config_path: Path, deployment_id: str, threshold: float, *,
@@ -66,13 +81,68 @@ def deployment_end(config_path: Path, *, as_json: bool = False) -> int:
 
 
 def watchlist_push(config_path: Path, signed_file: Path, units: str, *,
-                   as_json: bool = False) -> int:
-    """``lfr watchlist push``."""
+                   photos_dir: Path | None = None, as_json: bool = False) -> int:
+    """``lfr watchlist push``: the signed list, then (``--photos``) its subjects' reference
+    photos, in batches, over one link."""
     try:
         signed = read_user_file(signed_file, "signed watchlist", MAX_SIGNED_WATCHLIST_BYTES)
     except UserFileError as exc:
         raise UserInputError(str(exc)) from None
-    return _ask(config_path, PushWatchlist(signed, parse_units(units)), as_json=as_json)
+    config = load_van_config(config_path)
+    messages: list[Any] = [PushWatchlist(signed, parse_units(units))]
+    if photos_dir is not None:
+        verified = _verified(config, signed, signed_file)
+        made = reference_photos(photos_dir, verified.watchlist.subjects)
+        for line in made.skipped:
+            print(f"photos: {line}", file=sys.stderr)
+        messages += _photo_batches(verified.manifest.deployment_id, made.photos)
+    return ask_van(config.control_socket, config.control_key, messages,
+                   show=lambda answers: _show_push(answers, as_json=as_json))
+
+
+def _verified(config: VanConfig, signed: bytes, signed_file: Path) -> VerifiedWatchlist:
+    """The signed list checked as the van will check it (its subjects name the photos)."""
+    if config.authority_public_keys is None:
+        raise UserInputError(f"{printable(config.file)}: [authority] public_keys is required")
+    authority = read_public_keys(config.authority_public_keys, NodeRole.AUTHORITY)
+    try:
+        return verify_signed_watchlist(
+            read_signed_watchlist(signed), authority=authority,
+            model_id=MOBILEFACENET.model_id, model_sha256=MOBILEFACENET.sha256,
+            second_model_id=DLIB_RESNET_V1.model_id, second_model_sha256=DLIB_RESNET_V1.sha256,
+            held_version=None, now=time.time())
+    except WatchlistRefused as exc:
+        raise UserInputError(f"{printable(signed_file)}: {exc}") from None
+
+
+def _photo_batches(deployment_id: str, photos: dict[str, bytes]) -> list[AddReferencePhotos]:
+    batches: list[AddReferencePhotos] = []
+    batch: list[ReferencePhoto] = []
+    size = 0
+    for subject, jpeg in sorted(photos.items()):
+        if batch and size + len(jpeg) > PHOTO_BATCH_BYTES:
+            batches.append(AddReferencePhotos(deployment_id, tuple(batch)))
+            batch, size = [], 0
+        batch.append(ReferencePhoto(subject, jpeg))
+        size += len(jpeg)
+    if batch:
+        batches.append(AddReferencePhotos(deployment_id, tuple(batch)))
+    return batches
+
+
+def _show_push(answers: list[Any], *, as_json: bool) -> int:
+    photos = sum(answer.stored for answer in answers if isinstance(answer, PhotosStored))
+    pushed = answers[0]
+    if not isinstance(pushed, PushDone):
+        raise UserInputError(f"the van answered a {type(pushed).__name__}")
+    if as_json:
+        print(json.dumps({**_push_record(pushed), "reference_photos": photos}), flush=True)
+        return ExitCode.OK
+    _show(pushed, as_json=False)
+    if len(answers) > 1:
+        print(f"stored {photos} reference photo{'s' if photos != 1 else ''} at the van, sealed "
+              "at rest until the deployment ends", flush=True)
+    return ExitCode.OK
 
 
 def watchlist_purge(config_path: Path, units: str, *, as_json: bool = False) -> int:
@@ -95,9 +165,7 @@ def _show(answer: Any, *, as_json: bool) -> int:
                    "watchlist" if answer.ended_at else
                    f"started at {_iso(answer.started_at)}, threshold {answer.threshold:.3f}"))
     elif isinstance(answer, PushDone):
-        record = {"deployment": answer.deployment_id, "version": answer.version,
-                  "subjects": answer.subjects, "payload_sha256": answer.payload_sha256,
-                  "not_after": _iso(answer.not_after)}
+        record = _push_record(answer)
         text = (f"pushed watchlist version {answer.version} of deployment "
                 f"{printable(answer.deployment_id)}: {answer.subjects} subjects, payload sha256 "
                 f"{answer.payload_sha256}, valid until {_iso(answer.not_after)}; units fetch it "
@@ -109,6 +177,12 @@ def _show(answer: Any, *, as_json: bool) -> int:
         raise UserInputError(f"the van answered a {type(answer).__name__}")
     print(json.dumps(record) if as_json else text, flush=True)
     return ExitCode.OK
+
+
+def _push_record(answer: PushDone) -> dict[str, object]:
+    return {"deployment": answer.deployment_id, "version": answer.version,
+            "subjects": answer.subjects, "payload_sha256": answer.payload_sha256,
+            "not_after": _iso(answer.not_after)}
 
 
 def _status_record(status: WatchlistStatus) -> dict[str, object]:

@@ -89,7 +89,7 @@ from lfr.alert_printer import (
     stdout_output,
 )
 from lfr.command_output import OutputFailed, say
-from lfr.config.toml_table import NodeConfigError
+from lfr.config.toml_table import NodeConfigError, config_sha256
 from lfr.config.unit import UnitConfig, load_unit_config
 from lfr.scan import spawn_camera_stages, warm_up_models
 from models.face_detector import FaceDetector
@@ -217,6 +217,8 @@ def run_edge(config_path: Path, *, check_only: bool, print_alerts: bool) -> int:
     code: int = ExitCode.INTERNAL_ERROR
     try:
         audit.append(AuditKind.NODE_STARTED, role="unit", cameras=len(unit.config.cameras))
+        audit.append(AuditKind.CONFIG_LOADED, path=str(unit.config.file),
+                     sha256=config_sha256(unit.config.file))
         # The outbox and the trail close only after the node has stopped every actor using them.
         code = run(functools.partial(serve_edge, unit=unit, outbox=outbox,
                                      print_alerts=print_alerts, audit=audit),

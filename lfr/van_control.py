@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,23 +70,25 @@ async def serve_control(system: ActorSystem, socket_path: Path, key_file: Path) 
                             codec=control_codec())
 
 
-def ask_van(socket_path: Path, key_file: Path, message: Any, *,
+def ask_van(socket_path: Path, key_file: Path, messages: Sequence[Any], *,
             timeout_s: float = DEFAULT_TIMEOUT_S,
-            show: Callable[[Any], int]) -> int:
-    """Ask the running van ``message`` and hand its answer to ``show`` (which prints it and
-    returns the exit code). ``UserInputError`` with the van's reason when it refuses."""
+            show: Callable[[list[Any]], int]) -> int:
+    """Ask the running van each of ``messages`` in turn (over one link) and hand the answers
+    to ``show`` (which prints them and returns the exit code). ``UserInputError`` with the
+    van's reason when it refuses one (the later ones are not sent)."""
     if not socket_path.exists():
         raise VanUnreachable(f"no van runs with this state folder: {printable(socket_path)} "
                              "does not exist (start it with lfr van --config van.toml)")
     keys = control_keys(key_file, create=False)
     config = LinkConfig(keys=keys, max_frame_bytes=MAX_CONTROL_FRAME_BYTES)
     return run(functools.partial(_ask, socket_path=socket_path, config=config,
-                                 message=message, timeout_s=timeout_s, show=show),
+                                 messages=messages, timeout_s=timeout_s, show=show),
                SystemConfig(name="lfr-command"), use_uvloop=False)
 
 
-async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig, message: Any,
-               timeout_s: float, show: Callable[[Any], int]) -> int:
+async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig,
+               messages: Sequence[Any], timeout_s: float,
+               show: Callable[[list[Any]], int]) -> int:
     client = connect_unix(system, os.fspath(socket_path), config, codec=control_codec())
     try:
         try:
@@ -94,14 +96,16 @@ async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig, me
         except TimeoutError:
             raise VanUnreachable(f"the van does not answer on {printable(socket_path)} within "
                                  f"{CONNECT_TIMEOUT_S:g} s (is lfr van running?)") from None
-        try:
-            answer = await client.ref(CONTROL_ACTOR).ask(message, timeout=timeout_s)
-        except RemoteError as exc:
-            raise UserInputError(f"the van refused: {printable(exc.remote_message, max_chars=2000)}"
-                                 ) from None
-        except (AskTimeout, LinkLost) as exc:
-            raise VanUnreachable(f"the van did not answer: {printable(exc)}") from None
-        return show(answer)
+        answers = []
+        for message in messages:
+            try:
+                answers.append(await client.ref(CONTROL_ACTOR).ask(message, timeout=timeout_s))
+            except RemoteError as exc:
+                raise UserInputError("the van refused: "
+                                     f"{printable(exc.remote_message, max_chars=2000)}"
+                                     ) from None
+            except (AskTimeout, LinkLost) as exc:
+                raise VanUnreachable(f"the van did not answer: {printable(exc)}") from None
+        return show(answers)
     finally:
         await client.stop()
-

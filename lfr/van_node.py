@@ -64,6 +64,7 @@ from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.alert_printer import LineOutput, stdout_output
+from lfr.config.toml_table import config_sha256
 from lfr.config.van import VanConfig, load_van_config
 from lfr.van_control import serve_control
 from models.model_file import MOBILEFACENET
@@ -242,6 +243,8 @@ def run_van(config_path: Path, *, print_alerts: bool = False) -> int:
     code: int = ExitCode.INTERNAL_ERROR
     try:
         parts.audit.append(AuditKind.NODE_STARTED, role="van")
+        parts.audit.append(AuditKind.CONFIG_LOADED, path=str(config.file),
+                           sha256=config_sha256(config.file))
         code = run(functools.partial(serve_van, parts=parts, print_alerts=print_alerts),
                    SystemConfig(name=config.van_id))
         return code

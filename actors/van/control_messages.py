@@ -3,7 +3,7 @@
 ``lfr van deployment start|end``, ``lfr watchlist push|purge|status`` run as separate processes
 beside ``lfr van`` and reach its ``control`` actor over a Unix socket in the van's state folder
 (mode 0600, a link key readable only by the van's user: ``lfr.van_control``). Type codes
-200-209 of the link registry. Every ask is answered with one of the answers below, or fails with
+200-211 of the link registry. Every ask is answered with one of the answers below, or fails with
 the reason (a ``UserInputError`` on the van arrives as a ``RemoteError`` naming it).
 """
 
@@ -133,6 +133,40 @@ class WatchlistStatus:
     """Every unit enrolled or heard from, by id."""
 
 
+@message(209)
+@dataclass(frozen=True, slots=True)
+class ReferencePhoto:
+    """One subject's reference photo, for the officer who confirms an alert."""
+
+    subject: str
+    """The watchlist subject id."""
+    jpeg: bytes
+    """The photo as JPEG (re-encoded by the command: no metadata), at most 2 MiB."""
+
+
+@message(210)
+@dataclass(frozen=True, slots=True)
+class AddReferencePhotos:
+    """Store reference photos for the active deployment, sealed at rest (``lfr watchlist push
+    --photos``); sent in batches of at most ``PHOTO_BATCH_BYTES``."""
+
+    deployment_id: str
+    """The deployment they belong to (must be the active one)."""
+    photos: tuple[ReferencePhoto, ...]
+    """The photos."""
+
+
+@message(211)
+@dataclass(frozen=True, slots=True)
+class PhotosStored:
+    """Answer to ``AddReferencePhotos``."""
+
+    stored: int
+    """Photos stored (or replaced) by this ask."""
+
+
+PHOTO_BATCH_BYTES: Final = 16 * 1024 * 1024
+"""A batch of reference photos stays under this many bytes of JPEG."""
 CONTROL_ASKS: Final = (StartDeployment, EndDeployment, PushWatchlist, PurgeWatchlists,
-                       GetWatchlistStatus)
+                       GetWatchlistStatus, AddReferencePhotos)
 """What the control socket lets a command send (``LinkConfig.exposed``)."""

@@ -14,9 +14,12 @@ from collections.abc import Callable
 
 from actors.unit.watchlist import check_threshold, check_usual_thresholds
 from actors.van.control_messages import (
+    PHOTO_BATCH_BYTES,
+    AddReferencePhotos,
     DeploymentState,
     EndDeployment,
     GetWatchlistStatus,
+    PhotosStored,
     PurgeWatchlists,
     PushDone,
     PushWatchlist,
@@ -31,8 +34,8 @@ from guards.user_input import UserInputError
 from runtime.actor import Actor
 
 ControlMessage = (StartDeployment | EndDeployment | PushWatchlist | PurgeWatchlists
-                  | GetWatchlistStatus)
-ControlAnswer = DeploymentState | PushDone | WatchlistStatus
+                  | GetWatchlistStatus | AddReferencePhotos)
+ControlAnswer = DeploymentState | PushDone | WatchlistStatus | PhotosStored
 MAX_UNITS_NAMED = 1024
 """A push or purge names at most this many units (the enrolment's limit)."""
 
@@ -66,6 +69,13 @@ class VanControl(Actor[ControlMessage]):
             result = await self.board.push(message.signed, self._checked_units(message.units))
             return PushDone(result.deployment_id, result.version, result.subjects,
                             result.payload_sha256, result.not_after)
+        if isinstance(message, AddReferencePhotos):
+            if sum(len(photo.jpeg) for photo in message.photos) > PHOTO_BATCH_BYTES:
+                raise UserInputError(f"a batch of reference photos holds at most "
+                                     f"{PHOTO_BATCH_BYTES} bytes of JPEG")
+            return PhotosStored(await self.board.add_photos(
+                message.deployment_id, [(photo.subject, photo.jpeg)
+                                        for photo in message.photos]))
         if isinstance(message, PurgeWatchlists):
             await self.board.purge(self._checked_units(message.units))
         return self.status()

@@ -273,6 +273,22 @@ class WatchlistBoard:
         return PushResult(deployment.id, manifest.version, subjects, verified.payload_sha256,
                           manifest.not_after, names)
 
+    async def add_photos(self, deployment_id: str,
+                         photos: Collection[tuple[str, bytes]]) -> int:
+        """Store reference photos (subject, JPEG) for the active deployment, sealed to the
+        van's key (``DeploymentStore.put_reference_photo``); they die with the deployment.
+        Returns how many were stored; ``UserInputError`` naming the first refused one."""
+        deployment = self._deployment
+        if deployment is None or deployment.id != deployment_id:
+            raise DeploymentError(f"reference photos for deployment {printable(deployment_id)} "
+                                  "refused: it is not the active deployment")
+        for subject, jpeg in photos:
+            await self._blocking.run(self._store.put_reference_photo, deployment_id, subject,
+                                     jpeg)
+        await self._audit(AuditKind.REFERENCE_PHOTOS_STORED, deployment=deployment_id,
+                          count=len(photos))
+        return len(photos)
+
     async def purge(self, units: Collection[str] = ALL_UNITS) -> None:
         """Tell the units named (or all) to drop their watchlist at their next poll."""
         names = tuple(sorted(set(units)))

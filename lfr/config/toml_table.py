@@ -7,6 +7,7 @@ Every refusal is a ``NodeConfigError`` naming the file and the key path (``camer
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tomllib
@@ -126,3 +127,13 @@ def read_toml(path: Path | str) -> tuple[Path, dict[str, Any]]:
         raise NodeConfigError(f"config file {printable(file)}: nested too deeply") from None
 
 
+
+
+def config_sha256(path: Path) -> str:
+    """sha256 (hex) of a config file's bytes, for the audit trail (a change between two starts
+    shows as two different hashes); ``NodeConfigError`` when it cannot be read."""
+    try:
+        data = read_user_file(path, "config file", MAX_CONFIG_BYTES)
+    except UserFileError as exc:
+        raise NodeConfigError(str(exc)) from None
+    return hashlib.sha256(data).hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from models.second_opinion_model import DESCRIPTOR_DIM, DLIB_RESNET_V1
 from secure.key_files import read_node_keys, write_node_keys
 from secure.node_keys import NodeKeys, NodeRole
 from tests.lfr.cli_process import lfr
+from tests.lfr.conftest import REPO_ROOT
 
 DEAD_CAMERA = "rtsp://127.0.0.1:9/never"  # the discard port: nothing answers, for ever
 WAIT_S = 60.0
@@ -104,6 +106,17 @@ def unique_watchlist(tmp_path: Path) -> tuple[Watchlist, Path]:
     path.parent.mkdir()
     save_watchlist(watchlist, path)
     return watchlist, path
+
+
+def _photo_folders(root: Path) -> Path:
+    """Reference photos of subjects a-c (the demo's photos stand in), and one of somebody who
+    is not on the list."""
+    demo = sorted((REPO_ROOT / "demo" / "watchlist_photos").glob("*/*.jp*g"))
+    for name, photo in zip(("subject-a", "subject-b", "subject-c", "not-listed"), demo,
+                           strict=False):
+        (root / name).mkdir(parents=True)
+        shutil.copyfile(photo, root / name / photo.name)
+    return root
 
 
 def _traces(watchlist: Watchlist, signed: Path) -> list[bytes]:
@@ -195,8 +208,14 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
         assert refused.returncode == ExitCode.BAD_INPUT
         assert "not enrolled at this van: unit-9" in refused.stderr
 
-        out = _run("watchlist", "push", str(signed), "--units", "all", "--config", config)
-        assert "pushed watchlist version 1 of deployment op-1: 4 subjects" in out
+        photos = _photo_folders(tmp_path / "photos")
+        pushed = lfr("watchlist", "push", str(signed), "--units", "all", "--photos",
+                     str(photos), "--config", config)
+        assert pushed.returncode == 0, pushed.stderr[-2000:]
+        assert "pushed watchlist version 1 of deployment op-1: 4 subjects" in pushed.stdout
+        assert "stored 3 reference photos at the van" in pushed.stdout
+        assert "not-listed: not on the watchlist; no photo kept" in pushed.stderr
+        assert "subject-d: no reference photo" in pushed.stderr
         status = _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held"
                         and s["unit-3"]["refused_version"] == 1, "units holding version 1")
         for name in ("unit-1", "unit-2"):
@@ -264,6 +283,7 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
     with DeploymentStore.open(store_file, van_keys.encryption) as store:
         assert store.current_watchlist() is None
         assert [facts.stored for facts in store.watchlist_facts("op-1")] == [False] * 3
+        assert store.reference_photo("op-1", "subject-a") is None  # died with the deployment
     # Every audit trail verifies and holds no embedding.
     for trail in [made.root / "van" / "state" / "audit.log",
                   *(made.root / unit / "state" / "audit.log" for unit in made.unit_ids)]:
