@@ -402,7 +402,11 @@ class WatchlistKeeper(Actor[_Tick]):
 
     async def _refuse(self, news: WatchlistNews, exc: WatchlistRefused) -> None:
         reason = exc.reason
+        # At most MAX_REASON_CHARS in all: printable's "...(N more chars)" tail would take a
+        # long text past what the audit (and the van's) take, failing the refusal's record.
         text = printable(f"{reason.value}: {exc}", max_chars=MAX_REASON_CHARS)
+        if len(text) > MAX_REASON_CHARS:
+            text = text[:MAX_REASON_CHARS - 3] + "..."
         key = (news.deployment_id, news.version)
         self._refused.pop(key, None)  # re-inserted as the newest
         self._refused[key] = (reason, self._clock())
