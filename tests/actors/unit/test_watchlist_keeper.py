@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from actors.signed_watchlist import MAX_SIGNED_WATCHLIST_BYTES, RefusalReason
+from actors.signed_watchlist import MAX_SIGNED_WATCHLIST_BYTES, RefusalReason, WatchlistRefused
+from actors.unit import watchlist_keeper
 from actors.unit.gallery import Gallery
 from actors.unit.second_opinion import TwoModelGallery
 from actors.unit.watchlist import Watchlist
@@ -41,6 +42,7 @@ from actors.van import watchlist_desk
 from actors.van.watchlist_board import UnitView, WatchlistBoard
 from actors.van.watchlist_desk import WatchlistDesk, desk_name
 from actors.watchlist_messages import (
+    MAX_REASON_CHARS,
     WATCHLIST_ACTOR,
     HeldState,
     NewsKind,
@@ -652,6 +654,26 @@ async def test_a_transfer_sealed_for_another_unit_does_not_open_and_is_refused(
     await unit.tick()
     await assert_refused(van, unit, held, 2, RefusalReason.MALFORMED, [first, SECOND])
     assert "does not open" in van.view().refused_reason
+
+
+async def test_a_refusal_of_any_length_is_audited_and_reported(
+        van: Van, monkeypatch: pytest.MonkeyPatch) -> None:
+    unit = await van.unit()
+    await start_with(van, unit)
+    await van.board.push(sign(SECOND, version=2))
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise WatchlistRefused(RefusalReason.PAYLOAD_INVALID, "signed payload " + "x" * 900)
+
+    monkeypatch.setattr(watchlist_keeper, "verify_signed_watchlist", refuse)
+    await unit.tick()
+    refusals = refusal_records(unit.audited())
+    assert len(refusals) == 1
+    assert len(refusals[0]["detail"]) == MAX_REASON_CHARS
+    assert refusals[0]["detail"].startswith("payload_invalid: signed payload xxx")
+    assert failures(van.system, unit) == (0, 0)
+    await unit.tick()
+    assert van.view().refused_reason == refusals[0]["detail"]
 
 
 # --- failures: the tick ends, nothing changes, the next tick tries again ------------------------
