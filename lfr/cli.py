@@ -296,6 +296,12 @@ def _cmd_van_units(args: argparse.Namespace) -> int:
     return list_units(Path(args.config), as_json=args.json)
 
 
+def _cmd_van_audit_witness(args: argparse.Namespace) -> int:
+    from lfr.audit_witness import audit_witness
+
+    return audit_witness(Path(args.config), args.unit_id, as_json=args.json)
+
+
 def _cmd_van_run(args: argparse.Namespace) -> int:
     from guards.user_input import UserInputError
     from lfr.van_node import run_van
@@ -368,6 +374,12 @@ def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     units.add_argument("--config", required=True, help=config_help)
     units.add_argument("--json", action="store_true", help="print one JSON object")
     units.set_defaults(func=_cmd_van_units)
+    witness = actions.add_parser("audit-witness", help="the latest head of a unit's audit "
+                                 "trail the van holds (from its signed health reports)")
+    witness.add_argument("unit_id", metavar="UNIT_ID", help="the unit's node id")
+    witness.add_argument("--config", required=True, help=config_help)
+    witness.add_argument("--json", action="store_true", help="print one JSON object")
+    witness.set_defaults(func=_cmd_van_audit_witness)
     deployment = actions.add_parser("deployment", help="start or end a deployment on the "
                                     "running van (every alert and watchlist is tied to one)")
     steps = deployment.add_subparsers(dest="deployment_command", required=True,

@@ -302,3 +302,18 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
         assert f'"kind":"{kind}"' in unit_trail, kind
     assert '"kind":"watchlist_refused"' in (made.root / "unit-3" / "state"
                                             / "audit.log").read_text()
+
+    # The van witnessed unit-2's trail through its signed health reports: a copy cut short
+    # before that head no longer verifies against it.
+    witness = json.loads(_run("van", "audit-witness", "unit-2", "--config", config, "--json"))
+    head = witness["audit_head"]
+    trail = made.root / "unit-2" / "state" / "audit.log"
+    checked = lfr("audit", "verify", str(trail), "--expect-head", head)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = trail.read_bytes().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["hash"] == head)
+    cut = tmp_path / "unit-2.cut.log"
+    cut.write_bytes(b"".join(lines[:at]))
+    cut.chmod(0o600)
+    checked = lfr("audit", "verify", str(cut), "--expect-head", head)
+    assert checked.returncode == ExitCode.VERIFICATION_FAILED, checked.stdout + checked.stderr
