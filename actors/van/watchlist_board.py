@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.signed_watchlist import (
+    MAX_VERSION,
     WatchlistRefused,
     read_signed_watchlist,
     verify_signed_watchlist,
@@ -43,14 +44,22 @@ from actors.van.deployment_store import (
     StoredWatchlist,
     UnitWatchlistState,
 )
-from actors.watchlist_messages import HeldState, NewsKind, WatchlistNews, WatchlistPoll
+from actors.watchlist_messages import (
+    MAX_REASON_CHARS,
+    HeldState,
+    NewsKind,
+    WatchlistNews,
+    WatchlistPoll,
+)
 from audit.kinds import AuditKind
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from runtime.blocking import BlockingPool
-from secure.node_keys import NodePublicKeys
+from secure.node_keys import NodePublicKeys, check_node_id
 
 log = logging.getLogger("lfr.van.watchlists")
+MAX_SUBJECTS_REPORTED = 10_000_000
+"""A unit reporting more subjects than this reports nonsense (a 64 MiB list holds ~50,000)."""
 _HELD_STATES = frozenset(state.value for state in HeldState)
 ALL_UNITS = ()
 """``units`` of a push or purge that names no unit: every unit, enrolled now or later."""
@@ -335,6 +344,14 @@ class WatchlistBoard:
         return self._signed[version].signed
 
     async def _reported(self, unit_id: str, poll: WatchlistPoll) -> None:
+        # What a unit reports goes into the store and the audit trail: refused before anything
+        # changes when it could not go there (the unit's ask fails with the reason).
+        if poll.deployment_id:
+            check_node_id(poll.deployment_id, "the reported deployment id")
+        if not 0 <= poll.version <= MAX_VERSION or not 0 <= poll.refused_version <= MAX_VERSION:
+            raise UserInputError("a reported version is out of range")
+        if not 0 <= poll.subjects <= MAX_SUBJECTS_REPORTED:
+            raise UserInputError("the reported subject count is out of range")
         view = self._views.setdefault(unit_id, UnitView())
         view.last_poll = self._clock()
         try:
@@ -350,7 +367,8 @@ class WatchlistBoard:
         view.refused_version, view.refused_reason = poll.refused_version, poll.refused_reason
         unit, deployment = printable(unit_id), printable(poll.deployment_id)
         if refused and poll.refused_version:
-            reason = printable(poll.refused_reason, max_chars=500)
+            reason = printable(poll.refused_reason, max_chars=MAX_REASON_CHARS)[
+                :MAX_REASON_CHARS]
             self._line(f"unit {unit} refused watchlist version {poll.refused_version}: {reason}")
             await self._audit(AuditKind.WATCHLIST_REFUSED, unit=unit_id,
                               version=poll.refused_version, reason=reason)

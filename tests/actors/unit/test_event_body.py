@@ -342,8 +342,9 @@ def test_the_largest_refused_input_stays_within_a_few_copies_of_itself() -> None
 
 # -- privacy ---------------------------------------------------------------------------------
 
-ID_FIELDS = {"camera_id", "model_ids"}
-"""The only text a health report may carry: ids, each checked as a short printable id."""
+ID_FIELDS = {"camera_id", "model_ids", "audit_head"}
+"""The only text a health report may carry: ids, each checked as a short printable id, and the
+audit trail's head hash (64 hex digits exactly, ``check_body``)."""
 
 
 def test_a_health_report_cannot_carry_face_data_or_free_text() -> None:

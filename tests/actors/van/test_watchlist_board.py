@@ -493,9 +493,6 @@ async def test_a_restarted_van_tells_every_unit_what_it_told_it_before(
         assert [board.wanted(unit) for unit in ("unit-a", "unit-b")] == [None, None]
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: the board cuts a unit's refusal reason with "
-                   "printable(max_chars=500), whose '...(N more chars)' tail makes it longer "
-                   "than the audit's 512 characters: the refusal is neither audited nor stored")
 async def test_a_long_refusal_reason_is_still_audited_and_stored(
         board: WatchlistBoard, store: DeploymentStore, audit: AuditLog) -> None:
     await board.start_deployment("dep-1", 0.6)
