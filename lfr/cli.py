@@ -388,6 +388,9 @@ def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     start.add_argument("--id", required=True, help="the deployment's id (used once)")
     start.add_argument("--threshold", required=True, type=_threshold,
                        help="its alert threshold, applied to every subject (docs/THRESHOLDS.md)")
+    start.add_argument("--allow-unusual-thresholds", action="store_true",
+                       help="accept a threshold outside the usual range 0.45-0.80 "
+                            "(docs/THRESHOLDS.md)")
     start.add_argument("--config", required=True, help=config_help)
     start.add_argument("--json", action="store_true", help="print one JSON object")
     start.set_defaults(func=_cmd_deployment_start)
@@ -401,7 +404,8 @@ def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def _cmd_deployment_start(args: argparse.Namespace) -> int:
     from lfr.deployment_commands import deployment_start
 
-    return deployment_start(Path(args.config), args.id, args.threshold, as_json=args.json)
+    return deployment_start(Path(args.config), args.id, args.threshold,
+                            allow_unusual=args.allow_unusual_thresholds, as_json=args.json)
 
 
 def _cmd_deployment_end(args: argparse.Namespace) -> int:

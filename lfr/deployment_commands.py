@@ -69,10 +69,11 @@ def _ask(config_path: Path, message: Any, *, as_json: bool) -> int:
 
 
 def deployment_start(config_path: Path, deployment_id: str, threshold: float, *,
-                     as_json: bool = False) -> int:
+                     allow_unusual: bool = False, as_json: bool = False) -> int:
     """``lfr van deployment start``."""
     check_node_id(deployment_id, "--id")
-    return _ask(config_path, StartDeployment(deployment_id, threshold), as_json=as_json)
+    return _ask(config_path, StartDeployment(deployment_id, threshold, allow_unusual),
+                as_json=as_json)
 
 
 def deployment_end(config_path: Path, *, as_json: bool = False) -> int:

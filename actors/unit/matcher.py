@@ -132,6 +132,9 @@ class _Embedded:
     """A row per face; zeros for a face in ``skipped``."""
     skipped: dict[int, int]
     """Faces not embedded: position -> the decided track they were predicted to be."""
+    epoch: int
+    """The matcher's track epoch when the frame was planned: its skip hints name tracks of
+    that epoch only."""
 
 
 class Embedder(Protocol):
@@ -159,6 +162,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self.watchlist_version = 0
         """The version of the gate's watchlist searched now (0: a fixed gallery, or none)."""
         self._generation = -1
+        # Grows whenever every track is forgotten (a new watchlist): frames planned in an older
+        # epoch carry skip hints for tracks that are gone (_decide drops them).
+        self._epoch = 0
         self._dimension = EMBEDDING_DIM if isinstance(gallery, WatchlistGate) else (
             gallery.dimension)
         self.output = output
@@ -210,6 +216,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                         "rest on the first model alone; rebuild it with `lfr watchlist build`")
 
     def _forget_tracks(self) -> None:
+        self._epoch += 1
         for tracker in self._trackers.values():
             tracker.clear()
         for opinion in self._second.values():
@@ -241,7 +248,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             # re-check scheduled) only between decisions.
             skipped = self._schedule.plan(self._trackers.get(message.camera), message.index,
                                           message.t_s, [f.detection.box for f in message.faces])
-            await self._window.submit(self._embed(message, skipped))
+            await self._window.submit(self._embed(message, skipped, self._epoch))
         elif isinstance(message, StreamEnded):
             await self._window.drain()
             tracker = self._trackers.pop(message.camera, None)
@@ -256,7 +263,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                                self._alerts))
         return None
 
-    async def _embed(self, faces: DetectedFaces, skipped: dict[int, int]) -> _Embedded:
+    async def _embed(self, faces: DetectedFaces, skipped: dict[int, int],
+                     epoch: int) -> _Embedded:
         embeddings = np.zeros((len(faces.faces), self._dimension), np.float32)
         looked = [i for i in range(len(faces.faces)) if i not in skipped]
         rows = await asyncio.gather(*(self.context.run_blocking(self.embedder.embed,
@@ -264,7 +272,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                       for i in looked))
         for i, row in zip(looked, rows, strict=True):
             embeddings[i] = row
-        return _Embedded(faces, embeddings, skipped)
+        return _Embedded(faces, embeddings, skipped, epoch)
 
     async def _decide(self, embedded: _Embedded) -> None:
         frame, embeddings = embedded.faces, embedded.embeddings
@@ -272,8 +280,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         try:
             if self._sync_gallery():
                 await self._gallery_changed()
-            if self.gallery is None:
-                pass  # no watchlist (purged, expired): the faces are wiped unmatched
+            if self.gallery is None or (embedded.skipped and embedded.epoch != self._epoch):
+                # No watchlist (purged, expired): the faces are wiped unmatched. Or the frame
+                # was planned before the tracks were forgotten (a new list): its skip hints
+                # name tracks that no longer exist, so it is dropped rather than misread.
+                pass
             elif frame.faces:
                 alerted = await self._match(frame, self.gallery, embeddings, embedded.skipped)
             elif (tracker := self._trackers.get(frame.camera)) is not None:

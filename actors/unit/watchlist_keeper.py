@@ -229,7 +229,8 @@ class WatchlistKeeper(Actor[_Tick]):
         self.statistics.polls += 1
         kind = _news_kind(news)
         if kind is NewsKind.PURGE:
-            await self._drop(HeldState.PURGED, "purged on the van's order")
+            if await self._drop(HeldState.PURGED, "purged on the van's order"):
+                await self._poll_once_after_change(desk)
         elif kind is NewsKind.HOLD:
             await self._hold(desk, news)
 
@@ -427,10 +428,11 @@ class WatchlistKeeper(Actor[_Tick]):
         if held is not None and self._clock() >= held.not_after:
             await self._drop(HeldState.EXPIRED, "its not-after time has passed")
 
-    async def _drop(self, state: HeldState, why: str) -> None:
+    async def _drop(self, state: HeldState, why: str) -> bool:
+        """Drop and overwrite what is held; False when nothing was."""
         old = self.gate.clear()
         if old is None:
-            return
+            return False
         subjects = old.subjects
         old.gallery.wipe()
         if state is HeldState.EXPIRED:
@@ -446,6 +448,7 @@ class WatchlistKeeper(Actor[_Tick]):
                 else AuditKind.WATCHLIST_PURGED)
         await self._audit(kind, deployment=old.deployment_id, version=old.version,
                           subjects=subjects, payload_sha256=old.payload_sha256)
+        return True
 
     async def _audit(self, kind: AuditKind, **fields: str | int | float | bool | None) -> None:
         if self.audit is not None:

@@ -27,6 +27,8 @@ class StartDeployment:
     """Its id (1-64 printable characters, used once)."""
     threshold: float
     """Its alert threshold (a cosine in the usual range: docs/THRESHOLDS.md)."""
+    allow_unusual: bool = False
+    """Accept a threshold outside the usual range (``--allow-unusual-thresholds``)."""
 
 
 @message(201)

@@ -60,7 +60,7 @@ class VanControl(Actor[ControlMessage]):
         if isinstance(message, StartDeployment):
             check_threshold(message.threshold, "--threshold")
             check_usual_thresholds([("--threshold", message.threshold)], "deployment",
-                                   allow_unusual=False)
+                                   allow_unusual=message.allow_unusual)
             return _state(await self.board.start_deployment(message.deployment_id,
                                                             message.threshold))
         if isinstance(message, EndDeployment):

@@ -55,6 +55,7 @@ from audit.kinds import AuditKind
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from runtime.blocking import BlockingPool
+from secure.memory_wipe import wipe_buffer
 from secure.node_keys import NodePublicKeys, check_node_id
 
 log = logging.getLogger("lfr.van.watchlists")
@@ -236,6 +237,8 @@ class WatchlistBoard:
             lambda: self._store.end_deployment(now=self._clock()))
         self._deployment = None
         self._assignments = _Assignments()
+        for stored in self._signed.values():  # the opened copies in memory die too
+            wipe_buffer(stored.signed)
         self._signed.clear()
         await self._blocking.run(self._store.wipe_wal)
         await self._audit(AuditKind.DEPLOYMENT_ENDED, deployment=deployment.id)
@@ -327,11 +330,14 @@ class WatchlistBoard:
         """Record ``unit_id``'s report and tell it what to hold."""
         await self._reported(unit_id, poll)
         deployment, version = self._deployment, self.wanted(unit_id)
-        if deployment is None or version is None or version not in self._signed:
+        stored = None if version is None else self._signed.get(version)
+        if deployment is None or stored is None or stored.facts.not_after <= self._clock():
+            # Nothing to hold, or only a list past its not-after (the unit dropped it itself:
+            # offering it again would only make the unit fetch it to refuse it).
             holding = poll.state == HeldState.HELD.value
             return WatchlistNews(NewsKind.PURGE.value if holding else NewsKind.NOTHING.value)
-        return WatchlistNews(NewsKind.HOLD.value, deployment.id, version, deployment.threshold,
-                             self._signed[version].facts.signed_bytes)
+        return WatchlistNews(NewsKind.HOLD.value, deployment.id, stored.facts.version,
+                             deployment.threshold, stored.facts.signed_bytes)
 
     def signed_for(self, unit_id: str, deployment_id: str, version: int) -> bytes:
         """The signed watchlist ``unit_id`` may fetch; ``UserInputError`` when that is not

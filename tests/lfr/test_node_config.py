@@ -370,7 +370,8 @@ def test_a_config_file_that_cannot_be_read_is_refused_naming_it(
 
 _KEYS = st.sampled_from(["id", "state_dir", "keys", "tls", "signaling", "console", "host",
                          "port", "signing", "encryption", "certificate", "key", "signing_key",
-                         "outbox", "watchlist", "authority", "audit", "health", "interval_s", "van", "url",
+                         "outbox", "watchlist", "authority", "audit", "health", "interval_s",
+                         "van", "url",
                          "public_keys", "tls_fingerprint", "cameras", "source", "paced",
                          "ice_servers", "urls", "username", "credential", "x"])
 _SCALARS = st.one_of(st.text(max_size=40), st.integers(), st.booleans(),
