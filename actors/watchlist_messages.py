@@ -102,7 +102,7 @@ class WatchlistNews:
     version: int = 0
     """HOLD: the version."""
     threshold: float = 0.0
-    """HOLD: the deployment's alert threshold (cosine), used for every subject."""
+    """HOLD: the deployment's alert threshold (cosine): no subject alerts below it."""
     signed_bytes: int = 0
     """HOLD: size of the signed watchlist, before sealing."""
 

@@ -387,7 +387,8 @@ def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     start = steps.add_parser("start", help="start a deployment")
     start.add_argument("--id", required=True, help="the deployment's id (used once)")
     start.add_argument("--threshold", required=True, type=_threshold,
-                       help="its alert threshold, applied to every subject (docs/THRESHOLDS.md)")
+                       help="its alert threshold: no subject alerts below it, nor below "
+                            "its own signed threshold (docs/THRESHOLDS.md)")
     start.add_argument("--allow-unusual-thresholds", action="store_true",
                        help="accept a threshold outside the usual range 0.45-0.80 "
                             "(docs/THRESHOLDS.md)")

@@ -277,6 +277,10 @@ async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
         raise
     finally:
         await van_dialer.stop()
+        if node is not None:  # the node ends: its watchlist is overwritten, not just freed
+            held = node.gate.clear()
+            if held is not None:
+                held.gallery.wipe()
     left = await system.blocking.run(outbox.statistics)
     summary = summarise(unit, node, started, failure=failure, alerts_left=left.alerts)
     return _finish(summary, ExitCode.OK if failure is None else ExitCode.BAD_INPUT)

@@ -20,6 +20,8 @@ an older version is still a rollback, and the gate outlives the keeper's restart
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +41,8 @@ class HeldWatchlist:
     version: int
     """Its version within the deployment."""
     threshold: float
-    """The deployment's alert threshold, applied to every subject."""
+    """The deployment's alert threshold: no subject alerts below it (nor below its own
+    signed threshold, ``held_gallery``)."""
     not_after: float
     """When it expires (seconds since the epoch); the keeper drops it then."""
     payload_sha256: str
@@ -54,10 +57,12 @@ class HeldWatchlist:
 
 
 def held_gallery(watchlist: Watchlist, threshold: float) -> Gallery:
-    """The gallery a unit holds for ``watchlist``, every subject at ``threshold`` (the
-    deployment's), built on copies of its own (writable, so ``Gallery.wipe`` can overwrite
-    them); with the second model's templates when the list has them."""
-    thresholds = np.full(len(watchlist.subjects), threshold, np.float32)
+    """The gallery a unit holds for ``watchlist``: each subject at the higher of its own
+    threshold (signed by the authority) and the deployment's ``threshold`` (set at the van: it
+    can make a unit stricter, never laxer than the authority signed), built on copies of its
+    own (writable, so ``Gallery.wipe`` can overwrite them); with the second model's templates
+    when the list has them."""
+    thresholds = np.maximum(watchlist.thresholds, np.float32(threshold)).astype(np.float32)
     if not watchlist.has_second_model:
         return Gallery(watchlist.subjects, watchlist.embeddings, thresholds)
     second = SecondTemplates(watchlist.second_model_id, watchlist.second_model_sha256,
@@ -76,29 +81,43 @@ def wipe_watchlist(watchlist: Watchlist) -> None:
 
 
 class WatchlistGate:
-    """The unit's held watchlist (module docstring). Event loop only."""
+    """The unit's held watchlist (module docstring). Event loop only.
 
-    def __init__(self) -> None:
+    Expiry is enforced here too, at every read: once the held list's ``not_after`` has passed,
+    ``held`` is None, ``scanning`` False and ``generation`` has moved on, even if the keeper is
+    busy (a long transfer) and has not dropped and overwritten it yet (``expired``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._held: HeldWatchlist | None = None
-        self.generation = 0
-        """Grows at every change of what is held."""
+        self._clock = clock
+        self._generation = 0
         # The highest version installed per deployment since the process started.
         self._highest: dict[str, int] = {}
 
     @property
+    def generation(self) -> int:
+        """Grows at every change of what is held, its expiry included."""
+        return self._generation + (1 if self.expired() else 0)
+
+    def expired(self) -> bool:
+        """True when a list is still in memory but past its not-after (the keeper drops it)."""
+        return self._held is not None and self._clock() >= self._held.not_after
+
+    @property
     def held(self) -> HeldWatchlist | None:
-        """What the unit holds now, or None."""
-        return self._held
+        """What the unit holds now, or None (also once it has expired)."""
+        return None if self._held is None or self.expired() else self._held
 
     @property
     def scanning(self) -> bool:
-        """True while a watchlist is held: only then are frames analysed."""
-        return self._held is not None
+        """True while an unexpired watchlist is held: only then are frames analysed."""
+        return self.held is not None
 
     @property
     def version(self) -> int:
         """The held version, 0 for none."""
-        return 0 if self._held is None else self._held.version
+        held = self.held
+        return 0 if held is None else held.version
 
     def highest_version(self, deployment_id: str) -> int | None:
         """The highest version of ``deployment_id`` ever installed here (None: none), held or
@@ -109,13 +128,15 @@ class WatchlistGate:
         """Hold ``held`` from now on; returns the watchlist it replaces (the caller wipes it
         once no frame in flight can use it: ``Gallery.wipe``)."""
         old, self._held = self._held, held
-        self.generation += 1
+        self._generation = self.generation + 1
         self._highest[held.deployment_id] = max(self._highest.get(held.deployment_id, 0),
                                                 held.version)
         return old
 
     def clear(self) -> HeldWatchlist | None:
-        """Hold nothing from now on (scanning stops); returns what was held, for wiping."""
+        """Hold nothing from now on (scanning stops); returns what was in memory (expired or
+        not), for wiping."""
+        generation = self.generation
         old, self._held = self._held, None
-        self.generation += 1
+        self._generation = generation + 1
         return old

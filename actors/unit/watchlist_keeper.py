@@ -425,7 +425,7 @@ class WatchlistKeeper(Actor[_Tick]):
 
     async def _expire_if_due(self) -> None:
         held = self.gate.held
-        if held is not None and self._clock() >= held.not_after:
+        if self.gate.expired() or (held is not None and self._clock() >= held.not_after):
             await self._drop(HeldState.EXPIRED, "its not-after time has passed")
 
     async def _drop(self, state: HeldState, why: str) -> bool:

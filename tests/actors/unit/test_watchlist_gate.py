@@ -85,18 +85,27 @@ def test_the_highest_version_installed_per_deployment_never_falls() -> None:
 # --- the gallery a unit holds -------------------------------------------------------------------
 
 
+def test_the_deployments_threshold_is_a_floor_under_the_signed_ones() -> None:
+    # The list was signed at 0.6 per subject: a van cannot lower it, only raise it.
+    watchlist = decoded(make_watchlist(3))
+    assert np.array_equal(held_gallery(watchlist, 0.55).thresholds,
+                          np.full(3, 0.6, np.float32))
+    assert np.array_equal(held_gallery(watchlist, 0.7).thresholds,
+                          np.full(3, 0.7, np.float32))
+
+
 def test_the_held_gallery_has_both_models_and_the_deployments_threshold() -> None:
     watchlist = decoded(make_watchlist(3))
-    gallery = held_gallery(watchlist, 0.55)
+    gallery = held_gallery(watchlist, 0.65)
     assert isinstance(gallery, TwoModelGallery)
     assert gallery.subjects == list(watchlist.subjects)
-    assert np.array_equal(gallery.thresholds, np.full(3, 0.55, np.float32))
+    assert np.array_equal(gallery.thresholds, np.full(3, 0.65, np.float32))
     assert np.allclose(gallery.embeddings, watchlist.embeddings)
     assert gallery.second.rows == {subject: i for i, subject in enumerate(watchlist.subjects)}
     assert np.array_equal(gallery.second.embeddings, watchlist.second_embeddings)
     assert np.array_equal(gallery.second.thresholds, watchlist.second_thresholds)
     match = gallery.search(watchlist.embeddings[1:2].copy(), k=1)[0][0]
-    assert (match.subject, match.threshold) == (watchlist.subjects[1], float(np.float32(0.55)))
+    assert (match.subject, match.threshold) == (watchlist.subjects[1], float(np.float32(0.65)))
 
 
 def test_a_watchlist_without_the_second_model_gives_a_one_model_gallery() -> None:
@@ -247,3 +256,20 @@ async def test_a_detector_without_a_gate_analyses_every_frame(system: ActorSyste
         await detector.tell(frame(i))
     await eventually(lambda: len(received) == 3)
     assert finder.calls == [0, 1, 2]
+
+
+def test_a_list_past_its_not_after_is_not_held_even_before_the_keeper_drops_it() -> None:
+    now = [1000.0]
+    gate = WatchlistGate(clock=lambda: now[0])
+    gate.install(HeldWatchlist("dep-1", 1, 0.6, 1010.0, "0" * 64,
+                               held_gallery(decoded(make_watchlist(3)), 0.6)))
+    before, scanning = gate.generation, gate.scanning
+    now[0] = 1010.0
+    assert (scanning, gate.scanning) == (True, False)
+    assert gate.held is None
+    assert gate.version == 0
+    assert gate.expired()
+    assert gate.generation > before  # the matcher forgets the list at its next frame
+    dropped = gate.clear()  # the keeper still gets it, to overwrite it
+    assert dropped is not None
+    assert not gate.expired()
