@@ -5,7 +5,8 @@ Shared by the unit's outbox and the van's event store. The path must be a regula
 in an existing folder (SQLite would hang on a FIFO and explain a directory badly); the file must
 be empty or carry this store's ``application_id`` and schema version (another program's database
 is never touched); it runs in WAL mode with ``synchronous=FULL`` (a committed transaction is on
-disk before the call returns) and autocommit (callers open their own transactions).
+disk before the call returns) and autocommit (callers open their own transactions). A new file
+is created with mode 0600.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def _check_path(path: Path, shown: str, error: type[UserInputError]) -> None:
     except FileNotFoundError:
         if not path.parent.is_dir():
             raise error(f"{shown}: folder {printable(path.parent)} does not exist") from None
+        # Created here, 0600 (SQLite gives its -wal and -shm files the same mode): what these
+        # files hold is sealed, but who sent what and when is nobody else's business either.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600))
+        except FileExistsError:  # made meanwhile by another opener: checked by SQLite
+            return
+        except OSError as exc:
+            raise error(f"{shown}: cannot create: {exc.strerror or exc}") from None
         return
     except OSError as exc:
         raise error(f"{shown}: cannot read: {exc.strerror or exc}") from None

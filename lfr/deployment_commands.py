@@ -83,20 +83,23 @@ def deployment_end(config_path: Path, *, as_json: bool = False) -> int:
 
 def watchlist_push(config_path: Path, signed_file: Path, units: str, *,
                    photos_dir: Path | None = None, as_json: bool = False) -> int:
-    """``lfr watchlist push``: the signed list, then (``--photos``) its subjects' reference
-    photos, in batches, over one link."""
+    """``lfr watchlist push``: (``--photos``) the list's subjects' reference photos in batches,
+    then the signed list, over one link."""
     try:
         signed = read_user_file(signed_file, "signed watchlist", MAX_SIGNED_WATCHLIST_BYTES)
     except UserFileError as exc:
         raise UserInputError(str(exc)) from None
     config = load_van_config(config_path)
-    messages: list[Any] = [PushWatchlist(signed, parse_units(units))]
+    messages: list[Any] = []
     if photos_dir is not None:
+        # The photos go first: a refused one leaves nothing pushed, and the push can be retried
+        # whole (the list's version could not be pushed twice).
         verified = _verified(config, signed, signed_file)
         made = reference_photos(photos_dir, verified.watchlist.subjects)
         for line in made.skipped:
             print(f"photos: {line}", file=sys.stderr)
         messages += _photo_batches(verified.manifest.deployment_id, made.photos)
+    messages.append(PushWatchlist(signed, parse_units(units)))
     return ask_van(config.control_socket, config.control_key, messages,
                    show=lambda answers: _show_push(answers, as_json=as_json))
 
@@ -133,7 +136,7 @@ def _photo_batches(deployment_id: str, photos: dict[str, bytes]) -> list[AddRefe
 
 def _show_push(answers: list[Any], *, as_json: bool) -> int:
     photos = sum(answer.stored for answer in answers if isinstance(answer, PhotosStored))
-    pushed = answers[0]
+    pushed = answers[-1]
     if not isinstance(pushed, PushDone):
         raise UserInputError(f"the van answered a {type(pushed).__name__}")
     if as_json:
@@ -210,8 +213,14 @@ def _status_text(status: WatchlistStatus) -> str:
         refused = (f"; refused version {row.refused_version}: "
                    f"{printable(row.refused_reason, max_chars=300)}"
                    if row.refused_version else "")
-        link = "linked" if row.linked else "not linked"
-        lines.append(f"  unit {printable(row.unit_id)}: {link}, {held}{wanted}{refused}")
+        if row.linked:
+            said = f"linked, {held}"
+        elif row.last_poll_age_s >= 0:
+            said = (f"not linked (last heard {row.last_poll_age_s:.0f} s ago, when it said: "
+                    f"{held})")
+        else:
+            said = "not linked, never heard from"
+        lines.append(f"  unit {printable(row.unit_id)}: {said}{wanted}{refused}")
     return "\n".join(lines)
 
 

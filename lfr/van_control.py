@@ -13,7 +13,6 @@ refused says why, a unit not enrolled is named) or no van answers on the socket 
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,9 +80,19 @@ def ask_van(socket_path: Path, key_file: Path, messages: Sequence[Any], *,
                              "does not exist (start it with lfr van --config van.toml)")
     keys = control_keys(key_file, create=False)
     config = LinkConfig(keys=keys, max_frame_bytes=MAX_CONTROL_FRAME_BYTES)
-    return run(functools.partial(_ask, socket_path=socket_path, config=config,
-                                 messages=messages, timeout_s=timeout_s, show=show),
-               SystemConfig(name="lfr-command"), use_uvloop=False)
+    refused: list[UserInputError] = []
+
+    async def asked(system: ActorSystem) -> int:
+        try:
+            return await _ask(system, socket_path=socket_path, config=config,
+                              messages=messages, timeout_s=timeout_s, show=show)
+        except UserInputError as exc:  # reported by the command line like any bad input
+            refused.append(exc)
+            return 0
+    code = run(asked, SystemConfig(name="lfr-command"), use_uvloop=False)
+    if refused:
+        raise refused[0]
+    return code
 
 
 async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig,

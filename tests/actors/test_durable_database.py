@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,14 @@ def test_a_newer_schema_version_is_refused(open_store: Opener, error: type[Excep
 def test_file_errors_are_user_input_errors() -> None:
     assert issubclass(OutboxFileError, UserInputError)
     assert issubclass(EventStoreFileError, UserInputError)
+
+
+def test_a_new_database_file_and_its_wal_are_private(tmp_path: Path) -> None:
+    from actors.van.event_store import EventStore  # noqa: PLC0415 - one of the kinds
+
+    path = tmp_path / "events.sqlite"
+    with EventStore.open(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists():
+            assert stat.S_IMODE(wal.stat().st_mode) == 0o600
