@@ -77,6 +77,13 @@ class AuditKind(enum.Enum):
     """An officer confirmed or dismissed an alert. Fields: ``unit``, ``seq``, ``decision``
     (``confirmed``, ``dismissed``), ``operator``, optional ``note`` (plain text, no names of
     people)."""
+    UNIT_ENROLLED = "unit_enrolled"
+    """A unit was enrolled at the van (``lfr van enroll-unit``), or its key changed; recorded
+    by the running van within seconds, and for every unit when the van starts. Fields:
+    ``unit``, ``signing_key`` (key id)."""
+    UNIT_REVOKED = "unit_revoked"
+    """A unit's enrolment was revoked (``lfr van revoke-unit``) while the van ran. Fields:
+    ``unit``, ``signing_key`` (key id)."""
     UNIT_CONNECTED = "unit_connected"
     """A unit's link came up (the van), or the van's (a unit). Fields: ``peer``."""
     UNIT_DROPPED = "unit_dropped"

@@ -308,8 +308,7 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
             lines(f"van {printable(config.van_id)} listening on https://"
                   f"{_address(host, bound)} (TLS sha256 {format_fingerprint(parts.fingerprint)})")
             revocations = asyncio.create_task(
-                _close_revoked_links(links, enrolled_units(parts.enrolment)),
-                name="revoked links")
+                _follow_enrolment(links, parts.enrolment, audit), name="enrolment changes")
             try:
                 reason = await failed
             finally:
@@ -330,11 +329,22 @@ REVOCATION_CHECK_S = 2.0
 revoke-unit`` beside the running van): one ``lstat`` of the enrolment file per linked unit."""
 
 
-async def _close_revoked_links(links: UnitLinks, enrolled: EnrolledUnits) -> None:
-    """For ever (owned by ``serve_van``): close the links of units revoked while linked."""
+async def _follow_enrolment(links: UnitLinks, enrolment: Enrolment, audit: AuditSink) -> None:
+    """For ever (owned by ``serve_van``): record enrolments and revocations made beside the
+    running van (``lfr van enroll-unit``/``revoke-unit``) in the audit trail, and close the
+    links of units revoked while linked."""
+    known: dict[str, str] = {}
     while True:
+        now = {unit.unit_id: unit.signing_key_id.hex() for unit in enrolment.units()}
+        for unit, key in sorted(now.items()):
+            if known.get(unit) != key:
+                audit.record(AuditKind.UNIT_ENROLLED, unit=unit, signing_key=key)
+        for unit, key in sorted(known.items()):
+            if unit not in now:
+                audit.record(AuditKind.UNIT_REVOKED, unit=unit, signing_key=key)
+        known = now
+        links.close_revoked(enrolled_units(enrolment))
         await asyncio.sleep(REVOCATION_CHECK_S)
-        links.close_revoked(enrolled)
 
 
 def _unit_event(lines: Callable[[str], None], audit: AuditSink, event: UnitLinkEvent) -> None:

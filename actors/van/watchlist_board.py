@@ -235,13 +235,15 @@ class WatchlistBoard:
         """End the active deployment: every unit is told to purge; the van's sealed copies go."""
         deployment = await self._blocking.run(
             lambda: self._store.end_deployment(now=self._clock()))
+        holding = sum(1 for view in self._views.values() if view.state is HeldState.HELD)
         self._deployment = None
         self._assignments = _Assignments()
         for stored in self._signed.values():  # the opened copies in memory die too
             wipe_buffer(stored.signed)
         self._signed.clear()
         await self._blocking.run(self._store.wipe_wal)
-        await self._audit(AuditKind.DEPLOYMENT_ENDED, deployment=deployment.id)
+        await self._audit(AuditKind.DEPLOYMENT_ENDED, deployment=deployment.id,
+                          units_purged=holding)
         self._line(f"deployment {printable(deployment.id)} ended: every unit is told to purge "
                    "its watchlist")
         return deployment
@@ -255,12 +257,18 @@ class WatchlistBoard:
                                   "(lfr van deployment start)")
         names = tuple(sorted(set(units)))
         highest = max((*self._signed, 0)) or None
-        verified = await self._blocking.run(lambda: verify_signed_watchlist(
-            read_signed_watchlist(signed), authority=self.authority,
-            model_id=self.embedder.model_id, model_sha256=self.embedder.model_sha256,
-            second_model_id=self.embedder.second_model_id,
-            second_model_sha256=self.embedder.second_model_sha256,
-            deployment_id=deployment.id, held_version=highest, now=self._clock()))
+        try:
+            verified = await self._blocking.run(lambda: verify_signed_watchlist(
+                read_signed_watchlist(signed), authority=self.authority,
+                model_id=self.embedder.model_id, model_sha256=self.embedder.model_sha256,
+                second_model_id=self.embedder.second_model_id,
+                second_model_sha256=self.embedder.second_model_sha256,
+                deployment_id=deployment.id, held_version=highest, now=self._clock()))
+        except WatchlistRefused as exc:
+            await self._audit(AuditKind.WATCHLIST_REFUSED, deployment=deployment.id,
+                              reason=exc.reason.value,
+                              detail=printable(exc, max_chars=400)[:400], where="van")
+            raise
         manifest = verified.manifest
         subjects = len(verified.watchlist.subjects)
         await self._blocking.run(lambda: self._store.put_watchlist(
@@ -279,6 +287,8 @@ class WatchlistBoard:
         await self._audit(AuditKind.WATCHLIST_PUSHED, deployment=deployment.id,
                           version=manifest.version, subjects=subjects,
                           payload_sha256=verified.payload_sha256,
+                          signer=manifest.authority_key_id.hex(), signed_at=manifest.signed_at,
+                          not_after=manifest.not_after,
                           units=",".join(names) if names else "all")
         self._line(f"watchlist version {manifest.version} of deployment "
                    f"{printable(deployment.id)} ({subjects} subjects) pushed to {shown}")

@@ -179,6 +179,8 @@ def _rest_of_the_deployment(made: LocalDeployment, watchlist_file: Path, tmp_pat
     assert "ended" in out
     _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "purged",
            "units purged at the deployment's end")
+    _run("van", "revoke-unit", "unit-3", "--config", config)  # recorded by the running van
+    _until(made, lambda s: not s["unit-3"]["linked"], "unit-3's link closed on revocation")
     assert unit1.stop() == ExitCode.TERMINATED
 
 
@@ -293,6 +295,15 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
         for row in watchlist.embeddings:
             assert row.tobytes().hex()[:32] not in text
     van_trail = (made.root / "van" / "state" / "audit.log").read_text()
+    records = [json.loads(line) for line in van_trail.splitlines()]
+    enrolled = {r["fields"]["unit"] for r in records if r["kind"] == "unit_enrolled"}
+    assert enrolled == {"unit-1", "unit-2", "unit-3"}
+    assert [r["fields"]["unit"] for r in records if r["kind"] == "unit_revoked"] == ["unit-3"]
+    refused_at_van = [r["fields"] for r in records if r["kind"] == "watchlist_refused"
+                      and r["fields"].get("where") == "van"]
+    assert {f["reason"] for f in refused_at_van} >= {"payload_corrupt", "rollback"}
+    ended = next(r["fields"] for r in records if r["kind"] == "deployment_ended")
+    assert ended["units_purged"] == 2
     for kind in ("deployment_started", "watchlist_pushed", "watchlist_accepted",
                  "watchlist_refused", "watchlist_purged", "watchlist_expired",
                  "deployment_ended"):
