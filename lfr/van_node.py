@@ -2,27 +2,38 @@
 
 Before the node starts, everything it needs is opened and checked, so bad input ends it with
 exit 2 and one line naming the file or key: ``van.toml`` (``load_van_config``), the van's key
-files (a van's keys, of the configured id), the enrolment registry and the event store in the
-state folder, the TLS certificate and key. Then, on one actor system named by the van's id:
+files (a van's keys, of the configured id), the watchlist authority's public keys, the
+enrolment registry, the event store, the deployment store and the audit trail in the state
+folder (a trail whose chain is broken is refused), the TLS certificate and key. Then, on one
+actor system named by the van's id:
 
 - ``output``: one actor writing stdout lines on a daemon thread (a stdout nobody reads stalls
   it, never the event loop); producers never wait for it: a line that finds its mailbox full
   is dropped and counted. A failed write ends the node with exit 74.
-- ``receivers``: the supervisor of the units' receivers (``actors.van.receiver``);
+- ``audit``: the ``AuditWriter`` appending what the node records (links, stored alerts,
+  refused offers at a bounded rate, enrolment changes) to ``audit.log`` (docs/AUDIT.md);
+- ``receivers``: the supervisor of the units' receivers (``actors.van.receiver``) and their
+  watchlist desks (``actors.van.watchlist_desk``), which answer from the ``WatchlistBoard``
+  (deployments, pushes, purges, the units' reported states: docs/WATCHLISTS.md);
+- ``control``: ``VanControl``, reached by the operators' commands (``lfr van deployment``,
+  ``lfr watchlist push|purge|status``) over ``control.sock`` in the state folder (0600, keyed:
+  ``lfr.van_control``);
 - ``UnitLinks`` (``actors.van.unit_links``): one link per connected unit;
 - signaling over HTTPS on ``signaling.host:port`` (``actors.van.signaling``), which hands each
   accepted unit to the links. An address that cannot be bound ends the node with exit 2 naming
   it.
 
 Stdout: ``van <id> listening on https://HOST:PORT (TLS sha256 AB:CD:...)`` once offers are
-accepted, then ``unit <id> connected`` / ``unit <id> dropped: <reason>`` per link, and with
-``--print-alerts`` one JSON line per newly stored alert, metadata only: ``{"unit", "seq",
-"camera", "subject", "score", "threshold", "captured_at"}`` (never the crop; the van keeps the
-envelope sealed). Logs go to stderr.
+accepted, then ``unit <id> connected`` / ``unit <id> dropped: <reason>`` per link, one line per
+watchlist event (deployment started or ended, a push, a unit holding, refusing or dropping a
+list), and with ``--print-alerts`` one JSON line per newly stored alert, metadata only:
+``{"unit", "seq", "camera", "subject", "score", "threshold", "captured_at"}`` (never the crop;
+the van keeps the envelope sealed). Logs go to stderr.
 
 Stopping (``runtime.node.run``: SIGTERM 143, SIGINT 130): signaling stops taking offers (in-flight
-requests get ``SHUTDOWN_TIMEOUT_S``), every unit link and peer connection is closed within
-``UnitLinksConfig.stop_timeout_s``, the actors stop, and the event store is closed.
+requests get ``SHUTDOWN_TIMEOUT_S``), the control socket closes, every unit link and peer
+connection is closed within ``UnitLinksConfig.stop_timeout_s``, the actors stop, the stores are
+closed and the trail's last record (``node_stopped`` with the exit code) is written.
 """
 
 from __future__ import annotations
