@@ -268,7 +268,8 @@ class WatchlistBoard:
             await self._audit(AuditKind.WATCHLIST_REFUSED, deployment=deployment.id,
                               reason=exc.reason.value,
                               detail=printable(exc, max_chars=400)[:400], where="van")
-            raise
+            raise WatchlistRefused(exc.reason, f"watchlist refused ({exc.reason.value}): {exc}"
+                                   ) from None
         manifest = verified.manifest
         subjects = len(verified.watchlist.subjects)
         await self._blocking.run(lambda: self._store.put_watchlist(

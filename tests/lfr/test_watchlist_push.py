@@ -13,31 +13,31 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
-from actors.unit.watchlist import Watchlist, save_watchlist
+from actors.unit.watchlist import Watchlist
 from actors.van.deployment_store import DeploymentStore
 from bench.node_processes import NodeProcess, start_van
 from guards.exit_codes import ExitCode
 from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
-from models.face_embedder import EMBEDDING_DIM
-from models.model_file import MOBILEFACENET
-from models.second_opinion_model import DESCRIPTOR_DIM, DLIB_RESNET_V1
 from secure.key_files import read_node_keys, write_node_keys
 from secure.node_keys import NodeKeys, NodeRole
 from tests.lfr.cli_process import lfr
 from tests.lfr.conftest import REPO_ROOT
-
-DEAD_CAMERA = "rtsp://127.0.0.1:9/never"  # the discard port: nothing answers, for ever
-WAIT_S = 60.0
-"""Upper bound of each wait for the units to report a change (they poll every second)."""
+from tests.lfr.watchlist_support import (
+    DEAD_CAMERA,
+    WAIT_S,
+    edge,
+    made_up_watchlist,
+    run_ok,
+    sign,
+    status,
+    until,
+)
 
 
 @pytest.fixture
@@ -53,59 +53,10 @@ def deployment(tmp_path: Path) -> LocalDeployment:
     return made
 
 
-def _edge(made: LocalDeployment, index: int) -> NodeProcess:
-    return NodeProcess(made.unit_ids[index], [sys.executable, "-m", "lfr", "edge", "--config",
-                                              str(made.unit_configs[index])])
-
-
-def _run(*args: str) -> str:
-    result = lfr(*args, timeout_s=120)
-    assert result.returncode == 0, (args, result.stderr[-2000:])
-    return result.stdout
-
-
-def _status(made: LocalDeployment) -> dict[str, dict[str, Any]]:
-    out = _run("watchlist", "status", "--config", str(made.van_config), "--json")
-    return {row["unit"]: row for row in json.loads(out)["units"]}
-
-
-def _until(made: LocalDeployment, check: Callable[[dict[str, dict[str, Any]]], bool],
-           what: str) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        status = _status(made)
-        if check(status):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT_S:g} s; status {status}")
-        time.sleep(0.5)
-
-
-def _sign(made: LocalDeployment, watchlist: Path, out: Path, *, version: int,
-          not_after: str = "2099-01-01T00:00:00Z", deployment: str = "op-1") -> Path:
-    _run("watchlist", "sign", str(watchlist), "--key", str(made.authority_signing_key),
-         "--version", str(version), "--deployment", deployment, "--not-after", not_after,
-         "--out", str(out))
-    return out
-
-
 @pytest.fixture
 def unique_watchlist(tmp_path: Path) -> tuple[Watchlist, Path]:
-    """A watchlist of four made-up subjects whose embeddings exist nowhere else (random unit
-    rows for both models), so finding their bytes anywhere means this test leaked them."""
-    rng = np.random.default_rng()
-    first = rng.standard_normal((4, EMBEDDING_DIM)).astype(np.float32)
-    first /= np.linalg.norm(first, axis=1, keepdims=True)
-    second = rng.standard_normal((4, DESCRIPTOR_DIM)).astype(np.float32)
-    second /= np.linalg.norm(second, axis=1, keepdims=True)
-    watchlist = Watchlist(MOBILEFACENET.model_id, MOBILEFACENET.sha256, time.time(),
-                          ("subject-a", "subject-b", "subject-c", "subject-d"), first,
-                          np.full(4, 0.6, np.float32), (1, 1, 1, 1), DLIB_RESNET_V1.model_id,
-                          DLIB_RESNET_V1.sha256, second, np.full(4, 0.6, np.float32))
     path = tmp_path / "lists" / "op-1.lfrw"
-    path.parent.mkdir()
-    save_watchlist(watchlist, path)
-    return watchlist, path
+    return made_up_watchlist(path), path
 
 
 def _photo_folders(root: Path) -> Path:
@@ -160,27 +111,27 @@ def _rest_of_the_deployment(made: LocalDeployment, watchlist_file: Path, tmp_pat
     config = str(made.van_config)
     # A version 2 that expires in a few seconds: units drop it by themselves.
     soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 12))
-    signed2 = _sign(made, watchlist_file, tmp_path / "lists" / "op-1.v2.signed", version=2,
+    signed2 = sign(made, watchlist_file, tmp_path / "lists" / "op-1.v2.signed", version=2,
                     not_after=soon)
-    _run("watchlist", "push", str(signed2), "--units", "unit-2", "--config", config)
-    _until(made, lambda s: s["unit-2"]["version"] == 2
+    run_ok("watchlist", "push", str(signed2), "--units", "unit-2", "--config", config)
+    until(made, lambda s: s["unit-2"]["version"] == 2
            and s["unit-2"]["state"] == "held", "unit-2 holding version 2")
-    status = _until(made, lambda s: s["unit-2"]["state"] == "expired",
+    seen = until(made, lambda s: s["unit-2"]["state"] == "expired",
                     "unit-2 dropping the expired version 2")
-    assert status["unit-1"]["state"] == "purged"  # a push to unit-2 only
+    assert seen["unit-1"]["state"] == "purged"  # a push to unit-2 only
 
     # The deployment ends: every unit is told to purge; the van keeps no copy.
-    _run("watchlist", "push", str(_sign(made, watchlist_file,
+    run_ok("watchlist", "push", str(sign(made, watchlist_file,
                                          tmp_path / "lists" / "op-1.v3.signed", version=3)),
          "--config", config)
-    _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held",
+    until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held",
            "units holding version 3")
-    out = _run("van", "deployment", "end", "--config", config)
+    out = run_ok("van", "deployment", "end", "--config", config)
     assert "ended" in out
-    _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "purged",
+    until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "purged",
            "units purged at the deployment's end")
-    _run("van", "revoke-unit", "unit-3", "--config", config)  # recorded by the running van
-    _until(made, lambda s: not s["unit-3"]["linked"], "unit-3's link closed on revocation")
+    run_ok("van", "revoke-unit", "unit-3", "--config", config)  # recorded by the running van
+    until(made, lambda s: not s["unit-3"]["linked"], "unit-3's link closed on revocation")
     assert unit1.stop() == ExitCode.TERMINATED
 
 
@@ -189,14 +140,14 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
         tmp_path: Path) -> None:
     made, config = deployment, str(deployment.van_config)
     watchlist, watchlist_file = unique_watchlist
-    signed = _sign(made, watchlist_file, tmp_path / "lists" / "op-1.v1.signed", version=1)
-    with start_van(made.van_config) as van, _edge(made, 0) as unit1, \
-            _edge(made, 1) as unit2, _edge(made, 2) as unit3:
+    signed = sign(made, watchlist_file, tmp_path / "lists" / "op-1.v1.signed", version=1)
+    with start_van(made.van_config) as van, edge(made, 0) as unit1, \
+            edge(made, 1) as unit2, edge(made, 2) as unit3:
         # No deployment: a push is refused with the reason, nothing is stored.
         refused = lfr("watchlist", "push", str(signed), "--units", "all", "--config", config)
         assert refused.returncode == ExitCode.BAD_INPUT
         assert "no deployment is active" in refused.stderr
-        _run("van", "deployment", "start", "--id", "op-1", "--threshold", "0.6",
+        run_ok("van", "deployment", "start", "--id", "op-1", "--threshold", "0.6",
              "--config", config)
         # A tampered file and a unit that is not enrolled are refused by the van at once.
         tampered = tmp_path / "lists" / "tampered.signed"
@@ -218,12 +169,12 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
         assert "stored 3 reference photos at the van" in pushed.stdout
         assert "not-listed: not on the watchlist; no photo kept" in pushed.stderr
         assert "subject-d: no reference photo" in pushed.stderr
-        status = _until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held"
+        seen = until(made, lambda s: s["unit-1"]["state"] == s["unit-2"]["state"] == "held"
                         and s["unit-3"]["refused_version"] == 1, "units holding version 1")
         for name in ("unit-1", "unit-2"):
-            assert (status[name]["version"], status[name]["subjects"]) == (1, 4)
-        assert status["unit-3"]["state"] == "none"
-        assert status["unit-3"]["refused_reason"].startswith("other_authority")
+            assert (seen[name]["version"], seen[name]["subjects"]) == (1, 4)
+        assert seen["unit-3"]["state"] == "none"
+        assert seen["unit-3"]["refused_reason"].startswith("other_authority")
         van.wait_for(lambda line: "unit unit-3 refused watchlist version 1: other_authority"
                      in line, 10)
 
@@ -242,8 +193,8 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
 
         # unit-1 restarts: it scans nothing until the van gives the list back.
         assert unit1.stop() == ExitCode.TERMINATED
-        with _edge(made, 0) as again:
-            _until(made, lambda s: s["unit-1"]["state"] == "held"
+        with edge(made, 0) as again:
+            until(made, lambda s: s["unit-1"]["state"] == "held"
                    and s["unit-1"]["last_poll_age_s"] is not None
                    and s["unit-1"]["last_poll_age_s"] < 2, "unit-1 holding it again")
             again.wait_for(lambda line: "holding deployment op-1 version 1: 4 subjects" in line,
@@ -251,11 +202,11 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
             assert _holders([made.root / "unit-1"], traces, ()) == []
 
             # Purge unit-1 only: it drops the list and says so; unit-2 keeps it.
-            _run("watchlist", "purge", "--units", "unit-1", "--config", config)
-            status = _until(made, lambda s: s["unit-1"]["state"] == "purged",
+            run_ok("watchlist", "purge", "--units", "unit-1", "--config", config)
+            seen = until(made, lambda s: s["unit-1"]["state"] == "purged",
                             "unit-1 purged")
-            assert status["unit-1"]["subjects"] == 0
-            assert status["unit-2"]["state"] == "held"
+            assert seen["unit-1"]["subjects"] == 0
+            assert seen["unit-2"]["state"] == "held"
             again.wait_for(lambda line: "dropped deployment op-1 version 1 (4 subjects, "
                            "overwritten)" in line, WAIT_S, stream="stderr")
 
@@ -263,16 +214,16 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
             # anything new: unit-1 stays without a list, unit-2 keeps version 1.
             assert van.stop() == ExitCode.TERMINATED
             with start_van(made.van_config) as restarted:
-                status = _until(made, lambda s: s["unit-1"]["linked"] and s["unit-2"]["linked"]
+                seen = until(made, lambda s: s["unit-1"]["linked"] and s["unit-2"]["linked"]
                                 and s["unit-1"]["last_poll_age_s"] is not None
                                 and s["unit-2"]["last_poll_age_s"] is not None,
                                 "units back on the restarted van")
-                assert (status["unit-1"]["state"], status["unit-1"]["wanted_version"]) == (
+                assert (seen["unit-1"]["state"], seen["unit-1"]["wanted_version"]) == (
                     "purged", None)
-                assert (status["unit-2"]["state"], status["unit-2"]["version"],
-                        status["unit-2"]["wanted_version"]) == ("held", 1, 1)
+                assert (seen["unit-2"]["state"], seen["unit-2"]["version"],
+                        seen["unit-2"]["wanted_version"]) == ("held", 1, 1)
                 time.sleep(2)  # two more polls: nothing changes
-                assert _status(made)["unit-1"]["state"] == "purged"
+                assert status(made)["unit-1"]["state"] == "purged"
                 _rest_of_the_deployment(made, watchlist_file, tmp_path, again)
                 for unit in (unit2, unit3):
                     assert unit.stop() == ExitCode.TERMINATED
@@ -316,7 +267,7 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
 
     # The van witnessed unit-2's trail through its signed health reports: a copy cut short
     # before that head no longer verifies against it.
-    witness = json.loads(_run("van", "audit-witness", "unit-2", "--config", config, "--json"))
+    witness = json.loads(run_ok("van", "audit-witness", "unit-2", "--config", config, "--json"))
     head = witness["audit_head"]
     trail = made.root / "unit-2" / "state" / "audit.log"
     checked = lfr("audit", "verify", str(trail), "--expect-head", head)
