@@ -260,8 +260,13 @@ async def test_a_push_to_all_is_stored_and_offered_to_every_unit(
     assert stored.signed == signed
     pushed = [r for r in read_audit(audit.path) if r.kind is AuditKind.WATCHLIST_PUSHED]
     assert len(pushed) == 1
-    assert dict(pushed[0].fields) == {"deployment": "dep-1", "version": 1, "subjects": 3,
-                                      "payload_sha256": payload_hash(signed), "units": "all"}
+    fields = dict(pushed[0].fields)
+    signer = fields.pop("signer")
+    assert isinstance(signer, str)
+    assert len(signer) == 16  # the authority's key id, hex
+    assert fields == {"deployment": "dep-1", "version": 1, "subjects": 3,
+                      "payload_sha256": payload_hash(signed), "units": "all",
+                      "signed_at": NOW, "not_after": NOW + DAY}
     assert_no_embeddings(audit.path, [make_watchlist(seed=1)])
 
 
