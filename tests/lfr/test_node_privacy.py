@@ -1,9 +1,11 @@
 """The privacy invariant across delivery: a face crop exists in the clear only in memory.
 
-``lfr -v edge`` runs on the shared clip first with no van to reach, so its one alert (Lin-Manuel
-Miranda) waits sealed in its outbox; the unit's folder is read while it waits. Then ``lfr -v
-van`` starts, the unit delivers and ends. The crop is known only sealed, so the test takes the
-van's copy (opened from its store with the van's key) and checks:
+``lfr -v van`` starts, a deployment starts and the clip's watchlist is pushed; ``lfr -v edge``
+gets it and the van stops at once, so the unit's one alert on the shared clip (Lin-Manuel
+Miranda, played at its frame rate) waits sealed in its outbox with no van to reach; the unit's
+folder is read while it waits. Then the van starts again, the unit delivers and ends. The crop
+is known only sealed, so the test takes the van's copy (opened from its store with the van's
+key) and checks:
 
 - no file under the unit's folder, while the alert waits or after, holds any 32-byte piece of
   the crop: a crop stored in the clear would lie in runs of at least 489 bytes even in SQLite
@@ -11,8 +13,8 @@ van's copy (opened from its store with the van's key) and checks:
   search finds what is there is shown on the sealed envelope itself, which the waiting outbox
   holds (most of its pieces are found);
 - the run made no file under the unit's folder but its outbox (``state/outbox.sqlite`` and its
-  ``-wal``/``-shm``), changed none that was there, and wrote nothing in a fresh HOME, TMPDIR and
-  working directory;
+  ``-wal``/``-shm``) and its audit trail (``state/audit.log``), changed none that was there,
+  and wrote nothing in a fresh HOME, TMPDIR and working directory;
 - neither process wrote the crop to stdout or stderr (at debug level), as hex, base64 or raw
   bytes;
 - what each side prints instead: the unit's ``--print-alerts`` line carries the crop's size and
@@ -31,13 +33,16 @@ from pathlib import Path
 import pytest
 
 from actors.unit.event_body import AlertBody, decode_body
+from actors.unit.watchlist import Watchlist
 from actors.van.enrolment import Enrolment
 from actors.van.event_store import EventStore
 from bench.node_processes import MAX_LINES, VAN_READY_TEXT, NodeProcess
 from guards.exit_codes import ExitCode
-from lfr.local_deployment import LocalDeployment
+from lfr.local_deployment import CameraPlan, LocalDeployment, create_local_deployment
 from secure.envelope import open_envelope
 from secure.key_files import read_node_keys
+from tests.lfr.conftest import CLIP
+from tests.lfr.watchlist_support import run_ok, sign
 
 EDGE_TIMEOUT_S = 300.0
 """For the unit to scan the clip, reach the van (its redial waits up to 30 s) and end."""
@@ -46,6 +51,16 @@ ALERT_TIMEOUT_S = 240.0
 PIECE_BYTES = 32
 """Length of the pieces of the crop searched for, taken at every ``PIECE_BYTES``-th byte."""
 OUTBOX_FILES = {"outbox.sqlite", "outbox.sqlite-wal", "outbox.sqlite-shm"}
+UNIT_FILES = {*OUTBOX_FILES, "audit.log"}
+"""What a unit writes in its state folder: the outbox (sealed envelopes) and its audit trail."""
+
+
+@pytest.fixture
+def paced_deployment(tmp_path: Path, clip_watchlist: tuple[Watchlist, Path]) -> LocalDeployment:
+    """A van and unit-1, whose camera plays the shared clip at its frame rate."""
+    return create_local_deployment(tmp_path / "deployment", units=1,
+                                   cameras=[CameraPlan("door", CLIP, paced=True)],
+                                   watchlist=clip_watchlist[1])
 
 
 def _files(folder: Path) -> dict[Path, bytes]:
@@ -85,6 +100,16 @@ def _stored(clip_deployment: LocalDeployment) -> tuple[AlertBody, bytes, int]:
     return body, event.sealed, event.seq
 
 
+def _deploy_watchlist(made: LocalDeployment) -> None:
+    """Start a deployment on the running van and push the clip's watchlist, signed."""
+    assert made.watchlist is not None
+    run_ok("van", "deployment", "start", "--id", "clip", "--threshold", "0.6", "--config",
+           str(made.van_config))
+    signed = sign(made, made.watchlist, made.root / "clip.signed", version=1,
+                  deployment="clip")
+    run_ok("watchlist", "push", str(signed), "--config", str(made.van_config))
+
+
 def _texts_of(crop: bytes) -> list[str]:
     """How the crop would look in a line of text: hex (either case), base64 (standard and
     URL-safe; pieces at multiples of 3 bytes encode as in the whole), Python's escapes."""
@@ -99,7 +124,9 @@ def _texts_of(crop: bytes) -> list[str]:
 
 
 def test_the_crop_is_in_the_clear_only_in_memory_and_only_metadata_is_printed(
-        clip_deployment: LocalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        paced_deployment: LocalDeployment, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clip_deployment = paced_deployment
     unit_dir = clip_deployment.unit_configs[0].parent
     home, temp, work = tmp_path / "home", tmp_path / "tmp", tmp_path / "work"
     for folder in (home, temp, work):
@@ -108,8 +135,18 @@ def test_the_crop_is_in_the_clear_only_in_memory_and_only_metadata_is_printed(
     monkeypatch.setenv("TMPDIR", str(temp))
     before = _files(unit_dir)
 
-    edge = NodeProcess("unit-1", [sys.executable, "-m", "lfr", "-v", "edge", "--config",
-                                  str(clip_deployment.unit_configs[0]), "--print-alerts"], cwd=work)
+    with _verbose_van(clip_deployment.van_config) as first_van:
+        _deploy_watchlist(clip_deployment)
+        edge = NodeProcess("unit-1", [sys.executable, "-m", "lfr", "-v", "edge", "--config",
+                                      str(clip_deployment.unit_configs[0]), "--print-alerts"],
+                           cwd=work)
+        try:
+            edge.wait_for(lambda line: "holding deployment clip version 1" in line,
+                          ALERT_TIMEOUT_S, stream="stderr")
+        except BaseException:
+            edge.__exit__()
+            raise
+        assert first_van.stop() == ExitCode.TERMINATED  # before the clip reaches the alert
     with edge:
         edge.wait_for(lambda line: line.startswith("{"), ALERT_TIMEOUT_S)  # sealed, no van
         waiting = _files(unit_dir)
@@ -140,7 +177,7 @@ def test_the_crop_is_in_the_clear_only_in_memory_and_only_metadata_is_printed(
     made = {path.relative_to(unit_dir) for path in set(after) | set(waiting)} - {
         path.relative_to(unit_dir) for path in before}
     assert Path("state/outbox.sqlite") in made
-    assert all(path.parent == Path("state") and path.name in OUTBOX_FILES for path in made), made
+    assert all(path.parent == Path("state") and path.name in UNIT_FILES for path in made), made
     for folder in (home, temp, work):
         assert not any(folder.iterdir()), f"{folder}: {list(folder.iterdir())}"
 
