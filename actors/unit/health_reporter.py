@@ -39,6 +39,7 @@ from guards.config_checks import ConfigError, require_between, require_positive
 from runtime.actor import Actor
 from runtime.mailbox import MailboxConfig
 from runtime.ref import ActorRef
+from runtime.timer import Timer
 
 HEALTH_REPORTER_MAILBOX = MailboxConfig(capacity=1)
 """The reporter's mailbox: one ``_Report`` at a time (its timer waits while one is queued)."""
@@ -172,26 +173,20 @@ class HealthReporter(Actor[_Report]):
         # Frames per camera at the previous report (or this incarnation's start), and when.
         self._previous_frames = [camera.frames for camera in self.cameras]
         self._previous_s = time.monotonic()
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: Timer[_Report] | None = None
 
     async def on_start(self) -> None:
         self._previous_frames = [camera.frames for camera in self.cameras]
         self._previous_s = time.monotonic()
-        self._timer = asyncio.create_task(self._tick(), name=f"{self.context.name}:timer")
+        # The reporter's mailbox holds at most one _Report: a report still being made holds
+        # the timer back rather than queueing more.
+        self._timer = Timer(self.context.ref, _Report, self.config.interval_s,
+                            name=f"{self.context.name}:timer")
+        self._timer.start()
 
     async def on_stop(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-            # Cancelled, or ended by the mailbox closing under its tell: either way it is over.
-            await asyncio.gather(timer, return_exceptions=True)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.interval_s)
-            # The reporter's mailbox holds at most one _Report: a report still being made
-            # holds the timer here rather than queueing more.
-            await self.context.ref.tell(_Report())
+        if self._timer is not None:
+            await self._timer.stop()
 
     async def receive(self, message: _Report) -> None:
         report = await self.make_report()

@@ -80,6 +80,7 @@ from runtime.errors import AskTimeout, LinkLost, RemoteError
 from runtime.link import TooManyAsks
 from runtime.link_keys import valid_peer_name
 from runtime.log_budget import LogBudget
+from runtime.timer import Timer
 from secure.memory_wipe import wipe_buffer
 from secure.node_keys import NodePublicKeys
 from secure.sealing import SEAL_OVERHEAD_BYTES, EncryptionKeyPair, SealedOpenFailed
@@ -185,7 +186,7 @@ class WatchlistKeeper(Actor[_Tick]):
         self.config = config or KeeperConfig()
         self.statistics = statistics or KeeperStatistics()
         self._clock = clock
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: Timer[_Tick] | None = None
         self._log = LogBudget(log, "watchlist keeper")
         # (deployment, version) -> (reason, when): not fetched again (module docstring).
         # Invariant: at most MAX_REFUSALS_KEPT entries, oldest refusal first.
@@ -193,19 +194,14 @@ class WatchlistKeeper(Actor[_Tick]):
         self._last_refusal: tuple[int, str] = (0, "")
 
     async def on_start(self) -> None:
-        self._timer = asyncio.create_task(self._tick(), name=f"{self.context.name}:timer")
+        self._timer = Timer(self.context.ref, _Tick, self.config.poll_interval_s,
+                            name=f"{self.context.name}:timer")
+        self._timer.start()
         await self.context.ref.tell(_Tick())
 
     async def on_stop(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-            await asyncio.gather(timer, return_exceptions=True)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.poll_interval_s)
-            await self.context.ref.tell(_Tick())
+        if self._timer is not None:
+            await self._timer.stop()
 
     async def receive(self, message: _Tick) -> None:
         await self._expire_if_due()
