@@ -6,9 +6,9 @@ Layering, bottom up (a module imports only from layers below it):
    statistics; log lines per source bounded per time window
 2. ``actor``, ``ref``, ``actor_metrics``        - the Actor API, typed refs, per-actor counters
 3. ``cell``, ``supervisor``                     - running incarnations; restart strategies
-4. ``blocking``, ``daemon_thread``, ``ordered_window``, ``stall_watchdog``, ``metrics_export`` -
-   worker pool, a thread for calls a stop must not wait for, in-order concurrent jobs inside one
-   actor, debug stalls, Prometheus
+4. ``blocking``, ``daemon_thread``, ``ordered_window``, ``timer``, ``stall_watchdog``,
+   ``metrics_export`` - worker pool, a thread for calls a stop must not wait for, in-order
+   concurrent jobs inside one actor, an actor's own periodic message, debug stalls, Prometheus
 5. ``system``, ``node``                         - one node's actors; ``run(main)`` with signals
 6. ``schema``, ``message``, ``codec``           - message registry and strict msgpack codec
 7. ``framing``, ``link_messages``, ``link_keys``, ``link_config``, ``link_handshake``, ``link``,
