@@ -22,6 +22,7 @@ from guards.exit_codes import ExitCode, StoppedBySignal
 from guards.log_text import printable
 from lfr.audit_command import add_audit_commands
 from lfr.command_output import OutputFailed, flush_quietly, guard_standard_streams, say
+from lfr.console_users import add_user_commands
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
@@ -400,6 +401,7 @@ def _add_van_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     end.add_argument("--config", required=True, help=config_help)
     end.add_argument("--json", action="store_true", help="print one JSON object")
     end.set_defaults(func=_cmd_deployment_end)
+    add_user_commands(actions)
 
 
 def _cmd_deployment_start(args: argparse.Namespace) -> int:
