@@ -343,9 +343,8 @@ class _SignIn:
         self._refusals = LogBudget(log, "console sign-in")
 
     async def form(self, request: web.Request) -> web.StreamResponse:
-        """GET /signin: the form (or the shell, for a browser signed in already)."""
-        if self._sessions.find(request.cookies.get(SESSION_COOKIE)) is not None:
-            raise web.HTTPSeeOther("/")
+        """GET /signin: the form (also to a signed-in browser: signing in as someone else
+        ends the session it has)."""
         return self._form_page(request, "", 200)
 
     def _form_page(self, request: web.Request, problem: str, status: int, *,

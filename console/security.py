@@ -75,7 +75,7 @@ SECURITY_HEADERS: Final[Mapping[str, str]] = {
 }
 """Set on every response the console sends."""
 
-_SESSION_KEY: Final = "lfr.console.session"  # the request's Session, set by the middleware
+_SESSION_KEY: Final = web.RequestKey("lfr_console_session", Session)  # set by the middleware
 _FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 AccountLookup = Callable[[str], Awaitable[UserAccount | None]]
@@ -110,10 +110,9 @@ def body_limit_middleware(default_max_bytes: int,
 def current_session(request: web.Request) -> Session:
     """The session of a request that passed ``session_middleware`` (a route that is not
     public); ``HTTPUnauthorized`` otherwise."""
-    session = request.get(_SESSION_KEY)
-    if not isinstance(session, Session):
+    if _SESSION_KEY not in request:
         raise web.HTTPUnauthorized(text="sign in first\n")
-    return session
+    return request[_SESSION_KEY]
 
 
 def require_role(request: web.Request, role: Role | str) -> Session:
