@@ -230,7 +230,9 @@ def build_console_app(users: UserStore, config: ConsoleConfig, *,
     app.router.add_get("/", _home, name="home")
     app.router.add_post("/signout", sign_in.sign_out, name="signout")
     for page in pages:
-        route = app.router.add_route(page.method, page.path, _with_role(page.handler, page.role))
+        guarded = _with_role(page.handler, page.role)
+        route = (app.router.add_get(page.path, guarded) if page.method == "GET"  # and HEAD
+                 else app.router.add_route(page.method, page.path, guarded))
         if page.max_body_bytes is not None:
             limits[route] = page.max_body_bytes
     return app

@@ -434,6 +434,9 @@ async def test_the_shell_page_has_landmarks_a_skip_link_and_the_current_section(
     assert '<main id="main" tabindex="-1"><h1>Report</h1>' in page
     assert '<a href="/report" aria-current="page">Report</a>' in page
     assert '<a href="/alerts">Alerts</a>' in page
+    head = await client.head("/report")
+    assert head.status == 200
+    assert head.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
 
 
 async def test_untrusted_text_in_the_shell_is_escaped(users: UserStore,
