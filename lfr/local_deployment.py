@@ -59,6 +59,8 @@ class LocalDeployment:
     """``van.toml``."""
     van_url: str
     """``https://127.0.0.1:PORT``, the van's signaling endpoint."""
+    console_url: str
+    """``http://127.0.0.1:PORT``, the van's operator console."""
     van_signing_key: Path
     """The van's private signing key file (the tests read the event store with it)."""
     van_encryption_key: Path
@@ -87,7 +89,7 @@ def _toml_text(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_van(folder: Path, van: NodeKeys, port: int,
+def _write_van(folder: Path, van: NodeKeys, port: int, console_port: int,
                authority_public_keys: Path) -> tuple[Path, bytes]:
     folder.mkdir(mode=0o700)
     write_node_keys(van, folder / "keys")
@@ -109,7 +111,10 @@ def _write_van(folder: Path, van: NodeKeys, port: int,
         'public_keys = "authority.public.keys"\n\n'
         "[signaling]\n"
         'host = "127.0.0.1"\n'
-        f"port = {port}\n", encoding="utf-8")
+        f"port = {port}\n\n"
+        "[console]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {console_port}\n", encoding="utf-8")
     config.chmod(0o600)
     return config, tls.fingerprint
 
@@ -164,7 +169,9 @@ def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraP
     van = NodeKeys.generate(NodeRole.VAN, van_id)
     port = free_local_port() if port is None else port
     van_url = f"https://127.0.0.1:{port}"
-    van_config, fingerprint = _write_van(root / "van", van, port, authority_paths.public)
+    console_port = free_local_port()
+    van_config, fingerprint = _write_van(root / "van", van, port, console_port,
+                                         authority_paths.public)
     van_public = root / "van" / "keys" / "public.keys"
     enrolment = Enrolment.open(root / "van" / "state")
     unit_ids: list[str] = []
@@ -178,6 +185,7 @@ def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraP
         unit_ids.append(unit.node_id)
         unit_configs.append(config)
     return LocalDeployment(root, van_id, van_config, van_url,
+                           f"http://127.0.0.1:{console_port}",
                            root / "van" / "keys" / "signing.key",
                            root / "van" / "keys" / "encryption.key",
                            root / "van" / "state" / "events.sqlite",

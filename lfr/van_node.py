@@ -39,6 +39,7 @@ closed and the trail's last record (``node_stopped`` with the exit code) is writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -47,6 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from aiohttp import web
 
 from actors.van.control_messages import CONTROL_ACTOR
 from actors.van.deployment_store import DeploymentStore
@@ -71,6 +74,11 @@ from audit.kinds import AuditKind
 from audit.log import AuditLog
 from audit.refusals import RefusalRecorder
 from audit.writer import WRITER_MAILBOX, AuditCounts, AuditSink, AuditWriter
+from console.alert_feed import AlertFeed
+from console.app import ConsoleConfig, build_console_app
+from console.sources import ConsoleSources
+from console.users import UserStore
+from console.van_pages import van_pages
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -186,6 +194,8 @@ class VanParts:
     """The van's audit trail (open: close it when the node ends)."""
     authority: NodePublicKeys
     """The watchlist authority's public keys: the only signer of watchlists pushed."""
+    users: UserStore
+    """The console's accounts (open: close it when the node ends)."""
     ssl_context: ssl.SSLContext
     """The signaling server's TLS context."""
     fingerprint: bytes
@@ -220,17 +230,19 @@ def open_van(config: VanConfig) -> VanParts:
         raise UserInputError(f"{printable(config.file)}: [authority] public_keys is required")
     authority = read_public_keys(config.authority_public_keys, NodeRole.AUTHORITY)
     store = EventStore.open(config.event_store)
-    opened: list[EventStore | DeploymentStore | AuditLog] = [store]
+    opened: list[EventStore | DeploymentStore | AuditLog | UserStore] = [store]
     try:
         deployments = DeploymentStore.open(config.deployment_store, keys.encryption)
         opened.append(deployments)
         audit = AuditLog.open(config.audit, config.van_id)
+        opened.append(audit)
+        users = UserStore.open(config.state_dir)
     except BaseException:
         for each in opened:
             each.close()
         raise
     return VanParts(config, keys, keys.encryption, enrolment, store, deployments, audit,
-                    authority, ssl_context, fingerprint)
+                    authority, users, ssl_context, fingerprint)
 
 
 def close_van(parts: VanParts) -> None:
@@ -238,6 +250,7 @@ def close_van(parts: VanParts) -> None:
     try:
         parts.store.close()
         parts.deployments.close()
+        parts.users.close()
     finally:
         parts.audit.close()
 
@@ -268,7 +281,7 @@ def run_van(config_path: Path, *, print_alerts: bool = False) -> int:
 
 async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool) -> int:
     """The van node's main (``runtime.node.run``): runs until cancelled by a signal, or until
-    stdout fails (exit 74)."""
+    stdout fails (exit 74). Whatever started is stopped, newest first, however it ends."""
     config = parts.config
     failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     printer = await system.spawn("output", lambda: LinePrinter(stdout_output(), failed),
@@ -278,12 +291,56 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     writer = await system.spawn("audit", lambda: AuditWriter(parts.audit, counts),
                                 WRITER_MAILBOX)
     audit = AuditSink(writer, counts)
+    async with contextlib.AsyncExitStack() as started:
+        links, board, feed = await _start_units(system, parts, started, lines=lines,
+                                                audit=audit, print_alerts=print_alerts)
+        control = await serve_control(system, config.control_socket, config.control_key)
+        started.push_async_callback(control.stop)
+        sources = ConsoleSources(config.van_id, parts.store, parts.deployments, board, links,
+                                 parts.enrolment, parts.encryption, audit, config.audit,
+                                 system.blocking, feed)
+        console = await _serve_console(parts, sources, lines)
+        started.push_async_callback(console.cleanup)
+        refusals = RefusalRecorder(audit)
+        started.callback(refusals.flush)
+        service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
+                                   signaling_config(config),
+                                   on_refused=lambda reason, peer: refusals.refused(
+                                       "offer", reason, peer))
+        host, port = config.signaling.host, config.signaling.port
+        try:
+            runner, bound = await serve_signaling(service, host, port, parts.ssl_context)
+        except OSError as exc:
+            raise UserInputError(f"cannot listen on {_address(host, port)} (signaling.host, "
+                                 f"signaling.port in {printable(config.file)}): "
+                                 f"{exc.strerror or exc}") from None
+        started.push_async_callback(runner.cleanup)
+        log.info("van %s: %d units enrolled, at most %d connected at once",
+                 printable(config.van_id), len(parts.enrolment.units()), config.max_units)
+        lines(f"van {printable(config.van_id)} listening on https://"
+              f"{_address(host, bound)} (TLS sha256 {format_fingerprint(parts.fingerprint)})")
+        following = asyncio.create_task(_follow_enrolment(links, parts.enrolment, audit),
+                                        name="enrolment changes")
+        started.push_async_callback(_cancelled, following)
+        reason = await failed
+    log.error("van %s stopping: %s", printable(config.van_id), printable(reason))
+    return ExitCode.OUTPUT_FAILED
+
+
+async def _start_units(system: ActorSystem, parts: VanParts, started: contextlib.AsyncExitStack,
+                       *, lines: Callable[[str], None], audit: AuditSink, print_alerts: bool,
+                       ) -> tuple[UnitLinks, WatchlistBoard, AlertFeed]:
+    """The receivers' supervisor, the watchlist board and desks, the unit links and the
+    control actor; ``started`` stops the links."""
+    config = parts.config
     receivers = await system.spawn_supervisor("receivers")
+    feed = AlertFeed()
 
     def notices(notice: AlertNotice) -> None:
         audit.record(AuditKind.ALERT_SENT, unit=notice.unit_id, seq=notice.seq,
                      camera=notice.camera_id, subject=notice.subject_id,
                      score=round(notice.score, 4))
+        feed.publish(notice)
         if print_alerts:
             lines(alert_line(notice))
 
@@ -293,46 +350,18 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
                       on_event=lambda event: _unit_event(lines, audit, event),
-                      notices=notices,
-                      board=board)
+                      notices=notices, board=board)
+    started.push_async_callback(links.stop)
     enrolment = parts.enrolment
     await system.spawn(CONTROL_ACTOR, lambda: VanControl(
         board, enrolled=lambda: tuple(unit.unit_id for unit in enrolment.units()),
         linked=links.linked_units), MailboxConfig(8, MailboxPolicy.BLOCK))
-    control = await serve_control(system, config.control_socket, config.control_key)
-    refusals = RefusalRecorder(audit)
-    service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
-                               signaling_config(config),
-                               on_refused=lambda reason, peer: refusals.refused("offer", reason,
-                                                                               peer))
-    try:
-        host, port = config.signaling.host, config.signaling.port
-        try:
-            runner, bound = await serve_signaling(service, host, port, parts.ssl_context)
-        except OSError as exc:
-            raise UserInputError(f"cannot listen on {_address(host, port)} (signaling.host, "
-                                 f"signaling.port in {printable(config.file)}): "
-                                 f"{exc.strerror or exc}") from None
-        try:
-            log.info("van %s: %d units enrolled, at most %d connected at once",
-                     printable(config.van_id), len(parts.enrolment.units()), config.max_units)
-            lines(f"van {printable(config.van_id)} listening on https://"
-                  f"{_address(host, bound)} (TLS sha256 {format_fingerprint(parts.fingerprint)})")
-            revocations = asyncio.create_task(
-                _follow_enrolment(links, parts.enrolment, audit), name="enrolment changes")
-            try:
-                reason = await failed
-            finally:
-                revocations.cancel()
-                await asyncio.gather(revocations, return_exceptions=True)
-        finally:
-            await runner.cleanup()
-    finally:
-        await control.stop()
-        await links.stop()
-        refusals.flush()
-    log.error("van %s stopping: %s", printable(config.van_id), printable(reason))
-    return ExitCode.OUTPUT_FAILED
+    return links, board, feed
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 REVOCATION_CHECK_S = 2.0
@@ -369,6 +398,33 @@ def _unit_event(lines: Callable[[str], None], audit: AuditSink, event: UnitLinkE
                      count=1)
     if event.kind != "failed":  # a failed attempt is logged; stdout shows links that were up
         lines(event.line())
+
+
+async def _serve_console(parts: VanParts, sources: ConsoleSources,
+                         lines: Callable[[str], None]) -> web.AppRunner:
+    """Serve the operator console on ``console.host:port`` (loopback only: ``van.toml``);
+    exit 2 naming the address when it cannot be bound."""
+    config = parts.config
+    app = build_console_app(parts.users, ConsoleConfig(van_id=config.van_id),
+                            pages=van_pages(sources))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = config.console.host, config.console.port
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=CONSOLE_SHUTDOWN_S)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UserInputError(f"cannot listen on {_address(host, port)} (console.host, "
+                             f"console.port in {printable(config.file)}): "
+                             f"{exc.strerror or exc}") from None
+    lines(f"console on http://{_address(host, port)} (lfr van user add NAME --role "
+          "operator|supervisor --config van.toml makes an account)")
+    return runner
+
+
+CONSOLE_SHUTDOWN_S: Final = 2.0
+"""On stop, how long the console's open requests (live views) get before they are closed."""
 
 
 def _address(host: str, port: int) -> str:

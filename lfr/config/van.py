@@ -65,8 +65,9 @@ class VanConfig:
     """``signaling.host``/``signaling.port``: where units post their offers (always HTTPS with
     the certificate above). Loopback by default; another address for units on the network."""
     console: ListenAddress = field(default_factory=lambda: DEFAULT_CONSOLE)
-    """``console.host``/``console.port``: the operator console. Loopback only: it shows
-    biometric crops and has no login of its own yet."""
+    """``console.host``/``console.port``: the operator console (docs/CONSOLE.md). Loopback
+    only: it shows biometric crops, and is served without TLS (on loopback nobody else sees
+    the connection); reach it from another machine through an SSH tunnel."""
     max_units: int = DEFAULT_MAX_UNITS
     """``signaling.max_units``: units connected (or connecting) at once, 1-1024; one more is
     refused in signaling (503) until one drops. A unit connecting again replaces its old link
@@ -145,6 +146,6 @@ def load_van_config(path: Path | str) -> VanConfig:
                        _max_units(signaling), read_ice_servers(top), authority_keys)
     if not ipaddress.ip_address(config.console.host).is_loopback:
         raise top.error("console.host", "the console listens on loopback only (127.0.0.1 or "
-                        "::1): it has no login of its own yet; got "
-                        f"{printable(config.console.host)}")
+                        "::1): it shows face crops and is served without TLS; use an SSH "
+                        f"tunnel to reach it from elsewhere; got {printable(config.console.host)}")
     return config

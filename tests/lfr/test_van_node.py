@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from actors.delivery_messages import RECEIVER_ACTOR, Deliver, Outcome, Receipt, Resume, ResumePoint
@@ -63,6 +64,7 @@ def van_folder(tmp_path: Path) -> tuple[Path, Config]:
     folder.mkdir()
     data = make_van(folder)
     data["signaling"] = {"host": "127.0.0.1", "port": free_port()}
+    data["console"] = {"host": "127.0.0.1", "port": free_port()}
     write_node_keys(NodeKeys.generate(NodeRole.UNIT, UNIT_ID), tmp_path / UNIT_ID)
     Enrolment.open(folder / "state").enrol(tmp_path / UNIT_ID / "public.keys")
     return folder, data
@@ -140,6 +142,20 @@ async def test_the_van_listens_links_a_unit_stores_its_alert_and_stops_on_sigter
     with EventStore.open(config.event_store) as store:
         assert [(e.seq, e.kind) for e in store.by_unit(UNIT_ID)] == [(1, "alert")]
     assert body.crop_jpeg.hex()[:40] not in "\n".join(van_process.stderr)
+
+
+async def test_the_van_serves_its_console_on_loopback_behind_a_sign_in(
+        van_process: NodeProcess, van_toml: Path) -> None:
+    config = load_van_config(van_toml)
+    url = f"http://127.0.0.1:{config.console.port}"
+    van_process.wait_for(lambda line: line.startswith(f"console on {url} "), WAIT_S)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/", allow_redirects=False) as response:
+            assert response.status in (302, 303, 401), response.status  # not signed in
+        async with session.get(f"{url}/signin") as response:
+            assert response.status == 200
+            assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+            assert "<form" in await response.text()
 
 
 def test_sigint_ends_the_van_with_130(van_process: NodeProcess) -> None:
