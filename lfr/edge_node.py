@@ -156,13 +156,14 @@ class EdgeUnit:
 
     def camera_configs(self) -> tuple[CameraConfig, ...]:
         """Each camera of the config as the camera actor takes it."""
-        return tuple(CameraConfig(camera.source, camera_id=camera.camera_id, paced=camera.paced)
+        return tuple(CameraConfig(camera.source, camera_id=camera.camera_id, paced=camera.paced,
+                                  loop=camera.loop)
                      for camera in self.config.cameras)
 
     @property
     def all_files(self) -> bool:
         """Every camera is a file, so the node ends when they have."""
-        return not any(camera.is_live for camera in self.camera_configs())
+        return not any(camera.never_ends for camera in self.camera_configs())
 
 
 def load_edge_unit(config_path: Path) -> EdgeUnit:

@@ -45,6 +45,8 @@ class CameraPlan:
     """A video file (absolute) or a live URL/device."""
     paced: bool = False
     """Replay a file at its frame rate (a live camera's behaviour)."""
+    loop: bool = False
+    """A paced file only: start it again at its end, for ever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,8 @@ def _write_unit(folder: Path, unit: NodeKeys, *, van_public_keys: Path, van_url:
     for camera in cameras:
         lines += ["", "[[cameras]]", f"id = {_toml_text(camera.camera_id)}",
                   f"source = {_toml_text(str(camera.source))}",
-                  f"paced = {'true' if camera.paced else 'false'}"]
+                  f"paced = {'true' if camera.paced else 'false'}",
+                  f"loop = {'true' if camera.loop else 'false'}"]
     config = folder / "unit.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     config.chmod(0o600)

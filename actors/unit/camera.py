@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from actors.unit.camera_source import ffmpeg_url, is_live_source, redact, redact_in
 from actors.unit.frame_pixels import RgbConverter
 from guards.config_checks import (
+    ConfigError,
     require_at_least,
     require_non_negative,
     require_positive,
@@ -82,6 +83,8 @@ class EndOfStream:
 CameraOutput = Frame | EndOfStream
 
 
+LOOP_GAP_S = 0.04
+"""A looping file's first frame comes this long (one frame at 25 fps) after its last one."""
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
 """Live sources: this many undecodable packets in a row restart the camera (a stream that
 lost its way); fewer are packet loss and only counted."""
@@ -99,6 +102,9 @@ class CameraConfig:
     paced: bool = False
     """Files only: deliver frames at their presentation times (live replay) instead of as fast
     as the pipeline takes them (offline scan)."""
+    loop: bool = False
+    """Paced files only: start the file again at its end, for ever, as a camera that never
+    stops (demos). Stream time keeps growing across loops, so tracks never see time go back."""
     open_timeout_s: float = 10.0
     """Live sources: give up opening after this many seconds (then retry with ``reconnect``)."""
     read_timeout_s: float = 10.0
@@ -121,11 +127,19 @@ class CameraConfig:
         require_positive("CameraConfig.read_timeout_s", self.read_timeout_s)
         require_at_least("CameraConfig.decoder_threads", self.decoder_threads, 1)
         require_non_negative("CameraConfig.stop_wait_s", self.stop_wait_s)
+        if self.loop and (self.is_live or not self.paced):
+            raise ConfigError("CameraConfig.loop: only a paced file can loop (a live source "
+                              "never ends; an unpaced file would loop as fast as it decodes)")
 
     @property
     def is_live(self) -> bool:
         """RTSP, HTTP(S) and devices are live; anything else is a file."""
         return is_live_source(self.source)
+
+    @property
+    def never_ends(self) -> bool:
+        """A live source or a looping file: the stream ends only when the node stops."""
+        return self.is_live or self.loop
 
 
 @dataclass(slots=True)
@@ -184,6 +198,9 @@ class Camera(Actor[_NextFrame]):
         self._failures_in_a_row = 0
         self._pace_origin_ns = time.monotonic_ns()
         self._first_t_s: float | None = None
+        # A looping file: added to each frame's time, so stream time grows across loops.
+        self._t_offset_s = 0.0
+        self._last_t_s = 0.0
         self._skip = 0
         self._consecutive_decode_errors = 0
         self._first_decode_error: str | None = None
@@ -213,7 +230,7 @@ class Camera(Actor[_NextFrame]):
 
     async def on_start(self) -> None:
         # A restarted file camera skips what it already delivered (no duplicate frames).
-        self._skip = 0 if self.config.is_live else self.progress.delivered
+        self._skip = 0 if self.config.never_ends else self.progress.delivered
         await self.context.ref.tell(_NextFrame())
 
     async def on_stop(self) -> None:
@@ -241,6 +258,8 @@ class Camera(Actor[_NextFrame]):
         if frame is None:
             if self.config.is_live:
                 await self._reopen_later("the stream ended")
+            elif self.config.loop and self._file_failure() is None:
+                await self._loop_again()
             else:
                 await self._end_of_stream(self._file_failure())
             return
@@ -248,6 +267,13 @@ class Camera(Actor[_NextFrame]):
         await self.output.tell(frame)
         self.progress.delivered += 1
         self._failures_in_a_row = 0
+        self._continue()
+
+    async def _loop_again(self) -> None:
+        """A looping file reached its end: open it again, its times after the last frame's."""
+        await self._decoder.run(self._close_source)
+        self._t_offset_s = self._last_t_s + LOOP_GAP_S
+        self._first_t_s = None  # pacing starts again from the first frame
         self._continue()
 
     async def _reopen_later(self, reason: str) -> None:
@@ -376,7 +402,8 @@ class Camera(Actor[_NextFrame]):
         if self.config.is_live or decoded.time is None:
             t_s = (now - self.progress.started_ns) / 1e9
         else:
-            t_s = float(decoded.time)
+            t_s = float(decoded.time) + self._t_offset_s
+        self._last_t_s = t_s
         return Frame(self.config.camera_id, self.progress.delivered, t_s, now, time.time(),
                      pixels)
 

@@ -40,6 +40,8 @@ class CameraEntry:
     ``rtsps://`` or ``http(s)://`` URL, or a device such as ``/dev/video0``."""
     paced: bool = False
     """``paced``: files only, replay at the frame rate instead of as fast as possible."""
+    loop: bool = False
+    """``loop``: paced files only, start again at the end, for ever (a demo's camera)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,8 @@ def _health_interval(health: ConfigTable) -> float:
     return float(value)
 
 
-_CAMERA_FIELDS: Final = {"CameraConfig.source": "source", "CameraConfig.camera_id": "id"}
+_CAMERA_FIELDS: Final = {"CameraConfig.source": "source", "CameraConfig.camera_id": "id",
+                          "CameraConfig.loop": "loop"}
 
 
 def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
@@ -146,7 +149,7 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
     from actors.unit.camera_source import is_live_source  # noqa: PLC0415
     from actors.unit.event_body import MAX_CAMERA_ID_CHARS  # noqa: PLC0415
 
-    tables = top.tables("cameras", ("id", "source", "paced"), MAX_CAMERAS)
+    tables = top.tables("cameras", ("id", "source", "paced", "loop"), MAX_CAMERAS)
     if not tables:
         raise top.error("cameras", "missing: at least one [[cameras]] table is required")
     cameras: list[CameraEntry] = []
@@ -154,8 +157,9 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
         # CameraConfig checks both (the same checks as everywhere a camera is made)
         camera_id, source = table.value("id", str), table.value("source", str)
         paced = table.value("paced", bool, False)  # noqa: FBT003
+        loop = table.value("loop", bool, False)  # noqa: FBT003
         try:
-            CameraConfig(source, camera_id=camera_id, paced=paced)
+            CameraConfig(source, camera_id=camera_id, paced=paced, loop=loop)
         except ConfigError as exc:
             text = str(exc)
             key = next((k for name, k in _CAMERA_FIELDS.items() if text.startswith(name)), None)
@@ -169,5 +173,5 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
         if any(camera.camera_id == camera_id for camera in cameras):
             raise table.error("id", f"camera {printable(camera_id)} is named twice; camera ids "
                                     "are unique within a unit")
-        cameras.append(CameraEntry(camera_id, source, paced))
+        cameras.append(CameraEntry(camera_id, source, paced, loop))
     return tuple(cameras)

@@ -581,3 +581,38 @@ def test_camera_messages_cannot_be_encoded(message: object) -> None:
 def test_bad_camera_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         CameraConfig(**kwargs)
+
+
+def short_clip(out: Path, frames: int = 6, fps: int = 25) -> None:
+    """A tiny H.264 clip of ``frames`` grey frames (a loop of it takes a quarter second)."""
+    with av.open(str(out), "w", format="mp4") as target:
+        stream = target.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8),
+                                               format="rgb24")
+            for packet in stream.encode(image):
+                target.mux(packet)
+        for packet in stream.encode():
+            target.mux(packet)
+
+
+async def test_a_looping_file_starts_again_and_its_time_keeps_growing(
+        system: ActorSystem, tmp_path: Path) -> None:
+    clip = tmp_path / "short.mp4"
+    short_clip(clip)
+    recording, _, _ = await start(system, CameraConfig(str(clip), paced=True, loop=True,
+                                                       camera_id="loop"))
+    await eventually(lambda: len(recording.frames) >= 15)  # two loops and a half
+    times = [frame.t_s for frame in recording.frames[:15]]
+    assert all(later > earlier for earlier, later in itertools.pairwise(times)), times
+    assert [frame.index for frame in recording.frames[:15]] == list(range(15))
+    assert recording.ends == []  # a looping file never ends
+
+
+def test_only_a_paced_file_can_loop(hamilton_clip: Path) -> None:
+    with pytest.raises(ConfigError, match="only a paced file can loop"):
+        CameraConfig(str(hamilton_clip), loop=True)
+    with pytest.raises(ConfigError, match="only a paced file can loop"):
+        CameraConfig("rtsp://10.0.0.1/s", paced=True, loop=True)
+    assert CameraConfig(str(hamilton_clip), paced=True, loop=True).never_ends
