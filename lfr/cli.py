@@ -58,14 +58,28 @@ def _demo_count(text: str) -> int:
     return count
 
 
+def _demo_units(text: str) -> int:
+    try:
+        units = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= units <= 8:
+        raise argparse.ArgumentTypeError(f"must be 1-8, got {units}")
+    return units
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.runtime_only:
         from lfr.runtime_demo import run_demo
 
         return run_demo(count=args.count)
-    from lfr.demo import run_recognition_demo
+    if args.pipeline_only:
+        from lfr.demo import run_recognition_demo
 
-    return run_recognition_demo()
+        return run_recognition_demo()
+    from lfr.system_demo import run_system_demo
+
+    return run_system_demo(units=args.units)
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -191,7 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="the live pipeline on the sample clip")
+    demo = commands.add_parser("demo", help="the whole system on this machine: a van, units "
+                               "on the sample clip, a signed watchlist, the console")
+    demo.add_argument("--units", type=_demo_units, default=1,
+                      help="camera units to start (1-8; default 1)")
+    demo.add_argument("--pipeline-only", action="store_true",
+                      help="only one unit's recognition pipeline on the sample clip, alerts as "
+                           "JSON lines (no van, no console)")
     demo.add_argument("--runtime-only", action="store_true",
                       help="run the runtime's own demo (actors printing what flows) instead")
     demo.add_argument("--count", type=_demo_count, default=20,

@@ -98,7 +98,7 @@ def watchlist_push(config_path: Path, signed_file: Path, units: str, *,
         made = reference_photos(photos_dir, verified.watchlist.subjects)
         for line in made.skipped:
             print(f"photos: {line}", file=sys.stderr)
-        messages += _photo_batches(verified.manifest.deployment_id, made.photos)
+        messages += photo_batches(verified.manifest.deployment_id, made.photos)
     messages.append(PushWatchlist(signed, parse_units(units)))
     return ask_van(config.control_socket, config.control_key, messages,
                    show=lambda answers: _show_push(answers, as_json=as_json))
@@ -119,7 +119,8 @@ def _verified(config: VanConfig, signed: bytes, signed_file: Path) -> VerifiedWa
         raise UserInputError(f"{printable(signed_file)}: {exc}") from None
 
 
-def _photo_batches(deployment_id: str, photos: dict[str, bytes]) -> list[AddReferencePhotos]:
+def photo_batches(deployment_id: str, photos: dict[str, bytes]) -> list[AddReferencePhotos]:
+    """Reference photos (subject -> JPEG) in asks of at most ``PHOTO_BATCH_BYTES`` each."""
     batches: list[AddReferencePhotos] = []
     batch: list[ReferencePhoto] = []
     size = 0

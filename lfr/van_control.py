@@ -13,6 +13,7 @@ refused says why, a unit not enrolled is named) or no van answers on the socket 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,17 +76,12 @@ def ask_van(socket_path: Path, key_file: Path, messages: Sequence[Any], *,
     """Ask the running van each of ``messages`` in turn (over one link) and hand the answers
     to ``show`` (which prints them and returns the exit code). ``UserInputError`` with the
     van's reason when it refuses one (the later ones are not sent)."""
-    if not socket_path.exists():
-        raise VanUnreachable(f"no van runs with this state folder: {printable(socket_path)} "
-                             "does not exist (start it with lfr van --config van.toml)")
-    keys = control_keys(key_file, create=False)
-    config = LinkConfig(keys=keys, max_frame_bytes=MAX_CONTROL_FRAME_BYTES)
     refused: list[UserInputError] = []
 
     async def asked(system: ActorSystem) -> int:
         try:
-            return await _ask(system, socket_path=socket_path, config=config,
-                              messages=messages, timeout_s=timeout_s, show=show)
+            return show(await ask_running_van(system, socket_path, key_file, messages,
+                                              timeout_s=timeout_s))
         except UserInputError as exc:  # reported by the command line like any bad input
             refused.append(exc)
             return 0
@@ -95,9 +91,17 @@ def ask_van(socket_path: Path, key_file: Path, messages: Sequence[Any], *,
     return code
 
 
-async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig,
-               messages: Sequence[Any], timeout_s: float,
-               show: Callable[[list[Any]], int]) -> int:
+async def ask_running_van(system: ActorSystem, socket_path: Path, key_file: Path,
+                          messages: Sequence[Any], *,
+                          timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Any]:
+    """From a running actor system: ask the van each of ``messages`` in turn over one link;
+    the answers. ``UserInputError`` with the van's reason when it refuses one (the later ones
+    are not sent), ``VanUnreachable`` when no van answers."""
+    if not await asyncio.to_thread(socket_path.exists):
+        raise VanUnreachable(f"no van runs with this state folder: {printable(socket_path)} "
+                             "does not exist (start it with lfr van --config van.toml)")
+    keys = await asyncio.to_thread(control_keys, key_file, create=False)
+    config = LinkConfig(keys=keys, max_frame_bytes=MAX_CONTROL_FRAME_BYTES)
     client = connect_unix(system, os.fspath(socket_path), config, codec=control_codec())
     try:
         try:
@@ -115,6 +119,6 @@ async def _ask(system: ActorSystem, *, socket_path: Path, config: LinkConfig,
                                      ) from None
             except (AskTimeout, LinkLost) as exc:
                 raise VanUnreachable(f"the van did not answer: {printable(exc)}") from None
-        return show(answers)
+        return answers
     finally:
         await client.stop()

@@ -31,8 +31,17 @@ def require_loopback(host: str) -> None:
                           f"are encrypted; got {printable(host)!r}")
 
 
+MAX_UNIX_SOCKET_PATH_BYTES = 107
+"""Linux's limit on a Unix socket's path (``sun_path`` is 108 bytes with its NUL)."""
+
+
 def bind_private_unix_socket(path: str) -> socket.socket:
-    """A Unix socket bound at ``path`` with mode 0600, not yet listening."""
+    """A Unix socket bound at ``path`` with mode 0600, not yet listening; ``ConfigError``
+    naming the path when it is longer than the kernel allows."""
+    if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH_BYTES:
+        raise ConfigError(f"link socket {printable(path)} is {len(os.fsencode(path))} bytes "
+                          f"long; a Unix socket's path may have at most "
+                          f"{MAX_UNIX_SOCKET_PATH_BYTES}: use a shorter folder")
     _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -13,6 +13,7 @@ import pytest
 
 from guards.config_checks import ConfigError
 from runtime import ActorSystem, SystemConfig, connect_tcp, serve_tcp, serve_unix
+from runtime.link_addresses import bind_private_unix_socket
 from tests.runtime.link_harness import linked, socket_path
 from tests.runtime.link_support import service_link_config
 
@@ -94,3 +95,11 @@ async def test_tcp_is_refused_off_loopback(host: str) -> None:
 async def test_tcp_on_loopback_works(tmp_path: Path) -> None:
     async with linked("tcp", tmp_path) as pair:
         assert sorted(pair.server.links) == ["client"]
+
+
+def test_a_unix_socket_path_too_long_for_the_kernel_is_refused_naming_it(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="at most 107"):
+        bind_private_unix_socket(str(deep / "control.sock"))
+    assert not (deep / "control.sock").exists()
