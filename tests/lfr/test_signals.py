@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM stop every long-running command within 2 s, with exit 130/143 and no
-traceback (scan has its own, stricter tests in test_scan_endings.py)."""
+traceback (scan has its own, stricter tests in test_scan_endings.py; the full ``lfr demo``
+first ends its deployment and stops its van and units, bounded: test_system_demo.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.lfr.cli_process import stop_with_signal
 from tests.lfr.conftest import CLIP
 
 COMMANDS = {
-    "demo": (["demo"], 5.0),
+    "demo": (["demo", "--pipeline-only"], 5.0),
     "bench-pipeline": (["bench", "pipeline", "--source", str(CLIP), "--runs", "5", "--bare"],
                        5.0),
     "bench-gallery": (["bench", "gallery", "--subjects", "1000000"], 5.0),
