@@ -6,11 +6,15 @@ them, so ``lfr.van_node`` builds the console with every page and nothing else.
 
 from __future__ import annotations
 
+from console import audit_page, units_page, watchlist_page
 from console.app import PageRoute
 from console.sources import ConsoleSources
 
 
 def van_pages(sources: ConsoleSources) -> list[PageRoute]:
     """Every page's routes for the van described by ``sources``."""
-    del sources  # the pages come with issue 10's page modules
-    return []
+    return [
+        *units_page.routes(sources),
+        *watchlist_page.routes(sources),
+        *audit_page.routes(sources),
+    ]
