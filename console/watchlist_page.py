@@ -269,7 +269,9 @@ class WatchlistPage:
         deployment = sources.board.deployment
         facts: list[WatchlistFacts] = []
         subjects, problem = None, ""
-        if deployment is not None:
+        if deployment is None:
+            self._subjects = None  # ended (here or by lfr van deployment end): forget the ids
+        else:
             facts = await sources.blocking.run(
                 lambda: sources.deployments.watchlist_facts(deployment.id,
                                                             limit=MAX_FACTS_SHOWN))
