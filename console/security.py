@@ -5,8 +5,10 @@ is signed in, CSRF on every state-changing request, and the server-side role che
 redirects and static files get them too): ``CONTENT_SECURITY_POLICY`` (only this origin's
 scripts, styles and connections, no inline script or style, no framing, no ``<base>``, forms
 post only here), ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``,
-``Referrer-Policy: no-referrer``, ``Permissions-Policy`` denying camera, microphone and
-geolocation, ``Cross-Origin-Opener-Policy``/``-Resource-Policy: same-origin`` and
+``Referrer-Policy: same-origin`` (``no-referrer`` would make browsers send ``Origin: null``
+on the console's own form posts, which the same-origin check then refuses),
+``Permissions-Policy`` denying camera, microphone and geolocation,
+``Cross-Origin-Opener-Policy``/``-Resource-Policy: same-origin`` and
 ``Cache-Control: no-store`` on everything (the pages show biometric crops: nothing of the
 console stays in a browser's or proxy's cache).
 
@@ -67,7 +69,7 @@ SECURITY_HEADERS: Final[Mapping[str, str]] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",

@@ -232,8 +232,10 @@ class SignInThrottle:
         self._records: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
 
     @staticmethod
-    def _keys(name: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
-        return ("account", name[:MAX_NAME_CHARS + 1].casefold()), ("address", address)
+    def _keys(name: str, address: str) -> tuple[tuple[str, str], ...]:
+        """The counters a sign-in touches: its account's, and its address's unless ""."""
+        account = ("account", name[:MAX_NAME_CHARS + 1].casefold())
+        return (account, ("address", address)) if address else (account,)
 
     def retry_after(self, name: str, address: str) -> float | None:
         """Seconds until ``name`` from ``address`` may try again, or None if it may now."""

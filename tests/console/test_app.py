@@ -12,8 +12,9 @@ import pytest
 from aiohttp import ClientResponse, ClientSession, CookieJar, web
 
 from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
-from console.app import NAVIGATION, ConsoleConfig, PageRoute, shell_page
+from console.app import NAVIGATION, ConsoleConfig, PageRoute, _throttled_address, shell_page
 from console.security import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, require_role
+from console.sessions import SignInThrottle, ThrottleConfig
 from console.users import Role, UserStore
 from guards.config_checks import ConfigError
 from tests.console.support import (
@@ -313,12 +314,27 @@ async def test_five_wrong_passwords_throttle_the_account_with_retry_after(
     assert (await sign_in(client, *OPERATOR)).status == 303
 
 
-async def test_wrong_passwords_for_many_names_throttle_the_address(client: Client) -> None:
+async def test_on_loopback_one_accounts_failures_lock_out_that_account_only(
+        client: Client) -> None:
+    # Every officer in the van signs in from loopback: the address is not counted there.
+    for _ in range(5):
+        assert (await sign_in(client, OPERATOR[0], "wrong password!")).status == 401
+    assert (await sign_in(client, *OPERATOR)).status == 429
+    assert (await sign_in(client, *SUPERVISOR)).status == 303
+
+
+def test_failures_count_against_a_remote_address_but_not_against_loopback() -> None:
+    assert _throttled_address("192.0.2.7") == "192.0.2.7"
+    assert _throttled_address("127.0.0.1") == ""
+    assert _throttled_address("::1") == ""
+    assert _throttled_address(None) == "unknown"
+    throttle = SignInThrottle(ThrottleConfig())
     for attempt in range(5):
-        assert (await sign_in(client, f"guess-{attempt}", "wrong password!")).status == 401
-    throttled = await sign_in(client, *SUPERVISOR)
-    assert throttled.status == 429
-    assert int(throttled.headers["Retry-After"]) >= 1
+        throttle.failed(f"guess-{attempt}", "192.0.2.7")
+    assert throttle.retry_after("sam", "192.0.2.7") is not None  # the address is locked
+    for attempt in range(5):
+        throttle.failed(f"guess-{attempt}", "")
+    assert throttle.retry_after("sam", "") is None  # loopback: per account only
 
 
 # -- roles ----------------------------------------------------------------------------------
