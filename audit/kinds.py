@@ -74,8 +74,8 @@ class AuditKind(enum.Enum):
     Fields: ``source`` (what kind of input: ``envelope``, ``offer``, ``link``, ``watchlist``...),
     ``peer`` (the unit or address, if any), ``reason``."""
     OPERATOR_DECISION = "operator_decision"
-    """An officer confirmed or dismissed an alert. Fields: ``unit``, ``seq``, ``decision``
-    (``confirmed``, ``dismissed``), ``operator``, optional ``note`` (plain text, no names of
+    """An officer decided on an alert. Fields: ``unit``, ``seq``, ``decision`` (``confirmed``,
+    ``dismissed``, ``cannot_tell``), ``operator``, optional ``note`` (plain text, no names of
     people)."""
     UNIT_ENROLLED = "unit_enrolled"
     """A unit was enrolled at the van (``lfr van enroll-unit``), or its key changed; recorded

@@ -489,7 +489,8 @@ class WatchlistPage:
                             "with lfr van deployment start --allow-unusual-thresholds.", 400)
         await self._acting()
         try:
-            deployment = await self._sources.board.start_deployment(deployment_id, threshold)
+            deployment = await self._sources.board.start_deployment(
+                deployment_id, threshold, operator=f"console {account}")
         except UserInputError as exc:
             return _problem(request, "Deployment not started", str(exc),
                             409 if isinstance(exc, DeploymentError) else 400)
@@ -530,7 +531,7 @@ class WatchlistPage:
                             "longer the active one; look again.", 409)
         await self._acting()
         try:
-            ended = await self._sources.board.end_deployment()
+            ended = await self._sources.board.end_deployment(operator=f"console {account}")
         except UserInputError as exc:
             return _problem(request, "Deployment not ended", str(exc),
                             409 if isinstance(exc, DeploymentError) else 400)
@@ -579,7 +580,7 @@ class WatchlistPage:
                             f"Unit {printable(unit)} is not enrolled at this van.", 400)
         await self._acting()
         try:
-            await self._sources.board.purge(units)
+            await self._sources.board.purge(units, operator=f"console {account}")
         finally:
             self._actions.release()
         named = ", ".join(units) if units else "every unit"
@@ -616,7 +617,8 @@ class WatchlistPage:
             # bytes, not the bytearray: the store would copy a bytearray where it cannot be
             # wiped; this copy is wiped below.
             signed = bytes(upload.signed)
-            result = await self._sources.board.push(signed, units)
+            result = await self._sources.board.push(signed, units,
+                                                    operator=f"console {account}")
         except WatchlistRefused as exc:
             log.info("console: %s pushed a watchlist the van refused (%s)", printable(account),
                      exc.reason.value)

@@ -56,6 +56,7 @@ from actors.van.deployment_store import DeploymentStore
 from actors.van.enrolment import Enrolment
 from actors.van.event_store import EventStore
 from actors.van.receiver import AlertNotice
+from actors.van.review_store import ReviewStore
 from actors.van.signaling import (
     EnrolledUnits,
     SignalingConfig,
@@ -196,6 +197,8 @@ class VanParts:
     """The watchlist authority's public keys: the only signer of watchlists pushed."""
     users: UserStore
     """The console's accounts (open: close it when the node ends)."""
+    reviews: ReviewStore
+    """The officers' decisions on alerts (open: close it when the node ends)."""
     ssl_context: ssl.SSLContext
     """The signaling server's TLS context."""
     fingerprint: bytes
@@ -230,19 +233,21 @@ def open_van(config: VanConfig) -> VanParts:
         raise UserInputError(f"{printable(config.file)}: [authority] public_keys is required")
     authority = read_public_keys(config.authority_public_keys, NodeRole.AUTHORITY)
     store = EventStore.open(config.event_store)
-    opened: list[EventStore | DeploymentStore | AuditLog | UserStore] = [store]
+    opened: list[EventStore | DeploymentStore | AuditLog | UserStore | ReviewStore] = [store]
     try:
         deployments = DeploymentStore.open(config.deployment_store, keys.encryption)
         opened.append(deployments)
         audit = AuditLog.open(config.audit, config.van_id)
         opened.append(audit)
         users = UserStore.open(config.state_dir)
+        opened.append(users)
+        reviews = ReviewStore.open(config.state_dir)
     except BaseException:
         for each in opened:
             each.close()
         raise
     return VanParts(config, keys, keys.encryption, enrolment, store, deployments, audit,
-                    authority, users, ssl_context, fingerprint)
+                    authority, users, reviews, ssl_context, fingerprint)
 
 
 def close_van(parts: VanParts) -> None:
@@ -251,6 +256,7 @@ def close_van(parts: VanParts) -> None:
         parts.store.close()
         parts.deployments.close()
         parts.users.close()
+        parts.reviews.close()
     finally:
         parts.audit.close()
 
@@ -406,7 +412,7 @@ async def _serve_console(parts: VanParts, sources: ConsoleSources,
     exit 2 naming the address when it cannot be bound."""
     config = parts.config
     app = build_console_app(parts.users, ConsoleConfig(van_id=config.van_id),
-                            pages=van_pages(sources))
+                            pages=van_pages(sources, parts.reviews))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.console.host, config.console.port

@@ -61,6 +61,9 @@ from secure.node_keys import NodePublicKeys, check_node_id
 log = logging.getLogger("lfr.van.watchlists")
 MAX_SUBJECTS_REPORTED = 10_000_000
 """A unit reporting more subjects than this reports nonsense (a 64 MiB list holds ~50,000)."""
+COMMAND_LINE = "command line"
+"""The ``operator`` of what the operators' commands ask (they run as the van's user, who may
+read its state folder: the control socket's key)."""
 _HELD_STATES = frozenset(state.value for state in HeldState)
 ALL_UNITS = ()
 """``units`` of a push or purge that names no unit: every unit, enrolled now or later."""
@@ -218,21 +221,24 @@ class WatchlistBoard:
         """The active deployment, or None."""
         return self._deployment
 
-    async def start_deployment(self, deployment_id: str, threshold: float) -> Deployment:
-        """Start a deployment; ``DeploymentError`` while one is active or for a used id."""
+    async def start_deployment(self, deployment_id: str, threshold: float, *,
+                               operator: str = COMMAND_LINE) -> Deployment:
+        """Start a deployment; ``DeploymentError`` while one is active or for a used id.
+        ``operator``: who asked (a console account, or the command line), for the trail."""
         deployment = await self._blocking.run(
             lambda: self._store.start_deployment(deployment_id, threshold, now=self._clock()))
         self._deployment = deployment
         self._assignments = _Assignments()
         self._signed.clear()
         await self._audit(AuditKind.DEPLOYMENT_STARTED, deployment=deployment.id,
-                          threshold=deployment.threshold)
+                          threshold=deployment.threshold, operator=operator)
         self._line(f"deployment {printable(deployment.id)} started (threshold "
                    f"{deployment.threshold:.3f})")
         return deployment
 
-    async def end_deployment(self) -> Deployment:
-        """End the active deployment: every unit is told to purge; the van's sealed copies go."""
+    async def end_deployment(self, *, operator: str = COMMAND_LINE) -> Deployment:
+        """End the active deployment: every unit is told to purge; the van's sealed copies go.
+        ``operator``: who asked, for the trail."""
         deployment = await self._blocking.run(
             lambda: self._store.end_deployment(now=self._clock()))
         holding = sum(1 for view in self._views.values() if view.state is HeldState.HELD)
@@ -243,14 +249,16 @@ class WatchlistBoard:
         self._signed.clear()
         await self._blocking.run(self._store.wipe_wal)
         await self._audit(AuditKind.DEPLOYMENT_ENDED, deployment=deployment.id,
-                          units_purged=holding)
+                          units_purged=holding, operator=operator)
         self._line(f"deployment {printable(deployment.id)} ended: every unit is told to purge "
                    "its watchlist")
         return deployment
 
-    async def push(self, signed: bytes, units: Collection[str] = ALL_UNITS) -> PushResult:
+    async def push(self, signed: bytes, units: Collection[str] = ALL_UNITS, *,
+                   operator: str = COMMAND_LINE) -> PushResult:
         """Check, store and assign a signed watchlist (module docstring); ``UserInputError``
-        naming what is wrong (a ``WatchlistRefused`` for the file itself)."""
+        naming what is wrong (a ``WatchlistRefused`` for the file itself). ``operator``: who
+        asked, for the trail."""
         deployment = self._deployment
         if deployment is None:
             raise DeploymentError("no deployment is active: start one first "
@@ -267,7 +275,8 @@ class WatchlistBoard:
         except WatchlistRefused as exc:
             await self._audit(AuditKind.WATCHLIST_REFUSED, deployment=deployment.id,
                               reason=exc.reason.value,
-                              detail=printable(exc, max_chars=400)[:400], where="van")
+                              detail=printable(exc, max_chars=400)[:400], where="van",
+                              operator=operator)
             raise WatchlistRefused(exc.reason, f"watchlist refused ({exc.reason.value}): {exc}"
                                    ) from None
         manifest = verified.manifest
@@ -290,14 +299,14 @@ class WatchlistBoard:
                           payload_sha256=verified.payload_sha256,
                           signer=manifest.authority_key_id.hex(), signed_at=manifest.signed_at,
                           not_after=manifest.not_after,
-                          units=",".join(names) if names else "all")
+                          units=",".join(names) if names else "all", operator=operator)
         self._line(f"watchlist version {manifest.version} of deployment "
                    f"{printable(deployment.id)} ({subjects} subjects) pushed to {shown}")
         return PushResult(deployment.id, manifest.version, subjects, verified.payload_sha256,
                           manifest.not_after, names)
 
-    async def add_photos(self, deployment_id: str,
-                         photos: Collection[tuple[str, bytes]]) -> int:
+    async def add_photos(self, deployment_id: str, photos: Collection[tuple[str, bytes]], *,
+                         operator: str = COMMAND_LINE) -> int:
         """Store reference photos (subject, JPEG) for the active deployment, sealed to the
         van's key (``DeploymentStore.put_reference_photo``); they die with the deployment.
         Returns how many were stored; ``UserInputError`` naming the first refused one."""
@@ -309,11 +318,13 @@ class WatchlistBoard:
             await self._blocking.run(self._store.put_reference_photo, deployment_id, subject,
                                      jpeg)
         await self._audit(AuditKind.REFERENCE_PHOTOS_STORED, deployment=deployment_id,
-                          count=len(photos))
+                          count=len(photos), operator=operator)
         return len(photos)
 
-    async def purge(self, units: Collection[str] = ALL_UNITS) -> None:
-        """Tell the units named (or all) to drop their watchlist at their next poll."""
+    async def purge(self, units: Collection[str] = ALL_UNITS, *,
+                    operator: str = COMMAND_LINE) -> None:
+        """Tell the units named (or all) to drop their watchlist at their next poll.
+        ``operator``: who asked, for the trail."""
         names = tuple(sorted(set(units)))
         if self._deployment is not None:
             deployment_id = self._deployment.id
@@ -321,7 +332,8 @@ class WatchlistBoard:
                 deployment_id, action="purge", version=None, units=names, now=self._clock()))
         self._unassign(names)
         await self._audit(AuditKind.WATCHLIST_PURGED, units=",".join(names) if names else "all",
-                          deployment=self._deployment.id if self._deployment else "")
+                          deployment=self._deployment.id if self._deployment else "",
+                          operator=operator)
         self._line(f"watchlist purge ordered for "
                    f"{', '.join(printable(u) for u in names) if names else 'all units'}")
 

@@ -1,7 +1,11 @@
 """The console in a real browser: Playwright driving Debian's chromium (headless; ``--no-sandbox``
 as root). Playwright's own browser download is not reachable here, so ``make test`` installs
 the ``chromium`` package with apt; where it cannot, these tests skip, naming the package.
-Screenshots go to ``test-artifacts/`` at the repository's root (not tracked)."""
+Screenshots go to ``test-artifacts/`` at the repository's root (not tracked).
+
+Playwright's sync API keeps an event loop running in this thread while it is open, so it is
+opened per module (the asyncio tests of other modules need the thread's loop free), and the
+browser test modules hold only sync tests."""
 
 from __future__ import annotations
 
@@ -28,13 +32,13 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as started:
         yield started
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True,

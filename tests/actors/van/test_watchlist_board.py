@@ -233,7 +233,8 @@ async def test_a_deployment_starts_once_and_is_audited_and_shown(
     records = read_audit(audit.path)
     assert [r.kind for r in records] == [AuditKind.DEPLOYMENT_STARTED,
                                          AuditKind.DEPLOYMENT_ENDED]
-    assert dict(records[0].fields) == {"deployment": "dep-1", "threshold": 0.6}
+    assert dict(records[0].fields) == {"deployment": "dep-1", "threshold": 0.6,
+                                       "operator": "command line"}
     assert any("dep-1 started" in line for line in lines)
     assert any("every unit is told to purge" in line for line in lines)
 
@@ -266,7 +267,7 @@ async def test_a_push_to_all_is_stored_and_offered_to_every_unit(
     assert len(signer) == 16  # the authority's key id, hex
     assert fields == {"deployment": "dep-1", "version": 1, "subjects": 3,
                       "payload_sha256": payload_hash(signed), "units": "all",
-                      "signed_at": NOW, "not_after": NOW + DAY}
+                      "signed_at": NOW, "not_after": NOW + DAY, "operator": "command line"}
     assert_no_embeddings(audit.path, [make_watchlist(seed=1)])
 
 
@@ -373,9 +374,9 @@ async def test_a_purge_of_named_units_tells_only_them_to_drop_their_list(
     assert (board.wanted("unit-a"), board.wanted("unit-b")) == (None, None)
     purged = [dict(r.fields) for r in read_audit(audit.path)
               if r.kind is AuditKind.WATCHLIST_PURGED]
-    assert purged == [{"units": "unit-a", "deployment": "dep-1"},
+    assert purged == [{"units": "unit-a", "deployment": "dep-1", "operator": "command line"},
                       {"unit": "unit-a", "deployment": "dep-1", "version": 1},  # its report
-                      {"units": "all", "deployment": "dep-1"}]
+                      {"units": "all", "deployment": "dep-1", "operator": "command line"}]
 
 
 async def test_ending_the_deployment_purges_every_unit_and_the_vans_copies(
