@@ -1,14 +1,15 @@
 """The console's pages for a running van: each page module's routes, in navigation order.
 
 A page module exports ``routes(sources: ConsoleSources) -> list[PageRoute]``; this module lists
-them, so ``lfr.van_node`` builds the console with every page and nothing else. The alerts page
-also takes the van's ``ReviewStore`` (the officers' decisions), which the van node opens.
+them, so ``lfr.van_node`` builds the console with every page and nothing else. The alerts and
+report pages also take the van's ``ReviewStore`` (the officers' decisions), which the van node
+opens.
 """
 
 from __future__ import annotations
 
 from actors.van.review_store import ReviewStore
-from console import alerts_page, audit_page, units_page, watchlist_page
+from console import alerts_page, audit_page, report_page, units_page, watchlist_page
 from console.app import PageRoute
 from console.sources import ConsoleSources
 
@@ -20,5 +21,6 @@ def van_pages(sources: ConsoleSources, reviews: ReviewStore) -> list[PageRoute]:
         *alerts_page.routes(sources, reviews),
         *units_page.routes(sources),
         *watchlist_page.routes(sources),
+        *report_page.routes(sources, reviews),
         *audit_page.routes(sources),
     ]
