@@ -10,8 +10,10 @@ later decision on the same alert supersedes the earlier one for display and for 
 
 **The figures.** ``counts(deployment)`` counts the alerts *first* decided while ``deployment``
 was active, each by its *latest* decision: a correction made after the deployment ended
-changes that deployment's figures and counts nowhere else, so an alert is counted once. The
-report page turns them into the false-alert rate.
+changes that deployment's figures and counts nowhere else, so an alert is counted once. (The
+deployment report, ``console.report``, counts instead each alert the van received during the
+deployment by its latest decision, with ``latest_many``, so that its decided and undecided
+alerts always add up to its alerts.)
 
 **Files and crash safety** as the event store (``actors.durable_database``): ``reviews.sqlite``
 in the van's state folder, created 0600, WAL with ``synchronous=FULL`` (a ``record`` that
