@@ -13,9 +13,13 @@ the delivery latency the benchmark reports.
 Prints JSON lines on stdout, flushed one by one (a test may kill the process at any line):
 ``{"linked": UNIT}`` once the first link to the van is up (no alert is made before), then
 ``{"sealed": EVENT_ID, "seq": N}`` once the uplink has stored the alert in the outbox (it will
-reach the van whatever happens next), then ``{"summary": {...}}`` when every alert is
-acknowledged by the van or ``--drain-timeout-s`` passed. Exit 0 only when the outbox holds no
-alert at the end, 1 (target missed) otherwise.
+reach the van whatever happens next), then ``{"summary": {...}}`` (with ``cpu_s``, the
+process's CPU from the first alert on) when every alert is acknowledged by the van or
+``--drain-timeout-s`` passed. Exit 0 only when the outbox holds no alert at the end, 1 (target
+missed) otherwise. With ``--trace FILE``, the uplink's delivery
+marks (``actors.delivery_trace``) go into ``FILE`` (created; it must not exist) as
+``{"mark": [...]}`` lines (``bench.trace_lines``): a file, not stdout, whose reader could hold
+the event loop up.
 
     python -m bench.alert_burst_unit --config unit.toml --alerts 100 --rate 20 [--burst 50]
 """
@@ -41,6 +45,7 @@ from actors.unit.outbox import Outbox
 from actors.unit.signaling_client import SignalingClientConfig
 from actors.unit.uplink import Uplink, UplinkStatistics
 from actors.unit.van_dialer import VanDialer
+from bench.trace_lines import install as install_trace
 from guards.exit_codes import ExitCode
 from lfr.config.unit import UnitConfig, load_unit_config
 from runtime.actor import Actor
@@ -76,6 +81,8 @@ class BurstPlan:
     start_file: Path | None
     """When set: once linked, wait for this file to exist before the first alert (lets a
     benchmark start every unit's alerts together, after all have connected)."""
+    trace_file: Path | None = None
+    """When set: write the uplink's delivery marks into this new file."""
     link_timeout_s: float = 120.0
     """Seconds to wait for the first link to the van (and for ``start_file``)."""
 
@@ -121,6 +128,9 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
     """Send the planned alerts through the real uplink; the exit code (see the docstring)."""
     unit = read_node_keys(config.signing_key)
     van = read_public_keys(config.van_public_keys, NodeRole.VAN)
+    if plan.trace_file is not None:
+        install_trace(os.open(plan.trace_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                              0o600), frames=False)
     crop = noise_jpeg(plan.crop_bytes)
     outbox = Outbox.open(config.outbox)
     dialer = VanDialer(system, unit, SignalingClientConfig(
@@ -137,6 +147,7 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
         if plan.start_file is not None:
             await _wait_for_file(plan.start_file, plan.link_timeout_s)
         index = plan.first_index
+        cpu_before = time.process_time()
         for steady in range(plan.alerts + 1):
             if steady == plan.burst_after:
                 for _ in range(plan.burst):
@@ -154,7 +165,8 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
                                  "delivered": statistics.delivered,
                                  "duplicates": statistics.duplicates,
                                  "refused": statistics.refused, "alerts_left": left,
-                                 "drained": drained}})
+                                 "drained": drained,
+                                 "cpu_s": round(time.process_time() - cpu_before, 2)}})
         # TARGET_MISSED: the van did not acknowledge every alert in time
         return ExitCode.OK if drained else ExitCode.TARGET_MISSED
     finally:
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-file", help="once linked, wait for this file to exist")
     parser.add_argument("--drain-timeout-s", type=float, default=120.0,
                         help="seconds to wait for the van's acknowledgements")
+    parser.add_argument("--trace", help="write the uplink's delivery marks into this new file")
     args = parser.parse_args(argv)
     if args.alerts < 0 or args.burst < 0 or not 0 < args.rate <= 10_000:
         parser.error("--alerts and --burst must be >= 0 and --rate in (0, 10000]")
@@ -204,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--burst-after must be 0 to --alerts")
     plan = BurstPlan(args.alerts, args.rate, args.burst, burst_after, args.first_index,
                      args.crop_bytes, args.drain_timeout_s,
-                     None if args.start_file is None else Path(args.start_file))
+                     None if args.start_file is None else Path(args.start_file),
+                     None if args.trace is None else Path(args.trace))
     config = load_unit_config(Path(args.config))
     # the dialer's link is named by the unit id: so is the actor system
     return run(lambda system: run_unit(system, config, plan), SystemConfig(name=config.unit_id))

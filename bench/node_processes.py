@@ -138,10 +138,13 @@ class NodeProcess:
             self.process.wait(timeout=30)
 
 
-def start_van(config: Path, *extra: str, ready_timeout_s: float = 60.0) -> NodeProcess:
-    """``lfr van --config CONFIG``, returned once it prints that it listens."""
-    van = NodeProcess("van", [sys.executable, "-m", "lfr", "van", "--config", str(config),
-                              *extra])
+def start_van(config: Path, *extra: str, ready_timeout_s: float = 60.0,
+              trace_file: Path | None = None) -> NodeProcess:
+    """``lfr van --config CONFIG``, returned once it prints that it listens; with
+    ``trace_file``, run as ``bench.traced_van`` writing its delivery trace there."""
+    command = ["-m", "lfr"] if trace_file is None else ["-m", "bench.traced_van",
+                                                         str(trace_file)]
+    van = NodeProcess("van", [sys.executable, *command, "van", "--config", str(config), *extra])
     try:
         van.wait_for(lambda line: VAN_READY_TEXT in line, ready_timeout_s)
     except BaseException:

@@ -16,21 +16,49 @@ Figures: ``alerts`` sent, ``lost`` (sealed at a unit, never stored at the van), 
 (an alert stored twice, by event id), and the latency from the alert's capture time on the unit
 to its storage at the van (``received_at - captured_at``, one machine, one clock): ``p50`` and
 ``p99`` over every alert, and separately over the steady part and the burst. ``van_cpu_s`` is the
-van process's CPU over the whole run. Targets (issue 8): N = 1: p99 <= 60 ms; N >= 2: p99 <=
-150 ms; lost = duplicates = 0.
+van process's CPU over the whole run, ``unit_cpu_s`` each unit's from its first alert on (sorted).
+Targets (issue 8): N = 1: p99 <= 60 ms; N >= 2: p99 <= 150 ms; lost = duplicates = 0.
+
+Where the time goes: both sides trace each envelope into a file (``actors.delivery_trace``; the
+van runs as ``bench.traced_van``), and ``breakdown`` splits each alert's latency into stages,
+reported as [p50, p99] in ms, steady and burst apart (``breakdown_ms``), and for the slowest
+alert (``slowest_ms``):
+
+========================  =========================================================================
+ stage                     from, to
+========================  =========================================================================
+ ``capture_to_sealed``     the alert's capture; its envelope in the unit's outbox (the uplink's
+                           mailbox, encoding, sealing and signing, the append and its fsync)
+ ``sealed_to_sent``        in the outbox; its ``Deliver`` handed to the link (the sender's window)
+ ``sent_to_arrived``       handed to the link; the whole frame received by the van's data channel
+                           (SCTP and DTLS on both sides: the transmission)
+ ``arrived_to_started``    received; the van's receiver starts on it (waiting behind the unit's
+                           earlier envelopes)
+ ``verify``                started; signatures checked, opened, body checked (with the worker pool)
+ ``store``                 checked; committed to the event store (one transaction, one fsync)
+ ``stored_to_receipt``     committed; the receipt back at the unit (not part of the latency)
+========================  =========================================================================
+
+A frame's arrival is matched to its envelope by order (the k-th frame of at least
+``DELIVER_FRAME_BYTES`` from a unit is the k-th envelope its receiver started on: one ordered
+channel, one receiver); a unit whose counts differ (a reconnect, a refusal) has no arrival stages.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from actors.delivery_trace import DeliveryMark, Stage
 from bench.node_processes import BurstUnitProcess, start_burst_unit, start_van
+from bench.trace_lines import read_arrivals, read_marks
 from bench.van_events import ReceivedAlert, read_van_alerts
 from guards.user_input import UserInputError
 from lfr.local_deployment import CameraPlan, create_local_deployment
@@ -40,6 +68,24 @@ DEMO_CLIP = REPO_ROOT / "demo" / "short_hamilton_clip.mp4"
 DEMO_PHOTOS = REPO_ROOT / "demo" / "watchlist_photos"
 MAX_UNITS = 32
 """Unit processes one benchmark starts (each is a Python process of ~100 MB)."""
+DELIVER_FRAME_BYTES = 8192
+"""A frame from a unit at least this large is a ``Deliver`` (an alert's is about 26 KB; a
+``Resume``, a heartbeat and a health report are far smaller)."""
+CAPTURED = "captured"
+"""The point an alert's latency starts from: its capture time on the unit."""
+ARRIVED = "arrived"
+"""The point its ``Deliver`` frame was received by the van's data channel."""
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("capture_to_sealed", CAPTURED, Stage.SEALED),
+    ("sealed_to_sent", Stage.SEALED, Stage.SENT),
+    ("sent_to_arrived", Stage.SENT, ARRIVED),
+    ("arrived_to_started", ARRIVED, Stage.STARTED),
+    ("verify", Stage.STARTED, Stage.VERIFIED),
+    ("store", Stage.VERIFIED, Stage.STORED),
+    ("stored_to_receipt", Stage.STORED, Stage.RECEIPT),
+)
+"""The stages of ``breakdown`` (module docstring): name, from point, to point (a ``Stage``,
+``CAPTURED`` or ``ARRIVED``)."""
 
 
 def target_p99_ms(units: int) -> float:
@@ -94,6 +140,61 @@ def score(units: dict[str, BurstUnitProcess], received: dict[str, list[ReceivedA
             "burst_latency_ms_p99": _percentile_ms(burst_latencies, 99)}
 
 
+def arrivals_by_seq(van_marks: list[DeliveryMark], arrival_lines: Iterable[str]
+                     ) -> dict[tuple[str, int], float]:
+    """(unit, seq) -> when its frame arrived at the van, matched by order (module docstring);
+    units whose frames and started envelopes do not pair up are left out."""
+    frames: dict[str, list[float]] = collections.defaultdict(list)
+    for arrival in read_arrivals(arrival_lines):
+        if arrival.size >= DELIVER_FRAME_BYTES:
+            frames[arrival.peer].append(arrival.at)
+    started: dict[str, list[DeliveryMark]] = collections.defaultdict(list)
+    for mark in van_marks:
+        if mark.stage is Stage.STARTED:
+            started[mark.unit].append(mark)
+    matched: dict[tuple[str, int], float] = {}
+    for unit, marks in started.items():
+        marks.sort(key=lambda mark: mark.at)
+        times = sorted(frames.get(unit, []))
+        if len(times) != len(marks) or any(at > mark.at for at, mark in zip(times, marks,
+                                                                           strict=True)):
+            continue
+        matched.update({(unit, mark.seq): at for at, mark in zip(times, marks, strict=True)})
+    return matched
+
+
+def breakdown(received: dict[str, list[ReceivedAlert]], marks: Iterable[DeliveryMark],
+              arrivals: dict[tuple[str, int], float]) -> dict[str, object]:
+    """Per-stage p50/p99 in ms, steady and burst apart, and the slowest alert's stages (module
+    docstring); a stage an alert lacks a point of is left out of its figures."""
+    points: dict[tuple[str, int], dict[str, float]] = collections.defaultdict(dict)
+    for mark in marks:
+        points[(mark.unit, mark.seq)][mark.stage] = mark.at
+    durations: dict[str, dict[str, list[float]]] = {"steady": collections.defaultdict(list),
+                                                    "burst": collections.defaultdict(list)}
+    slowest: tuple[float, dict[str, float]] | None = None
+    for unit, alerts in received.items():
+        for alert in alerts:
+            alert_points = {**points.get((unit, alert.seq), {}), CAPTURED: alert.captured_at}
+            if (unit, alert.seq) in arrivals:
+                alert_points[ARRIVED] = arrivals[(unit, alert.seq)]
+            stages = {name: alert_points[end] - alert_points[start]
+                      for name, start, end in STAGES
+                      if start in alert_points and end in alert_points}
+            part = "burst" if alert.event_id.split("/")[-2] == "burst" else "steady"
+            for name, seconds in stages.items():
+                durations[part][name].append(seconds)
+            latency = alert.received_at - alert.captured_at
+            if slowest is None or latency > slowest[0]:
+                slowest = (latency, stages)
+    return {"breakdown_ms": {part: {name: [_percentile_ms(values, 50), _percentile_ms(values, 99)]
+                                    for name, values in stages.items()}
+                             for part, stages in durations.items()},
+            "slowest_ms": None if slowest is None else {
+                "latency": round(slowest[0] * 1000, 1),
+                **{name: round(seconds * 1000, 1) for name, seconds in slowest[1].items()}}}
+
+
 def burst_after(unit_index: int, units: int, alerts: int, *, together: bool) -> int:
     """Steady alerts unit ``unit_index`` (0-based) sends before its burst."""
     return alerts if together else round(alerts * (unit_index + 0.5) / units)
@@ -114,15 +215,16 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
                                              cameras=[CameraPlan("cam0", DEMO_CLIP)],
                                              watchlist=watchlist)
         start_file = root / "start"
+        trace_file = root / "van-trace.jsonl"
         with contextlib.ExitStack() as stack:
-            van = stack.enter_context(start_van(deployment.van_config))
+            van = stack.enter_context(start_van(deployment.van_config, trace_file=trace_file))
             cpu_before = van.cpu_seconds()
             processes = {name: stack.enter_context(start_burst_unit(
                 name, config, "--alerts", str(alerts), "--rate", str(rate), "--burst",
                 str(burst), "--burst-after",
                 str(burst_after(index, units, alerts, together=burst_together)),
                 "--crop-bytes", str(crop_bytes), "--start-file", str(start_file),
-                "--drain-timeout-s", str(timeout_s)))
+                "--drain-timeout-s", str(timeout_s), "--trace", str(root / f"{name}-trace.jsonl")))
                 for index, (name, config) in enumerate(zip(deployment.unit_ids,
                                                            deployment.unit_configs, strict=True))}
             for unit in processes.values():
@@ -138,14 +240,22 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
                                        deployment.van_signing_key,
                                        deployment.van_encryption_key, deployment.unit_ids)
             figures = score(processes, received)
+            van_lines = trace_file.read_text().splitlines()
+            van_marks = read_marks(van_lines)
+            marks = [*van_marks, *(mark for name in processes for mark in read_marks(
+                (root / f"{name}-trace.jsonl").read_text().splitlines()))]
+            stages = breakdown(received, marks, arrivals_by_seq(van_marks, van_lines))
     sent = sum(int(str(summary["alerts_sealed"])) for summary in summaries.values())
     result: dict[str, object] = {
         "units": units, "alerts": sent, "alerts_per_unit": alerts + burst,
         "rate_per_unit": rate, "burst_per_unit": burst, "bursts_together": burst_together,
         "crop_bytes": crop_bytes,
-        **figures, "van_cpu_s": round(van_cpu, 2), "elapsed_s": round(elapsed, 1),
+        **figures, "van_cpu_s": round(van_cpu, 2),
+        "unit_cpu_s": sorted(float(str(summary.get("cpu_s", 0.0)))
+                             for summary in summaries.values()),
+        "elapsed_s": round(elapsed, 1),
         "unit_exit_codes_nonzero": sorted(name for name, code in codes.items() if code != 0),
-        "van_exit_code": van_code, "target_p99_ms": target_p99_ms(units)}
+        "van_exit_code": van_code, "target_p99_ms": target_p99_ms(units), **stages}
     p99 = figures["latency_ms_p99"]
     result["target_met"] = bool(
         figures["lost"] == 0 and figures["duplicates"] == 0 and figures["out_of_order"] == 0

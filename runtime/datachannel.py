@@ -31,6 +31,11 @@ uvloop): a 20 KB frame, sent one at a time and read on the other side, takes 3.7
 and 8-11 ms (p99) over 500 frames; bulk throughput is 3.2-4.3 MB/s (40 MB in 20 KB frames).
 aiortc's SCTP in pure Python is the limit, not the network: keep frames small (an alert is
 about 25 KB). A frame is at most 256 KiB (``DATA_CHANNEL_MAX_MESSAGE_BYTES``).
+
+Trace: once the link's handshake named the peer (``peer``), every frame received is a DEBUG
+record of the ``lfr.trace.frames`` logger carrying ``record.trace`` (a ``FrameArrival``: the
+peer, the frame's size, the time), so ``lfr bench uplink`` can tell transmission from queueing.
+Off unless a process enables that logger: one ``isEnabledFor`` check per frame.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +72,20 @@ DATA_CHANNEL_MAX_MESSAGE_BYTES = 262_144
 256 KiB): no frame over the data channel may be larger."""
 LINK_CHANNEL_LABEL = "lfr-link"
 """The label of the one data channel a link runs over."""
+FRAME_TRACE_LOG = logging.getLogger("lfr.trace.frames")
+"""Frame arrivals (module docstring, "Trace"); off (above DEBUG) unless a process enables it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameArrival:
+    """One frame received from a linked peer (a trace record: no content)."""
+
+    peer: str
+    """The peer's node name, as its handshake proved it."""
+    size: int
+    """The frame's size in bytes."""
+    at: float
+    """When aiortc handed it over (``time.time()``: seconds since the epoch)."""
 
 
 class ReceiveQueueFull(RuntimeFault, ConnectionError):
@@ -145,6 +165,9 @@ class DataChannelFrameChannel:
         self._closed = asyncio.Event()
         self.peak_queued_frames = 0
         """The most frames that waited in the receive queue at once."""
+        self.peer: str | None = None
+        """The linked peer's name once the link's handshake proved it (``open_link``); names
+        the frame trace's records."""
         channel.bufferedAmountLowThreshold = self.limits.write_low_water_bytes
         channel.on("message", self._on_message)
         channel.on("open", self._opened.set)
@@ -186,6 +209,10 @@ class DataChannelFrameChannel:
                 f"the peer sent more than the receive queue holds ({limits.max_queued_frames} "
                 f"frames, {limits.max_queued_bytes} bytes) before the link read it"))
             return
+        if self.peer is not None and FRAME_TRACE_LOG.isEnabledFor(logging.DEBUG):
+            arrival = FrameArrival(self.peer, len(message), time.time())
+            FRAME_TRACE_LOG.debug("frame of %d bytes from %r", arrival.size, arrival.peer,
+                                  extra={"trace": arrival})
         self._queue.append(message)
         self._queued_bytes += len(message)
         self.peak_queued_frames = max(self.peak_queued_frames, len(self._queue))
@@ -367,4 +394,5 @@ async def open_link(system: ActorSystem, channel: DataChannelFrameChannel, confi
         raise
     channel.max_frame_bytes = min(config.max_frame_bytes, codec.max_message_bytes,
                                   DATA_CHANNEL_MAX_MESSAGE_BYTES)
+    channel.peer = peer
     return Link(system, channel, codec, peer, config)

@@ -55,6 +55,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from actors import delivery_trace
 from actors.delivery_messages import (
     RECEIVER_ACTOR,
     Deliver,
@@ -393,6 +394,7 @@ class Uplink(Actor[UplinkMessage]):
         """On the pool: encode, seal with the number the outbox assigns, store. The caller holds
         the append lock."""
         seq = await self.context.run_blocking(self._seal_into_outbox, kind, body)
+        delivery_trace.mark(self._unit.node_id, seq, delivery_trace.Stage.SEALED)
         self._last_assigned = max(self._last_assigned, seq)
         self._progress.set()
 
@@ -594,12 +596,20 @@ class Uplink(Actor[UplinkMessage]):
 
     def _send(self, receiver: RemoteActorRef[Resume | Deliver], envelope: PendingEnvelope,
               first_pending: int) -> asyncio.Task[Any]:
-        task = asyncio.create_task(
-            receiver.ask(Deliver(envelope.sealed, first_pending),
-                         timeout=self._config.receipt_timeout_s),
-            name=f"uplink deliver {envelope.seq}")
+        task = asyncio.create_task(self._ask_deliver(receiver, envelope, first_pending),
+                                   name=f"uplink deliver {envelope.seq}")
         task.add_done_callback(lambda _: self._progress.set())
         return task
+
+    async def _ask_deliver(self, receiver: RemoteActorRef[Resume | Deliver],
+                           envelope: PendingEnvelope, first_pending: int) -> Any:
+        """One ``Deliver`` ask, its sending and its answer marked for the delivery trace."""
+        unit = self._unit.node_id
+        delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.SENT)
+        answer = await receiver.ask(Deliver(envelope.sealed, first_pending),
+                                    timeout=self._config.receipt_timeout_s)
+        delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.RECEIPT)
+        return answer
 
     async def _on_receipt(self, state: _LinkState, seq: int, answer: object) -> None:
         """Check the van's answer to envelope ``seq``, then acknowledge and count."""

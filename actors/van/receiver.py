@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from actors import delivery_trace
 from actors.delivery_messages import Deliver, Outcome, Receipt, Resume, ResumePoint
 from actors.unit.event_body import (
     AlertBody,
@@ -148,6 +150,11 @@ class _Delivered:
     """The stable reason when refused (``receipt.reason`` holds it and the detail)."""
     body: EventBody | None = None
     """The decoded body when stored for the first time."""
+    verified_at: float | None = None
+    """When the checks passed (``time.time()``), for the delivery trace; None when refused."""
+    stored_at: float | None = None
+    """When the store committed (``time.time()``), for the delivery trace; None when
+    refused."""
 
 
 class _OtherUnit(Exception):
@@ -210,9 +217,16 @@ class Receiver(Actor[ReceiverMessage]):
     # -- Deliver -------------------------------------------------------------------------------
 
     async def _deliver(self, message: Deliver) -> Receipt:
+        started = time.time()
         done = await self.context.run_blocking(self._process, message.envelope,
                                                message.first_pending)
         receipt = done.receipt
+        if done.verified_at is not None and done.stored_at is not None:
+            delivery_trace.mark(self.unit_id, receipt.seq, delivery_trace.Stage.STARTED, started)
+            delivery_trace.mark(self.unit_id, receipt.seq, delivery_trace.Stage.VERIFIED,
+                                done.verified_at)
+            delivery_trace.mark(self.unit_id, receipt.seq, delivery_trace.Stage.STORED,
+                                done.stored_at)
         self.statistics.acknowledged_up_to = receipt.acknowledged_up_to
         if done.refusal is not None:
             self._refused(done.refusal, receipt.reason)
@@ -248,10 +262,10 @@ class Receiver(Actor[ReceiverMessage]):
         if event_kind(body) is not header.kind:
             return self._refusal(seq, "kind_mismatch", f"the header says {header.kind.name}, "
                                  f"the body is a {type(body).__name__}")
-        return self._store_opened(opened, body, envelope, first_pending)
+        return self._store_opened(opened, body, envelope, first_pending, time.time())
 
     def _store_opened(self, opened: OpenedEnvelope, body: EventBody, envelope: bytes,
-                      first_pending: int) -> _Delivered:
+                      first_pending: int, verified_at: float) -> _Delivered:
         header = opened.header
         seq = header.sequence
         captured_at = body.captured_at if isinstance(body, AlertBody) else body.unit_time
@@ -259,9 +273,12 @@ class Receiver(Actor[ReceiverMessage]):
         # skip, store and mark: one transaction, one fsync
         stored, mark = self._store.store_and_mark(self.unit_id, seq, _STORED_KINDS[header.kind],
                                                   captured_at, envelope, skip_below=skip_to)
+        stored_at = time.time()
         if not stored:
-            return _Delivered(Receipt(seq, Outcome.DUPLICATE, mark))
-        return _Delivered(Receipt(seq, Outcome.STORED, mark), body=body)
+            return _Delivered(Receipt(seq, Outcome.DUPLICATE, mark), verified_at=verified_at,
+                              stored_at=stored_at)
+        return _Delivered(Receipt(seq, Outcome.STORED, mark), body=body,
+                          verified_at=verified_at, stored_at=stored_at)
 
     def _own_signer(self, unit_id: str, key_id: bytes) -> VerifyKey | None:
         """The enrolment's lookup, for this link's unit only."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
 import resource
 import subprocess
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import bench.gallery_bench
+from actors.delivery_trace import DeliveryMark, Stage
 from bench.gallery_bench import (
     address_space_left_bytes,
     available_memory_bytes,
@@ -19,7 +23,11 @@ from bench.gallery_bench import (
 )
 from bench.pipeline_bench import run_pipeline_bench
 from bench.runtime_bench import run_runtime_bench
+from bench.trace_lines import TraceLineHandler, read_arrivals, read_marks
+from bench.uplink_bench import arrivals_by_seq, breakdown
+from bench.van_events import ReceivedAlert
 from guards.user_input import UserInputError
+from runtime.datachannel import FrameArrival
 from tests.lfr.conftest import CLIP
 
 
@@ -147,3 +155,71 @@ def test_pipeline_bench_counts_the_same_frames_in_both_phases(shared_data: Path)
     assert int(str(result["faces_embedded"])) > 0
     for key in ("fps", "model_bound_fps", "ratio", "latency_ms_p50", "latency_ms_p99", "rss_mb"):
         assert float(str(result[key])) > 0, key
+
+
+# --- lfr bench uplink: the delivery trace and its breakdown -----------------------------------
+
+
+def _alert(unit: str, seq: int, part: str, captured_at: float, latency_s: float) -> ReceivedAlert:
+    return ReceivedAlert(unit, seq, f"{unit}/{part}/{seq}", captured_at, captured_at + latency_s)
+
+
+def test_trace_lines_go_through_a_file_descriptor_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    handler = TraceLineHandler(fd)
+    try:
+        for trace in (DeliveryMark("unit-1", 7, Stage.STORED, 12.5),
+                      FrameArrival("unit-1", 26_000, 12.25)):
+            record = logging.LogRecord("lfr.trace", logging.DEBUG, __file__, 0, "x", (), None)
+            record.trace = trace
+            handler.emit(record)
+        plain = logging.LogRecord("lfr.trace", logging.DEBUG, __file__, 0, "x", (), None)
+        handler.emit(plain)  # no trace: nothing written
+    finally:
+        os.close(fd)
+    lines = [*path.read_text().splitlines(), '{"sealed": "unit-1/bench/0"}', "not json at all"]
+    assert len(lines) == 4
+    assert read_marks(lines) == [DeliveryMark("unit-1", 7, Stage.STORED, 12.5)]
+    assert read_arrivals(lines) == [FrameArrival("unit-1", 26_000, 12.25)]
+
+
+def test_breakdown_splits_each_alerts_latency_into_its_stages() -> None:
+    t = 1_700_000_000.0
+    received = {"unit-1": [_alert("unit-1", 1, "bench", t, 0.020),
+                           _alert("unit-1", 2, "burst", t + 1, 0.050)]}
+    offsets = {  # ms after capture: sealed, sent, started, verified, stored, receipt
+        1: (2.0, 3.0, 11.0, 12.0, 19.0, 21.0), 2: (10.0, 12.0, 30.0, 32.0, 49.0, 52.0)}
+    marks = [DeliveryMark("unit-1", seq, stage, t + (seq - 1) + at / 1000)
+             for seq, times in offsets.items()
+             for stage, at in zip((Stage.SEALED, Stage.SENT, Stage.STARTED, Stage.VERIFIED,
+                                   Stage.STORED, Stage.RECEIPT), times, strict=True)]
+    arrivals = {("unit-1", 1): t + 0.010, ("unit-1", 2): t + 1 + 0.020}
+    result = breakdown(received, marks, arrivals)
+    steady = result["breakdown_ms"]["steady"]  # type: ignore[index]
+    assert steady == {"capture_to_sealed": [2.0, 2.0], "sealed_to_sent": [1.0, 1.0],
+                      "sent_to_arrived": [7.0, 7.0], "arrived_to_started": [1.0, 1.0],
+                      "verify": [1.0, 1.0], "store": [7.0, 7.0],
+                      "stored_to_receipt": [2.0, 2.0]}
+    assert result["breakdown_ms"]["burst"]["arrived_to_started"] == [10.0, 10.0]  # type: ignore[index]
+    assert result["slowest_ms"] == {
+        "latency": 50.0, "capture_to_sealed": 10.0, "sealed_to_sent": 2.0,
+        "sent_to_arrived": 8.0, "arrived_to_started": 10.0, "verify": 2.0, "store": 17.0,
+        "stored_to_receipt": 3.0}
+    # an alert without marks still counts in the latency, not in the stages
+    bare = breakdown({"unit-1": [_alert("unit-1", 3, "bench", t, 0.010)]}, [], {})
+    assert bare == {"breakdown_ms": {"steady": {}, "burst": {}},
+                    "slowest_ms": {"latency": 10.0}}
+
+
+def test_frames_are_matched_to_envelopes_by_order_per_unit() -> None:
+    started = [DeliveryMark("unit-1", seq, Stage.STARTED, at)
+               for seq, at in ((5, 1.0), (6, 2.0), (7, 3.0))]
+    started += [DeliveryMark("unit-2", 9, Stage.STARTED, 1.5)]
+    lines = [json.dumps({"frame": [peer, size, at]}) for peer, size, at in (
+        ("unit-1", 26_000, 0.5), ("unit-1", 200, 0.6),  # a small frame: not a Deliver
+        ("unit-1", 26_000, 1.5), ("unit-1", 26_000, 2.5),
+        ("unit-2", 26_000, 1.6))]  # after unit-2's envelope started: no pairing for unit-2
+    assert arrivals_by_seq(started, lines) == {("unit-1", 5): 0.5, ("unit-1", 6): 1.5,
+                                                ("unit-1", 7): 2.5}
+    assert arrivals_by_seq(started[:2], lines[:2]) == {}  # counts differ: left out

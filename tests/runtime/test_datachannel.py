@@ -11,6 +11,7 @@ the event loop of a later test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -27,9 +28,11 @@ from pyee.asyncio import AsyncIOEventEmitter
 from runtime import ActorSystem, Codec, HandshakeRefused, LinkKeys, LinkLost, SystemConfig
 from runtime.datachannel import (
     DATA_CHANNEL_MAX_MESSAGE_BYTES,
+    FRAME_TRACE_LOG,
     DataChannelFrameChannel,
     DataChannelLimits,
     DataOnlyPeerConnection,
+    FrameArrival,
     MediaRefused,
     ReceiveQueueFull,
     TextMessageRefused,
@@ -206,6 +209,20 @@ async def test_tells_and_asks_cross_both_ways_after_the_handshake(pcs: PeerConne
             await net.unit_link.ref("svc").tell(Add(amount))
         assert await net.unit_link.ref("svc").ask(GetTotal(), timeout=WAIT_S) == Total(55)
         assert isinstance(await net.van_link.ref("csvc").ask(Ping("back"), timeout=WAIT_S), Pong)
+
+
+async def test_frames_received_are_traced_with_the_peer_once_enabled(
+        pcs: PeerConnections, caplog: pytest.LogCaptureFixture) -> None:
+    async with linked(pcs) as net:
+        await net.unit_link.ref("svc").ask(Ping("off"), timeout=WAIT_S)
+        assert not [record for record in caplog.records if hasattr(record, "trace")]
+        caplog.set_level(logging.DEBUG, logger=FRAME_TRACE_LOG.name)
+        pixels = np.arange(20 * 1024, dtype=np.uint8)
+        await net.unit_link.ref("svc").ask(Frame(1, pixels), timeout=WAIT_S)
+    arrivals = [record.trace for record in caplog.records if hasattr(record, "trace")]
+    assert all(isinstance(arrival, FrameArrival) for arrival in arrivals)
+    assert {arrival.peer for arrival in arrivals} == {"unit", "van"}  # each side names the other
+    assert any(arrival.peer == "unit" and arrival.size > 20 * 1024 for arrival in arrivals)
 
 
 async def test_both_sides_use_only_host_candidates_on_loopback(pcs: PeerConnections) -> None:

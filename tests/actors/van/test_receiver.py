@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from actors.delivery_messages import Deliver, Outcome, Receipt, Resume, ResumePoint
+from actors.delivery_trace import TRACE_LOG, DeliveryMark, Stage
 from actors.van.receiver import (
     AlertNotice,
     Receiver,
@@ -148,6 +149,25 @@ async def test_a_stored_alert_is_logged_and_noticed_without_its_crop(
     assert CROP.hex()[:32] not in caplog.text
     await receiving.deliver(receiving.van.seal(alert(1), 1))  # a duplicate: no second notice
     assert len(receiving.notices) == 1
+
+
+async def test_each_stored_or_duplicate_envelope_is_traced_and_a_refused_one_is_not(
+        receiving: Receiving, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=TRACE_LOG.name)
+    van = receiving.van
+    await receiving.deliver(van.seal(alert(1), 1))
+    await receiving.deliver(van.seal(alert(1), 1))  # again: a duplicate, traced too
+    await receiving.deliver(b"not an envelope")
+    marks = [record.trace for record in caplog.records if hasattr(record, "trace")]
+    assert all(isinstance(mark, DeliveryMark) for mark in marks)
+    assert [(mark.unit, mark.seq, mark.stage) for mark in marks] == [
+        (UNIT_ID, 1, stage) for _ in range(2)
+        for stage in (Stage.STARTED, Stage.VERIFIED, Stage.STORED)]
+    for first in (0, 3):
+        times = [mark.at for mark in marks[first:first + 3]]
+        assert times == sorted(times)
+    stored = van.store.by_unit(UNIT_ID)[0]
+    assert marks[0].at <= stored.received_at <= marks[2].at
 
 
 async def test_a_health_report_is_stored_and_kept_as_the_units_last(
