@@ -12,8 +12,12 @@ One actor, two halves (docs/DELIVERY.md, "Over the link: the uplink"):
 - **Sending** (a task the actor owns). For each link its ``LinkSource`` offers (the
   ``VanDialer``): ``Resume(first_pending, last_assigned)``, apply the ``ResumePoint``, then send
   what the outbox holds in sequence order as ``Deliver`` asks, at most ``window`` awaiting their
-  ``Receipt``. Acknowledgements (the cumulative mark; single envelopes above it) delete from the
-  outbox; nothing else does. A refused envelope stays and is sent again after the next
+  ``Receipt``. An envelope appended while the link is up is sent from memory, exactly as stored,
+  when it follows the last one sent (else the outbox is read). Acknowledgements (the cumulative
+  mark; single envelopes above it) delete from the outbox; nothing else does. They are applied
+  in one call once nothing is in flight or being sealed, at once while alerts are held, and at
+  the latest ``UplinkConfig.ack_delay_s`` after a receipt: a burst's receipts cost one
+  transaction, after it. A refused envelope stays and is sent again after the next
   reconnect. A lost link, a receipt that does not come, or an error answer drops what was in
   flight (it is still in the outbox), and the next link starts with ``Resume`` again: delivery is
   at-least-once and in order per link, and the van deduplicates by sequence number.
@@ -138,6 +142,14 @@ class UplinkConfig:
     idle_check_s: float = 1.0
     """While it waits for receipts or new envelopes, the sender looks this often (s) whether its
     link is still up (a link that closes while nothing is in flight says nothing)."""
+    ack_delay_s: float = 0.25
+    """The van's acknowledgements are applied to the outbox (deleting what they cover, one
+    transaction with its fsync) once no envelope is in flight and none is being sealed, at once
+    while alerts are held, and otherwise at the latest this long (s) after the first receipt
+    not applied yet: the receipts of a burst cost one transaction, after the burst, instead of
+    one each during it, competing with its appends for the outbox and the disk.
+    Until then the envelopes stay in the outbox (after a crash they go again; the van answers
+    ``DUPLICATE``)."""
 
     def __post_init__(self) -> None:
         require_at_least("UplinkConfig.window", self.window, 1)
@@ -146,7 +158,7 @@ class UplinkConfig:
                               f"answers at once), got {self.window!r}")
         require_at_least("UplinkConfig.held_alerts", self.held_alerts, 1)
         for name in ("receipt_timeout_s", "resume_timeout_s", "held_retry_s",
-                     "blocked_health_s", "link_wait_s", "idle_check_s"):
+                     "blocked_health_s", "link_wait_s", "idle_check_s", "ack_delay_s"):
             require_positive(f"UplinkConfig.{name}", getattr(self, name))
 
 
@@ -221,7 +233,14 @@ class _LinkState:
     resume_mark: int
     """The van's mark in its ``ResumePoint``: no receipt on this link may go below it."""
     mark: int
-    """The highest mark heard on this link (the outbox is acknowledged up to it)."""
+    """The highest mark heard on this link."""
+    applied: int
+    """The mark the outbox was acknowledged up to on this link; at most ``mark``."""
+    singles: list[int]
+    """Envelopes above the mark the van acknowledged alone, not deleted yet."""
+    ack_due: float | None
+    """Loop time by which the acknowledgements heard must be applied; None when every one
+    heard was (``mark == applied`` and no ``singles``)."""
     cursor: int
     """The highest sequence number sent on this link (or skipped by ``Resume``): the next
     envelopes sent are above it, so a refused one is not sent again on this link."""
@@ -264,6 +283,10 @@ class Uplink(Actor[UplinkMessage]):
         self._room = asyncio.Event()        # set when the held list shrank (or a task failed)
         self._retry_held = asyncio.Event()  # set when acknowledgements deleted something
         self._progress = asyncio.Event()    # set by appends and finished asks: the sender looks
+        # Envelopes just appended, in sequence order, for the sender to send without reading
+        # them back; invariant: at most config.window (the oldest go first: the sender then
+        # reads them from the outbox), each exactly as stored.
+        self._fresh: collections.deque[PendingEnvelope] = collections.deque()
         # The last number the outbox assigned as this actor knows it (appends and pages read);
         # a mark above it is nonsense. Read from the outbox in on_start.
         self._last_assigned = 0
@@ -391,26 +414,32 @@ class Uplink(Actor[UplinkMessage]):
         return True
 
     async def _append(self, kind: EnvelopeKind, body: EventBody) -> None:
-        """On the pool: encode, seal with the number the outbox assigns, store. The caller holds
-        the append lock."""
-        seq = await self.context.run_blocking(self._seal_into_outbox, kind, body)
-        delivery_trace.mark(self._unit.node_id, seq, delivery_trace.Stage.SEALED)
-        self._last_assigned = max(self._last_assigned, seq)
+        """On the pool: encode, seal with the number the outbox assigns, store; then hand the
+        envelope to the sender from memory. The caller holds the append lock."""
+        appended = await self.context.run_blocking(self._seal_into_outbox, kind, body)
+        delivery_trace.mark(self._unit.node_id, appended.seq, delivery_trace.Stage.SEALED)
+        self._last_assigned = max(self._last_assigned, appended.seq)
+        self._fresh.append(appended)
+        if len(self._fresh) > self._config.window:  # the sender is behind: it reads the outbox
+            self._fresh.popleft()
         self._progress.set()
 
-    def _seal_into_outbox(self, kind: EnvelopeKind, body: EventBody) -> int:
-        """On a pool thread: the sealed envelope of ``body`` appended; its sequence number."""
+    def _seal_into_outbox(self, kind: EnvelopeKind, body: EventBody) -> PendingEnvelope:
+        """On a pool thread: the sealed envelope of ``body``, appended to the outbox."""
         payload = encode_body(body)
         event = _KINDS[kind]
         if event is not event_kind(body):
             raise ValueError(f"a {type(body).__name__} is not sealed as {kind}")
         unit = self._unit
+        sealed: list[bytes] = []
 
         def seal(seq: int) -> bytes:
-            return seal_envelope(payload, kind=event, unit_id=unit.node_id, sequence=seq,
-                                 signing_key=unit.signing, van_key=self._van_key)
+            sealed.append(seal_envelope(payload, kind=event, unit_id=unit.node_id, sequence=seq,
+                                        signing_key=unit.signing, van_key=self._van_key))
+            return sealed[-1]
 
-        return self._outbox.append(kind, seal)
+        seq = self._outbox.append(kind, seal)
+        return PendingEnvelope(seq, kind, sealed[-1])
 
     async def _tell_local_copy(self, body: AlertBody) -> None:
         if self._local_copy is None:
@@ -542,7 +571,8 @@ class Uplink(Actor[UplinkMessage]):
         self.statistics.acknowledged_up_to = mark
         self.statistics.connected = True
         log.info("uplink: resumed with van %s: stored up to %d", printable(link.peer), mark)
-        state = _LinkState(resume_mark=mark, mark=mark, cursor=max(mark, first_pending - 1),
+        state = _LinkState(resume_mark=mark, mark=mark, applied=mark, singles=[], ack_due=None,
+                           cursor=max(mark, first_pending - 1),
                            first_pending=max(first_pending, mark + 1))
         await self._deliver(link, receiver, state)
 
@@ -564,31 +594,58 @@ class Uplink(Actor[UplinkMessage]):
 
     async def _deliver(self, link: Link, receiver: RemoteActorRef[Resume | Deliver],
                        state: _LinkState) -> None:
-        """Send the outbox in sequence order, at most ``window`` in flight, and handle each
-        receipt, until the link closes (``LinkLost``)."""
+        """Send the outbox in sequence order, at most ``window`` in flight, and handle the
+        receipts, until the link closes (``LinkLost``)."""
         in_flight: dict[int, asyncio.Task[Any]] = {}
+        loop = asyncio.get_running_loop()
         try:
             while not link.closed:
                 self._progress.clear()
-                for seq in sorted(seq for seq, task in in_flight.items() if task.done()):
-                    await self._on_receipt(state, seq, in_flight.pop(seq).result())
+                done = sorted(seq for seq, task in in_flight.items() if task.done())
+                if done:
+                    self._on_receipts(state, [(seq, in_flight.pop(seq).result())
+                                              for seq in done], loop.time())
                 room = self._config.window - len(in_flight)
                 if room > 0:
-                    page, state.first_pending = await self.context.run_blocking(
-                        self._next_page, state.cursor, min(room, MAX_PAGE))
-                    for envelope in page:  # tasks start, and send, in this order
+                    for envelope in await self._next_envelopes(state, room):
+                        # tasks start, and send, in this order
                         in_flight[envelope.seq] = self._send(receiver, envelope,
                                                              state.first_pending)
                         state.cursor = envelope.seq
                         self._last_assigned = max(self._last_assigned, envelope.seq)
+                wait_s = self._config.idle_check_s
+                if state.ack_due is not None:
+                    if (not in_flight and not self._sealing()) or self._held \
+                            or loop.time() >= state.ack_due:
+                        await self._apply_acknowledgements(state)
+                        continue  # receipts and appends may have come meanwhile
+                    wait_s = min(wait_s, state.ack_due - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._config.idle_check_s):
+                    async with asyncio.timeout(wait_s):
                         await self._progress.wait()
             raise LinkLost(link.peer, "the link closed")
         finally:
             for task in in_flight.values():
                 task.cancel()
             await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+    async def _next_envelopes(self, state: _LinkState, room: int) -> list[PendingEnvelope]:
+        """At most ``room`` envelopes to send next: the ones just appended, straight from
+        memory, when they follow the cursor; else a page of the outbox when it may hold more
+        than this link sent (its cursor is below the last number assigned)."""
+        fresh = self._fresh
+        while fresh and fresh[0].seq <= state.cursor:
+            fresh.popleft()
+        following: list[PendingEnvelope] = []
+        while fresh and len(following) < room and \
+                fresh[0].seq == (following[-1].seq if following else state.cursor) + 1:
+            following.append(fresh.popleft())
+        if following or state.cursor >= self._last_assigned:
+            return following
+        page, first_pending = await self.context.run_blocking(
+            self._next_page, state.cursor, min(room, MAX_PAGE))
+        state.first_pending = max(state.first_pending, first_pending)
+        return page
 
     def _next_page(self, after_seq: int, limit: int) -> tuple[list[PendingEnvelope], int]:
         """On a pool thread: waiting envelopes above ``after_seq``, and the first pending."""
@@ -603,7 +660,7 @@ class Uplink(Actor[UplinkMessage]):
 
     async def _ask_deliver(self, receiver: RemoteActorRef[Resume | Deliver],
                            envelope: PendingEnvelope, first_pending: int) -> Any:
-        """One ``Deliver`` ask, its sending and its answer marked for the delivery trace."""
+        """One ``Deliver`` ask; its answer (checked by ``_on_receipts``)."""
         unit = self._unit.node_id
         delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.SENT)
         answer = await receiver.ask(Deliver(envelope.sealed, first_pending),
@@ -611,8 +668,47 @@ class Uplink(Actor[UplinkMessage]):
         delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.RECEIPT)
         return answer
 
-    async def _on_receipt(self, state: _LinkState, seq: int, answer: object) -> None:
-        """Check the van's answer to envelope ``seq``, then acknowledge and count."""
+    def _on_receipts(self, state: _LinkState, answers: list[tuple[int, object]],
+                     now: float) -> None:
+        """Check the van's answers (envelope number, answer; in sequence order) and count them;
+        what they acknowledge is applied later (``_apply_acknowledgements``, see
+        ``UplinkConfig.ack_delay_s``). A nonsensical answer raises ``VanAnswerRefused`` before
+        anything of them is taken."""
+        receipts = [(seq, self._checked_receipt(state, seq, answer)) for seq, answer in answers]
+        mark = state.mark
+        singles = state.singles
+        for seq, (receipt, receipt_mark) in receipts:
+            if receipt.outcome is not Outcome.REFUSED and seq > max(receipt_mark, mark):
+                singles.append(seq)
+            mark = max(mark, receipt_mark)
+            self._count(seq, receipt)
+        state.singles = [seq for seq in singles if seq > mark]
+        state.mark = mark
+        self.statistics.acknowledged_up_to = max(self.statistics.acknowledged_up_to, mark)
+        if state.ack_due is None and (mark > state.applied or state.singles):
+            state.ack_due = now + self._config.ack_delay_s
+
+    def _sealing(self) -> bool:
+        """Whether alerts are being sealed: an append runs or messages wait in the mailbox."""
+        return self._append_lock.locked() or self.context.ref.statistics().depth > 0
+
+    async def _apply_acknowledgements(self, state: _LinkState) -> None:
+        """Delete what the acknowledgements heard on this link cover, in one call on the
+        pool."""
+        mark, singles = state.mark, state.singles
+        state.singles = []
+        state.ack_due = None
+        deleted, first_pending = await self.context.run_blocking(self._acknowledge, mark,
+                                                                 singles)
+        state.applied = mark
+        state.first_pending = max(state.first_pending, first_pending)
+        if deleted:
+            self._retry_held.set()
+
+    def _checked_receipt(self, state: _LinkState, seq: int, answer: object
+                         ) -> tuple[Receipt, int]:
+        """The van's answer to envelope ``seq`` and its mark, checked; ``VanAnswerRefused``
+        when it makes no sense (module docstring)."""
         if not isinstance(answer, Receipt):
             raise VanAnswerRefused(f"envelope {seq} was answered with a "
                                    f"{type(answer).__name__}")
@@ -628,32 +724,27 @@ class Uplink(Actor[UplinkMessage]):
         if mark > self._last_assigned:
             raise VanAnswerRefused(f"the mark {mark} is above {self._last_assigned}, the last "
                                    "number this outbox assigned")
-        acknowledged = outcome is not Outcome.REFUSED and seq > max(mark, state.mark)
-        if mark > state.mark or acknowledged:
-            deleted = await self.context.run_blocking(
-                self._acknowledge, max(mark, state.mark), seq if acknowledged else None)
-            if deleted:
-                self._retry_held.set()
-            state.mark = max(mark, state.mark)
-            self.statistics.acknowledged_up_to = max(self.statistics.acknowledged_up_to,
-                                                     state.mark)
-        if outcome is Outcome.STORED:
+        return answer, mark
+
+    def _count(self, seq: int, receipt: Receipt) -> None:
+        if receipt.outcome is Outcome.STORED:
             self.statistics.delivered += 1
-        elif outcome is Outcome.DUPLICATE:
+        elif receipt.outcome is Outcome.DUPLICATE:
             self.statistics.duplicates += 1
         else:
-            reason = printable(answer.reason, max_chars=MAX_REFUSAL_CHARS)
+            reason = printable(receipt.reason, max_chars=MAX_REFUSAL_CHARS)
             self.statistics.refused += 1
             self.statistics.last_refusal = reason
             self._log.warning("uplink: the van refused envelope %d: %s; it stays in the outbox "
                               "and goes again after the next reconnect", seq, reason)
 
-    def _acknowledge(self, mark: int, one: int | None) -> int:
-        """On a pool thread: delete up to ``mark`` and the envelope ``one``; how many."""
+    def _acknowledge(self, mark: int, singles: list[int]) -> tuple[int, int]:
+        """On a pool thread: delete up to ``mark`` and the envelopes ``singles``; how many,
+        and the outbox's first pending number after it."""
         deleted = self._outbox.acknowledge(mark)
-        if one is not None:
-            deleted += self._outbox.acknowledge_one(one)
-        return deleted
+        for seq in singles:
+            deleted += self._outbox.acknowledge_one(seq)
+        return deleted, self._outbox.first_pending()
 
 
 def _checked_mark(value: object) -> int:

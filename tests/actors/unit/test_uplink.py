@@ -12,6 +12,7 @@ import asyncio
 import collections
 import dataclasses
 import io
+import logging
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,7 @@ from actors.delivery_messages import (
     Resume,
     ResumePoint,
 )
+from actors.delivery_trace import TRACE_LOG, DeliveryMark, Stage
 from actors.unit.detector import StreamEnded
 from actors.unit.event_body import (
     AlertBody,
@@ -141,6 +143,8 @@ class VanBook:
     answers: collections.deque[Answer] = field(default_factory=collections.deque)
     """Each replaces one answer, first come first used."""
     link_number: int = 0
+    envelopes: dict[int, bytes] = field(default_factory=dict)
+    """Every envelope that arrived, as it arrived, by sequence number."""
 
     def skip_below(self, first_pending: int) -> None:
         self.mark = max(self.mark, first_pending - 1)
@@ -150,6 +154,7 @@ class VanBook:
     def deliver(self, message: Deliver) -> Receipt:
         seq, kind, body = opened(message.envelope)
         self.arrivals.append((self.link_number, seq))
+        self.envelopes[seq] = message.envelope
         if seq in self.refuse:
             self.refuse.discard(seq)
             return Receipt(seq, Outcome.REFUSED, self.mark, "bad_body: refused by the test")
@@ -445,6 +450,107 @@ async def test_a_van_that_stops_answering_is_redialled_and_the_envelope_sent_aga
         assert net.cell().metrics.failures == 0
 
 
+class OutboxCalls:
+    """Wraps an outbox's methods to see what the uplink asks of it (the calls go through)."""
+
+    def __init__(self, outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stored: dict[int, bytes] = {}
+        """What each append stored, by sequence number."""
+        self.pages = 0
+        self.acknowledgements = 0
+        append, pending, acknowledge = outbox.append, outbox.pending, outbox.acknowledge
+
+        def appending(kind: Any, seal: Callable[[int], bytes]) -> int:
+            def sealing(seq: int) -> bytes:
+                self.stored[seq] = seal(seq)
+                return self.stored[seq]
+            return append(kind, sealing)
+
+        def paging(*args: Any) -> Any:
+            self.pages += 1
+            return pending(*args)
+
+        def acknowledging(up_to_seq: int) -> int:
+            self.acknowledgements += 1
+            return acknowledge(up_to_seq)
+
+        monkeypatch.setattr(outbox, "append", appending)
+        monkeypatch.setattr(outbox, "pending", paging)
+        monkeypatch.setattr(outbox, "acknowledge", acknowledging)
+
+
+async def test_envelopes_sealed_on_a_link_go_from_memory_exactly_as_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path) as net:
+        await eventually(lambda: net.statistics.connected)
+        calls = OutboxCalls(net.outbox, monkeypatch)
+        pages = calls.pages
+        for index in range(12):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: len(net.book.stored) == 12 and net.depth() == 0)
+        assert calls.pages == pages  # none of them was read back from the outbox
+        assert net.book.envelopes == calls.stored  # each went exactly as it was stored
+        assert alert_ids(net.book.alerts()) == [match_alert(i).alert_id for i in range(12)]
+
+
+async def test_envelopes_the_sender_did_not_take_from_memory_are_read_from_the_outbox(
+        tmp_path: Path) -> None:
+    book = VanBook(hold_from=0)  # nothing is answered until the gate opens
+    config = UplinkConfig(window=2)
+    async with running(tmp_path, config=config, book=book) as net:
+        alerts = [match_alert(i) for i in range(8)]  # more than the window keeps in memory
+        for alert in alerts:
+            await net.uplink.tell(alert)
+        await eventually(lambda: net.statistics.alerts_sealed == 8 and book.holding >= 1)
+        book.gate.set()
+        await eventually(lambda: len(book.stored) == 8 and net.depth() == 0)
+        assert alert_ids(book.alerts()) == [alert.alert_id for alert in alerts]
+        assert [seq for _, seq in book.arrivals] == sorted(book.stored)  # in order, once
+
+
+async def test_a_bursts_receipts_are_applied_to_the_outbox_together_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = UplinkConfig(ack_delay_s=60.0)  # only "nothing in flight, nothing sealing" counts
+    async with running(tmp_path, config=config) as net:
+        await eventually(lambda: net.statistics.connected)  # its Resume acknowledged already
+        calls = OutboxCalls(net.outbox, monkeypatch)
+        for index in range(10):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.statistics.delivered == 10 and net.depth() == 0)
+        assert calls.acknowledgements == 1  # ten receipts, one transaction
+        assert net.statistics.acknowledged_up_to == max(net.book.stored)
+
+
+async def test_receipts_are_applied_within_the_ack_delay_while_others_stay_in_flight(
+        tmp_path: Path) -> None:
+    book = VanBook(hold_from=2)  # the third delivery is never answered
+    config = UplinkConfig(ack_delay_s=0.2)
+    async with running(tmp_path, config=config, book=book) as net:
+        for index in range(3):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: len(book.stored) == 2 and book.holding == 1)
+        await eventually(lambda: net.depth() == 1)  # the two answered are deleted meanwhile
+        assert [seq for seq, _, _ in net.waiting()] == [max(book.stored) + 1]
+        book.gate.set()
+        await eventually(lambda: net.depth() == 0 and len(book.stored) == 3)
+
+
+async def test_each_envelope_is_marked_sealed_sent_and_receipted_in_order(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=TRACE_LOG.name)
+    async with running(tmp_path) as net:
+        for index in range(4):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.statistics.delivered == 4)
+    marks = [record.trace for record in caplog.records if hasattr(record, "trace")]
+    assert all(isinstance(mark, DeliveryMark) and mark.unit == UNIT_ID for mark in marks)
+    for seq in net.book.stored:
+        stages = [mark.stage for mark in marks if mark.seq == seq]
+        assert stages == [Stage.SEALED, Stage.SENT, Stage.RECEIPT]
+        times = [mark.at for mark in marks if mark.seq == seq]
+        assert times == sorted(times)
+
+
 # --- a full outbox ----------------------------------------------------------------------------
 
 FOUR_ALERTS = OutboxConfig(max_envelopes=6, max_bytes=1 << 20, health_reserve_envelopes=2,
@@ -612,7 +718,7 @@ async def test_an_alert_that_can_never_be_sealed_is_dropped_counted_and_the_rest
 @pytest.mark.parametrize(("field_name", "value"), [
     ("window", 0), ("window", 33), ("held_alerts", 0), ("receipt_timeout_s", 0.0),
     ("resume_timeout_s", -1.0), ("held_retry_s", float("nan")), ("blocked_health_s", 0.0),
-    ("link_wait_s", 0.0), ("idle_check_s", float("inf"))])
+    ("link_wait_s", 0.0), ("idle_check_s", float("inf")), ("ack_delay_s", 0.0)])
 def test_config_refuses_bad_values_naming_the_field(field_name: str, value: float) -> None:
     changes: dict[str, Any] = {field_name: value}
     with pytest.raises(ConfigError, match=f"UplinkConfig.{field_name}"):
