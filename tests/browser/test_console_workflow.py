@@ -52,6 +52,10 @@ HOLD_WAIT_MS = 120_000
 """A unit taking or dropping the watchlist: it polls every second and reports every 5 s."""
 IMAGE_WAIT_MS = 30_000
 """A crop or a reference photo loading (each is opened by the van on request)."""
+EXPECT_WAIT_MS = 30_000
+"""Every other expectation (a decision recorded and drawn, a page's script run): Playwright's
+5 s default is short for this shared, noisy machine."""
+expect.set_options(timeout=EXPECT_WAIT_MS)
 REPORT_WAIT_S = 120.0
 """The report showing a change: it is kept 10 s, and faces scanned come with health reports
 (every 5 s)."""
