@@ -236,6 +236,10 @@ def build_console_app(users: UserStore, config: ConsoleConfig, *,
     signin_resource.add_route("GET", sign_in.form)
     signin_resource.add_route("POST", sign_in.submit)
     public.add(signin_resource)
+    # Browsers ask every site for an icon; the console has none: an empty answer, not a 404.
+    icon = app.router.add_resource("/favicon.ico")
+    icon.add_route("GET", _no_icon)
+    public.add(icon)
     public.add(app.router.add_static("/static/", STATIC_DIR, show_index=False,
                                      follow_symlinks=False))
     app.router.add_get("/", _home, name="home")
@@ -252,7 +256,15 @@ def build_console_app(users: UserStore, config: ConsoleConfig, *,
 def _with_role(handler: PageHandler, role: Role) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
-        require_role(request, role)
+        try:
+            require_role(request, role)
+        except web.HTTPForbidden as refused:
+            if request.method != "GET" or "text/html" not in request.headers.get("Accept", ""):
+                raise  # scripts and forms get the plain refusal
+            # A person who followed a link gets a page they can read at arm's length.
+            return shell_page(request, "Not allowed",
+                              f"<p>{html.escape(refused.text or 'Not allowed.')}</p>"
+                              '<p><a href="/">Back to the console</a></p>', status=403)
         return await handler(request)
 
     return guarded
@@ -330,6 +342,10 @@ def _document(title: str, body: str, *, head: str = "", with_script: bool = Fals
         f"<title>{html.escape(title)} - lfr console</title>"
         f'<link rel="stylesheet" href="/static/console.css">{script}{head}</head>'
         f'<body><a class="skip-link" href="#main">Skip to main content</a>{body}</body></html>')
+
+
+async def _no_icon(_request: web.Request) -> web.Response:
+    return web.Response(status=204)
 
 
 def _see_other(location: str) -> web.Response:

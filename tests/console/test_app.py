@@ -56,6 +56,7 @@ PAGES = (
     PageRoute("POST", "/echo", _echo),
     PageRoute("POST", "/upload", _echo, max_body_bytes=256 * 1024),
     PageRoute("POST", "/watchlist/purge", _purge, role=Role.SUPERVISOR),
+    PageRoute("GET", "/watchlist", _report, role=Role.SUPERVISOR),
     PageRoute("GET", "/report", _report),
 )
 
@@ -481,3 +482,21 @@ def test_a_page_route_cannot_shadow_the_consoles_own(method: str, path: str) -> 
 def test_a_page_routes_body_limit_is_positive() -> None:
     with pytest.raises(ConfigError, match=r"PageRoute\.max_body_bytes"):
         PageRoute("POST", "/x", _purge, max_body_bytes=0)
+
+
+async def test_an_operator_following_a_link_to_a_supervisor_page_gets_a_readable_page(
+        client: Client) -> None:
+    await signed_in(client, *OPERATOR)
+    page = await client.get("/watchlist", headers={"Accept": "text/html"})
+    assert page.status == 403
+    text = await page.text()
+    assert "<nav" in text  # the console's own page, with its navigation
+    assert "needs the supervisor role" in text
+    bare = await client.get("/watchlist", headers={"Accept": "application/json"})
+    assert bare.status == 403
+    assert "<nav" not in await bare.text()
+
+
+async def test_the_icon_browsers_ask_for_is_an_empty_answer(client: Client) -> None:
+    answer = await client.get("/favicon.ico")
+    assert answer.status == 204
