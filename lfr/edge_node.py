@@ -19,6 +19,7 @@ only once the van's watchlist is held: a file scanned without one would be read 
 
     root (one_for_one; gives up -> exit 70)
     ├── alerts-out        --print-alerts: each AlertBody the uplink sealed, as a JSON line
+    ├── audit             appends the uplink's records (alerts raised, acknowledged)
     ├── uplink            seals alerts and health reports into the outbox, delivers them
     ├── watchlist         gets, verifies, holds and drops the watchlist (WatchlistGate)
     ├── matcher           ONE for all cameras (it tracks and fuses per camera)
@@ -78,6 +79,7 @@ from actors.unit.watchlist_gate import WatchlistGate
 from actors.unit.watchlist_keeper import KeeperConfig, KeeperStatistics, WatchlistKeeper
 from audit.kinds import AuditKind
 from audit.log import AuditLog
+from audit.writer import WRITER_MAILBOX, AuditCounts, AuditSink, AuditWriter
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -328,9 +330,15 @@ async def start_edge(system: ActorSystem, unit: EdgeUnit, outbox: Outbox, links:
         node.output_failed = failed
         printer = await system.spawn("alerts-out", lambda: SealedAlertPrinter(
             print_to, failed, node.printed), PRINTER_MAILBOX)
+    recorder: AuditSink | None = None
+    if audit is not None:  # spawned before the uplink, so it stops after it
+        counts = AuditCounts()
+        trail = audit
+        recorder = AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
+                                                WRITER_MAILBOX), counts)
     uplink = await system.spawn("uplink", lambda: Uplink(
-        unit.keys, unit.van, outbox, links, local_copy=printer, statistics=node.uplink),
-        UPLINK_MAILBOX)
+        unit.keys, unit.van, outbox, links, local_copy=printer, statistics=node.uplink,
+        audit=recorder), UPLINK_MAILBOX)
     gate = node.gate
     await system.spawn("watchlist", lambda: WatchlistKeeper(
         config.unit_id, gate, links.current, authority=unit.authority,

@@ -353,10 +353,13 @@ async def _start_units(system: ActorSystem, parts: VanParts, started: contextlib
     board = WatchlistBoard(parts.deployments, system.blocking, authority=parts.authority,
                            embedder=VAN_EMBEDDER, audit=parts.audit, lines=lines)
     await board.load()
+    envelopes = RefusalRecorder(audit)
+    started.callback(envelopes.flush)
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
                       on_event=lambda event: _unit_event(lines, audit, event),
-                      notices=notices, board=board)
+                      notices=notices, board=board,
+                      refusals=lambda reason, unit: envelopes.refused("envelope", reason, unit))
     started.push_async_callback(links.stop)
     enrolment = parts.enrolment
     await system.spawn(CONTROL_ACTOR, lambda: VanControl(

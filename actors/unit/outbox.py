@@ -50,7 +50,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,6 +357,24 @@ class Outbox:
                 db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))
                 last_seq = seq
         return last_seq
+
+    def alert_seqs(self, up_to_seq: int, also: Sequence[int] = (), *,
+                   limit: int = MAX_PAGE) -> list[int]:
+        """The sequence numbers of alerts waiting at or below ``up_to_seq`` or among ``also``,
+        ascending, at most ``limit`` (what an acknowledgement is about to delete, for the
+        audit trail)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT seq FROM envelopes WHERE kind = 'alert' AND seq <= ? "
+                              "ORDER BY seq LIMIT ?", (up_to_seq, limit)).fetchall()
+            seqs = [int(row[0]) for row in rows]
+            for seq in also:
+                if len(seqs) >= limit:
+                    break
+                if seq > up_to_seq and db.execute(
+                        "SELECT 1 FROM envelopes WHERE kind = 'alert' AND seq = ?",
+                        (seq,)).fetchone() is not None:
+                    seqs.append(seq)
+        return sorted(seqs)
 
     def acknowledge(self, up_to_seq: int) -> int:
         """The van has stored every envelope up to ``up_to_seq`` (a cumulative ack): delete

@@ -53,6 +53,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -88,6 +89,8 @@ from actors.unit.outbox import (
     OutboxFull,
     PendingEnvelope,
 )
+from audit.kinds import AuditKind
+from audit.record import FieldValue
 from guards.config_checks import ConfigError, require_at_least, require_positive
 from guards.log_text import printable
 from runtime.actor import Actor
@@ -208,6 +211,18 @@ class UplinkStatistics:
     """``StreamEnded`` messages (camera streams that ended)."""
 
 
+class AuditRecorder(Protocol):
+    """Where the uplink records for the unit's audit trail (``audit.writer.AuditSink``)."""
+
+    def record(self, kind: AuditKind, /, **fields: FieldValue) -> None:
+        """Queue one record without waiting."""
+        ...
+
+
+MAX_ALERTS_RECORDED: Final = 1000
+"""Alerts one acknowledgement records one by one; the outbox holds fewer in practice."""
+
+
 class LinkSource(Protocol):
     """Where the uplink gets its link to the van (``VanDialer``)."""
 
@@ -257,8 +272,11 @@ class Uplink(Actor[UplinkMessage]):
                  config: UplinkConfig | None = None, *, watchlist_version: int = 0,
                  local_copy: ActorRef[AlertBody] | None = None,
                  statistics: UplinkStatistics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        """``clock``: seconds since the epoch, for the alarm health reports."""
+                 clock: Callable[[], float] = time.time,
+                 audit: AuditRecorder | None = None) -> None:
+        """``clock``: seconds since the epoch, for the alarm health reports; ``audit``: the
+        unit's trail (``audit.writer.AuditSink``): each alert sealed (``alert_raised``) and
+        each alert the van acknowledged (``alert_sent``) is recorded, never its crop."""
         if unit.role is not NodeRole.UNIT:
             raise ValueError(f"the uplink seals as a unit, not a {unit.role.value}")
         if van.role is not NodeRole.VAN or van.encryption_key is None:
@@ -270,6 +288,9 @@ class Uplink(Actor[UplinkMessage]):
         self._config = config or UplinkConfig()
         self._watchlist_version = watchlist_version
         self._local_copy = local_copy
+        self._audit = audit
+        # Alerts the last resume acknowledged, handed from the pool thread to the loop.
+        self._acknowledged_at_resume: list[int] = []
         self.statistics = statistics or UplinkStatistics()
         """Counters for the health reporter (shared across incarnations when passed in)."""
         self._clock = clock
@@ -382,7 +403,7 @@ class Uplink(Actor[UplinkMessage]):
         no longer this actor's to keep (stored, or dropped as one that can never be)."""
         async with self._append_lock:
             try:
-                await self._append("alert", body)
+                seq = await self._append("alert", body)
             except OutboxFull:
                 if not self.statistics.outbox_full:
                     log.warning("uplink: the outbox is full; alerts are held in memory (at most "
@@ -393,6 +414,12 @@ class Uplink(Actor[UplinkMessage]):
                 self._unsealable("an alert", exc)
                 return True
             self.statistics.alerts_sealed += 1
+            if self._audit is not None:
+                self._audit.record(
+                    AuditKind.ALERT_RAISED, seq=seq, camera=body.camera_id,
+                    subject=body.subject_id, score=round(body.score, 4),
+                    threshold=round(body.threshold, 4), watchlist_version=body.watchlist_version,
+                    crop_sha256=hashlib.sha256(body.crop_jpeg).hexdigest())
             if not self._held:
                 self.statistics.outbox_full = False
             await self._tell_local_copy(body)
@@ -413,9 +440,10 @@ class Uplink(Actor[UplinkMessage]):
         self.statistics.health_sealed += 1
         return True
 
-    async def _append(self, kind: EnvelopeKind, body: EventBody) -> None:
+    async def _append(self, kind: EnvelopeKind, body: EventBody) -> int:
         """On the pool: encode, seal with the number the outbox assigns, store; then hand the
-        envelope to the sender from memory. The caller holds the append lock."""
+        envelope to the sender from memory; its sequence number. The caller holds the append
+        lock."""
         appended = await self.context.run_blocking(self._seal_into_outbox, kind, body)
         delivery_trace.mark(self._unit.node_id, appended.seq, delivery_trace.Stage.SEALED)
         self._last_assigned = max(self._last_assigned, appended.seq)
@@ -423,6 +451,7 @@ class Uplink(Actor[UplinkMessage]):
         if len(self._fresh) > self._config.window:  # the sender is behind: it reads the outbox
             self._fresh.popleft()
         self._progress.set()
+        return appended.seq
 
     def _seal_into_outbox(self, kind: EnvelopeKind, body: EventBody) -> PendingEnvelope:
         """On a pool thread: the sealed envelope of ``body``, appended to the outbox."""
@@ -556,6 +585,8 @@ class Uplink(Actor[UplinkMessage]):
         async with self._append_lock:  # no append may take a number the mark is about to pass
             deleted, lost, last_before = await self.context.run_blocking(self._apply_mark, mark)
             self._last_assigned = max(self._last_assigned, mark)
+        acknowledged, self._acknowledged_at_resume = self._acknowledged_at_resume, []
+        self._record_acknowledged(acknowledged)
         if lost:
             self.statistics.lost_below_van_mark += lost
             log.error("uplink: van %s holds numbers up to %d, above this outbox's last %d (a "
@@ -585,7 +616,11 @@ class Uplink(Actor[UplinkMessage]):
         (deleted, lost: deleted though never delivered, the last number assigned before)."""
         last = self._outbox.statistics().last_seq
         if mark <= last:
-            return self._outbox.acknowledge(mark), 0, last
+            alerts = (self._outbox.alert_seqs(mark, limit=MAX_ALERTS_RECORDED)
+                      if self._audit is not None else [])
+            deleted = self._outbox.acknowledge(mark)
+            self._acknowledged_at_resume = alerts
+            return deleted, 0, last
         # Every waiting envelope is numbered at or below last < mark: the van would call each a
         # duplicate without having it. They cannot be delivered (module docstring of outbox).
         deleted = self._outbox.acknowledge(mark)
@@ -698,8 +733,9 @@ class Uplink(Actor[UplinkMessage]):
         mark, singles = state.mark, state.singles
         state.singles = []
         state.ack_due = None
-        deleted, first_pending = await self.context.run_blocking(self._acknowledge, mark,
-                                                                 singles)
+        deleted, first_pending, alerts = await self.context.run_blocking(self._acknowledge,
+                                                                         mark, singles)
+        self._record_acknowledged(alerts)
         state.applied = mark
         state.first_pending = max(state.first_pending, first_pending)
         if deleted:
@@ -738,13 +774,22 @@ class Uplink(Actor[UplinkMessage]):
             self._log.warning("uplink: the van refused envelope %d: %s; it stays in the outbox "
                               "and goes again after the next reconnect", seq, reason)
 
-    def _acknowledge(self, mark: int, singles: list[int]) -> tuple[int, int]:
+    def _acknowledge(self, mark: int, singles: list[int]) -> tuple[int, int, list[int]]:
         """On a pool thread: delete up to ``mark`` and the envelopes ``singles``; how many,
-        and the outbox's first pending number after it."""
+        the outbox's first pending number after it, and the alerts among them (at most
+        ``MAX_ALERTS_RECORDED``, for the trail)."""
+        alerts = (self._outbox.alert_seqs(mark, singles, limit=MAX_ALERTS_RECORDED)
+                  if self._audit is not None else [])
         deleted = self._outbox.acknowledge(mark)
         for seq in singles:
             deleted += self._outbox.acknowledge_one(seq)
-        return deleted, self._outbox.first_pending()
+        return deleted, self._outbox.first_pending(), alerts
+
+    def _record_acknowledged(self, alerts: list[int]) -> None:
+        if self._audit is None:
+            return
+        for seq in alerts:
+            self._audit.record(AuditKind.ALERT_SENT, seq=seq, acknowledged=True)
 
 
 def _checked_mark(value: object) -> int:

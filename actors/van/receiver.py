@@ -117,6 +117,8 @@ class AlertNotice:
 
 
 NoticeSink = Callable[[AlertNotice], None]
+RefusalSink = Callable[[str, str], None]
+"""Told ``(reason, unit id)`` for each refused envelope."""
 """Takes each newly stored alert's notice; must not block (the van's printer queues it)."""
 
 
@@ -170,8 +172,12 @@ class Receiver(Actor[ReceiverMessage]):
 
     def __init__(self, unit_id: str, store: EventStore, *, signers: SignerLookup,
                  van_key: EncryptionKeyPair, statistics: UnitStatistics,
-                 notices: NoticeSink | None = None) -> None:
+                 notices: NoticeSink | None = None,
+                 refusals: RefusalSink | None = None) -> None:
+        """``notices``: told each newly stored alert; ``refusals``: told each refused
+        envelope's reason (the audit trail, at a bounded rate: ``audit.refusals``)."""
         self.unit_id = unit_id
+        self._refusals = refusals
         self._store = store
         self._signers = signers
         self._van_key = van_key
@@ -296,6 +302,8 @@ class Receiver(Actor[ReceiverMessage]):
 
     def _refused(self, reason: str, text: str) -> None:
         self.statistics.refused[reason] += 1
+        if self._refusals is not None:
+            self._refusals(reason, self.unit_id)
         self._refusal_log.warning("unit %s: refused: %s", printable(self.unit_id),
                                   printable(text, max_chars=MAX_REASON_CHARS))
 

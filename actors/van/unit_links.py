@@ -46,6 +46,7 @@ from actors.van.receiver import (
     NoticeSink,
     Receiver,
     ReceiverMessage,
+    RefusalSink,
     UnitStatistics,
     receiver_name,
 )
@@ -192,7 +193,8 @@ class UnitLinks:
                  signers: SignerLookup, van_key: EncryptionKeyPair,
                  config: UnitLinksConfig | None = None, on_event: EventSink | None = None,
                  notices: NoticeSink | None = None,
-                 board: WatchlistBoard | None = None) -> None:
+                 board: WatchlistBoard | None = None,
+                 refusals: RefusalSink | None = None) -> None:
         self.system = system
         self.config = config or UnitLinksConfig()
         self._receivers = receivers
@@ -202,6 +204,7 @@ class UnitLinks:
         self._on_event = on_event
         self._notices = notices
         self._board = board
+        self._refusals = refusals
         self._codec = Codec()
         # The connection of each unit that is connected or connecting (the newest one);
         # invariant: at most config.max_units entries.
@@ -406,12 +409,12 @@ class UnitLinks:
                                             lambda: WatchlistDesk(unit_id, board),
                                             MailboxConfig(DESK_MAILBOX, MailboxPolicy.BLOCK))
             statistics = self._statistics.setdefault(unit_id, UnitStatistics())
-            store, signers, van_key, notices = (self._store, self._signers, self._van_key,
-                                                self._notices)
+            store, signers, van_key, notices, refusals = (
+                self._store, self._signers, self._van_key, self._notices, self._refusals)
             return await self._receivers.spawn(
                 receiver_name(unit_id),
                 lambda: Receiver(unit_id, store, signers=signers, van_key=van_key,
-                                 statistics=statistics, notices=notices),
+                                 statistics=statistics, notices=notices, refusals=refusals),
                 MailboxConfig(self.config.receiver_mailbox, MailboxPolicy.BLOCK))
 
     async def _close(self, connection: _Connection) -> None:

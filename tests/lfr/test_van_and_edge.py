@@ -7,6 +7,7 @@ printed; and no media section can ever be negotiated with a running van.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sys
@@ -89,6 +90,19 @@ def test_the_clip_alert_reaches_the_van_once_verified_decrypted_and_as_printed(
     assert [(alert["unit"], alert["subject"]) for alert in van_printed] == [
         ("unit-1", "lin_manuel_miranda")]
     assert not any("crop" in key for alert in van_printed for key in alert)  # metadata only
+    # Both trails record it: raised and acknowledged on the unit, stored at the van; the crop
+    # only as its hash.
+    unit_trail = [json.loads(line) for line in (clip_deployment.root / "unit-1" / "state" /
+                                                "audit.log").read_text().splitlines()]
+    raised = [r["fields"] for r in unit_trail if r["kind"] == "alert_raised"]
+    assert [(r["subject"], r["crop_sha256"]) for r in raised] == [
+        ("lin_manuel_miranda", hashlib.sha256(body.crop_jpeg).hexdigest())]
+    sent = [r["fields"]["seq"] for r in unit_trail if r["kind"] == "alert_sent"]
+    assert sent == [raised[0]["seq"]]
+    van_trail = [json.loads(line) for line in (clip_deployment.root / "van" / "state" /
+                                               "audit.log").read_text().splitlines()]
+    assert [(r["fields"]["unit"], r["fields"]["seq"]) for r in van_trail
+            if r["kind"] == "alert_sent"] == [("unit-1", raised[0]["seq"])]
 
 
 async def test_a_running_van_refuses_an_offer_with_an_audio_or_video_section(

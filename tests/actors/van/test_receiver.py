@@ -45,6 +45,7 @@ class Receiving:
     ref: ActorRef[ReceiverMessage]
     statistics: UnitStatistics
     notices: list[AlertNotice]
+    refusals: list[tuple[str, str]]
 
     async def deliver(self, envelope: bytes, first_pending: int = 1) -> Receipt:
         receipt = await self.ref.ask(Deliver(envelope, first_pending), timeout=WAIT_S)
@@ -61,13 +62,15 @@ async def receiving(tmp_path: Path, system: ActorSystem) -> AsyncIterator[Receiv
     van = make_van(tmp_path, UNIT_ID, OTHER_UNIT_ID)
     statistics = UnitStatistics()
     notices: list[AlertNotice] = []
+    refusals: list[tuple[str, str]] = []
     ref: ActorRef[ReceiverMessage] = await system.spawn(
         receiver_name(UNIT_ID),
         lambda: Receiver(UNIT_ID, van.store, signers=van.enrolment.lookup,
                          van_key=van.encryption, statistics=statistics,
-                         notices=notices.append))
+                         notices=notices.append,
+                         refusals=lambda reason, unit: refusals.append((reason, unit))))
     try:
-        yield Receiving(van, ref, statistics, notices)
+        yield Receiving(van, ref, statistics, notices, refusals)
     finally:
         await ref.stop()
         van.store.close()
@@ -271,6 +274,7 @@ async def test_each_refusal_is_a_receipt_with_its_reason_and_stores_nothing(
     assert len(receipt.reason) <= 300
     assert receipt.acknowledged_up_to == 1
     assert receiving.statistics.refused == {reason: 1}
+    assert receiving.refusals == [(reason, UNIT_ID)]  # for the van's audit trail
     assert f"refused: {reason}" in caplog.text
     assert receiving.stored() == [(1, first)]  # what was stored is intact
     assert van.store.by_unit(OTHER_UNIT_ID) == []
