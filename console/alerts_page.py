@@ -87,7 +87,7 @@ from actors.van.review_store import (
 )
 from audit.kinds import AuditKind
 from console.alert_feed import FeedFull
-from console.app import PageRoute, shell_page
+from console.app import PageRoute, live_view_signed_in, shell_page
 from console.security import current_session
 from console.sources import ConsoleSources
 from guards.config_checks import require_positive
@@ -286,6 +286,10 @@ class _AlertsPage:
             missed = subscription.missed
             while True:
                 notice = await subscription.next(self._keepalive_s)
+                if not await live_view_signed_in(request):
+                    # Signed out, expired or disabled meanwhile: the view learns nothing more.
+                    await response.write(b"event: signed-out\ndata: {}\n\n")
+                    return response
                 if subscription.missed != missed:
                     missed = subscription.missed
                     await response.write(b"event: reload\ndata: {}\n\n")

@@ -65,11 +65,13 @@ from aiohttp.typedefs import Handler
 from console.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
+    AccountLookup,
     add_security_headers,
     body_limit_middleware,
     current_session,
     require_role,
     session_middleware,
+    still_signed_in,
 )
 from console.sessions import (
     MAX_TOKEN_CHARS,
@@ -192,6 +194,15 @@ CONSOLE_SESSIONS: Final = web.AppKey("lfr_console_sessions", SessionStore)
 """The app's sessions."""
 CONSOLE_THROTTLE: Final = web.AppKey("lfr_console_throttle", SignInThrottle)
 """The app's sign-in throttle."""
+CONSOLE_ACCOUNTS: Final = web.AppKey[AccountLookup]("lfr_console_accounts")
+"""Looks an account up (on a worker thread): for live views re-checking their session."""
+
+
+async def live_view_signed_in(request: web.Request) -> bool:
+    """Whether a live view's browser is still signed in (``still_signed_in``): a page module
+    checks it before each event it sends, and closes the view when it is not."""
+    return await still_signed_in(request, request.app[CONSOLE_SESSIONS],
+                                 request.app[CONSOLE_ACCOUNTS])
 
 
 def _throttled_address(remote: str | None) -> str:
@@ -229,6 +240,7 @@ def build_console_app(users: UserStore, config: ConsoleConfig, *,
     app[CONSOLE_CONFIG] = config
     app[CONSOLE_SESSIONS] = sessions
     app[CONSOLE_THROTTLE] = throttle
+    app[CONSOLE_ACCOUNTS] = lookup_account
     app.on_response_prepare.append(add_security_headers)
 
     sign_in = _SignIn(users, sessions, throttle, config)
@@ -428,8 +440,12 @@ class _SignIn:
         account = await self._check(name, password)
         if account is None:
             self._throttle.failed(name, address)
-            self._refusals.warning("console: sign-in refused for account %s from %s",
-                                   printable(name, max_chars=MAX_NAME_CHARS), printable(address))
+            # A name that is no account is not logged: people type passwords into it.
+            known = await asyncio.to_thread(self._users.account, name) is not None
+            self._refusals.warning("console: sign-in refused for %s from %s",
+                                   f"account {printable(name, max_chars=MAX_NAME_CHARS)}"
+                                   if known else "a name that is no account",
+                                   printable(address) or "loopback")
             return self._form_page(request, "The name or the password is wrong.", 401,
                                    name=name)
         self._throttle.succeeded(name)

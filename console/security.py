@@ -35,6 +35,7 @@ account is looked up again: disabled, gone or with another role, its sessions en
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
@@ -78,7 +79,6 @@ SECURITY_HEADERS: Final[Mapping[str, str]] = {
 """Set on every response the console sends."""
 
 _SESSION_KEY: Final = web.RequestKey("lfr_console_session", Session)  # set by the middleware
-_FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 AccountLookup = Callable[[str], Awaitable[UserAccount | None]]
 """Looks an account up by name (off the event loop): the session middleware's re-check."""
@@ -139,11 +139,13 @@ def same_origin(request: web.Request) -> bool:
 
 
 async def presented_csrf_token(request: web.Request) -> str | None:
-    """The CSRF token a request presents: the header, or a form's field."""
+    """The CSRF token a request presents: the header, or a form's field. A multipart body is
+    never parsed here: aiohttp would write its larger file parts to a temporary file (a
+    watchlist upload holds embeddings), so a multipart request must send the header."""
     header = request.headers.get(CSRF_HEADER)
     if header is not None:
         return header
-    if request.content_type in _FORM_TYPES:
+    if request.content_type == "application/x-www-form-urlencoded":
         value = (await request.post()).get(CSRF_FIELD)
         return value if isinstance(value, str) else None
     return None
@@ -156,6 +158,11 @@ def session_middleware(sessions: SessionStore, lookup_account: AccountLookup,
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not loopback_host(request):
+            # DNS rebinding: a web page whose name now resolves to 127.0.0.1 reaches the
+            # console with its own name in Host; the console answers loopback names only.
+            raise web.HTTPMisdirectedRequest(text="refused: the console answers only to a "
+                                                  "loopback address or localhost\n")
         changes_state = request.method not in SAFE_METHODS
         if changes_state and not same_origin(request):
             raise web.HTTPForbidden(text="refused: the request came from another site\n")
@@ -173,6 +180,31 @@ def session_middleware(sessions: SessionStore, lookup_account: AccountLookup,
         return await handler(request)
 
     return guard
+
+
+def loopback_host(request: web.Request) -> bool:
+    """Whether the request's ``Host`` names this machine (a loopback address or localhost)."""
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def still_signed_in(request: web.Request, sessions: SessionStore,
+                          lookup_account: AccountLookup) -> bool:
+    """For a long-lived response (a live view): whether the browser that opened it is still
+    signed in (session not ended or expired, account still enabled with the same role),
+    without counting the check as use of the session."""
+    session = sessions.peek(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return False
+    if sessions.recheck_due(session):
+        return await _recheck(sessions, session, lookup_account) is not None
+    return True
 
 
 async def _recheck(sessions: SessionStore, session: Session,

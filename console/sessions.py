@@ -158,6 +158,22 @@ class SessionStore:
         self._entries.move_to_end(key)
         return entry.session
 
+    def peek(self, token: str | None) -> Session | None:
+        """The live session of ``token`` without counting it as used (a live view checking
+        it is still signed in does not keep it alive), or None; an expired one is ended."""
+        if token is None or len(token) > MAX_TOKEN_CHARS:
+            return None
+        key = _digest(token)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if (now - entry.last_used >= self.config.idle_timeout_s
+                or now - entry.session.started_at >= self.config.absolute_timeout_s):
+            del self._entries[key]
+            return None
+        return entry.session
+
     def recheck_due(self, session: Session) -> bool:
         """Whether ``session``'s account should be looked up again now."""
         entry = self._entries.get(_digest(session.token))

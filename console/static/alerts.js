@@ -520,6 +520,12 @@
       arrived(notice);
     });
     source.addEventListener("reload", function () { reload(); });
+    source.addEventListener("signed-out", function () {
+      // The session ended (signed out elsewhere, expired, account disabled): to sign-in.
+      source.close();
+      source = null;
+      window.location.assign("/signin");
+    });
     source.addEventListener("error", function () {
       source.close();
       source = null;

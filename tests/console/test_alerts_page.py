@@ -563,3 +563,17 @@ async def test_a_stream_beyond_the_feeds_bound_gets_503(client: Client, parts: P
     third = await client.get("/alerts/stream")
     assert third.status == 200
     third.close()
+
+
+async def test_a_live_view_learns_nothing_more_once_its_session_ended(client: Client,
+                                                                      parts: Parts) -> None:
+    token = await operator(client)
+    answer = await client.get("/alerts/stream")
+    assert (await next_event(answer)).startswith(b"retry: ")
+    signed_out = await client.post("/signout", headers={"X-CSRF-Token": token})
+    assert signed_out.status in (200, 303)
+    parts.feed.publish(notice(8))
+    event = await next_event(answer)
+    assert event.startswith(b"event: signed-out"), event
+    assert b"unit-1" not in event
+    await eventually(lambda: parts.feed.subscribers == 0, timeout_s=WAIT_S)

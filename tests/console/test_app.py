@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientResponse, ClientSession, CookieJar, web
+from aiohttp import ClientResponse, ClientSession, CookieJar, FormData, web
 
 from actors.van.tls_certificate import create_tls_certificate, server_ssl_context
 from console.app import NAVIGATION, ConsoleConfig, PageRoute, _throttled_address, shell_page
@@ -500,3 +500,22 @@ async def test_an_operator_following_a_link_to_a_supervisor_page_gets_a_readable
 async def test_the_icon_browsers_ask_for_is_an_empty_answer(client: Client) -> None:
     answer = await client.get("/favicon.ico")
     assert answer.status == 204
+
+
+async def test_a_request_naming_another_host_is_refused_against_dns_rebinding(
+        client: Client) -> None:
+    answer = await client.get("/signin", headers={"Host": "evil.example:8080"})
+    assert answer.status == 421
+    assert (await client.get("/signin", headers={"Host": "localhost"})).status == 200
+
+
+async def test_a_multipart_body_is_never_parsed_for_its_csrf_field(client: Client) -> None:
+    # aiohttp would spool a large file part to disk while parsing: the token must come in
+    # the header, and a multipart body with the token only in a field is refused unread.
+    token = await signed_in(client, *OPERATOR)
+    form = FormData()
+    form.add_field("csrf_token", token)
+    form.add_field("file", b"x" * 2048, filename="list.signed")
+    refused = await client.post("/upload", data=form)
+    assert refused.status == 403
+    assert "CSRF" in await refused.text()
