@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from guards.files import file_kind
 from guards.log_text import printable
@@ -113,3 +117,38 @@ def _prepare(db: sqlite3.Connection, kind: DatabaseKind, shown: str,
     if version != kind.schema_version:
         raise error(f"{shown}: schema version {version}, this lfr reads version "
                     f"{kind.schema_version}")
+
+
+class DurableStore:
+    """What every lfr SQLite store shares: its connection, the lock that lets one call at a
+    time use it (from any thread: callers run on the worker pool), closing, ``with``, and the
+    write transaction. A store subclasses it and passes the connection
+    ``open_durable_database`` gave."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
+
+    def close(self) -> None:
+        """Close the database; the store cannot be used afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken at once (no upgrade from a read lock to deadlock on);
+        committed when the block ends, rolled back when it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")

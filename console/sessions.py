@@ -143,24 +143,21 @@ class SessionStore:
     def find(self, token: str | None) -> Session | None:
         """The live session of ``token`` (now counted as used), or None; an expired one is
         ended here."""
-        if token is None or len(token) > MAX_TOKEN_CHARS:
-            return None
-        key = _digest(token)
-        entry = self._entries.get(key)
+        entry = self._live(token)
         if entry is None:
             return None
-        now = self._clock()
-        if (now - entry.last_used >= self.config.idle_timeout_s
-                or now - entry.session.started_at >= self.config.absolute_timeout_s):
-            del self._entries[key]
-            return None
-        entry.last_used = now
-        self._entries.move_to_end(key)
+        entry.last_used = self._clock()
+        self._entries.move_to_end(_digest(entry.session.token))
         return entry.session
 
     def peek(self, token: str | None) -> Session | None:
         """The live session of ``token`` without counting it as used (a live view checking
         it is still signed in does not keep it alive), or None; an expired one is ended."""
+        entry = self._live(token)
+        return None if entry is None else entry.session
+
+    def _live(self, token: str | None) -> _Entry | None:
+        """``token``'s entry if its session has not expired (an expired one is ended)."""
         if token is None or len(token) > MAX_TOKEN_CHARS:
             return None
         key = _digest(token)
@@ -172,7 +169,7 @@ class SessionStore:
                 or now - entry.session.started_at >= self.config.absolute_timeout_s):
             del self._entries[key]
             return None
-        return entry.session
+        return entry
 
     def recheck_due(self, session: Session) -> bool:
         """Whether ``session``'s account should be looked up again now."""

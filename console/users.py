@@ -43,16 +43,14 @@ import os
 import secrets
 import sqlite3
 import stat
-import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from actors.durable_database import DatabaseKind, open_durable_database
+from actors.durable_database import DatabaseKind, DurableStore, open_durable_database
 from guards.config_checks import ConfigError
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -210,13 +208,12 @@ _DUMMY_SALT: Final = bytes(SALT_BYTES)
 _DUMMY_KEY: Final = bytes(KEY_BYTES)
 
 
-class UserStore:
+class UserStore(DurableStore):
     """The console's accounts in ``state_dir / USERS_FILE``; see the module docstring."""
 
     def __init__(self, db: sqlite3.Connection, path: Path, cost: ScryptCost,
                  clock: Callable[[], float]) -> None:
-        self._db = db
-        self._lock = threading.Lock()  # one call at a time on the shared connection
+        super().__init__(db)
         self.path = path
         self._cost = cost
         self._clock = clock
@@ -232,10 +229,6 @@ class UserStore:
         db = open_durable_database(path, _USERS_DB, UserError)
         return cls(db, path, cost, clock)
 
-    def close(self) -> None:
-        """Close the file (further calls fail)."""
-        with self._lock:
-            self._db.close()
 
     def add(self, name: str, role: Role, password: str) -> UserAccount:
         """A new account; ``UserError`` if the name or password is refused, the name (in any
@@ -292,18 +285,6 @@ class UserStore:
                 db.execute("UPDATE users SET disabled = 1 WHERE key = ?", (_key_of(name),))
         return UserAccount(row[0], Role(row[1]), row[2], disabled=True), not row[3]
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once, committed when the block ends, rolled back when
-        it raises."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def verify(self, name: str, password: str) -> UserAccount | None:
         """The account if ``name`` exists, is enabled and ``password`` is its password; None

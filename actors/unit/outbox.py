@@ -50,13 +50,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from actors.durable_database import DatabaseKind, open_durable_database
+from actors.durable_database import DatabaseKind, DurableStore, open_durable_database
 from guards.config_checks import ConfigError, require_at_least
 from guards.user_input import UserInputError
 
@@ -213,16 +212,15 @@ class _State:
 
 
 
-class Outbox:
+class Outbox(DurableStore):
     """The unit's outbox; open with ``Outbox.open(path, config)``, close with ``close()``."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path, config: OutboxConfig,
                  clock: Callable[[], float]) -> None:
         self.path = path
         self.config = config
-        self._db = connection
+        super().__init__(connection)
         self._clock = clock
-        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
         # Held by append (across sealing) and advance_past: the only writers of last_seq run one
         # at a time. Lock order: _append_lock, then _lock.
         self._append_lock = threading.Lock()
@@ -243,16 +241,8 @@ class Outbox:
         db = open_durable_database(path, kind, OutboxFileError)
         return cls(db, path, config or OutboxConfig(), clock)
 
-    def close(self) -> None:
-        """Close the database; the outbox cannot be used afterwards."""
-        with self._lock:
-            self._db.close()
 
-    def __enter__(self) -> Outbox:
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     def append(self, kind: EnvelopeKind, seal: Callable[[int], bytes]) -> int:
         """Store one envelope and return its sequence number.
@@ -421,18 +411,6 @@ class Outbox:
             last_seq=state.last_seq, appended=self._appended, acknowledged=self._acknowledged,
             dropped_health=self._dropped_health, refused=self._refused)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taken at once (no upgrade from a read lock to deadlock on);
-        committed when the block ends, rolled back when it raises."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
 
 

@@ -53,14 +53,11 @@ import json
 import math
 import re
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.durable_database import DatabaseKind, open_durable_database
+from actors.durable_database import DatabaseKind, DurableStore, open_durable_database
 from actors.unit.watchlist import MAX_SUBJECT_ID_CHARS, check_threshold
 from guards.log_text import printable
 from guards.user_input import UserInputError
@@ -291,15 +288,14 @@ MAX_ASSIGNMENTS = 100_000
 """Pushes and purges one deployment records at most."""
 
 
-class DeploymentStore:
+class DeploymentStore(DurableStore):
     """The van's deployment store; ``DeploymentStore.open(path, van_key)``, then ``close()``."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path,
                  van_key: EncryptionKeyPair) -> None:
         self.path = path
-        self._db = connection
+        super().__init__(connection)
         self._key = van_key
-        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
 
     @classmethod
     def open(cls, path: Path, van_key: EncryptionKeyPair) -> DeploymentStore:
@@ -319,16 +315,8 @@ class DeploymentStore:
             raise
         return cls(db, path, van_key)
 
-    def close(self) -> None:
-        """Close the database; the store cannot be used afterwards."""
-        with self._lock:
-            self._db.close()
 
-    def __enter__(self) -> DeploymentStore:
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     # --- deployments --------------------------------------------------------------------------
 
@@ -634,18 +622,6 @@ class DeploymentStore:
         except SealedOpenFailed:
             raise unreadable from None
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once, committed when the block ends, rolled back when
-        it raises."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
 
 def _prepare(db: sqlite3.Connection, van_key: EncryptionKeyPair, shown: str) -> None:

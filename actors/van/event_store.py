@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from actors.durable_database import DatabaseKind, open_durable_database
+from actors.durable_database import DatabaseKind, DurableStore, open_durable_database
 from guards.log_text import printable
 from guards.user_input import UserInputError
 
@@ -148,15 +146,14 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must lie in [1, {MAX_PAGE}], got {limit!r}")
 
 
-class EventStore:
+class EventStore(DurableStore):
     """The van's event store; open with ``EventStore.open(path)``, close with ``close()``."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path,
                  clock: Callable[[], float]) -> None:
         self.path = path
-        self._db = connection
+        super().__init__(connection)
         self._clock = clock
-        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
         self._stored = 0
         self._duplicates = 0
 
@@ -168,16 +165,8 @@ class EventStore:
         db = open_durable_database(path, _EVENT_STORE, EventStoreFileError)
         return cls(db, path, clock)
 
-    def close(self) -> None:
-        """Close the database; the store cannot be used afterwards."""
-        with self._lock:
-            self._db.close()
 
-    def __enter__(self) -> EventStore:
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     def store(self, unit: str, seq: int, kind: EventKind, captured_at: float,
               sealed: bytes) -> bool:
@@ -257,18 +246,6 @@ class EventStore:
         return EventStoreStatistics(events=events, units=units, stored=self._stored,
                                     duplicates=self._duplicates)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once, committed when the block ends, rolled back when
-        it raises."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
 
 def _mark(db: sqlite3.Connection, unit: str) -> int:

@@ -33,15 +33,13 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from actors.durable_database import DatabaseKind, open_durable_database
+from actors.durable_database import DatabaseKind, DurableStore, open_durable_database
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from secure.node_keys import NodeIdError, check_node_id
@@ -221,7 +219,7 @@ def _check_deployment(deployment_id: object) -> str:
     return deployment_id
 
 
-class ReviewStore:
+class ReviewStore(DurableStore):
     """The officers' decisions (module docstring); ``ReviewStore.open(state_dir)``, then
     ``close()``."""
 
@@ -230,9 +228,8 @@ class ReviewStore:
         """Use ``open``."""
         self.path = path
         """The database file."""
-        self._db = connection
+        super().__init__(connection)
         self._clock = clock
-        self._lock = threading.Lock()  # one call at a time on the connection, from any thread
 
     @classmethod
     def open(cls, state_dir: Path | str, *, file_name: str = DEFAULT_FILE_NAME,
@@ -244,16 +241,8 @@ class ReviewStore:
         db = open_durable_database(path, _REVIEW_STORE, ReviewStoreFileError)
         return cls(db, path, clock)
 
-    def close(self) -> None:
-        """Close the database; the store cannot be used afterwards."""
-        with self._lock:
-            self._db.close()
 
-    def __enter__(self) -> ReviewStore:
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     def record(self, unit: str, seq: int, decision: str, *, operator: str, role: str,
                deployment_id: str, note: str = "") -> Decision:
@@ -337,18 +326,6 @@ class ReviewStore:
         return DecisionCounts(deployment_id, by_kind.get("confirmed", 0),
                               by_kind.get("dismissed", 0), by_kind.get("cannot_tell", 0))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once, committed when the block ends, rolled back when
-        it raises."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
 
 def _decision(row: Any) -> Decision:
