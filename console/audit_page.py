@@ -42,6 +42,7 @@ from typing import Final
 from aiohttp import web
 
 from actors.van.event_store import MAX_PAGE
+from actors.van.health_reports import HealthReport
 from audit.kinds import AuditKind
 from audit.lines import read_lines
 from audit.record import MAX_RECORD_BYTES, AuditRecord
@@ -49,7 +50,6 @@ from audit.verify import AuditVerification, ChainWalk
 from console.app import PageRoute, shell_page
 from console.sources import ConsoleSources
 from console.units_page import (
-    HealthReport,
     age_text,
     known_units,
     newest_health_report,

@@ -42,16 +42,13 @@ from typing import Final
 
 from aiohttp import web
 
-from actors.unit.event_body import EventBodyError, HealthBody, decode_body
-from actors.van.event_store import MAX_PAGE, EventStore
+from actors.van.health_reports import HealthReport, find_health_report
 from actors.van.watchlist_board import UnitView
 from actors.watchlist_messages import HeldState
 from console.app import PageRoute, shell_page
 from console.sources import ConsoleSources
 from guards.log_text import printable
 from runtime.log_budget import LogBudget
-from secure.envelope import EnvelopeRefused, SignerLookup, open_envelope
-from secure.sealing import EncryptionKeyPair
 
 log = logging.getLogger("lfr.console")
 
@@ -61,8 +58,6 @@ SILENT_AFTER_S: Final = 20.0
 CLOCK_SKEW_ALARM_S: Final = 30.0
 """A report whose unit clock differs from the van's receive time by more than this raises the
 clock-skew alarm (alerts' capture times would be off by as much)."""
-HEALTH_READ_PAGE: Final = 16
-"""Events read per store call while looking back for a health report (alerts are ~25 KB)."""
 MAX_EVENTS_BACK: Final = 64
 """Newest events of a unit looked through for its last health report: a unit reports every
 5 s, so only a burst of more alerts than this since its last report hides it (then shown as
@@ -106,18 +101,6 @@ class Alarm:
 
 
 @dataclass(frozen=True, slots=True)
-class HealthReport:
-    """A unit's health report as stored and opened."""
-
-    seq: int
-    """Its envelope's sequence number."""
-    received_at: float
-    """When the van stored it, s since the epoch (van clock)."""
-    body: HealthBody
-    """What the unit reported (counts and ids only)."""
-
-
-@dataclass(frozen=True, slots=True)
 class UnitRow:
     """Everything the page shows of one unit."""
 
@@ -141,52 +124,7 @@ class UnitRow:
 
 # -- reading ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class HealthSearch:
-    """What ``find_health_report`` found."""
-
-    report: HealthReport | None
-    """The newest report that opened (and carries an audit head, if asked); None if none."""
-    unopened: int = 0
-    """Stored reports passed over because they no longer open (a revoked unit, a damaged
-    row)."""
-    reason: str = ""
-    """Why the first of those did not open."""
-
-
 _unopened = LogBudget(log, "console: stored health reports that do not open")
-
-
-def find_health_report(events: EventStore, signers: SignerLookup, van_key: EncryptionKeyPair,
-                       unit: str, *, max_events: int = MAX_EVENTS_BACK,
-                       with_audit_head: bool = False) -> HealthSearch:
-    """``unit``'s newest health report among its ``max_events`` newest events (with an audit
-    head, if ``with_audit_head``), opened. Blocking: run it on the pool. A stored report that no
-    longer opens is passed over and counted."""
-    before: int | None = None
-    read = unopened = 0
-    reason = ""
-    while read < max_events:
-        page = events.by_unit(unit, before_seq=before,
-                              limit=min(HEALTH_READ_PAGE, max_events - read, MAX_PAGE))
-        if not page:
-            break
-        for event in page:
-            if event.kind != "health":
-                continue  # alerts are never opened here
-            try:
-                body = decode_body(open_envelope(event.sealed, signers=signers,
-                                                 van_key=van_key).body)
-            except (EnvelopeRefused, EventBodyError) as exc:
-                unopened += 1
-                reason = reason or f"seq {event.seq}: {exc}"
-                continue
-            if isinstance(body, HealthBody) and (body.audit_head or not with_audit_head):
-                return HealthSearch(HealthReport(event.seq, event.received_at, body),
-                                    unopened, reason)
-        read += len(page)
-        before = page[-1].seq
-    return HealthSearch(None, unopened, reason)
 
 
 async def newest_health_report(sources: ConsoleSources, unit: str, *,

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Final
 
-from actors.unit.event_body import HealthBody, decode_body
+from actors.unit.event_body import HealthBody
 from actors.van.enrolment import Enrolment
 from actors.van.event_store import MAX_PAGE, EventStore
+from actors.van.health_reports import find_health_report
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.config.van import load_van_config
-from secure.envelope import EnvelopeRefused, open_envelope
 from secure.key_files import read_node_keys
 from secure.node_keys import check_node_id
 
@@ -39,26 +39,12 @@ def audit_witness(config_path: Path, unit_id: str, *, as_json: bool = False) -> 
         raise UserInputError(f"{printable(config.signing_key)}: not a van's keys")
     enrolment = Enrolment.open(config.state_dir)
     with EventStore.open(config.event_store) as store:
-        before: int | None = None
-        read = 0
-        while read < MAX_EVENTS_READ:
-            page = store.by_unit(unit_id, before_seq=before)
-            if not page:
-                break
-            for event in page:
-                if event.kind != "health":
-                    continue
-                try:
-                    body = decode_body(open_envelope(event.sealed, signers=enrolment.lookup,
-                                                     van_key=keys.encryption).body)
-                except (EnvelopeRefused, UserInputError, ValueError):
-                    continue  # a report the van cannot open now (a revoked unit): an older one
-                if isinstance(body, HealthBody) and body.audit_head:
-                    return _show(unit_id, body, event.seq, as_json=as_json)
-            read += len(page)
-            before = page[-1].seq
-    raise UserInputError(f"the van holds no health report of unit {printable(unit_id)} that "
-                         "carries an audit head")
+        found = find_health_report(store, enrolment.lookup, keys.encryption, unit_id,
+                                   max_events=MAX_EVENTS_READ, with_audit_head=True)
+    if found.report is None:
+        raise UserInputError(f"the van holds no health report of unit {printable(unit_id)} "
+                             "that carries an audit head")
+    return _show(unit_id, found.report.body, found.report.seq, as_json=as_json)
 
 
 def _show(unit_id: str, body: HealthBody, seq: int, *, as_json: bool) -> int:
