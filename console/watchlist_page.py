@@ -38,7 +38,7 @@ SQLite transactions).
 
 **Subjects.** The ids of the current watchlist (``DeploymentStore.current_watchlist``: the
 active deployment's highest version), read by verifying the signed file with the board's
-authority and embedder (``verify_signed_watchlist``, at its own ``not_before``, so an expired
+authority and embedder (``Embedder.verify``, at its own ``not_before``, so an expired
 list still lists its subjects), after which the opened file and the decoded embeddings are
 overwritten; only the ids are kept, for the latest version. Each links to its reference photo
 at ``/subjects/{subject}/photo.jpg`` (served by the alerts page); no page here embeds a photo,
@@ -58,11 +58,7 @@ from typing import Final
 
 from aiohttp import BodyPartReader, web
 
-from actors.signed_watchlist import (
-    WatchlistRefused,
-    read_signed_watchlist,
-    verify_signed_watchlist,
-)
+from actors.signed_watchlist import WatchlistRefused
 from actors.unit.watchlist import USUAL_THRESHOLDS, check_threshold, is_usual_threshold
 from actors.van.deployment_store import (
     MAX_SIGNED_BYTES,
@@ -131,14 +127,9 @@ def read_subjects(store: DeploymentStore, authority: NodePublicKeys,
         return None
     facts = stored.facts
     try:
-        verified = verify_signed_watchlist(
-            read_signed_watchlist(stored.signed), authority=authority,
-            model_id=embedder.model_id, model_sha256=embedder.model_sha256,
-            second_model_id=embedder.second_model_id,
-            second_model_sha256=embedder.second_model_sha256,
-            deployment_id=facts.deployment_id, held_version=None,
-            # At its own start: the list is listed whether or not it expired since.
-            now=facts.not_before)
+        # At its own start: the list is listed whether or not it expired since.
+        verified = embedder.verify(stored.signed, authority, now=facts.not_before,
+                                   deployment_id=facts.deployment_id)
         subjects = verified.watchlist.subjects
         wipe_buffer(verified.watchlist.embeddings)
         wipe_buffer(verified.watchlist.second_embeddings)

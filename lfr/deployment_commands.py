@@ -19,8 +19,6 @@ from actors.signed_watchlist import (
     MAX_SIGNED_WATCHLIST_BYTES,
     VerifiedWatchlist,
     WatchlistRefused,
-    read_signed_watchlist,
-    verify_signed_watchlist,
 )
 from actors.van.control_messages import (
     PHOTO_BATCH_BYTES,
@@ -36,6 +34,7 @@ from actors.van.control_messages import (
     StartDeployment,
     WatchlistStatus,
 )
+from actors.van.watchlist_board import SHIPPED_MODELS
 from guards.exit_codes import ExitCode
 from guards.files import UserFileError, read_user_file
 from guards.log_text import printable
@@ -43,8 +42,6 @@ from guards.user_input import UserInputError
 from lfr.config.van import VanConfig, load_van_config
 from lfr.reference_photos import reference_photos
 from lfr.van_control import ask_van
-from models.model_file import MOBILEFACENET
-from models.second_opinion_model import DLIB_RESNET_V1
 from secure.key_files import read_public_keys
 from secure.node_keys import NodeRole, check_node_id
 
@@ -110,11 +107,7 @@ def _verified(config: VanConfig, signed: bytes, signed_file: Path) -> VerifiedWa
         raise UserInputError(f"{printable(config.file)}: [authority] public_keys is required")
     authority = read_public_keys(config.authority_public_keys, NodeRole.AUTHORITY)
     try:
-        return verify_signed_watchlist(
-            read_signed_watchlist(signed), authority=authority,
-            model_id=MOBILEFACENET.model_id, model_sha256=MOBILEFACENET.sha256,
-            second_model_id=DLIB_RESNET_V1.model_id, second_model_sha256=DLIB_RESNET_V1.sha256,
-            held_version=None, now=time.time())
+        return SHIPPED_MODELS.verify(signed, authority, now=time.time())
     except WatchlistRefused as exc:
         raise UserInputError(f"{printable(signed_file)}: {exc}") from None
 

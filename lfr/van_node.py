@@ -70,7 +70,7 @@ from actors.van.tls_certificate import (
 )
 from actors.van.unit_links import UnitLinkEvent, UnitLinks, UnitLinksConfig
 from actors.van.van_control import VanControl
-from actors.van.watchlist_board import Embedder, WatchlistBoard
+from actors.van.watchlist_board import SHIPPED_MODELS, WatchlistBoard
 from audit.kinds import AuditKind
 from audit.log import AuditLog
 from audit.refusals import RefusalRecorder
@@ -87,8 +87,6 @@ from lfr.alert_printer import LineOutput, stdout_output
 from lfr.config.toml_table import config_sha256
 from lfr.config.van import VanConfig, load_van_config
 from lfr.van_control import serve_control
-from models.model_file import MOBILEFACENET
-from models.second_opinion_model import DLIB_RESNET_V1
 from runtime.actor import Actor
 from runtime.daemon_thread import DaemonThread
 from runtime.errors import ActorStopped, MailboxFull
@@ -261,9 +259,6 @@ def close_van(parts: VanParts) -> None:
         parts.audit.close()
 
 
-VAN_EMBEDDER: Final = Embedder(MOBILEFACENET.model_id, MOBILEFACENET.sha256,
-                               DLIB_RESNET_V1.model_id, DLIB_RESNET_V1.sha256)
-"""The models the van's units run: a watchlist made with others is refused at the push."""
 
 
 def run_van(config_path: Path, *, print_alerts: bool = False) -> int:
@@ -297,9 +292,14 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
     writer = await system.spawn("audit", lambda: AuditWriter(parts.audit, counts),
                                 WRITER_MAILBOX)
     audit = AuditSink(writer, counts)
+    # Refused offers and envelopes: one recorder, at most a record per source and
+    # reason per window, flushed when everything else has stopped.
+    refusals = RefusalRecorder(audit)
     async with contextlib.AsyncExitStack() as started:
+        started.callback(refusals.flush)
         links, board, feed = await _start_units(system, parts, started, lines=lines,
-                                                audit=audit, print_alerts=print_alerts)
+                                                audit=audit, refusals=refusals,
+                                                print_alerts=print_alerts)
         control = await serve_control(system, config.control_socket, config.control_key)
         started.push_async_callback(control.stop)
         sources = ConsoleSources(config.van_id, parts.store, parts.deployments, board, links,
@@ -307,8 +307,6 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
                                  system.blocking, feed)
         console = await _serve_console(parts, sources, lines)
         started.push_async_callback(console.cleanup)
-        refusals = RefusalRecorder(audit)
-        started.callback(refusals.flush)
         service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
                                    signaling_config(config),
                                    on_refused=lambda reason, peer: refusals.refused(
@@ -334,7 +332,8 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
 
 
 async def _start_units(system: ActorSystem, parts: VanParts, started: contextlib.AsyncExitStack,
-                       *, lines: Callable[[str], None], audit: AuditSink, print_alerts: bool,
+                       *, lines: Callable[[str], None], audit: AuditSink,
+                       refusals: RefusalRecorder, print_alerts: bool,
                        ) -> tuple[UnitLinks, WatchlistBoard, AlertFeed]:
     """The receivers' supervisor, the watchlist board and desks, the unit links and the
     control actor; ``started`` stops the links."""
@@ -351,15 +350,13 @@ async def _start_units(system: ActorSystem, parts: VanParts, started: contextlib
             lines(alert_line(notice))
 
     board = WatchlistBoard(parts.deployments, system.blocking, authority=parts.authority,
-                           embedder=VAN_EMBEDDER, audit=parts.audit, lines=lines)
+                           embedder=SHIPPED_MODELS, audit=parts.audit, lines=lines)
     await board.load()
-    envelopes = RefusalRecorder(audit)
-    started.callback(envelopes.flush)
     links = UnitLinks(system, receivers, parts.store, signers=parts.enrolment.lookup,
                       van_key=parts.encryption, config=UnitLinksConfig(max_units=config.max_units),
                       on_event=lambda event: _unit_event(lines, audit, event),
                       notices=notices, board=board,
-                      refusals=lambda reason, unit: envelopes.refused("envelope", reason, unit))
+                      refusals=lambda reason, unit: refusals.refused("envelope", reason, unit))
     started.push_async_callback(links.stop)
     enrolment = parts.enrolment
     await system.spawn(CONTROL_ACTOR, lambda: VanControl(

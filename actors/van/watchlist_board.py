@@ -29,10 +29,11 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from actors.signed_watchlist import (
     MAX_VERSION,
+    VerifiedWatchlist,
     WatchlistRefused,
     read_signed_watchlist,
     verify_signed_watchlist,
@@ -54,6 +55,8 @@ from actors.watchlist_messages import (
 from audit.kinds import AuditKind
 from guards.log_text import printable
 from guards.user_input import UserInputError
+from models.model_file import MOBILEFACENET
+from models.second_opinion_model import DLIB_RESNET_V1
 from runtime.blocking import BlockingPool
 from secure.memory_wipe import wipe_buffer
 from secure.node_keys import NodePublicKeys, check_node_id
@@ -89,6 +92,23 @@ class Embedder:
     """The second model's id (None: not checked)."""
     second_model_sha256: str | None = None
     """Its file's sha256."""
+
+    def verify(self, signed: bytes, authority: NodePublicKeys, *, now: float,
+               deployment_id: str | None = None,
+               held_version: int | None = None) -> VerifiedWatchlist:
+        """``signed`` read and verified for units running these models (blocking: decodes
+        the payload); ``WatchlistRefused`` naming what is wrong."""
+        return verify_signed_watchlist(
+            read_signed_watchlist(signed), authority=authority, model_id=self.model_id,
+            model_sha256=self.model_sha256, second_model_id=self.second_model_id,
+            second_model_sha256=self.second_model_sha256, deployment_id=deployment_id,
+            held_version=held_version, now=now)
+
+
+SHIPPED_MODELS: Final = Embedder(MOBILEFACENET.model_id, MOBILEFACENET.sha256,
+                                 DLIB_RESNET_V1.model_id, DLIB_RESNET_V1.sha256)
+"""The models this lfr's units run (the vendored files): a watchlist made with others is
+refused at the push, as the units would refuse it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,12 +286,9 @@ class WatchlistBoard:
         names = tuple(sorted(set(units)))
         highest = max((*self._signed, 0)) or None
         try:
-            verified = await self._blocking.run(lambda: verify_signed_watchlist(
-                read_signed_watchlist(signed), authority=self.authority,
-                model_id=self.embedder.model_id, model_sha256=self.embedder.model_sha256,
-                second_model_id=self.embedder.second_model_id,
-                second_model_sha256=self.embedder.second_model_sha256,
-                deployment_id=deployment.id, held_version=highest, now=self._clock()))
+            verified = await self._blocking.run(lambda: self.embedder.verify(
+                signed, self.authority, now=self._clock(), deployment_id=deployment.id,
+                held_version=highest))
         except WatchlistRefused as exc:
             await self._audit(AuditKind.WATCHLIST_REFUSED, deployment=deployment.id,
                               reason=exc.reason.value,
