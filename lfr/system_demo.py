@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from actors.signed_watchlist import sign_watchlist
-from actors.unit.watchlist import load_watchlist, save_watchlist
+from actors.unit.watchlist import Watchlist
 from actors.van.control_messages import (
     EndDeployment,
     GetWatchlistStatus,
@@ -134,13 +134,11 @@ def run_system_demo(units: int = 1, demo_dir: Path = DEMO_DIR) -> int:
         root = Path(tmp)
         say("building the sample watchlist from demo/watchlist_photos ...")
         watchlist, _report = build_watchlist(photos, PhotoFaces(), progress=False)
-        save_watchlist(watchlist, root / "demo.lfrw")
         made = create_local_deployment(root / "deployment", units=units,
                                        cameras=[CameraPlan("door", clip, paced=True,
-                                                           loop=True)],
-                                       watchlist=root / "demo.lfrw")
+                                                           loop=True)])
         accounts = _demo_accounts(made)
-        return run(lambda system: _serve(system, made, photos, accounts),
+        return run(lambda system: _serve(system, made, watchlist, photos, accounts),
                    SystemConfig(name="lfr-demo"))
 
 
@@ -163,8 +161,8 @@ def say(text: str) -> None:
     print(f"demo: {text}", file=sys.stderr, flush=True)
 
 
-async def _serve(system: ActorSystem, made: LocalDeployment, photos: Path,
-                 accounts: dict[str, str]) -> int:
+async def _serve(system: ActorSystem, made: LocalDeployment, watchlist: Watchlist,
+                 photos: Path, accounts: dict[str, str]) -> int:
     config = load_van_config(made.van_config)
     listening = asyncio.Event()
     children: list[Child] = []
@@ -192,7 +190,7 @@ async def _serve(system: ActorSystem, made: LocalDeployment, photos: Path,
         children.append(await Child.start("van", ["van", "--config", str(made.van_config),
                                                   "--print-alerts"], van_line))
         await _started(children[0], listening, van_said)
-        await _deploy(made, photos, ask)
+        await _deploy(made, watchlist, photos, ask)
         for index, unit_config in enumerate(made.unit_configs):
             children.append(await Child.start(made.unit_ids[index],
                                               ["edge", "--config", str(unit_config)],
@@ -226,11 +224,10 @@ async def _started(van: Child, listening: asyncio.Event, van_said: deque[str]) -
                              f"{last}")
 
 
-async def _deploy(made: LocalDeployment, photos: Path, ask: Ask) -> None:
+async def _deploy(made: LocalDeployment, watchlist: Watchlist, photos: Path,
+                  ask: Ask) -> None:
     """Start the deployment and push the signed sample watchlist with its reference photos."""
-    assert made.watchlist is not None
     authority = await asyncio.to_thread(read_node_keys, made.authority_signing_key)
-    watchlist = await asyncio.to_thread(load_watchlist, made.watchlist)
     signed = await asyncio.to_thread(lambda: sign_watchlist(
         watchlist, authority=authority, deployment_id=DEPLOYMENT_ID, version=1,
         not_after=time.time() + 24 * 3600))
