@@ -244,6 +244,18 @@ def refusal_records(records: list[tuple[AuditKind, dict[str, Any]]]) -> list[dic
     return [fields for kind, fields in records if kind is AuditKind.WATCHLIST_REFUSED]
 
 
+async def offered_by_a_restored_van(van: Van, unit: Unit, first: Watchlist) -> WatchlistBoard:
+    """Link ``unit`` to another van state (an old backup) of deployment dep-1 that offers
+    version 1 of ``first`` again; that van's board."""
+    restored, store = open_board(van.tmp_path / "restored.sqlite", van.system, van.clock)
+    van.stack.enter_context(store)
+    await restored.start_deployment("dep-1", 0.6)
+    await restored.push(sign(first, version=1))
+    unit.link = DeskLink(await van.system.spawn(
+        "restored-desk", lambda: WatchlistDesk("unit-a", restored)))
+    return restored
+
+
 async def start_with(van: Van, *units: Unit, watchlist: Watchlist | None = None,
                      **signing: Any) -> Watchlist:
     """Start deployment dep-1 (threshold 0.6), push version 1 to all and let ``units`` take it."""
@@ -553,12 +565,7 @@ async def test_a_van_restored_from_an_older_state_cannot_roll_back_a_purged_vers
     await unit.tick()
     assert unit.gate.held is None
     # Another van state (an old backup) for the same deployment offers version 1 again.
-    restored, store = open_board(van.tmp_path / "restored.sqlite", van.system, van.clock)
-    van.stack.enter_context(store)
-    await restored.start_deployment("dep-1", 0.6)
-    await restored.push(sign(first, version=1))
-    unit.link = DeskLink(await van.system.spawn(
-        "restored-desk", lambda: WatchlistDesk("unit-a", restored)))
+    restored = await offered_by_a_restored_van(van, unit, first)
     await unit.tick()
     assert unit.gate.held is None
     assert unit.statistics.refusals == {RefusalReason.ROLLBACK.value: 1}
@@ -566,6 +573,7 @@ async def test_a_van_restored_from_an_older_state_cannot_roll_back_a_purged_vers
     assert [(f["version"], f["reason"]) for f in refusals] == [(1, "rollback")]
     await unit.tick()
     assert restored.views()["unit-a"].refused_reason.startswith("rollback: ")
+    assert unit.link is not None
     assert unit.link.fetches(1) == 1
     # A newer version from it is accepted.
     await restored.push(sign(make_watchlist(3, seed=3), version=3))
@@ -810,12 +818,7 @@ async def test_a_restarted_keeper_still_refuses_a_rolled_back_version(van: Van) 
     await eventually(lambda: failures(van.system, unit) == (1, 1))
     await unit.tick()
     assert unit.gate.held is None
-    restored, store = open_board(van.tmp_path / "restored.sqlite", van.system, van.clock)
-    van.stack.enter_context(store)
-    await restored.start_deployment("dep-1", 0.6)
-    await restored.push(sign(first, version=1))
-    unit.link = DeskLink(await van.system.spawn(
-        "restored-desk", lambda: WatchlistDesk("unit-a", restored)))
+    await offered_by_a_restored_van(van, unit, first)
     await unit.tick()
     assert unit.gate.held is None
     assert unit.statistics.refusals == {RefusalReason.ROLLBACK.value: 1}

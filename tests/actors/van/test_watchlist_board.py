@@ -510,3 +510,17 @@ async def test_a_long_refusal_reason_is_still_audited_and_stored(
     row = store.unit_watchlist("unit-a")
     assert row is not None
     assert row.state is UnitWatchlistState.REFUSED
+
+
+async def test_a_list_past_its_not_after_is_no_longer_offered(board: WatchlistBoard,
+                                                               clock: Clock) -> None:
+    # The unit drops it by itself then: offering it again would only make it fetch and refuse.
+    await board.start_deployment("dep-1", 0.6)
+    await board.push(sign(not_after=NOW + HOUR))
+    offered = await board.news_for("unit-a", poll())
+    assert (offered.kind, offered.version) == (NewsKind.HOLD.value, 1)
+    clock.now = NOW + HOUR
+    news = await board.news_for("unit-a", poll(HeldState.EXPIRED, "dep-1", 1))
+    assert news.kind == NewsKind.NOTHING.value
+    holding = await board.news_for("unit-b", poll(HeldState.HELD, "dep-1", 1, subjects=3))
+    assert holding.kind == NewsKind.PURGE.value
