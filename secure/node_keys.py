@@ -9,6 +9,9 @@ Which keys each role holds, and why:
 - **van**: a signing key (it signs its signalling answers and acknowledgements) and an
   encryption key (units seal their events to it).
 - **authority**: a signing key only (it signs watchlists; a later issue).
+- **release**: a signing key only. It signs release bundles (``lfr release build``); a unit
+  installs a bundle only when this key's signature verifies (``lfr update apply``). It never
+  lives on a unit or a van.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class NodeRole(enum.Enum):
     UNIT = "unit"
     VAN = "van"
     AUTHORITY = "authority"
+    RELEASE = "release"
 
     @property
     def has_encryption_key(self) -> bool:
