@@ -1,18 +1,25 @@
 """``unit.toml``: the unit's id and signing key, its van, its watchlist authority, its cameras,
-outbox, audit trail, health reports and ICE servers.
+outbox, audit trail, health reports, ICE servers and accelerator.
 
 A unit's config names no watchlist file: watchlists reach a unit only from its van, signed by
 the authority, and live in memory only (docs/WATCHLISTS.md). A ``watchlist`` key is refused with
-that explanation."""
+that explanation.
+
+``[accelerator]`` is optional: without it (or with ``kind = "cpu"``) the unit runs the vendored
+models on the CPU. ``kind = "edgetpu"`` names the Edge TPU compiled models (``*_edgetpu.tflite``,
+each with its sha256, checked when ``lfr.unit_models`` loads it), the runtime library and the
+device; there is no silent fallback to the CPU. Every key of the table is checked here, and a
+key that does not belong to its kind is refused, naming it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from guards.config_checks import ConfigError
+from guards.config_checks import ConfigError, require_text
 from guards.log_text import printable
 from lfr.config.ice_servers import IceServer, read_ice_servers
 from lfr.config.toml_table import ConfigTable, read_toml
@@ -27,6 +34,14 @@ HEALTH_INTERVAL_RANGE_S: Final = (1.0, 300.0)
 """``[health] interval_s`` lies in this range: at least a second (a report is an envelope in
 the outbox and a row at the van), at most five minutes (the van calls a unit silent after a few
 missed reports)."""
+DEFAULT_EDGETPU_LIBRARY: Final = "libedgetpu.so.1"
+"""The Edge TPU runtime library (Debian/Coral package ``libedgetpu1-std``) unless
+``[accelerator] library`` says otherwise."""
+EDGETPU_SUFFIX: Final = "_edgetpu.tflite"
+"""How the Edge TPU compiler names what it writes; any other file is refused for the TPU."""
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+# "usb", "pci", "usb:0", "pci:1" or ":0" (the n-th Edge TPU of any kind), as libedgetpu takes it
+_EDGETPU_DEVICE: Final = re.compile(r"(?:usb|pci)(?::[0-9]{1,3})?|:[0-9]{1,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +57,47 @@ class CameraEntry:
     """``paced``: files only, replay at the frame rate instead of as fast as possible."""
     loop: bool = False
     """``loop``: paced files only, start again at the end, for ever (a demo's camera)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeTpuModel:
+    """One Edge TPU compiled model file and the sha256 it must have."""
+
+    file: Path
+    """The ``*_edgetpu.tflite`` file (absolute; relative in the config to its folder)."""
+    sha256: str
+    """64 lower-case hex digits; ``lfr.unit_models`` refuses a file with any other digest."""
+
+    def __post_init__(self) -> None:
+        if not self.file.name.endswith(EDGETPU_SUFFIX):
+            raise ConfigError(f"EdgeTpuModel.file must be an Edge TPU compiled model "
+                              f"(*{EDGETPU_SUFFIX}), got {printable(self.file.name)}")
+        if not _SHA256_HEX.fullmatch(self.sha256):
+            raise ConfigError("EdgeTpuModel.sha256 must be 64 lower-case hex digits")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeTpuConfig:
+    """``[accelerator]`` with ``kind = "edgetpu"``: both models run on a Coral Edge TPU."""
+
+    detector: EdgeTpuModel
+    """``detector_model`` and ``detector_sha256``: BlazeFace full-range compiled for the TPU
+    (input 1x192x192x3)."""
+    embedder: EdgeTpuModel
+    """``embedder_model`` and ``embedder_sha256``: MobileFaceNet compiled for the TPU (input
+    2x112x112x3). A watchlist holds the embedder's id and sha256, so the lists this unit takes
+    must have been built with this file."""
+    library: str = DEFAULT_EDGETPU_LIBRARY
+    """``library``: the Edge TPU runtime library, a name the dynamic loader finds or a path."""
+    device: str | None = None
+    """``device``: ``usb``, ``pci``, ``usb:N``, ``pci:N`` or ``:N``; None (absent): the first
+    Edge TPU found."""
+
+    def __post_init__(self) -> None:
+        require_text("EdgeTpuConfig.library", self.library)
+        if self.device is not None and not _EDGETPU_DEVICE.fullmatch(self.device):
+            raise ConfigError(f"EdgeTpuConfig.device must be usb, pci, usb:N, pci:N or :N, got "
+                              f"{printable(self.device)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +132,9 @@ class UnitConfig:
     ``HEALTH_INTERVAL_RANGE_S``."""
     ice_servers: tuple[IceServer, ...] = ()
     """``[[ice_servers]]``: STUN/TURN servers; none (the default) means host candidates only."""
+    accelerator: EdgeTpuConfig | None = None
+    """``[accelerator]``: the Edge TPU and its compiled models; None (no table, or
+    ``kind = "cpu"``): the vendored models on the CPU."""
 
 
 def load_unit_config(path: Path | str) -> UnitConfig:
@@ -87,7 +146,7 @@ def load_unit_config(path: Path | str) -> UnitConfig:
     file, data = read_toml(path)
     top = ConfigTable(file, data, "", ("id", "signing_key", "outbox", "watchlist", "van",
                                        "authority", "audit", "cameras", "health",
-                                       "ice_servers"))
+                                       "ice_servers", "accelerator"))
     if "watchlist" in data:
         raise top.error("watchlist", "a unit's config names no watchlist file any more: the van "
                         "pushes a signed watchlist (lfr watchlist push), which the unit keeps in "
@@ -103,7 +162,7 @@ def load_unit_config(path: Path | str) -> UnitConfig:
              else outbox.parent / DEFAULT_AUDIT_FILE)
     van = top.table("van", ("url", "public_keys", "tls_fingerprint"))
     url = van.text("url")
-    van.check("url", lambda: _check_https_url(url))
+    van.check("url", lambda: check_van_url(url))
     public_keys = van.path("public_keys", kind="file")
     van.check("public_keys", lambda: read_public_keys(public_keys, NodeRole.VAN))
     pin = van.text("tls_fingerprint")
@@ -111,11 +170,14 @@ def load_unit_config(path: Path | str) -> UnitConfig:
     cameras = _cameras(top)
     health_interval_s = _health_interval(top.table("health", ("interval_s",), required=False))
     ice_servers = read_ice_servers(top)
+    accelerator = _accelerator(top.table("accelerator", _ACCELERATOR_KEYS, required=False))
     return UnitConfig(file, unit_id, signing_key, outbox, url, public_keys, fingerprint,
-                      cameras, authority_keys, audit, health_interval_s, ice_servers)
+                      cameras, authority_keys, audit, health_interval_s, ice_servers,
+                      accelerator=accelerator)
 
 
-def _check_https_url(url: str) -> None:
+def check_van_url(url: str) -> None:
+    """``ValueError`` unless ``url`` is ``https://HOST:PORT`` (what ``van.url`` takes)."""
     parts = urlsplit(url)
     if parts.scheme != "https":
         raise ValueError("must start with https:// (signaling is always TLS)")
@@ -175,3 +237,47 @@ def _cameras(top: ConfigTable) -> tuple[CameraEntry, ...]:
                                     "are unique within a unit")
         cameras.append(CameraEntry(camera_id, source, paced, loop))
     return tuple(cameras)
+
+
+_ACCELERATOR_KEYS: Final = ("kind", "detector_model", "detector_sha256", "embedder_model",
+                            "embedder_sha256", "library", "device")
+_ACCELERATOR_KINDS: Final = ("cpu", "edgetpu")
+
+
+def _accelerator(table: ConfigTable) -> EdgeTpuConfig | None:
+    if not table.data:
+        return None  # no [accelerator] table: the CPU
+    kind = table.text("kind")
+    if kind not in _ACCELERATOR_KINDS:
+        raise table.error("kind", f"must be one of {', '.join(_ACCELERATOR_KINDS)}, got "
+                                  f"{printable(kind, max_chars=40)}")
+    if kind == "cpu":
+        extra = next((key for key in table.data if key != "kind"), None)
+        if extra is not None:
+            raise table.error(extra, 'only with kind = "edgetpu" (the CPU runs the vendored '
+                                     "models, pinned in models/model_file.py)")
+        return None
+    detector = _edgetpu_model(table, "detector")
+    embedder = _edgetpu_model(table, "embedder")
+    library = table.text("library", DEFAULT_EDGETPU_LIBRARY)
+    device = table.text("device") if "device" in table.data else None
+    if device is not None:
+        table.check("device", lambda: _check_device(device))
+    return EdgeTpuConfig(detector, embedder, library, device)
+
+
+def _edgetpu_model(table: ConfigTable, which: str) -> EdgeTpuModel:
+    key = f"{which}_model"
+    path = table.path(key, kind="file")
+    if not path.name.endswith(EDGETPU_SUFFIX):
+        raise table.error(key, f"{printable(path)} is not an Edge TPU compiled model (its name "
+                               f"must end in {EDGETPU_SUFFIX}, as edgetpu_compiler writes it)")
+    digest = table.text(f"{which}_sha256")
+    if not _SHA256_HEX.fullmatch(digest.lower()):
+        raise table.error(f"{which}_sha256", "must be 64 hex digits (sha256sum of the file)")
+    return EdgeTpuModel(path, digest.lower())
+
+
+def _check_device(device: str) -> None:
+    if not _EDGETPU_DEVICE.fullmatch(device):
+        raise ValueError("must be usb, pci, usb:N, pci:N or :N (N: which one, from 0)")
