@@ -20,6 +20,9 @@ class ExitCode(enum.IntEnum):
     VERIFICATION_FAILED = 1  # an alias of 1: "the check ran and what it checked failed"
     """``lfr audit verify``: the audit log was tampered with (the output names the first bad
     record and why)."""
+    SELF_TEST_FAILED = 1  # an alias of 1, as above
+    """``lfr edge --self-test``: it ran, and at least one item failed or could not be checked
+    (its line says which and why)."""
     BAD_INPUT = 2
     """A file, flag, source or configuration is unusable; the message names it."""
     NO_USABLE_FACE = 3

@@ -23,6 +23,7 @@ from guards.log_text import printable
 from lfr.audit_command import add_audit_commands
 from lfr.command_output import OutputFailed, flush_quietly, guard_standard_streams, say
 from lfr.console_users import add_user_commands
+from lfr.provision import add_provision_command
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
@@ -340,6 +341,14 @@ def _cmd_van_tls_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_edge(args: argparse.Namespace) -> int:
+    if args.self_test:
+        from guards.user_input import UserInputError
+        from lfr.self_test import run_self_test
+
+        if args.check_config or args.print_alerts:
+            raise UserInputError("--self-test runs alone: it checks the unit and exits, "
+                                 "without --check-config or --print-alerts")
+        return run_self_test(Path(args.config))
     from lfr.edge_node import run_edge
 
     return run_edge(Path(args.config), check_only=args.check_config,
@@ -347,6 +356,7 @@ def _cmd_edge(args: argparse.Namespace) -> int:
 
 
 def _add_edge_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add_provision_command(commands)  # lfr provision makes a unit, lfr edge runs it
     edge = commands.add_parser(
         "edge", help="run a camera unit: cameras, recognition, uplink to the van",
         description="Run a camera unit from its config (unit.toml; docs/DELIVERY.md "
@@ -357,6 +367,10 @@ def _add_edge_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
                       help="only check the config (and the files it names), then exit")
     edge.add_argument("--print-alerts", action="store_true",
                       help="also print each alert, as the van gets it, as a JSON line on stdout")
+    edge.add_argument("--self-test", action="store_true",
+                      help="check this unit and exit: config, keys, models (sha256), "
+                           "recognition on a bundled photo, each camera, the clock, the van; "
+                           "one pass/FAIL line each, exit 0 only when all pass")
     edge.set_defaults(func=_cmd_edge)
 
 
