@@ -192,6 +192,48 @@ def test_the_health_interval_may_be_a_whole_or_a_fractional_number_of_seconds(
     assert type(config.health_interval_s) is float
 
 
+DETECTOR_SHA256 = "ab" * 32
+EMBEDDER_SHA256 = "CD" * 32  # upper case is taken, and kept lower-case
+
+
+def _edgetpu_table(folder: Path) -> Config:
+    """Two stand-in compiled model files in ``folder`` and the [accelerator] table naming them
+    (their digests are checked when the models load, not here)."""
+    (folder / "face_detection_full_range_edgetpu.tflite").write_bytes(b"detector")
+    (folder / "MobileFaceNet_edgetpu.tflite").write_bytes(b"embedder")
+    return {"kind": "edgetpu",
+            "detector_model": "face_detection_full_range_edgetpu.tflite",
+            "detector_sha256": DETECTOR_SHA256,
+            "embedder_model": "MobileFaceNet_edgetpu.tflite",
+            "embedder_sha256": EMBEDDER_SHA256}
+
+
+def test_without_an_accelerator_table_or_with_kind_cpu_the_unit_runs_on_the_cpu(
+        unit_folder: tuple[Path, Config]) -> None:
+    folder, data = unit_folder
+    assert load_unit_config(write_config(folder / "unit.toml", data)).accelerator is None
+    data["accelerator"] = {"kind": "cpu"}
+    assert load_unit_config(write_config(folder / "unit.toml", data)).accelerator is None
+
+
+def test_an_edge_tpu_accelerator_names_its_compiled_models_library_and_device(
+        unit_folder: tuple[Path, Config]) -> None:
+    folder, data = unit_folder
+    data["accelerator"] = _edgetpu_table(folder)
+    config = load_unit_config(write_config(folder / "unit.toml", data))
+    tpu = config.accelerator
+    assert tpu is not None
+    assert tpu.detector.file == folder / "face_detection_full_range_edgetpu.tflite"
+    assert tpu.detector.sha256 == DETECTOR_SHA256
+    assert tpu.embedder.file == folder / "MobileFaceNet_edgetpu.tflite"
+    assert tpu.embedder.sha256 == EMBEDDER_SHA256.lower()
+    assert (tpu.library, tpu.device) == ("libedgetpu.so.1", None)  # the defaults
+    data["accelerator"] |= {"library": "/usr/lib/libedgetpu.so.1", "device": "usb:1"}
+    tpu = load_unit_config(write_config(folder / "unit.toml", data)).accelerator
+    assert tpu is not None
+    assert (tpu.library, tpu.device) == ("/usr/lib/libedgetpu.so.1", "usb:1")
+
+
 # -- what is refused ------------------------------------------------------------------------
 
 Change = Callable[[Config, Path], None]
@@ -215,6 +257,14 @@ def _drop(path: str) -> Change:
         for part in parents:
             node = node[part]
         del node[last]
+    return change
+
+
+def _edgetpu(**changes: object) -> Change:
+    """The [accelerator] table of ``_edgetpu_table`` with ``changes`` (None: key removed)."""
+    def change(data: Config, folder: Path) -> None:
+        table = _edgetpu_table(folder) | changes
+        data["accelerator"] = {k: v for k, v in table.items() if v is not None}
     return change
 
 
@@ -325,6 +375,32 @@ UNIT_REFUSALS: dict[str, tuple[Change, str, str]] = {
                              "ice_servers[0].credential", "without a username"),
     "ice unknown key": (_set("ice_servers", [{"urls": ["turn:t"], "password": "x"}]),
                         "ice_servers[0].password", "unknown key"),
+    "accelerator not a table": (_set("accelerator", "edgetpu"), "accelerator",
+                                "must be a table"),
+    "accelerator unknown key": (_edgetpu(model="x"), "accelerator.model", "unknown key"),
+    "accelerator kind unknown": (_edgetpu(kind="gpu"), "accelerator.kind",
+                                 "must be one of cpu, edgetpu"),
+    "accelerator kind missing": (_edgetpu(kind=None), "accelerator.kind", "missing"),
+    "cpu with a model": (_set("accelerator", {"kind": "cpu", "device": "usb"}),
+                         "accelerator.device", 'only with kind = "edgetpu"'),
+    "edgetpu without a detector": (_edgetpu(detector_model=None), "accelerator.detector_model",
+                                   "missing"),
+    "edgetpu without a digest": (_edgetpu(embedder_sha256=None), "accelerator.embedder_sha256",
+                                 "missing"),
+    "edgetpu model missing": (_edgetpu(embedder_model="gone_edgetpu.tflite"),
+                              "accelerator.embedder_model", "no such file"),
+    "edgetpu model not compiled": (_edgetpu(detector_model="clip.mp4"),
+                                   "accelerator.detector_model",
+                                   "not an Edge TPU compiled model"),
+    "edgetpu short digest": (_edgetpu(detector_sha256="abcd"), "accelerator.detector_sha256",
+                             "64 hex digits"),
+    "edgetpu digest not hex": (_edgetpu(detector_sha256="zz" * 32),
+                               "accelerator.detector_sha256", "64 hex digits"),
+    "edgetpu bad device": (_edgetpu(device="usb0"), "accelerator.device",
+                           "must be usb, pci, usb:N, pci:N or :N"),
+    "edgetpu empty library": (_edgetpu(library=""), "accelerator.library", "empty"),
+    "edgetpu device a number": (_edgetpu(device=0), "accelerator.device",
+                                "must be a string, got an integer"),
 }
 
 
@@ -373,11 +449,13 @@ _KEYS = st.sampled_from(["id", "state_dir", "keys", "tls", "signaling", "console
                          "outbox", "watchlist", "authority", "audit", "health", "interval_s",
                          "van", "url",
                          "public_keys", "tls_fingerprint", "cameras", "source", "paced",
-                         "ice_servers", "urls", "username", "credential", "x"])
+                         "ice_servers", "urls", "username", "credential", "accelerator",
+                         "kind", "detector_model", "embedder_sha256", "device", "x"])
 _SCALARS = st.one_of(st.text(max_size=40), st.integers(), st.booleans(),
                      st.floats(allow_nan=True), st.sampled_from(
                          ["https://127.0.0.1:1", "127.0.0.1", "::1", "keys", "stun:x",
                           "keys/signing.key", "state", "AB" * 32, "\x00", "../..", "/dev/zero",
+                          "edgetpu", "cpu", "usb:0",
                           "/" * 5000]))
 _VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=12)
