@@ -223,7 +223,8 @@ def _check_folder(flag: str, folder: Path) -> None:
     except OSError as exc:
         raise ProvisionError(f"{flag} {printable(folder)}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(mode):
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else (
+            "a regular file" if stat.S_ISREG(mode) else file_kind(mode))
         raise ProvisionError(f"{flag} {printable(folder)}: is {kind}, not a folder")
 
 
