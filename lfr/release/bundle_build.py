@@ -4,16 +4,17 @@ Steps (each printed as one line on stdout):
 
 1. the release key is read (``secure.key_files``; a release key only) and the version checked
    (PEP 440, normal form);
-2. the source is copied: every file git tracks or would track (``git ls-files --cached
-   --others --exclude-standard``), so nothing ignored (``build/``, ``.venv``) reaches the wheel;
-3. the project wheel is built there with the locked build tools (``pip wheel --no-deps
-   --no-build-isolation``; the running setuptools and wheel must be the versions
-   ``requirements-build.lock`` pins);
-4. the lock's lines for the target are chosen by evaluating their markers against the target
+2. the source checkout is found (``--source``, default the current folder);
+3. the lock's lines for the target are chosen by evaluating their markers against the target
    (``lock_file.select``), and those wheels fetched with ``pip download --require-hashes
    --only-binary=:all: --no-deps --platform ...`` (or taken from ``--wheelhouse`` with
    ``--no-index``); each file must then be a wheel of exactly that name and version, for a tag
    the target runs, with a sha256 the lock lists;
+4. the source is copied (every file git tracks or would track: ``git ls-files --cached
+   --others --exclude-standard``, so nothing ignored such as ``build/`` or ``.venv`` reaches
+   the wheel) and the project wheel built in the copy with the locked build tools (``pip
+   wheel --no-deps --no-build-isolation``; the running setuptools and wheel must be the
+   versions ``requirements-build.lock`` pins);
 5. the models are listed from inside the project wheel (``models/data/``) with their sha256;
 6. the manifest is made, signed and written with the files into the bundle (``bundle_tar``).
 
@@ -67,6 +68,8 @@ SERVICE_FILE = "firmware/lfr-edge.service"
 """The systemd unit every bundle carries."""
 MODELS_FOLDER = "models/data/"
 """Where the models lie inside the project wheel."""
+MODEL_SUFFIXES = (".tflite", ".dat")
+"""What counts as a model there (TFLite and dlib files; the self-test's photo does not)."""
 MAX_FIRMWARE_FILE_BYTES = 64 * 1024
 """A unit file or drop-in is a few KB."""
 _TOOL_TAIL_CHARS = 2000
@@ -110,11 +113,11 @@ def build_release(request: BuildRequest) -> ReleaseManifest:
     _check_build_tools(source / BUILD_LOCK_FILE)
     with tempfile.TemporaryDirectory(prefix="lfr-release-") as scratch:
         work = Path(scratch)
-        project_wheel = _build_project_wheel(source, work, request.tool_timeout_s)
-        _say(f"built {project_wheel.name}")
         wheels = _fetch_dependencies(locked, request, work / "deps")
         _say(f"fetched {len(wheels)} locked wheels for {request.arch.value}"
              + (f" from {printable(request.wheelhouse)}" if request.wheelhouse else ""))
+        project_wheel = _build_project_wheel(source, work, request.tool_timeout_s)
+        _say(f"built {project_wheel.name}")
         models = _models_in(project_wheel)
         _say("models in the wheel: " + ", ".join(
             f"{Path(m.path).name} {m.sha256[:12]}" for m in models))
@@ -258,7 +261,7 @@ def _models_in(wheel: Path) -> tuple[BundleFile, ...]:
     with zipfile.ZipFile(wheel) as archive:
         for info in sorted(archive.infolist(), key=lambda item: item.filename):
             if info.is_dir() or not info.filename.startswith(MODELS_FOLDER) or (
-                    info.filename.endswith(".py")):
+                    not info.filename.endswith(MODEL_SUFFIXES)):
                 continue
             hasher = hashlib.sha256()
             with archive.open(info) as member:
