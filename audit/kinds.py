@@ -92,3 +92,35 @@ class AuditKind(enum.Enum):
     """Written by ``AuditLog.open`` itself, first after reopening a log whose last line was
     torn (a write cut short by a crash): that partial line was cut away. Fields:
     ``torn_bytes`` (how many bytes were cut), ``torn_sha256`` (their hash)."""
+    WATCHLIST_BUILT = "watchlist_built"
+    """The van built a watchlist from a folder of photos a supervisor uploaded to the console
+    (the photos are wiped once enrolled). Fields: ``deployment``, ``subjects``,
+    ``photos_used``, ``photos_skipped``, ``payload_sha256``, ``operator``."""
+    WATCHLIST_EXPORTED = "watchlist_exported"
+    """A supervisor downloaded the unsigned watchlist the van built, to have it signed where
+    the authority's key is. Fields: ``deployment``, ``subjects``, ``payload_sha256``,
+    ``operator``."""
+    WATCHLIST_DISCARDED = "watchlist_discarded"
+    """A supervisor discarded a watchlist the van built (wiped unused, unpushed). Fields:
+    ``deployment``, ``subjects``, ``payload_sha256``, ``signed_version`` (0: unsigned),
+    ``operator``."""
+    CONSOLE_SIGNED_IN = "console_signed_in"
+    """Someone signed in to the van's console. Fields: ``account`` (as stored), ``role``,
+    ``address`` ("" on loopback)."""
+    CONSOLE_SIGN_IN_FAILED = "console_sign_in_failed"
+    """A sign-in was refused: no such account, disabled, or a wrong password (one answer for
+    all three). Fields: ``account`` (the name as typed, printable, only when it names an
+    account: people type passwords into the name field; else ""), ``known`` (bool),
+    ``address``. Never the password."""
+    CONSOLE_SIGN_IN_THROTTLED = "console_sign_in_throttled"
+    """A sign-in was refused unchecked: the name or the address is locked out after failed
+    sign-ins. Recorded once per lockout, not per attempt. Fields: ``account`` (as for a failed
+    sign-in), ``known``, ``address``, ``retry_after_s``."""
+    CONSOLE_SIGNED_OUT = "console_signed_out"
+    """Someone signed out of the console (``POST /signout``; expiry is not recorded). Fields:
+    ``account``."""
+    CONSOLE_ACCOUNT = "console_account"
+    """A console account as the van sees it: every account when the van starts (``change``
+    ``present``), then each change made beside the running van (``lfr van user add``,
+    ``disable``) within seconds (``added``, ``disabled``, ``role_changed``). Fields:
+    ``account``, ``role``, ``disabled`` (bool), ``created_at`` (ISO 8601), ``change``."""

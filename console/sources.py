@@ -10,16 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from actors.van.deployment_store import DeploymentStore
 from actors.van.enrolment import Enrolment
 from actors.van.event_store import EventStore
 from actors.van.unit_links import UnitLinks
 from actors.van.watchlist_board import WatchlistBoard
+from audit.kinds import AuditKind
+from audit.record import FieldValue
 from audit.writer import AuditSink
 from console.alert_feed import AlertFeed
 from runtime.blocking import BlockingPool
+from secure.node_keys import NodeKeys
 from secure.sealing import EncryptionKeyPair
+
+
+class AuditRecorder(Protocol):
+    """Where the console records what people do (``audit.writer.AuditSink``: never waits)."""
+
+    def record(self, kind: AuditKind, /, **fields: FieldValue) -> None:
+        """Queue one audit record."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -49,3 +61,8 @@ class ConsoleSources:
     """The node's worker pool: every store call and every opening runs there."""
     feed: AlertFeed
     """Newly stored alerts, as they arrive, for the live views."""
+    authority_signing: NodeKeys | None = None
+    """The watchlist authority's private keys when ``van.toml`` names them
+    (``[authority] signing_key``, checked at start: role authority, 0600, the configured
+    authority's): the Watchlist page then signs the lists the van builds. None: it offers them
+    for signing elsewhere."""

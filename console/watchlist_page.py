@@ -17,7 +17,9 @@ POST with a valid CSRF token):
 - ``GET /watchlist/end`` asks "End deployment ... now?" and its form ``POST /watchlist/end``
   (``confirm=yes``) ends it (every unit purges; the van's sealed copies and photos go).
 
-A POST without ``confirm=yes`` does nothing and points at its confirmation page.
+A POST without ``confirm=yes`` does nothing and points at its confirmation page. Given a
+``WatchlistBuilder``, the page also has the build section and its routes
+(``console.watchlist_build_page``: build from a folder of photos, sign, push).
 
 **The upload stays in memory.** aiohttp's ``request.post()`` spools an uploaded file of more
 than 1 MiB to a temporary file on disk, and a signed watchlist holds every subject's
@@ -31,7 +33,7 @@ told the upload needs the page's script.
 **What it records.** The board audits every start, push (or refusal), purge and end itself
 (``deployment_started``, ``watchlist_pushed``, ``watchlist_refused``, ``watchlist_purged``,
 ``deployment_ended``); this page adds no record of its own, and logs each action with the
-supervisor's name. The console's actions run one at a time (``_actions``); the board's
+supervisor's name. The console's actions run one at a time (``actions``); the board's
 mutating calls are not given a timeout, since cancelling one half way would leave the board
 half changed: each is bounded by its own work (one verification of at most 64 MiB, a few
 SQLite transactions).
@@ -70,10 +72,13 @@ from actors.van.deployment_store import (
 from actors.van.van_control import MAX_UNITS_NAMED
 from actors.van.watchlist_board import ALL_UNITS, Embedder, UnitView
 from console.app import PageRoute, csrf_field, shell_page
+from console.photo_upload import PhotoUploadLimits
 from console.security import CSRF_HEADER, current_session
 from console.sources import ConsoleSources
 from console.units_page import age_text, known_units, utc_text
 from console.users import Role
+from console.watchlist_build_job import WatchlistBuilder
+from console.watchlist_build_page import BuildPage
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from secure.memory_wipe import wipe_buffer
@@ -247,8 +252,10 @@ class WatchlistPage:
     def __init__(self, sources: ConsoleSources, clock: Callable[[], float]) -> None:
         self._sources = sources
         self._clock = clock
-        self._actions = asyncio.Lock()  # the console's watchlist actions, one at a time
+        self.actions = asyncio.Lock()  # the console's watchlist actions, one at a time
         self._subjects: SubjectList | None = None  # the latest version's ids only
+        self.build: BuildPage | None = None
+        """The build section (``routes`` sets it when the van has a builder)."""
 
     # -- reading --------------------------------------------------------------------------
 
@@ -309,11 +316,14 @@ class WatchlistPage:
         sections.append(self._units_html(units, now))
         if deployment is not None:
             sections.append(self._push_html(request, enrolled))
+            if self.build is not None:
+                sections.append(await self.build.section_html(request))
         sections.append(self._purge_html(enrolled))
         if deployment is not None:
             sections.append(self._subjects_html(request, subjects, problem))
-        return shell_page(request, "Watchlist", "".join(sections),
-                          scripts=("/static/watchlist.js",))
+        scripts = ("/static/watchlist.js",) + (
+            ("/static/watchlist_build.js",) if self.build is not None else ())
+        return shell_page(request, "Watchlist", "".join(sections), scripts=scripts)
 
     def _deployment_html(self, request: web.Request, now: float) -> str:
         deployment = self._sources.board.deployment
@@ -441,7 +451,7 @@ class WatchlistPage:
     async def _acting(self) -> None:
         try:
             async with asyncio.timeout(ACTION_QUEUE_WAIT_S):
-                await self._actions.acquire()
+                await self.actions.acquire()
         except TimeoutError:
             raise web.HTTPServiceUnavailable(text="another watchlist action is still running; "
                                                   "try again\n",
@@ -486,7 +496,7 @@ class WatchlistPage:
             return _problem(request, "Deployment not started", str(exc),
                             409 if isinstance(exc, DeploymentError) else 400)
         finally:
-            self._actions.release()
+            self.actions.release()
         log.info("console: %s started deployment %s (threshold %.3f)", printable(account),
                  printable(deployment.id), deployment.threshold)
         return _done(request, "Deployment started",
@@ -527,7 +537,7 @@ class WatchlistPage:
             return _problem(request, "Deployment not ended", str(exc),
                             409 if isinstance(exc, DeploymentError) else 400)
         finally:
-            self._actions.release()
+            self.actions.release()
         self._subjects = None
         log.info("console: %s ended deployment %s", printable(account), printable(ended.id))
         return _done(request, "Deployment ended",
@@ -573,7 +583,7 @@ class WatchlistPage:
         try:
             await self._sources.board.purge(units, operator=f"console {account}")
         finally:
-            self._actions.release()
+            self.actions.release()
         named = ", ".join(units) if units else "every unit"
         log.info("console: %s ordered a watchlist purge of %s", printable(account),
                  printable(named))
@@ -617,17 +627,18 @@ class WatchlistPage:
         except UserInputError as exc:
             return _push_answer(409 if isinstance(exc, DeploymentError) else 400, str(exc))
         finally:
-            self._actions.release()
+            self.actions.release()
             wipe_buffer(signed)
         named = ", ".join(result.units) if result.units else "every unit"
         log.info("console: %s pushed watchlist version %d of deployment %s (%d subjects) to %s",
                  printable(account), result.version, printable(result.deployment_id),
                  result.subjects, printable(named))
+        photos = "" if self.build is None else await self.build.after_push(result, account)
         return web.json_response({
             "ok": True, "version": result.version, "subjects": result.subjects,
             "message": f"Version {result.version} of deployment {result.deployment_id} "
-                       f"({result.subjects:,} subjects) pushed to {named}. Reload the page to "
-                       "follow the units taking it."})
+                       f"({result.subjects:,} subjects) pushed to {named}.{photos} Reload the "
+                       "page to follow the units taking it."})
 
     async def _push_units(self, upload: _Upload) -> tuple[str, ...]:
         if upload.target == "all":
@@ -663,13 +674,18 @@ def _done(request: web.Request, title: str, text: str) -> web.Response:
         '<p><a href="/watchlist">Back to the watchlist</a></p>'))
 
 
-def routes(sources: ConsoleSources, *,
-           clock: Callable[[], float] = time.time) -> list[PageRoute]:
+def routes(sources: ConsoleSources, *, clock: Callable[[], float] = time.time,
+           builder: WatchlistBuilder | None = None,
+           limits: PhotoUploadLimits | None = None) -> list[PageRoute]:
     """The Watchlist page's routes, every one for supervisors only; ``clock`` gives the van's
-    time (s since the epoch)."""
+    time (s since the epoch). With a ``builder``, the build section's routes too, its uploads
+    bounded by ``limits`` (default ``PhotoUploadLimits()``)."""
     page = WatchlistPage(sources, clock)
     supervisor = Role.SUPERVISOR
-    return [
+    if builder is not None:
+        page.build = BuildPage(sources, builder, page.actions,
+                               limits=limits or PhotoUploadLimits(), clock=clock)
+    return [*(page.build.routes() if page.build is not None else ()),
         PageRoute("GET", "/watchlist", page.page, role=supervisor),
         PageRoute("POST", "/watchlist/deployment", page.start, role=supervisor),
         PageRoute("POST", "/watchlist/push", page.push, role=supervisor,
