@@ -134,7 +134,8 @@ def add_provision_command(commands: argparse._SubParsersAction[argparse.Argument
     provision.add_argument("--van-tls-fingerprint", required=True, metavar="HEX",
                            help="sha256 of the van's TLS certificate, 64 hex digits with or "
                                 "without colons: lfr van tls-init prints it ('TLS sha256 ...'), "
-                                "and so does lfr van when it starts ('signaling on ...')")
+                                "and so does lfr van when it starts ('listening on "
+                                "https://... (TLS sha256 ...)')")
     provision.add_argument("--out", required=True, metavar="DIR",
                            help="folder for unit.toml, van.keys and authority.keys "
                                 "(/etc/lfr-edge on a unit; created when missing)")
