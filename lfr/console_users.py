@@ -9,6 +9,11 @@ scripts: one line, its line ending removed). A running van sees a new or disable
 its next lookup (a disabled account's sessions end within ``SessionConfig.account_recheck_s``).
 A refusal is a ``UserInputError`` naming what is wrong (exit 2).
 
+The van's audit trail records every change (``console_account``: ``console.account_trail``):
+the running van within seconds, since the trail has one writer and it is the van; a van that
+is stopped records every account, as it then is, when it starts. ``add`` and ``disable`` say
+so.
+
 The parser is built without importing ``console``; each command imports it when it runs (the
 ``lfr`` command line's convention: ``lfr --help`` stays fast).
 """
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
 # ruff: noqa: PLC0415 - the console package is imported when a command runs, see the docstring
 
 _CONFIG_HELP = "the van's config file (van.toml; docs/DELIVERY.md \"Configuration\")"
+_TRAIL_NOTE = ("the van's audit trail records it (a running van within seconds, a stopped one "
+               "when it starts)")
 _STDIN_LIMIT = 1024 + 3  # characters read from stdin: the longest password, \r\n, one more
 
 
@@ -101,7 +108,7 @@ def add_user(config_path: Path, name: str, role: str, *, password_stdin: bool) -
     finally:
         store.close()
     print(f"added {account.role.value} {printable(account.name)} to the console of van "
-          f"{printable(config.van_id)} ({printable(store.path)})")
+          f"{printable(config.van_id)} ({printable(store.path)}); {_TRAIL_NOTE}")
     return ExitCode.OK
 
 
@@ -169,7 +176,7 @@ def disable_user(config_path: Path, name: str) -> int:
         return ExitCode.OK
     print(f"disabled account {printable(account.name)}: it can no longer sign in to the "
           f"console of van {printable(config.van_id)}, and a running van ends its sessions "
-          f"within {SessionConfig().account_recheck_s:g} s")
+          f"within {SessionConfig().account_recheck_s:g} s; {_TRAIL_NOTE}")
     return ExitCode.OK
 
 

@@ -21,7 +21,12 @@ actor system named by the van's id:
 - ``UnitLinks`` (``actors.van.unit_links``): one link per connected unit;
 - signaling over HTTPS on ``signaling.host:port`` (``actors.van.signaling``), which hands each
   accepted unit to the links. An address that cannot be bound ends the node with exit 2 naming
-  it.
+  it;
+- the console (``console/``, loopback only) with its ``WatchlistBuilder`` (one build from
+  uploaded photos at a time; stopped with the console) and the authority's signing key when
+  ``van.toml`` names one (``[authority] signing_key``: checked when the config is read); sign-ins
+  and sign-outs go to the trail, and the console's accounts are followed into it
+  (``console.account_trail``).
 
 Stdout: ``van <id> listening on https://HOST:PORT (TLS sha256 AB:CD:...)`` once offers are
 accepted, then ``unit <id> connected`` / ``unit <id> dropped: <reason>`` per link, one line per
@@ -75,17 +80,19 @@ from audit.kinds import AuditKind
 from audit.log import AuditLog
 from audit.refusals import RefusalRecorder
 from audit.writer import WRITER_MAILBOX, AuditCounts, AuditSink, AuditWriter
+from console.account_trail import follow_accounts
 from console.alert_feed import AlertFeed
 from console.app import ConsoleConfig, build_console_app
 from console.sources import ConsoleSources
 from console.users import UserStore
 from console.van_pages import van_pages
+from console.watchlist_build_job import WatchlistBuilder
 from guards.exit_codes import ExitCode
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.alert_printer import LineOutput, stdout_output
 from lfr.config.toml_table import config_sha256
-from lfr.config.van import VanConfig, load_van_config
+from lfr.config.van import VanConfig, load_van_config, read_authority_signing_key
 from lfr.van_control import serve_control
 from runtime.actor import Actor
 from runtime.daemon_thread import DaemonThread
@@ -193,6 +200,9 @@ class VanParts:
     """The van's audit trail (open: close it when the node ends)."""
     authority: NodePublicKeys
     """The watchlist authority's public keys: the only signer of watchlists pushed."""
+    authority_signing: NodeKeys | None
+    """The authority's private keys when ``van.toml`` names them (the console signs with
+    them), else None."""
     users: UserStore
     """The console's accounts (open: close it when the node ends)."""
     reviews: ReviewStore
@@ -230,6 +240,8 @@ def open_van(config: VanConfig) -> VanParts:
     if config.authority_public_keys is None:
         raise UserInputError(f"{printable(config.file)}: [authority] public_keys is required")
     authority = read_public_keys(config.authority_public_keys, NodeRole.AUTHORITY)
+    authority_signing = (None if config.authority_signing_key is None
+                         else read_authority_signing_key(config.authority_signing_key, authority))
     store = EventStore.open(config.event_store)
     opened: list[EventStore | DeploymentStore | AuditLog | UserStore | ReviewStore] = [store]
     try:
@@ -245,7 +257,7 @@ def open_van(config: VanConfig) -> VanParts:
             each.close()
         raise
     return VanParts(config, keys, keys.encryption, enrolment, store, deployments, audit,
-                    authority, users, reviews, ssl_context, fingerprint)
+                    authority, authority_signing, users, reviews, ssl_context, fingerprint)
 
 
 def close_van(parts: VanParts) -> None:
@@ -304,9 +316,14 @@ async def serve_van(system: ActorSystem, *, parts: VanParts, print_alerts: bool)
         started.push_async_callback(control.stop)
         sources = ConsoleSources(config.van_id, parts.store, parts.deployments, board, links,
                                  parts.enrolment, parts.encryption, audit, config.audit,
-                                 system.blocking, feed)
-        console = await _serve_console(parts, sources, lines)
+                                 system.blocking, feed, parts.authority_signing)
+        builder = WatchlistBuilder(system.blocking, audit)
+        started.push_async_callback(builder.stop)  # after the console closed (newest first)
+        console = await _serve_console(parts, sources, builder, lines)
         started.push_async_callback(console.cleanup)
+        accounts = asyncio.create_task(follow_accounts(parts.users, system.blocking, audit),
+                                       name="console accounts")
+        started.push_async_callback(_cancelled, accounts)
         service = SignalingService(parts.keys, enrolled_units(parts.enrolment), links.connected,
                                    signaling_config(config),
                                    on_refused=lambda reason, peer: refusals.refused(
@@ -406,13 +423,14 @@ def _unit_event(lines: Callable[[str], None], audit: AuditSink, event: UnitLinkE
         lines(event.line())
 
 
-async def _serve_console(parts: VanParts, sources: ConsoleSources,
+async def _serve_console(parts: VanParts, sources: ConsoleSources, builder: WatchlistBuilder,
                          lines: Callable[[str], None]) -> web.AppRunner:
     """Serve the operator console on ``console.host:port`` (loopback only: ``van.toml``);
     exit 2 naming the address when it cannot be bound."""
     config = parts.config
     app = build_console_app(parts.users, ConsoleConfig(van_id=config.van_id),
-                            pages=van_pages(sources, parts.reviews))
+                            pages=van_pages(sources, parts.reviews, builder),
+                            audit=sources.audit)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = config.console.host, config.console.port

@@ -1,15 +1,27 @@
-"""``van.toml``: the van's id, state folder, key and TLS files, and where it listens."""
+"""``van.toml``: the van's id, state folder, key and TLS files, where it listens, and the
+watchlist authority's keys.
+
+``[authority] signing_key`` is optional: when a van is also where the authority signs (a small
+force's single laptop), the console's Watchlist page signs the lists it builds with it
+(docs/CONSOLE.md). It is checked when the config is read, so a van never starts with a key it
+cannot use: the authority's private key file (``guards.files.read_private_file``: a regular
+file of this user, not a link, 0600 or stricter), of role authority, whose public half is the
+configured ``public_keys`` (same id, same signing key id). A key that fails any of these ends
+the van with exit 2 naming ``authority.signing_key``."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from guards.log_text import printable
 from lfr.config.ice_servers import IceServer, read_ice_servers
 from lfr.config.toml_table import ConfigTable, read_toml
+
+if TYPE_CHECKING:
+    from secure.node_keys import NodeKeys, NodePublicKeys
 
 EVENT_STORE_FILE: Final = "events.sqlite"
 """The van's event store, in its state folder beside the enrolment file."""
@@ -78,6 +90,11 @@ class VanConfig:
     authority_public_keys: Path | None = None
     """``authority.public_keys``: the watchlist authority's ``public.keys``; the van refuses a
     push signed by any other key. Required (None only for configs made in tests)."""
+    authority_signing_key: Path | None = None
+    """``authority.signing_key``: optional; the authority's private ``signing.key`` when the
+    authority signs on this van (module docstring). Checked when read: role authority, 0600,
+    the private half of ``authority_public_keys``. None: the console offers the built list
+    for signing elsewhere (``lfr watchlist sign``)."""
 
     @property
     def event_store(self) -> Path:
@@ -121,6 +138,27 @@ def _max_units(table: ConfigTable) -> int:
     return max_units
 
 
+def read_authority_signing_key(path: Path, public: NodePublicKeys) -> NodeKeys:
+    """The authority's private keys from ``path``, which must be of role authority and the
+    private half of ``public`` (the configured ``public_keys``); ``KeyFileError`` (a
+    ``UserInputError``) naming what is wrong, the file's mode and owner included."""
+    from secure.key_files import KeyFileError, read_node_keys  # noqa: PLC0415
+    from secure.node_keys import NodeRole  # noqa: PLC0415
+
+    keys = read_node_keys(path)
+    if keys.role is not NodeRole.AUTHORITY:
+        raise KeyFileError(f"{printable(path)}: the signing key of {keys.role.value} "
+                           f"{printable(keys.node_id)}, not of an authority")
+    if (keys.node_id != public.node_id
+            or keys.signing.verify_key.key_id != public.verify_key.key_id):
+        raise KeyFileError(f"{printable(path)}: the key of authority "
+                           f"{printable(keys.node_id)} ({keys.signing.verify_key.key_id.hex()})"
+                           f", not of the configured authority {printable(public.node_id)} "
+                           f"({public.verify_key.key_id.hex()}): lists it signs would be "
+                           "refused")
+    return keys
+
+
 def load_van_config(path: Path | str) -> VanConfig:
     """The van's config from ``path``; ``NodeConfigError`` naming the file and key."""
     from secure.key_files import read_public_keys  # noqa: PLC0415 - keeps lfr --help light
@@ -136,14 +174,20 @@ def load_van_config(path: Path | str) -> VanConfig:
     tls = top.table("tls", ("certificate", "key"))
     signaling = top.table("signaling", ("host", "port", "max_units"), required=False)
     console = top.table("console", ("host", "port"), required=False)
-    authority = top.table("authority", ("public_keys",))
+    authority = top.table("authority", ("public_keys", "signing_key"))
     authority_keys = authority.path("public_keys", kind="file")
-    authority.check("public_keys", lambda: read_public_keys(authority_keys, NodeRole.AUTHORITY))
+    public = authority.check("public_keys",
+                             lambda: read_public_keys(authority_keys, NodeRole.AUTHORITY))
+    signing_key = (authority.path("signing_key", kind="file")
+                   if "signing_key" in authority.data else None)
+    if signing_key is not None:
+        authority.check("signing_key", lambda: read_authority_signing_key(signing_key, public))
     config = VanConfig(file, van_id, state_dir, keys.path("signing", kind="file"),
                        keys.path("encryption", kind="file"),
                        tls.path("certificate", kind="file"), tls.path("key", kind="file"),
                        _listen(signaling, DEFAULT_SIGNALING), _listen(console, DEFAULT_CONSOLE),
-                       _max_units(signaling), read_ice_servers(top), authority_keys)
+                       _max_units(signaling), read_ice_servers(top), authority_keys,
+                       signing_key)
     if not ipaddress.ip_address(config.console.host).is_loopback:
         raise top.error("console.host", "the console listens on loopback only (127.0.0.1 or "
                         "::1): it shows face crops and is served without TLS; use an SSH "
