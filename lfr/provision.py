@@ -22,7 +22,8 @@ Guarantees:
   Bad input is a ``UserInputError`` naming the flag or file (exit 2).
 - An existing identity (``signing.key``, ``public.keys`` or ``unit.toml``) is never replaced
   without ``--force``; the refusal names the file. With ``--force`` each file is replaced by a
-  rename, so there is never a moment without one.
+  rename, so there is never a moment without one; the outbox and audit trail stay, so they must
+  be the same unit id's (another id is refused, naming the file).
 - ``unit.toml`` is written to a temporary file in ``--out``, fsynced, loaded back with
   ``load_unit_config`` exactly as ``lfr edge`` will read it, and only then renamed into place:
   a half-written or invalid config never remains. If that check fails, the keys this run made
@@ -278,6 +279,8 @@ def provision(request: ProvisionRequest) -> int:
         raise ProvisionError(f"{printable(existing[0])} already exists: this machine has an "
                              "identity already; give --force to replace it (the van must then "
                              "revoke the unit and enrol its new keys)")
+    if existing:
+        _check_history(request)
     _make_folder(state, 0o700)
     _make_folder(out, 0o755)
     keys = NodeKeys.generate(NodeRole.UNIT, request.unit_id)
@@ -293,6 +296,27 @@ def provision(request: ProvisionRequest) -> int:
         raise
     _report(request, keys, paths, config, replaced=existing)
     return ExitCode.OK
+
+
+def _check_history(request: ProvisionRequest) -> None:
+    """Replacing an identity keeps the state folder's outbox and audit trail: they must be the
+    same unit's (a trail names its unit, and ``lfr edge`` refuses another unit's)."""
+    from secure.key_files import PUBLIC_KEYS_FILE, read_public_keys
+
+    state = request.state_dir
+    history = [p for p in (state / AUDIT_FILE, state / OUTBOX_FILE) if os.path.lexists(p)]
+    if not history:
+        return
+    try:
+        previous: str | None = read_public_keys(state / PUBLIC_KEYS_FILE).node_id
+    except UserInputError:
+        previous = None
+    if previous != request.unit_id:
+        owner = f"unit {printable(previous)}" if previous else "an earlier identity"
+        raise ProvisionError(f"{printable(history[0])} is the history of {owner}, and "
+                             f"--force keeps it; unit {printable(request.unit_id)} needs a "
+                             "state folder of its own: move the outbox and the audit trail "
+                             "away first (check the trail with lfr audit verify, and keep it)")
 
 
 def _make_folder(folder: Path, mode: int) -> None:
@@ -434,6 +458,9 @@ def _report(request: ProvisionRequest, keys: NodeKeys, paths: KeyFilePaths, conf
     if replaced:
         print(f"  replaced the identity that was here ({', '.join(printable(p) for p in replaced)}"
               f"): at the van, lfr van revoke-unit {shlex.quote(request.unit_id)} first")
+        if (request.state_dir / OUTBOX_FILE).exists():
+            print(f"  {printable(request.state_dir / OUTBOX_FILE)} is kept: what it still holds "
+                  "was signed by the old key, which the van refuses once it is revoked")
     print("enrolment record for the van:")
     print(f"  unit            {unit}")
     print(f"  signing key id  {key_id}")

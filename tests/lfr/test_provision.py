@@ -259,3 +259,21 @@ def test_a_unit_provisioned_as_root_keeps_its_folder_private_whatever_the_umask(
     assert code == ExitCode.OK, err
     assert stat.S_IMODE((setup.state / "signing.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((setup.etc / "unit.toml").stat().st_mode) == 0o644
+
+
+def test_force_with_another_unit_id_is_refused_while_the_old_units_history_is_there(
+        setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, setup.args())
+    assert code == ExitCode.OK, err
+    (setup.state / "audit.log").write_text("")  # what lfr edge leaves: unit-7's trail
+    before = (setup.state / "signing.key").read_bytes()
+    code, _, err = _run(capsys, setup.args("--force", unit_id="unit-8"))
+    assert code == ExitCode.BAD_INPUT
+    assert f"{setup.state / 'audit.log'} is the history of unit unit-7" in err
+    assert "unit unit-8 needs a state folder of its own" in err
+    assert (setup.state / "signing.key").read_bytes() == before
+    (setup.state / "outbox.sqlite").write_text("")
+    code, out, err = _run(capsys, setup.args("--force"))  # the same unit again: its history
+    assert code == ExitCode.OK, err
+    assert (setup.state / "audit.log").exists()
+    assert "was signed by the old key, which the van refuses once it is revoked" in out
