@@ -60,7 +60,8 @@ from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.face_quality import QualityConfig
 from models.image_io import load_rgb
-from models.model_file import DATA_DIR
+from models.interpreter import EdgeTpuUnavailable, InterpreterBackendUnavailable
+from models.model_file import DATA_DIR, ModelIntegrityError
 from runtime.actor import Actor
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.node import run
@@ -128,6 +129,11 @@ class SelfTestConfig:
 
 class ItemFailed(Exception):
     """An item's check failed; the text says why (printable already)."""
+
+
+_FOUND: Final = (ItemFailed, UserInputError, ModelIntegrityError, EdgeTpuUnavailable,
+                 InterpreterBackendUnavailable)
+"""What a check finds wrong with the unit, each with a text that says what and where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +208,13 @@ def _attempt(emit: Callable[[ItemResult], None], item: str,
     runs then), emit its line; its value when it passed, else None."""
     try:
         detail, value = check()
-    except (ItemFailed, UserInputError) as exc:
+    except _FOUND as exc:
         emit(ItemResult(item, Outcome.FAIL, printable(exc, max_chars=1000)))
         return None
-    except Exception as exc:  # each item is a boundary: an item that breaks in a
-        # way nobody foresaw (a model the interpreter refuses, a library error) is that item's
-        # FAIL, and the items after it still run. The traceback goes to the log for the bug.
-        log.debug("self-test %s: %s", item, type(exc).__name__, exc_info=exc)
+    except Exception as exc:  # each item is a boundary: an item that breaks in a way nobody
+        # foresaw (a model the interpreter refuses, a library error) is that item's FAIL, and
+        # the items after it still run. The traceback goes to the log: it may be our bug.
+        log.warning("self-test %s: %s", item, type(exc).__name__, exc_info=exc)
         emit(ItemResult(item, Outcome.FAIL, f"{type(exc).__name__}: "
                                             f"{printable(exc, max_chars=1000)}"))
         return None
@@ -226,10 +232,10 @@ async def _outcome_value(check: Awaitable[T]) -> tuple[T | None, str]:
     """``(value, "")`` or ``(None, why)``; like ``_attempt`` without emitting."""
     try:
         return await check, ""
-    except (ItemFailed, UserInputError) as exc:
+    except _FOUND as exc:
         return None, printable(exc, max_chars=1000)
     except Exception as exc:  # the same boundary as in _attempt
-        log.debug("self-test: %s", type(exc).__name__, exc_info=exc)
+        log.warning("self-test: %s", type(exc).__name__, exc_info=exc)
         return None, f"{type(exc).__name__}: {printable(exc, max_chars=1000)}"
 
 

@@ -172,6 +172,7 @@ def test_a_model_whose_sha256_differs_fails_the_models_and_skips_recognition(
     code, lines = _self_test(capsys, unit_toml)
     assert code == ExitCode.SELF_TEST_FAILED
     assert _only_failures(lines) == {"models": "FAIL", "recognition": "skipped"}
+    assert lines["models"][1].startswith("model file ")
     assert "expected 0000000000000000" in lines["models"][1]
     assert "refusing to load it" in lines["models"][1]
     assert lines["recognition"][1] == "because the models did not load"
