@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class BuildRequest:
 
 def build_release(request: BuildRequest) -> ReleaseManifest:
     """Build, sign and write the bundle ``request`` describes; returns its manifest."""
+    _check_out(request.out)  # before minutes of work, not after
     keys = _release_key(request.key_file)
     source = _checked_source(request.source)
     _say(f"release {request.version} for {request.arch.value}: signing with release key "
@@ -144,6 +146,15 @@ def build_release(request: BuildRequest) -> ReleaseManifest:
 
 def _say(line: str) -> None:
     print(f"release build: {line}", flush=True)
+
+
+def _check_out(out: Path) -> None:
+    if os.path.lexists(out):
+        raise BuildError(f"--out {printable(out)} already exists; a bundle is never "
+                         "overwritten")
+    if not out.parent.is_dir():
+        raise BuildError(f"--out {printable(out)}: folder {printable(out.parent)} does not "
+                         "exist")
 
 
 def _release_key(path: Path) -> NodeKeys:
