@@ -160,11 +160,13 @@ class BuildPage:
         highest = await self._highest_version(result.deployment_id)
         if self._sources.authority_signing is not None:
             authority = self._sources.authority_signing.node_id
+            above = (f"The version must be above {highest}, the highest pushed in this "
+                     "deployment." if highest else "No version has been pushed in this "
+                     "deployment yet.")
             return (
                 "<h3>Sign it</h3>"
                 f"<p>The key of watchlist authority {html.escape(authority)} is on this van. "
-                f"The version must be above {highest}, the highest pushed in this deployment."
-                "</p>"
+                f"{above}</p>"
                 '<form id="sign-form" method="post" action="/watchlist/build/sign">'
                 f"{csrf_field(request)}"
                 '<label for="sign-version">Version</label>'

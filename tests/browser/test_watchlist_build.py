@@ -5,7 +5,8 @@
 the upload and the build move the page's progress bar to its end, the result lists the
 subjects, the supervisor signs version 1 and pushes it, and the page then shows version 1 with
 the subjects' reference photos. The page has no script error, CSP refusal or unlabelled
-control, and the van's trail holds each step with the supervisor's name."""
+control, and the van's trail holds each step with the supervisor's name. A screenshot of the
+build's result is saved as ``test-artifacts/console-watchlist-build.png``."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def van_with_authority_key(root: Path) -> Iterator[RunningSystem]:
 
 
 def test_a_supervisor_builds_signs_and_pushes_a_watchlist_from_a_folder(
-        browser: Browser, tmp_path: Path) -> None:
+        browser: Browser, tmp_path: Path, artifacts: Path) -> None:
     with van_with_authority_key(tmp_path) as system:
         page = signed_in_page(browser, system, SUPERVISOR)
         problems = page_problems(page)
@@ -81,6 +82,7 @@ def test_a_supervisor_builds_signs_and_pushes_a_watchlist_from_a_folder(
         expect(page.get_by_role("cell", name="1", exact=True).first).to_be_visible()
         assert accessibility_problems(page) == []
 
+        page.screenshot(path=artifacts / "console-watchlist-build.png", full_page=True)
         expect(page.get_by_label("Version")).to_have_value("1")
         page.get_by_label("Valid until").fill("2099-01-01T00:00:00Z")
         page.get_by_role("button", name="Sign the watchlist").click()
