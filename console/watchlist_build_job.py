@@ -20,11 +20,13 @@ Guarantees:
   the builder; ``stop`` cancels and awaits it.
 - **Progress is real**: ``progress()`` reports the photos done out of the photos uploaded,
   counted as each call returns.
-- **Face data**: the uploaded photos are wiped as soon as the build ends (done, failed or
-  cancelled); each decoded image, aligned face, per-photo embedding and descriptor is
-  overwritten once used. What remains, in memory only, is the result (``BuiltWatchlist``: the
-  watchlist, its reference JPEGs and, once signed, the signed file) until it is pushed,
-  discarded, replaced by a new build, or the van stops; ``BuiltWatchlist.wipe`` overwrites it.
+- **Face data**: each uploaded photo is wiped once enrolled, and every one as soon as the
+  build ends (done, failed or cancelled); each decoded image, aligned face, per-photo
+  embedding and descriptor is overwritten once used (the encoded copy the decoder reads is a
+  transient ``bytes`` object, freed at once). What remains, in memory only, is the result
+  (``BuiltWatchlist``: the watchlist, its reference JPEGs and, once signed, the signed file)
+  until it is pushed, discarded, replaced by a new build, or the van stops (or its deployment
+  is no longer active: the page wipes it); ``BuiltWatchlist.wipe`` overwrites it.
 - **Audited**: a finished build is recorded as ``watchlist_built`` (deployment, subjects,
   photos used and skipped, payload sha256, operator), a failed one as ``input_refused``
   (source ``photo_folder``, the reason, operator); never a photo or an embedding.

@@ -59,12 +59,11 @@ from console.app import PageRoute, csrf_field, shell_page
 from console.photo_upload import PhotoUploadLimits, UploadRefused, read_photo_upload
 from console.security import CSRF_HEADER, current_session
 from console.sources import ConsoleSources
-from console.units_page import utc_text
 from console.users import Role
 from console.watchlist_build_job import BuilderBusy, BuildState, BuiltWatchlist, WatchlistBuilder
 from guards.log_text import printable
 from guards.user_input import UserInputError
-from lfr.watchlist_sign import TIME_EXAMPLE, parse_time
+from lfr.watchlist_sign import TIME_EXAMPLE, parse_time, utc
 from secure.memory_wipe import wipe_buffer
 
 log = logging.getLogger("lfr.console")
@@ -107,8 +106,20 @@ class BuildPage:
 
     # -- the section ----------------------------------------------------------------------
 
+    def drop_stale(self) -> None:
+        """Wipe a built list whose deployment is no longer the active one (it ended, here or
+        by ``lfr van deployment end``): it can never be pushed. Housekeeping, not an action
+        of anyone's: logged, not audited."""
+        result = self._builder.result
+        deployment = self._sources.board.deployment
+        if result is not None and (deployment is None or deployment.id != result.deployment_id):
+            self._builder.discard()
+            log.info("console: the watchlist built for deployment %s was wiped: the "
+                     "deployment is no longer active", printable(result.deployment_id))
+
     async def section_html(self, request: web.Request) -> str:
         """The section shown on /watchlist while a deployment is active."""
+        self.drop_stale()
         progress = self._builder.progress()
         limits = self._limits
         form = (
@@ -139,13 +150,8 @@ class BuildPage:
             '<p id="build-progress-text" role="status" aria-live="polite">'
             f"{html.escape(text)}</p></div>")
         result = self._builder.result
-        deployment = self._sources.board.deployment
-        if result is None or deployment is None:
+        if result is None:
             return form + bar
-        if result.deployment_id != deployment.id:
-            return (form + bar + f"<p>The watchlist built for deployment "
-                    f"{html.escape(result.deployment_id)} cannot be used in this one.</p>"
-                    + _discard_form(request))
         return form + bar + _result_html(result) + await self._next_step_html(request, result)
 
     async def _next_step_html(self, request: web.Request, result: BuiltWatchlist) -> str:
@@ -259,15 +265,12 @@ class BuildPage:
     def _usable_result(self, request: web.Request,
                        title: str) -> BuiltWatchlist | web.Response:
         """The built list, if it belongs to the active deployment; else a problem page."""
+        self.drop_stale()
         result = self._builder.result
-        deployment = self._sources.board.deployment
         if result is None:
             return _problem(request, title, "No built watchlist is waiting: upload a folder "
-                                            "of photos first.", 409)
-        if deployment is None or deployment.id != result.deployment_id:
-            return _problem(request, title, f"The watchlist was built for deployment "
-                                            f"{result.deployment_id}, which is not the active "
-                                            "one.", 409)
+                                            "of photos first (a list built for a deployment "
+                                            "that ended is wiped).", 409)
         return result
 
     async def sign(self, request: web.Request) -> web.StreamResponse:
@@ -308,8 +311,8 @@ class BuildPage:
         self._sources.audit.record(
             AuditKind.WATCHLIST_SIGNED, deployment=result.deployment_id, version=version,
             subjects=len(result.used), model=manifest.model_id,
-            payload_sha256=manifest.payload_sha256.hex(), not_before=utc_text(
-                manifest.not_before), not_after=utc_text(manifest.not_after),
+            payload_sha256=manifest.payload_sha256.hex(), not_before=utc(manifest.not_before),
+            not_after=utc(manifest.not_after),
             signer=manifest.authority_key_id.hex(), operator=account)
         log.info("console: %s signed watchlist version %d of deployment %s",
                  printable(account), version, printable(result.deployment_id))
@@ -360,9 +363,14 @@ class BuildPage:
         if (result is None or result.payload_sha256 != pushed.payload_sha256
                 or result.deployment_id != pushed.deployment_id):
             return ""
-        stored = await self._sources.board.add_photos(
-            pushed.deployment_id, sorted(result.photos.items()), operator=f"console {account}")
-        self._builder.discard()
+        try:
+            stored = await self._sources.board.add_photos(
+                pushed.deployment_id, sorted(result.photos.items()),
+                operator=f"console {account}")
+        except UserInputError as exc:  # the deployment ended meanwhile, a photo refused
+            return f" The reference photos built on the van were not stored: {exc}"
+        if self._builder.result is result:
+            self._builder.discard()
         return f" {stored:,} reference photos built on the van were stored with it."
 
     async def download(self, request: web.Request) -> web.StreamResponse:

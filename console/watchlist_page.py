@@ -310,6 +310,8 @@ class WatchlistPage:
                                              headers={"Retry-After": "5"}) from None
         board = self._sources.board
         deployment = board.deployment
+        if self.build is not None:
+            self.build.drop_stale()
         sections = [self._deployment_html(request, now)]
         if deployment is not None:
             sections.append(f"<h2>Signed watchlists</h2>{_facts_table(facts)}")

@@ -530,3 +530,21 @@ async def test_a_discarded_build_is_wiped_and_audited(tmp_path: Path) -> None:
                             AuditKind.WATCHLIST_DISCARDED)
     assert (discarded[0]["operator"], discarded[0]["signed_version"]) == ("sam", 0)
 
+
+
+async def test_a_list_built_for_a_deployment_that_ended_is_wiped(tmp_path: Path) -> None:
+    async with console_van(tmp_path, "unit-1") as van:
+        async with build_console(van, SUPERVISOR, signing=AUTHORITY) as (client, token,
+                                                                         builder):
+            await built(van, client, token)
+            result = builder.result
+            assert result is not None
+            await van.board.end_deployment()  # lfr van deployment end, beside the console
+            await van.board.start_deployment("dep-2", 0.6)
+            text = await post_form(client, "/watchlist/build/sign", token,
+                                   {"version": "1", "not_after": NOT_AFTER}, status=409)
+            assert "No built watchlist is waiting" in text
+            assert builder.result is None
+            assert not result.watchlist.embeddings.any()
+            assert "Built:" not in await page_text(client, "/watchlist")
+        assert van.board.wanted("unit-1") is None
