@@ -177,7 +177,9 @@ def test_the_bundle_holds_every_locked_wheel_the_models_and_the_unit_file(
         assert "x86_64" in name or name.endswith("-none-any.whl")
         assert _sha256((tmp_path / entry.path).read_bytes()) == entry.sha256
     assert manifest.project_wheel.startswith("wheels/lfr_edge-")
-    assert [entry.path for entry in manifest.files][-1] == SERVICE
+    firmware = [entry.path for entry in manifest.files if entry.path.startswith("firmware/")]
+    assert firmware == [SERVICE, *(f"firmware/{path.name}" for path in
+                                   sorted((first.source / "firmware").glob("*.conf")))]
     assert (tmp_path / SERVICE).read_bytes() == (first.source / SERVICE).read_bytes()
     # Each model is listed with the sha256 of the file the source holds and the wheel carries.
     models = {Path(entry.path).name: entry for entry in manifest.models}

@@ -1,0 +1,419 @@
+"""``lfr update apply``: the real x86_64 bundle (test_release_bundle.py) installed into a
+temporary root and run from there; every refusal leaves the installed release as it was; a new
+release that fails its health check is rolled back, and the same release, healthy, is then
+committed.
+
+Service control here is ``CommandServiceControl`` (no systemd in the tests): the health
+command runs in the new ``current`` release."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from actors.van.tls_certificate import certificate_fingerprint, format_fingerprint
+from guards.exit_codes import ExitCode
+from lfr.release.bundle_manifest import MANIFEST_NAME, SIGNATURE_NAME, sign_manifest
+from lfr.release.commands import add_update_commands
+from lfr.release.installer import UpdateOutcome, UpdateRequest, _prune, apply_update
+from lfr.release.refusal import RefusalReason, UpdateRefused
+from lfr.release.release_layout import ReleaseLayout
+from lfr.release.service_control import CommandServiceControl
+from secure.key_files import KeyFileError, write_node_keys
+from secure.node_keys import NodeKeys, NodeRole
+from tests.firmware.test_release_bundle import BuiltRelease, built_release, second_release
+from tests.lfr.test_node_config import make_van
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLIP = REPO_ROOT / "demo" / "short_hamilton_clip.mp4"
+HEALTHY = CommandServiceControl(health=("bin/lfr", "--help"))
+DEADLINE_S = 300.0  # generous: the machine is shared; nothing here asserts speed
+
+
+@pytest.fixture(scope="session")
+def first(tmp_path_factory: pytest.TempPathFactory) -> BuiltRelease:
+    return built_release(tmp_path_factory)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A temporary root with release 0.1.0 installed."""
+
+    root: Path
+    layout: ReleaseLayout
+    install_s: float
+
+
+def _new_root(path: Path, release: BuiltRelease) -> Path:
+    (path / "etc" / "lfr-edge").mkdir(parents=True)
+    (path / "etc" / "lfr-edge" / "release.keys").write_bytes(release.public_keys.read_bytes())
+    return path
+
+
+def _apply(root: Path, bundle: Path, control: CommandServiceControl = HEALTHY,
+           keys: Path | None = None) -> UpdateOutcome:
+    return apply_update(UpdateRequest(bundle=bundle, root=root, release_keys=keys,
+                                      health_deadline_s=DEADLINE_S), control)
+
+
+@pytest.fixture(scope="module")
+def unit(first: BuiltRelease, tmp_path_factory: pytest.TempPathFactory) -> Unit:
+    root = _new_root(tmp_path_factory.mktemp("unit-root"), first)
+    started = time.monotonic()
+    outcome = _apply(root, first.bundle)
+    assert outcome == UpdateOutcome(Version("0.1.0"), None, healthy=True)
+    return Unit(root, ReleaseLayout(root), time.monotonic() - started)
+
+
+def _state(layout: ReleaseLayout) -> dict[str, object]:
+    """What an update may change: the link, the highest version, every name under the base."""
+    return {"current": os.readlink(layout.current) if layout.current.is_symlink() else None,
+            "highest": layout.highest_file.read_text() if layout.highest_file.exists()
+            else None,
+            "base": sorted(path.name for path in layout.base.iterdir()),
+            "releases": sorted(path.name for path in layout.releases.iterdir())}
+
+
+def _run(argv: list[str], cwd: Path, timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+                          env=environment, check=False)
+
+
+# -- installing and running the installed copy -------------------------------------------------
+
+
+def test_the_bundle_installs_as_a_venv_that_runs_by_itself(unit: Unit, first: BuiltRelease,
+                                                            tmp_path: Path) -> None:
+    print(f"install of {first.bundle.stat().st_size} bytes: {unit.install_s:.1f} s")
+    layout = unit.layout
+    release = layout.release_dir(Version("0.1.0"))
+    assert os.readlink(layout.current) == "releases/0.1.0"
+    assert layout.highest_file.read_text() == "0.1.0\n"
+    assert (release / MANIFEST_NAME).read_bytes() == json.dumps(
+        json.loads((release / MANIFEST_NAME).read_bytes()), indent=1, sort_keys=True
+    ).encode() + b"\n"
+    assert (release / "firmware" / "lfr-edge.service").is_file()
+    assert oct(release.stat().st_mode & 0o777) == "0o755"
+    # The installed interpreter imports the installed code, not this checkout's.
+    where = _run([str(release / "bin" / "python"), "-c",
+                  "import lfr, models, cv2, ai_edge_litert, dlib; print(lfr.__file__)"],
+                 cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.strip().startswith(str(release.resolve() / "lib"))
+    shown = _run([str(layout.current / "bin" / "lfr"), "--help"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "edge" in shown.stdout
+
+
+def test_the_installed_copy_provisions_a_unit_and_runs_its_self_test(unit: Unit,
+                                                                    tmp_path: Path) -> None:
+    """The installed ``lfr`` provisions a unit into ROOT/etc and ROOT/var, and its self-test
+    passes every item that needs no van (there is none here: the van item fails, so exit 1)."""
+    lfr = str(unit.layout.release_dir(Version("0.1.0")) / "bin" / "lfr")
+    van = tmp_path / "van"
+    van.mkdir()
+    make_van(van)
+    pin = format_fingerprint(certificate_fingerprint(van / "tls" / "tls.crt"))
+    etc, state = unit.root / "etc" / "lfr-edge", unit.root / "var" / "lib" / "lfr-edge"
+    state.parent.mkdir(parents=True)  # /var/lib exists on a unit
+    provisioned = _run([lfr, "provision", "--unit-id", "unit-7", "--van", "https://127.0.0.1:9",
+                        "--van-pubkeys", str(van / "keys" / "public.keys"),
+                        "--authority-pubkeys", str(van / "authority" / "public.keys"),
+                        "--van-tls-fingerprint", pin, "--out", str(etc),
+                        "--state-dir", str(state), "--camera", f"door={CLIP}"], cwd=tmp_path)
+    assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+    checked = _run([lfr, "edge", "--self-test", "--config", str(etc / "unit.toml")],
+                   cwd=tmp_path)
+    print(checked.stdout)
+    lines = dict(re.findall(r"^self-test (\S+): (pass|FAIL|skipped)\b", checked.stdout,
+                            flags=re.MULTILINE))
+    for item in ("config", "keys", "models", "recognition", "camera:door"):
+        assert lines[item] == "pass", (item, checked.stdout, checked.stderr)
+    assert lines["van"] == "FAIL"
+    assert checked.returncode == ExitCode.VERIFICATION_FAILED
+
+
+# -- refusals: the installed release stays ---------------------------------------------------
+
+Document = dict[str, object]
+Members = list[tuple[str, object]]
+
+
+def _rewrite(release: BuiltRelease, out: Path, *, edit: Callable[[Document], None] | None = None,
+             sign_with: NodeKeys | None = None, claim: NodeKeys | None = None,
+             members: Callable[[Members, Callable[[str], bytes]], Members] | None = None
+             ) -> Path:
+    """A copy of ``release``'s bundle with its manifest edited and signed again (by the release
+    key unless ``sign_with``; naming ``claim``'s key when given) and its members changed."""
+    with tarfile.open(release.bundle) as source:
+        document = json.loads(source.extractfile(MANIFEST_NAME).read())  # type: ignore[union-attr]
+        if edit is not None:
+            edit(document)
+        signer = sign_with or release.keys
+        named = claim or signer
+        document["signer_id"] = named.node_id
+        document["signer_key_id"] = named.signing.key_id.hex()
+        manifest = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+        listed: Members = [(MANIFEST_NAME, manifest),
+                           (SIGNATURE_NAME, sign_manifest(manifest, signer))]
+        listed += [(info.name, info) for info in source.getmembers()
+                   if info.name not in {MANIFEST_NAME, SIGNATURE_NAME}]
+        if members is not None:
+            listed = members(listed, lambda name: source.extractfile(name).read())  # type: ignore[union-attr]
+        with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as archive:
+            for name, item in listed:
+                if isinstance(item, tarfile.TarInfo) and item.name == name and item.isfile():
+                    archive.addfile(item, source.extractfile(item))
+                elif isinstance(item, tarfile.TarInfo):  # a special member as it is
+                    archive.addfile(item)
+                else:
+                    assert isinstance(item, bytes)
+                    info = tarfile.TarInfo(name)
+                    info.size = len(item)
+                    archive.addfile(info, _Reader(item))
+    return out
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.offset = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.data) if size < 0 else self.offset + size
+        chunk, self.offset = self.data[self.offset:end], min(end, len(self.data))
+        return chunk
+
+
+def _header_only(members: Members, _: Callable[[str], bytes]) -> Members:
+    """Only the manifest and its signature: these refusals come before any file is read."""
+    return members[:2]
+
+
+def _version(version: str) -> Callable[[Document], None]:
+    return lambda document: document.update(version=version)
+
+
+def _replace_member(name: str, change: Callable[[bytes], bytes]
+                    ) -> Callable[[Members, Callable[[str], bytes]], Members]:
+    def edit(members: Members, read: Callable[[str], bytes]) -> Members:
+        return [(n, change(read(name))) if n == name else (n, item) for n, item in members]
+    return edit
+
+
+def _flip_middle(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+
+
+def _symlink(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    return info
+
+
+NEWER = _version("9.0.0")
+OTHER_KEY = NodeKeys.generate(NodeRole.RELEASE, "release-rogue")
+SERVICE = "firmware/lfr-edge.service"
+
+REFUSALS: dict[str, tuple[Callable[[BuiltRelease, Path], Path], RefusalReason, str]] = {
+    "one file tampered (the project wheel, one bit)": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, members=_replace_member(
+            r.manifest.project_wheel, _flip_middle)),
+        RefusalReason.FILE_CORRUPT, (r"file wheels/lfr_edge-.* has sha256 .* the signed "
+                                    r"manifest says .* \(altered or damaged\)")),
+    "signed by another release key": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, sign_with=OTHER_KEY,
+                                members=_header_only),
+        RefusalReason.OTHER_KEY, ("bundle signed by release-rogue with key .*; this unit "
+                                 "trusts release key release-test")),
+    "claims the trusted key, signed by another": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, sign_with=OTHER_KEY, claim=r.keys,
+                                members=_header_only),
+        RefusalReason.SIGNATURE, "signature invalid: neither half verifies"),
+    "lower version": (
+        lambda r, out: _rewrite(r, out, edit=_version("0.0.9"), members=_header_only),
+        RefusalReason.ROLLBACK, ("bundle version 0.0.9 is not newer than the installed "
+                                "release, 0.1.0")),
+    "equal version (the installed bundle again)": (
+        lambda r, out: r.bundle,
+        RefusalReason.ROLLBACK, ("bundle version 0.1.0 is not newer than the installed "
+                                "release, 0.1.0")),
+    "another architecture": (
+        lambda r, out: _rewrite(r, out, edit=lambda d: d.update(version="9.0.0",
+                                                                arch="aarch64"),
+                                members=_header_only),
+        RefusalReason.OTHER_ARCH, "bundle is for aarch64, this unit is x86_64"),
+    "another Python": (
+        lambda r, out: _rewrite(r, out, edit=lambda d: d.update(version="9.0.0",
+                                                                python_tag="cp312"),
+                                members=_header_only),
+        RefusalReason.OTHER_ARCH, "bundle is for Python cp312, this unit's interpreter"),
+    "a traversal name": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, members=lambda m, _: [
+            *m[:2], ("../../etc/cron.d/lfr", b"* * * * * root sh -c evil\n"), *m[2:]]),
+        RefusalReason.MALFORMED, r"member name '\.\./\.\./etc/cron\.d/lfr' is not allowed"),
+    "a symbolic link": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, members=lambda m, _: [
+            (n, _symlink(n)) if n == SERVICE else (n, i) for n, i in m]),
+        RefusalReason.MALFORMED, "member firmware/lfr-edge.service is not a regular file"),
+    "an oversized manifest": (
+        lambda r, out: _rewrite(r, out, members=lambda m, _: [
+            (MANIFEST_NAME, b" " * (1024 * 1024 + 1)), *m[1:2]]),
+        RefusalReason.OVERSIZE, ("bundle member release.json has 1048577 bytes, over its "
+                                "limit of 1048576")),
+    "a file longer than signed": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, members=_replace_member(
+            SERVICE, lambda data: data + b"ExecStartPre=/bin/sh -c evil\n")),
+        RefusalReason.FILE_CORRUPT, (r"file firmware/lfr-edge.service has \d+ bytes, the "
+                                    r"signed manifest says \d+")),
+    "a file missing": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, members=lambda m, _: m[:-1]),
+        RefusalReason.FILE_CORRUPT, (r"file firmware/\S+ is missing \(the bundle ends before "
+                                    r"it\)")),
+    "an extra member": (
+        lambda r, out: _rewrite(r, out, edit=NEWER, members=lambda m, _: [
+            *m, ("firmware/extra.conf", b"[Service]\n")]),
+        RefusalReason.FILE_CORRUPT, "member firmware/extra.conf follows the last file"),
+    "not a bundle": (
+        lambda r, out: (out.write_bytes(b"MZ" * 4096), out)[1],
+        RefusalReason.MALFORMED, "not a valid release bundle: header checksum"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_bad_bundle_is_refused_and_the_installed_release_stays(
+        case: str, unit: Unit, first: BuiltRelease, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    make, reason, expected = REFUSALS[case]
+    bundle = make(first, tmp_path / "bundle.lfr")
+    before = _state(unit.layout)
+    with pytest.raises(UpdateRefused, match=expected) as refused:
+        _apply(unit.root, bundle)
+    assert refused.value.reason is reason
+    assert _state(unit.layout) == before
+    assert "current:" not in capsys.readouterr().out  # never switched
+
+
+def test_the_highest_version_ever_committed_stays_refused_after_an_uninstall(
+        first: BuiltRelease, tmp_path: Path) -> None:
+    """Removing every release (and current) does not reopen an old version."""
+    root = _new_root(tmp_path, first)
+    layout = ReleaseLayout(root)
+    layout.base.mkdir(parents=True)
+    layout.highest_file.write_text("0.1.0\n")
+    with pytest.raises(UpdateRefused, match=r"not newer than the highest release ever "
+                                            r"installed here, 0\.1\.0") as refused:
+        _apply(root, first.bundle)
+    assert refused.value.reason is RefusalReason.ROLLBACK
+    assert not layout.current.exists()
+
+
+def test_only_the_trusted_release_key_file_is_taken(first: BuiltRelease, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with pytest.raises(KeyFileError, match=r"release\.keys: no such file"):
+        _apply(root, first.bundle)
+    authority = write_node_keys(NodeKeys.generate(NodeRole.AUTHORITY, "auth-1"), tmp_path / "a")
+    with pytest.raises(KeyFileError, match="authority"):
+        _apply(root, first.bundle, keys=authority.public)
+    assert not root.exists()
+
+
+def test_a_second_update_at_the_same_time_is_refused(unit: Unit, first: BuiltRelease) -> None:
+    before = _state(unit.layout)
+    fd = os.open(unit.layout.lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UpdateRefused, match="another update is running") as refused:
+            _apply(unit.root, first.bundle)
+    finally:
+        os.close(fd)
+    assert refused.value.reason is RefusalReason.BUSY
+    assert _state(unit.layout) == before
+
+
+def test_what_an_interrupted_update_left_is_removed(unit: Unit, first: BuiltRelease,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    layout = unit.layout
+    before = _state(layout)
+    (layout.releases / ".staging-9.0.0-abc").mkdir()
+    (layout.releases / "9.0.0").symlink_to(".staging-9.0.0-abc")
+    (layout.base / ".incoming-xyz").mkdir()
+    with pytest.raises(UpdateRefused):
+        _apply(unit.root, first.bundle)  # refused (same version), after the clean-up
+    out = capsys.readouterr().out
+    for name in (".incoming-xyz", "releases/.staging-9.0.0-abc", "releases/9.0.0"):
+        assert f"removed {name}, left by an interrupted update" in out
+    assert _state(layout) == before
+
+
+def test_at_most_two_previous_releases_are_kept(tmp_path: Path) -> None:
+    layout = ReleaseLayout(tmp_path)
+    for version in ("0.1.0", "0.2.0", "0.10.0", "0.3.0", "1.0.0"):
+        (layout.release_dir(Version(version))).mkdir(parents=True)
+        (layout.release_dir(Version(version)) / MANIFEST_NAME).write_text("{}")
+    _prune(layout, Version("0.3.0"))  # the current one need not be the newest
+    assert [str(v) for v in layout.installed_releases()] == ["0.3.0", "0.10.0", "1.0.0"]
+
+
+# -- a failed health check is rolled back ------------------------------------------------------
+
+
+@pytest.fixture
+def cli() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lfr")
+    add_update_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_a_release_failing_its_health_check_is_rolled_back_then_a_healthy_retry_commits(
+        unit: Unit, first: BuiltRelease, tmp_path_factory: pytest.TempPathFactory,
+        tmp_path: Path, cli: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]) -> None:
+    """0.2.0 fails its health check: ``current`` goes back to 0.1.0, the node is restarted
+    there, 0.2.0 is removed and not remembered (so the same bundle may be tried again); tried
+    again with a passing check, 0.2.0 is committed and 0.1.0 kept as the previous release."""
+    second = second_release(tmp_path_factory)
+    layout = unit.layout
+    before = _state(layout)
+    restarts = tmp_path / "restarts.log"
+    args = cli.parse_args([
+        "update", "apply", str(second.bundle), "--root", str(unit.root),
+        "--health-deadline", str(DEADLINE_S),
+        "--restart-command", f"sh -c 'pwd -P >> {restarts}'",
+        "--health-command", "bin/python -c 'raise SystemExit(3)'"])
+    assert args.func(args) == ExitCode.VERIFICATION_FAILED
+    out = capsys.readouterr().out
+    assert "release 0.2.0 is NOT healthy: health command exited 3" in out
+    assert "rolled back: current: 0.2.0 -> 0.1.0" in out
+    assert "previous release 0.1.0 after the restart: NOT healthy" in out  # same failing check
+    assert _state(layout) == before  # current, highest-version and releases as they were
+    base = layout.releases.resolve()
+    assert restarts.read_text().split() == [str(base / "0.2.0"), str(base / "0.1.0")]
+
+    started = time.monotonic()
+    outcome = _apply(unit.root, second.bundle)
+    print(f"second install: {time.monotonic() - started:.1f} s")
+    assert outcome == UpdateOutcome(Version("0.2.0"), Version("0.1.0"), healthy=True)
+    assert os.readlink(layout.current) == "releases/0.2.0"
+    assert layout.highest_file.read_text() == "0.2.0\n"
+    assert [str(v) for v in layout.installed_releases()] == ["0.1.0", "0.2.0"]
+    ran = subprocess.run([str(layout.current / "bin" / "lfr"), "--help"], capture_output=True,
+                         timeout=300, check=False, cwd=tmp_path)
+    assert ran.returncode == 0
+    # Now 0.1.0 is refused even though it is still installed.
+    with pytest.raises(UpdateRefused, match=r"0\.1\.0 is not newer than the installed "
+                                            r"release, 0\.2\.0"):
+        _apply(unit.root, first.bundle)
