@@ -43,6 +43,13 @@ The node ends:
 - on SIGINT/SIGTERM (130/143) with the summary so far; live cameras run until then;
 - when the root supervisor gives up: exit 70.
 
+Under systemd (``firmware/lfr-edge.service``) the node notifies its service manager through
+``lfr.service_watchdog``: ``WATCHDOG=1`` while the root supervisor has not given up and the
+event loop turns (from the start, the models' warm-up included), ``READY=1`` once the tree has
+started (when every camera is a file: once the standing actors are up and the cameras wait for
+the van's watchlist), ``STATUS=`` with the line ``service_status`` makes, ``STOPPING=1`` when it
+ends. Without ``$NOTIFY_SOCKET`` nothing is sent.
+
 Privacy: frames, faces and embeddings stay in this process; what leaves is sealed by the
 uplink (alerts with their crop, health counts). ``--print-alerts`` shows each sealed alert's
 fields and its crop's size and sha256, never the crop.
@@ -55,7 +62,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -94,6 +101,7 @@ from lfr.command_output import OutputFailed, say
 from lfr.config.toml_table import NodeConfigError, config_sha256
 from lfr.config.unit import UnitConfig, load_unit_config
 from lfr.scan import spawn_camera_stages, warm_up_models
+from lfr.service_watchdog import ServiceWatchdog
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.second_opinion_model import DLIB_RESNET_V1
@@ -255,22 +263,33 @@ class Dialer(LinkSource, Protocol):
 async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
                      print_alerts: bool, dialer: Dialer | None = None,
                      out: LineOutput | None = None, audit: AuditLog | None = None,
-                     gate: WatchlistGate | None = None) -> int:
+                     gate: WatchlistGate | None = None,
+                     service_environ: Mapping[str, str] | None = None) -> int:
     """The body of ``lfr edge`` on a running system: returns the exit code. ``dialer`` and
     ``out`` replace the ``VanDialer`` and stdout, ``gate`` the unit's empty gate (tests: one
-    holding a watchlist, as if the van had given it); ``audit``: the unit's trail."""
+    holding a watchlist, as if the van had given it); ``audit``: the unit's trail;
+    ``service_environ``: where ``$NOTIFY_SOCKET`` and ``$WATCHDOG_USEC`` are read (default
+    ``os.environ``)."""
     started = time.monotonic()
     say(describe(unit))
     if dialer is None:
         dialer = VanDialer(system, unit.keys, signaling_config(unit.config, unit.van), Codec())
     van_dialer: Dialer = dialer
+    gate = gate or WatchlistGate()
+    held_by = gate
     node: EdgeNode | None = None
+    service = ServiceWatchdog.from_environment(
+        system, lambda: service_status(held_by, node, van_dialer,
+                                       waiting=service.statistics.ready),
+        service_environ)
+    service.start()  # pings from the start: warming the models up takes a while on a unit
     try:
         await warm_up_models(system, unit.detector, unit.embedder)
         printed_to = (out or stdout_output()) if print_alerts else None
         van_dialer.start()  # before the tree: file cameras start once the van's list is held
         node = await start_edge(system, unit, outbox, van_dialer, print_to=printed_to,
-                                audit=audit, gate=gate)
+                                audit=audit, gate=gate, standing=service.ready)
+        service.ready()
         failure = await wait_for_end(system, unit, outbox, node)
     except AlertOutputFailed as exc:
         return _finish(summarise(unit, node, started, failure=str(exc)),
@@ -279,6 +298,7 @@ async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
         _finish(summarise(unit, node, started, failure="stopped"), ExitCode.OK)
         raise
     finally:
+        await service.stop()  # STOPPING=1 first: systemd knows the node is on its way out
         await van_dialer.stop()
         if node is not None:  # the node ends: its watchlist is overwritten, not just freed
             held = node.gate.clear()
@@ -287,6 +307,18 @@ async def serve_edge(system: ActorSystem, *, unit: EdgeUnit, outbox: Outbox,
     left = await system.blocking.run(outbox.statistics)
     summary = summarise(unit, node, started, failure=failure, alerts_left=left.alerts)
     return _finish(summary, ExitCode.OK if failure is None else ExitCode.BAD_INPUT)
+
+
+def service_status(gate: WatchlistGate, node: EdgeNode | None, links: LinkSource, *,
+                   waiting: bool) -> str:
+    """The node's state in a few words, for systemd's ``STATUS=`` (no face data, ids only).
+    ``waiting``: the tree is up but ``node`` is not yet (file cameras wait for a watchlist)."""
+    if node is None:
+        return "ready: the cameras wait for the van's watchlist" if waiting else "starting"
+    watchlist = f"watchlist version {gate.version}" if gate.scanning else "no watchlist"
+    van = "van linked" if links.current() is not None else "van not linked"
+    return (f"running: {_count(len(node.cameras), 'camera')}, {watchlist}, {van}, "
+            f"{_count(node.uplink.alerts_sealed, 'alert')} sealed")
 
 
 @dataclass(slots=True)
@@ -316,10 +348,13 @@ async def start_edge(system: ActorSystem, unit: EdgeUnit, outbox: Outbox, links:
                      health: HealthReporterConfig | None = None,
                      audit: AuditLog | None = None,
                      keeper: KeeperConfig | None = None,
-                     gate: WatchlistGate | None = None) -> EdgeNode:
+                     gate: WatchlistGate | None = None,
+                     standing: Callable[[], None] | None = None) -> EdgeNode:
     """Spawn the unit's tree under ``system``'s root (see the module docstring) and start the
     cameras. ``print_to``: print each sealed alert there (``--print-alerts``); ``gate``: the
-    watchlist gate to use (default: a new, empty one)."""
+    watchlist gate to use (default: a new, empty one); ``standing``: called when every camera
+    is a file, once the actors before the cameras are up and the cameras wait for the van's
+    watchlist (``lfr edge`` tells systemd it is ready then)."""
     config = unit.config
     cameras = unit.camera_configs()
     node = EdgeNode(tuple(CameraTally(camera.camera_id) for camera in cameras),
@@ -359,6 +394,8 @@ async def start_edge(system: ActorSystem, unit: EdgeUnit, outbox: Outbox, links:
     if unit.all_files:
         # A file scanned without a watchlist would be read to its end for nothing: files wait
         # for the van's watchlist; live cameras run and their detectors drop every frame.
+        if standing is not None:
+            standing()
         await _watchlist_arrives(gate)
     for camera, tally in zip(cameras, node.cameras, strict=True):
         name = camera.camera_id
