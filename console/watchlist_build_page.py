@@ -29,10 +29,10 @@ for it:
 
 Every action is audited with the supervisor's name: the build (``watchlist_built`` or
 ``input_refused``), an upload refused (``input_refused``, source ``photo_upload``), signing
-(``watchlist_signed``), the download (``watchlist_exported``), discarding
-(``watchlist_discarded``); the push by the board (``reference_photos_stored``,
-``watchlist_pushed`` or ``watchlist_refused``). Actions that change the board share the
-Watchlist page's lock (one console action at a time).
+(``watchlist_signed``), the download (``watchlist_exported``), discarding a built list or
+replacing it by a new upload (``watchlist_discarded``); the push by the board
+(``reference_photos_stored``, ``watchlist_pushed`` or ``watchlist_refused``). Actions that
+change the board share the Watchlist page's lock (one console action at a time).
 """
 
 from __future__ import annotations
@@ -224,10 +224,13 @@ class BuildPage:
         deployment = self._sources.board.deployment
         if deployment is None:
             return _answer(409, "No deployment is active: start one first.")
+        replaced = self._builder.result
         try:
-            self._builder.reserve(account, deployment.id)
+            self._builder.reserve(account, deployment.id)  # wipes a finished build
         except BuilderBusy as exc:
             return _answer(409, str(exc))
+        if replaced is not None:
+            self._record_discarded(replaced, account)
         try:
             async with asyncio.timeout(UPLOAD_WAIT_S):
                 upload = await read_photo_upload(request, self._limits)
@@ -394,12 +397,15 @@ class BuildPage:
         account = current_session(request).account
         result = self._builder.result
         if result is not None:
-            self._sources.audit.record(
-                AuditKind.WATCHLIST_DISCARDED, deployment=result.deployment_id,
-                subjects=len(result.used), payload_sha256=result.payload_sha256,
-                signed_version=result.signed_version, operator=account)
+            self._record_discarded(result, account)
         self._builder.discard()
         raise web.HTTPSeeOther("/watchlist#build")
+
+    def _record_discarded(self, result: BuiltWatchlist, account: str) -> None:
+        self._sources.audit.record(
+            AuditKind.WATCHLIST_DISCARDED, deployment=result.deployment_id,
+            subjects=len(result.used), payload_sha256=result.payload_sha256,
+            signed_version=result.signed_version, operator=account)
 
     async def _acting(self) -> None:
         try:

@@ -29,6 +29,7 @@ from console import units_page, watchlist_page
 from console.photo_upload import PhotoUpload, PhotoUploadLimits, UploadedPhoto
 from console.watchlist_build_job import (
     BuildState,
+    BuiltWatchlist,
     PhotoModels,
     WatchlistBuilder,
     load_photo_models,
@@ -164,6 +165,11 @@ async def trail(van: ConsoleVan, wanted: AuditKind) -> list[dict[str, Any]]:
 
 def of_kind(records: list[dict[str, Any]], kind: AuditKind) -> list[dict[str, Any]]:
     return [record for record in records if record["kind"] is kind]
+
+
+def current(builder: WatchlistBuilder) -> BuiltWatchlist | None:
+    """The builder's finished build."""
+    return builder.result
 
 
 async def built(van: ConsoleVan, client: Client, token: str) -> dict[str, Any]:
@@ -514,22 +520,31 @@ async def test_without_the_key_the_list_is_downloaded_signed_elsewhere_and_pushe
 
 
 async def test_a_discarded_build_is_wiped_and_audited(tmp_path: Path) -> None:
-    async with console_van(tmp_path, "unit-1") as van:
-        async with build_console(van, SUPERVISOR) as (client, token, builder):
-            await built(van, client, token)
-            result = builder.result
-            assert result is not None
-            await post_form(client, "/watchlist/build/discard", token, status=303)
-            assert builder.result is None
-            assert not result.watchlist.embeddings.any()
-            assert result.photos == {}
-            assert (await progress(client))["state"] == "idle"
-            text = await post_form(client, "/watchlist/build/download", token, status=409)
-            assert "No built watchlist is waiting" in text
-        discarded = of_kind(await trail(van, AuditKind.WATCHLIST_DISCARDED),
-                            AuditKind.WATCHLIST_DISCARDED)
-    assert (discarded[0]["operator"], discarded[0]["signed_version"]) == ("sam", 0)
-
+    async with (console_van(tmp_path, "unit-1") as van,
+                build_console(van, SUPERVISOR) as (client, token, builder)):
+        await built(van, client, token)
+        result = builder.result
+        assert result is not None
+        await post_form(client, "/watchlist/build/discard", token, status=303)
+        assert builder.result is None
+        assert not result.watchlist.embeddings.any()
+        assert result.photos == {}
+        assert (await progress(client))["state"] == "idle"
+        text = await post_form(client, "/watchlist/build/download", token, status=409)
+        assert "No built watchlist is waiting" in text
+        # A new upload replaces a finished build: wiped and recorded the same way.
+        await upload(client, token, folder_files())
+        assert (await finished(client))["state"] == "built"
+        second = current(builder)  # (a call: mypy narrowed the attribute to None above)
+        assert second is not None
+        await upload(client, token, folder_files())
+        assert not second.watchlist.embeddings.any()
+        await finished(client)
+        records = await trail(van, AuditKind.WATCHLIST_DISCARDED)
+        async with asyncio.timeout(10.0):
+            while len(discarded := of_kind(records, AuditKind.WATCHLIST_DISCARDED)) < 2:
+                records = await trail(van, AuditKind.WATCHLIST_DISCARDED)
+    assert [(d["operator"], d["signed_version"]) for d in discarded] == [("sam", 0), ("sam", 0)]
 
 
 async def test_a_list_built_for_a_deployment_that_ended_is_wiped(tmp_path: Path) -> None:
