@@ -53,13 +53,16 @@ from lfr.release.release_layout import (
     ReleaseLayout,
     remove_tree,
 )
-from lfr.release.service_control import CommandResult, Health, ServiceControl, run_bounded
+from lfr.release.service_control import CommandResult, ServiceControl, run_bounded
 from lfr.release.target import running_arch, running_python_tag
 from secure.key_files import read_public_keys
 from secure.node_keys import NodeRole
 
 KEEP_PREVIOUS = 2
 """Releases kept besides the current one (the newest of the others); older ones are removed."""
+RELEASE_UMASK = 0o022
+"""Whatever root's umask: a release is readable by the service's own user, writable by root
+only."""
 TOOL_TIMEOUT_S = 900.0
 """Longest a venv or pip step may take (installing 40 wheels on an SD card takes minutes)."""
 
@@ -167,7 +170,10 @@ def _install(bundle: VerifiedBundle, layout: ReleaseLayout, python: str) -> None
         os.symlink(staging.name, final)
         _make_venv(staging, final, scratch, manifest, python)
         shutil.copytree(scratch / "firmware", staging / "firmware")
+        for path in (staging / "firmware", *(staging / "firmware").iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         (staging / MANIFEST_NAME).write_bytes(bundle.manifest_bytes)  # last: marks it whole
+        (staging / MANIFEST_NAME).chmod(0o644)
         final.unlink()
         staging.rename(final)
         say(f"installed release {version} into {printable(final)}")
@@ -227,12 +233,14 @@ def _tool(argv: tuple[str, ...], step: str) -> CommandResult:
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith("PIP_")}
     environment["PIP_CONFIG_FILE"] = os.devnull
-    result = run_bounded(argv, cwd=None, timeout_s=TOOL_TIMEOUT_S, env=environment)
+    result = run_bounded(argv, cwd=None, timeout_s=TOOL_TIMEOUT_S, env=environment,
+                         umask=RELEASE_UMASK)
     if result.returncode != 0:
         ended = ("did not finish in time" if result.returncode is None
                  else f"exit {result.returncode}")
         raise UpdateRefused(RefusalReason.INSTALL_FAILED,
-                            f"could not {step} ({ended}): {result.output}")
+                            f"could not {step} ({ended}): "
+                            f"{printable(result.output, max_chars=2000)}")
     return result
 
 
@@ -259,12 +267,13 @@ def _switch(layout: ReleaseLayout, version: Version, previous: Version | None,
     say(f"current: {previous or 'none'} -> {version}")
     try:
         health = control.restart_and_check(layout.current, deadline_s)
-    except BaseException:
-        _roll_back(layout, version, previous, None)
+    except BaseException:  # Ctrl-C or a failure while judging it: never left on an unproven one
+        say(f"release {version} was not judged healthy (interrupted)")
+        _roll_back(layout, version, previous, control, deadline_s)
         raise
     if not health.healthy:
         say(f"release {version} is NOT healthy: {health.detail}")
-        _roll_back(layout, version, previous, (control, deadline_s))
+        _roll_back(layout, version, previous, control, deadline_s)
         return UpdateOutcome(version, previous, healthy=False)
     say(f"release {version} is healthy: {health.detail}")
     layout.record_highest(version)
@@ -273,17 +282,20 @@ def _switch(layout: ReleaseLayout, version: Version, previous: Version | None,
 
 
 def _roll_back(layout: ReleaseLayout, failed: Version, previous: Version | None,
-               restart: tuple[ServiceControl, float] | None) -> None:
+               control: ServiceControl, deadline_s: float) -> None:
+    """Back to ``previous``: the link, then the node restarted there (so nothing runs from the
+    failed release any more), then the failed release removed; its version is not recorded,
+    so the same bundle may be tried again."""
     layout.switch_current(previous)
     say(f"rolled back: current: {failed} -> {previous or 'none'}")
-    remove_tree(layout.release_dir(failed))
-    say(f"removed the failed release {failed}")
-    if restart is None or previous is None:
-        return
-    control, deadline_s = restart
-    health: Health = control.restart_and_check(layout.current, deadline_s)
-    say(f"previous release {previous} after the restart: "
-        f"{'healthy' if health.healthy else 'NOT healthy'}: {health.detail}")
+    try:
+        if previous is not None:
+            health = control.restart_and_check(layout.current, deadline_s)
+            say(f"previous release {previous} after the restart: "
+                f"{'healthy' if health.healthy else 'NOT healthy'}: {health.detail}")
+    finally:
+        remove_tree(layout.release_dir(failed))
+        say(f"removed the failed release {failed}")
 
 
 def _prune(layout: ReleaseLayout, current: Version) -> None:

@@ -117,7 +117,10 @@ class ReleaseLayout:
         try:
             data = read_user_file(path, "installed release manifest", MAX_MANIFEST_BYTES)
         except UserFileError as exc:
-            raise _layout_error(f"release {version} is not whole: {exc}") from None
+            raise _layout_error(f"current points at release {version}, which is not whole "
+                                f"({exc}); if it was removed by hand, remove "
+                                f"{printable(self.current)} too (the highest version ever "
+                                "installed is still remembered)") from None
         if decode_manifest(data).parsed_version != version:
             raise _layout_error(f"{printable(path)} is not the manifest of release {version}")
         return data

@@ -66,21 +66,21 @@ class CommandResult:
     returncode: int | None
     """Its exit status; None when it was killed at the deadline."""
     output: str
-    """The tail of its stdout and stderr, printable."""
+    """The tail of its stdout and stderr as it wrote them (show it through ``printable``)."""
 
 
 def run_bounded(argv: tuple[str, ...], *, cwd: Path | None, timeout_s: float,
-                env: dict[str, str] | None = None) -> CommandResult:
-    """Run ``argv`` in its own process group (environment ``env``, default this process's);
-    kill the group at ``timeout_s``."""
+                env: dict[str, str] | None = None, umask: int = -1) -> CommandResult:
+    """Run ``argv`` in its own process group (environment ``env``, default this process's;
+    ``umask`` when not -1); kill the group at ``timeout_s``."""
     with tempfile.TemporaryFile() as output:
         try:
             process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,  # noqa: S603 - argv given by the operator or built here
                                        stdout=output, stderr=subprocess.STDOUT,
-                                       start_new_session=True, env=env)
+                                       start_new_session=True, env=env,
+                                       umask=umask)
         except OSError as exc:
-            return CommandResult(127, printable(f"cannot run {argv[0]}: "
-                                                f"{exc.strerror or exc}"))
+            return CommandResult(127, f"cannot run {argv[0]}: {exc.strerror or exc}")
         try:
             returncode: int | None = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -92,7 +92,7 @@ def run_bounded(argv: tuple[str, ...], *, cwd: Path | None, timeout_s: float,
         size = output.seek(0, os.SEEK_END)
         output.seek(max(0, size - MAX_OUTPUT_BYTES))
         tail = output.read(MAX_OUTPUT_BYTES).decode("utf-8", "replace").strip()
-    return CommandResult(returncode, printable(tail, max_chars=MAX_OUTPUT_BYTES))
+    return CommandResult(returncode, tail)
 
 
 def _healthy(detail: str) -> Health:
@@ -108,7 +108,8 @@ def _describe(result: CommandResult, timeout_s: float) -> str:
         ended = f"did not finish within {timeout_s:g} s (killed)"
     else:
         ended = f"exited {result.returncode}"
-    return ended + (f": {result.output}" if result.output else "")
+    shown = printable(result.output, max_chars=MAX_OUTPUT_BYTES)
+    return ended + (f": {shown}" if shown else "")
 
 
 @dataclass(frozen=True, slots=True)

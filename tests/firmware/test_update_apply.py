@@ -30,7 +30,7 @@ from lfr.release.commands import add_update_commands
 from lfr.release.installer import UpdateOutcome, UpdateRequest, _prune, apply_update
 from lfr.release.refusal import RefusalReason, UpdateRefused
 from lfr.release.release_layout import ReleaseLayout
-from lfr.release.service_control import CommandServiceControl
+from lfr.release.service_control import CommandServiceControl, SystemdServiceControl
 from secure.key_files import KeyFileError, write_node_keys
 from secure.node_keys import NodeKeys, NodeRole
 from tests.firmware.test_release_bundle import BuiltRelease, built_release, second_release
@@ -417,3 +417,63 @@ def test_a_release_failing_its_health_check_is_rolled_back_then_a_healthy_retry_
     with pytest.raises(UpdateRefused, match=r"0\.1\.0 is not newer than the installed "
                                             r"release, 0\.2\.0"):
         _apply(unit.root, first.bundle)
+
+
+# -- systemd service control (systemctl stood in for by a script: no systemd runs here) --------
+
+
+def _fake_systemctl(folder: Path, *, restart_exit: int, states: list[str]) -> Path:
+    """A ``systemctl`` that logs its arguments, exits ``restart_exit`` on ``restart`` and
+    answers each ``show`` with the next of ``states`` (the last one repeated)."""
+    for index, state in enumerate(states):
+        (folder / f"state-{index}").write_text(state)
+    script = folder / "systemctl"
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {folder}/calls
+if [ "$1" = restart ]; then echo "Job for $2 failed." >&2; exit {restart_exit}; fi
+n=$(cat {folder}/n 2>/dev/null || echo 0)
+if [ -e {folder}/state-$n ]; then cat {folder}/state-$n; echo $((n + 1)) > {folder}/n
+else cat {folder}/state-{len(states) - 1}; fi
+""")
+    script.chmod(0o755)
+    return script
+
+
+def _show(active: str, restarts: int, kind: str = "notify") -> str:
+    return (f"Type={kind}\nActiveState={active}\nSubState=running\nResult=success\n"
+            f"NRestarts={restarts}\n")
+
+
+@pytest.mark.parametrize(("restart_exit", "states", "healthy", "expected"), [
+    (0, [_show("active", 2)], True,
+     "lfr-edge.service active (READY=1 received), no restart in 0.3 s"),
+    (0, [_show("active", 2, kind="simple")], True, "Type=simple, no readiness notification"),
+    (1, [_show("active", 0)], False,
+     "systemctl restart lfr-edge.service exited 1: Job for lfr-edge.service failed."),
+    (0, [_show("failed", 0)], False, "lfr-edge.service is failed/running"),
+    (0, [_show("active", 0), _show("active", 0), _show("active", 1)], False,
+     "did not stay up: active/running (result success), NRestarts 0 -> 1"),
+    (0, [_show("active", 0), _show("activating", 0)], False, "did not stay up: activating"),
+])
+def test_systemd_health_is_active_after_the_restart_and_no_restart_while_settling(
+        tmp_path: Path, restart_exit: int, states: list[str], healthy: bool,
+        expected: str) -> None:
+    fake = _fake_systemctl(tmp_path, restart_exit=restart_exit, states=states)
+    control = SystemdServiceControl(systemctl=str(fake), settle_s=0.3, poll_s=0.05)
+    health = control.restart_and_check(tmp_path, deadline_s=60.0)
+    assert health.healthy is healthy
+    assert expected in health.detail
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "restart lfr-edge.service"
+
+
+def test_a_health_command_that_outlives_the_deadline_is_killed_with_its_children(
+        tmp_path: Path) -> None:
+    marker = tmp_path / "late"
+    control = CommandServiceControl(health=(
+        "sh", "-c", f"(sleep 3; touch {marker}) & sleep 60"))
+    health = control.restart_and_check(tmp_path, deadline_s=0.5)
+    assert not health.healthy
+    assert "did not finish within" in health.detail
+    time.sleep(4)
+    assert not marker.exists()  # the background child died with the group
