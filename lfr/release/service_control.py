@@ -5,8 +5,10 @@ deadline_s)`` restarts the node from the release ``current`` points at and retur
 ``Health`` (healthy or not, and why) within about ``deadline_s`` plus a settle period. Two
 implementations:
 
-- ``SystemdServiceControl``: ``systemctl restart lfr-edge.service``, which for a
-  ``Type=notify`` unit returns only once the node sent READY=1 (or failed); then healthy means
+- ``SystemdServiceControl``: ``systemctl reset-failed`` (a crashing release may have hit
+  the start limit, which would refuse the rollback's restart), then ``systemctl restart
+  lfr-edge.service``, which for a ``Type=notify`` unit returns only once the node sent
+  READY=1 (or failed); then healthy means
   ``ActiveState=active`` and ``NRestarts`` unchanged over ``settle_s`` (a node that crashes
   just after READY is restarted by ``Restart=always`` and is caught there).
 - ``CommandServiceControl``: for tests and units without systemd: an optional restart command,
@@ -176,6 +178,10 @@ class SystemdServiceControl:
         """``systemctl restart`` within ``deadline_s``, then active and not restarted for
         ``settle_s``."""
         require_positive("deadline_s", deadline_s)
+        # A release that kept crashing may have hit the unit's start limit; a rollback's
+        # restart must not be refused for it. Its outcome does not matter (nothing to reset).
+        run_bounded((self.systemctl, "reset-failed", self.unit), cwd=None,
+                    timeout_s=SYSTEMCTL_TIMEOUT_S)
         result = run_bounded((self.systemctl, "restart", self.unit), cwd=None,
                              timeout_s=deadline_s)
         if result.returncode != 0:
