@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,8 +24,9 @@ from lfr.service_watchdog import ServiceWatchdog, WatchdogConfig
 from runtime import Actor, ActorSystem, SupervisorConfig, SystemConfig
 from runtime.service_notify import ServiceNotifier, socket_address
 from secure.node_keys import NodeKeys
+from tests.lfr.cli_process import ENV, LFR
 from tests.lfr.conftest import CLIP
-from tests.lfr.test_edge_node import NoVan, unit_config
+from tests.lfr.test_edge_node import NoVan, nobody_listening, unit_config
 from tests.lfr.test_edge_node import van as van  # noqa: PLC0414 - the fixture, re-exported
 
 WAIT_S = 60.0
@@ -146,6 +149,38 @@ async def test_a_node_of_files_is_ready_while_its_cameras_wait_for_the_watchlist
         await asyncio.gather(serving, return_exceptions=True)
         outbox.close()
     assert manager.waiting()[-1] == ["STOPPING=1", "STATUS=stopping"]
+
+
+def test_lfr_edge_as_systemd_starts_it_notifies_and_says_stopping_on_sigterm(
+        tmp_path: Path, van: NodeKeys) -> None:
+    # The command as the unit file runs it: its own process (uvloop, signals, run_edge), the
+    # environment systemd gives a Type=notify service with WatchdogSec=2s, the real dialer
+    # (no van listens) and a camera that never ends.
+    camera = {"id": "gate", "source": str(CLIP), "paced": True, "loop": True}
+    config = unit_config(tmp_path, [camera], van_url=nobody_listening())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.settimeout(WAIT_S)
+        env = {**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+        proc = subprocess.Popen([*LFR, "edge", "--config", str(config)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            seen: list[Message] = []
+            while not seen or "READY=1" not in seen[-1]:
+                seen.append(sock.recv(65536).decode().split("\n"))
+            assert status_of(seen[-1]) == ("running: 1 camera, no watchlist, van not linked, "
+                                           "0 alerts sealed")
+            assert sock.recv(65536).decode().split("\n")[0] == "WATCHDOG=1"
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=WAIT_S)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 143, stderr[-2000:]
+        rest: list[Message] = []
+        while "STOPPING=1" not in (rest[-1] if rest else []):
+            rest.append(sock.recv(65536).decode().split("\n"))
+        assert rest[-1] == ["STOPPING=1", "STATUS=stopping"]
 
 
 # -- a root supervisor that gives up, a stuck loop -----------------------------------------
