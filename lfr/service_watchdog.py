@@ -52,6 +52,9 @@ STATUS_INTERVAL_S: Final = 5.0
 """How often the status is looked at when systemd expects no pings (no ``WatchdogSec=``)."""
 STOP_WAIT_S: Final = 5.0
 """How long ``stop`` waits for the cancelled task (it only ever sleeps, so at once)."""
+TICK_RANGE_S: Final = (0.05, 3600.0)
+"""The tick is kept in this range whatever ``$WATCHDOG_USEC`` says: a WatchdogSec of a few
+milliseconds must not make the node spin, nor a huge one overflow the loop's timer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +79,13 @@ class WatchdogConfig:
 
     @classmethod
     def for_timeout(cls, timeout: WatchdogTimeout | None) -> WatchdogConfig:
-        """Pings every ``timeout``/2 and a stall limit of ``timeout``/4; or, with no watchdog,
-        a status look every ``STATUS_INTERVAL_S``."""
+        """Pings every ``timeout``/2 (within ``TICK_RANGE_S``) and a stall limit of half
+        that; or, with no watchdog, a status look every ``STATUS_INTERVAL_S``."""
         if timeout is None:
             return cls(STATUS_INTERVAL_S, pings=False, stall_limit_s=STATUS_INTERVAL_S / 2)
-        return cls(timeout.ping_interval_s, pings=True,
-                   stall_limit_s=timeout.ping_interval_s / 2)
+        low, high = TICK_RANGE_S
+        tick_s = min(max(timeout.ping_interval_s, low), high)
+        return cls(tick_s, pings=True, stall_limit_s=tick_s / 2)
 
 
 @dataclass(slots=True)

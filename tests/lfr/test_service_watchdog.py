@@ -22,7 +22,7 @@ from actors.unit.outbox import Outbox
 from lfr.edge_node import EDGE_ROOT, load_edge_unit, serve_edge
 from lfr.service_watchdog import ServiceWatchdog, WatchdogConfig
 from runtime import Actor, ActorSystem, SupervisorConfig, SystemConfig
-from runtime.service_notify import ServiceNotifier, socket_address
+from runtime.service_notify import ServiceNotifier, socket_address, watchdog_timeout
 from secure.node_keys import NodeKeys
 from tests.lfr.cli_process import ENV, LFR
 from tests.lfr.conftest import CLIP
@@ -357,3 +357,12 @@ async def test_a_failing_status_line_does_not_stop_the_pings(manager: Manager) -
         await manager.until(has("WATCHDOG=1"))
         await watchdog.stop()
     assert any(status_of(message) == "running" for message in first)
+
+
+@pytest.mark.parametrize(("usec", "tick_s"), [
+    ("30000000", 15.0), ("1", 0.05), ("99999999999999999999", 3600.0)])
+def test_the_tick_is_half_the_watchdog_timeout_within_bounds(usec: str, tick_s: float) -> None:
+    config = WatchdogConfig.for_timeout(watchdog_timeout({"WATCHDOG_USEC": usec}))
+    assert config.pings
+    assert config.tick_s == tick_s
+    assert config.stall_limit_s == tick_s / 2
