@@ -53,9 +53,8 @@ class VerifiedBundle:
     """A bundle whose manifest is signed by the trusted key; its files are not unpacked yet."""
 
     def __init__(self, reader: BundleTarReader, manifest: ReleaseManifest,
-                 manifest_bytes: bytes, source: str) -> None:
+                 manifest_bytes: bytes) -> None:
         self._reader = reader
-        self._source = source
         self._unpacked = False
         self.manifest = manifest
         """The verified manifest."""
@@ -119,16 +118,16 @@ def open_bundle(path: Path, trusted: NodePublicKeys) -> Iterator[VerifiedBundle]
             raise UpdateRefused(RefusalReason.OVERSIZE,
                                 f"release bundle {printable(path)} has {size} bytes, over the "
                                 f"limit of {MAX_READ_BYTES}")
-        yield _verify_header(stream, trusted, printable(path))
+        yield _verify_header(stream, trusted)
 
 
-def _verify_header(stream: BinaryIO, trusted: NodePublicKeys, source: str) -> VerifiedBundle:
+def _verify_header(stream: BinaryIO, trusted: NodePublicKeys) -> VerifiedBundle:
     reader = BundleTarReader(stream, max_bytes=MAX_READ_BYTES)
     manifest_bytes = _expect(reader, MANIFEST_NAME, MAX_MANIFEST_BYTES)
     signature = _expect(reader, SIGNATURE_NAME, HYBRID_SIGNATURE_BYTES)
     manifest = decode_manifest(manifest_bytes)
     verify_manifest_signature(manifest, manifest_bytes, signature, trusted)
-    return VerifiedBundle(reader, manifest, manifest_bytes, source)
+    return VerifiedBundle(reader, manifest, manifest_bytes)
 
 
 def _expect(reader: BundleTarReader, name: str, max_bytes: int) -> bytes:
