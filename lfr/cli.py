@@ -24,6 +24,7 @@ from lfr.audit_command import add_audit_commands
 from lfr.command_output import OutputFailed, flush_quietly, guard_standard_streams, say
 from lfr.console_users import add_user_commands
 from lfr.provision import add_provision_command
+from lfr.release.commands import add_release_commands, add_update_commands
 
 # ruff: noqa: PLC0415 - command modules are imported lazily, see the module docstring
 
@@ -251,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(func=_cmd_calibrate)
 
+    _add_watchlist_commands(commands)
+    _add_keys_commands(commands)
+    _add_van_commands(commands)
+    _add_edge_commands(commands)
+    _add_bench_commands(commands)
+    add_audit_commands(commands)
+    add_release_commands(commands)  # lfr release build: a signed bundle for units
+    add_update_commands(commands)  # lfr update apply: a unit installs one (A/B, rollback)
+    return parser
+
+
+def _add_watchlist_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                            ) -> None:
     watchlist = commands.add_parser("watchlist", help="build watchlist files")
     watchlist_commands = watchlist.add_subparsers(dest="watchlist_command", required=True,
                                                   metavar="ACTION")
@@ -271,13 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_watchlist_sign_commands(watchlist_commands)  # sign, inspect
     _add_watchlist_van_commands(watchlist_commands)  # push, purge, status
 
-    _add_keys_commands(commands)
-    _add_van_commands(commands)
-    _add_edge_commands(commands)
-    _add_bench_commands(commands)
-    add_audit_commands(commands)
-    return parser
-
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     from lfr.keys_init import keys_init
@@ -291,9 +298,11 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     init = actions.add_parser("init", help="new key pairs: private files 0600, never "
                               "overwritten, and a public-keys file (docs/SECURITY.md)")
-    init.add_argument("--role", required=True, choices=["unit", "van", "authority"],
+    init.add_argument("--role", required=True,
+                      choices=["unit", "van", "authority", "release"],
                       help="unit: signing key; van: signing and encryption keys; "
-                           "authority: signing key")
+                           "authority (signs watchlists) and release (signs release bundles, "
+                           "docs/RELEASES.md): signing key")
     init.add_argument("--id", required=True, help="node id: 1-64 printable characters")
     init.add_argument("--out", required=True,
                       help="folder to write into (created 0700 if missing)")

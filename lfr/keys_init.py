@@ -31,6 +31,14 @@ def keys_init(role: NodeRole, node_id: str, out_dir: Path) -> int:
     if paths.encryption is not None:
         print(f"  wrote {printable(paths.encryption)}  (private, mode 0600: keep it on this "
               "node)")
-    print(f"  wrote {printable(paths.public)}  (public: give it to "
-          f"{'the van (lfr van enroll-unit)' if role is NodeRole.UNIT else 'its peers'})")
+    print(f"  wrote {printable(paths.public)}  (public: give it to {_PUBLIC_GOES_TO[role]})")
     return ExitCode.OK
+
+
+_PUBLIC_GOES_TO: dict[NodeRole, str] = {
+    NodeRole.UNIT: "the van (lfr van enroll-unit)",
+    NodeRole.VAN: "its units (van.public_keys in unit.toml)",
+    NodeRole.AUTHORITY: "the van and its units ([authority] public_keys)",
+    NodeRole.RELEASE: "the units (/etc/lfr-edge/release.keys, docs/RELEASES.md)",
+}
+"""Where each role's public keys file goes, as the command says after writing it."""
