@@ -1,15 +1,16 @@
 """``WatchlistBuilder``: the van builds a watchlist from an uploaded folder of photos, one build
 at a time, and tells the Watchlist page how far it got.
 
-The enrolment is ``lfr watchlist build``'s (``lfr.watchlist_build``), on photos held in memory
-(``console.photo_upload``) instead of files: every photo must hold exactly one usable face
-(``actors.unit.face_analysis.analyse_faces`` with ``lfr.photo_faces.PhotoFaces``' detector,
-embedder and quality gates), any other photo is skipped and named with the reason; a subject's
-embedding is the normalised mean of its photos' embeddings, its second template the mean of the
-second model's descriptors (on the box the detector found) with ``DEFAULT_SECOND_THRESHOLD``;
-subjects without a usable photo are left out and named. Each subject's first photo used is also
-re-encoded as its reference photo (``lfr.reference_photos``: a plain JPEG of at most
-``MAX_SIDE_PX``, no metadata), as ``lfr watchlist push --photos`` would give the van.
+The enrolment is ``lfr watchlist build``'s own loop (``lfr.watchlist_build.enrol_subjects``
+and ``enrol_photo``), on photos held in memory (``console.photo_upload``, given to it as
+``lfr.photo_faces.PhotoBytes``) instead of files: every photo must hold exactly one usable face
+(``lfr.photo_faces.PhotoFaces``' detector, embedder and quality gates), any other photo is
+skipped and named with the reason; a subject's embedding is the normalised mean of its photos'
+embeddings, its second template the mean of the second model's descriptors (on the box the
+detector found) with ``DEFAULT_SECOND_THRESHOLD``; subjects without a usable photo are left out
+and named. Each subject's first photo used is also re-encoded as its reference photo
+(``reference_jpeg``: a plain JPEG of at most ``lfr.reference_photos.MAX_SIDE_PX``, no
+metadata), as ``lfr watchlist push --photos`` would give the van.
 
 Guarantees:
 
@@ -49,17 +50,17 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from actors.unit.face_analysis import analyse_faces, wipe
-from actors.unit.second_opinion import DEFAULT_SECOND_THRESHOLD, shared_second_model
+from actors.unit.second_opinion import shared_second_model
 from actors.unit.watchlist import DEFAULT_THRESHOLD, HEADER_BYTES, Watchlist, encode_watchlist
 from audit.kinds import AuditKind
 from console.photo_upload import PhotoUpload, UploadedPhoto
 from console.sources import AuditRecorder
 from guards.log_text import printable
 from guards.user_input import UserInputError
-from lfr.photo_faces import PhotoFaces
+from lfr.photo_faces import PhotoBytes, PhotoFaces
 from lfr.reference_photos import JPEG_QUALITY, MAX_PHOTO_BYTES, MAX_SIDE_PX
-from models.image_io import ImageLoadError, decode_rgb
+from lfr.watchlist_build import EnrolledPhoto, EnrolmentReport, enrol_photo, enrol_subjects
+from models.image_io import ImageLoadError
 from models.second_opinion_model import SecondFaceModel
 from runtime.blocking import BlockingPool
 from secure.memory_wipe import wipe_buffer
@@ -110,58 +111,6 @@ class PhotoModels:
 def load_photo_models() -> PhotoModels:
     """The vendored models (blocking: reads and verifies the model files)."""
     return PhotoModels(PhotoFaces(), shared_second_model())
-
-
-@dataclass(slots=True)
-class EnrolledPhoto:
-    """One photo's face as both models describe it (in memory only; wiped once averaged)."""
-
-    embedding: NDArray[np.float32] = field(repr=False)
-    """The first model's unit-length embedding."""
-    descriptor: NDArray[np.float32] = field(repr=False)
-    """The second model's descriptor."""
-    jpeg: bytes | None = field(repr=False)
-    """The photo as a reference JPEG, when asked for."""
-
-    def wipe(self) -> None:
-        """Overwrite the embedding and the descriptor."""
-        self.embedding.fill(0.0)
-        self.descriptor.fill(0.0)
-
-
-def enrol_photo(models: PhotoModels, photo: UploadedPhoto, *,
-                reference: bool) -> EnrolledPhoto:
-    """The one usable face of ``photo`` (blocking); ``UserInputError`` naming the photo when
-    it does not load or holds no or several usable faces. ``reference``: also make its
-    reference JPEG."""
-    shown = printable(photo.name, max_chars=200)
-    image = decode_rgb(bytes(photo.data), name=photo.name)
-    try:
-        analysis = analyse_faces(models.faces.detector, image, models.faces.config.quality)
-        try:
-            if not analysis.usable:
-                gates = sorted({v.failed_gate.value if v.failed_gate is not None else "none"
-                                for v in analysis.rejected})
-                detail = (f"{analysis.seen} face(s) found, all failed quality gates "
-                          f"({', '.join(gates)})" if analysis.seen else "no face found")
-                raise UserInputError(f"{shown}: {detail}")
-            if len(analysis.usable) > 1:
-                raise UserInputError(f"{shown}: {len(analysis.usable)} usable faces; an "
-                                     "enrolment photo must show exactly one person")
-            face = analysis.usable[0]
-            embedding = models.faces.embedder.embed(face.aligned)
-            try:
-                descriptor = models.second.describe(image, face.detection.box)
-                jpeg = reference_jpeg(image, shown) if reference else None
-            except BaseException:
-                embedding.fill(0.0)
-                raise
-            return EnrolledPhoto(embedding, descriptor, jpeg)
-        finally:
-            for candidate in analysis.usable:
-                wipe(candidate.aligned)
-    finally:
-        wipe(image)
 
 
 def reference_jpeg(image: NDArray[np.uint8], shown: str) -> bytes:
@@ -344,55 +293,27 @@ class WatchlistBuilder:
                            reason=printable(reason, max_chars=400), operator=self._by)
 
     async def _enrol(self, models: PhotoModels, upload: PhotoUpload) -> BuiltWatchlist:
-        ids: list[str] = []
-        rows: list[NDArray[np.float32]] = []
-        second_rows: list[NDArray[np.float32]] = []
-        used: dict[str, int] = {}
-        photos: dict[str, bytes] = {}
-        skipped = list(upload.skipped)
-        for subject, subject_photos in upload.subjects.items():
-            enrolled: list[EnrolledPhoto] = []
+        report = EnrolmentReport(skipped=list(upload.skipped))
+
+        async def enrol(photo: UploadedPhoto, *, reference: bool) -> EnrolledPhoto:
             try:
-                for photo in subject_photos:
-                    try:
-                        enrolled.append(await self._blocking.run(functools.partial(
-                            enrol_photo, models, photo, reference=not enrolled)))
-                    except UserInputError as exc:  # ImageLoadError among them
-                        skipped.append(str(exc))
-                    finally:
-                        wipe_buffer(photo.data)
-                        self._done += 1
-                if not enrolled:
-                    skipped.append(f"{printable(subject)}: no usable photo; subject left out")
-                    continue
-                mean = np.mean(np.stack([e.embedding for e in enrolled]), axis=0)
-                rows.append((mean / np.linalg.norm(mean)).astype(np.float32))
-                second_rows.append(np.mean(np.stack([e.descriptor for e in enrolled]),
-                                           axis=0).astype(np.float32))
-                jpeg = enrolled[0].jpeg
-                if jpeg is not None:
-                    photos[subject] = jpeg
-                ids.append(subject)
-                used[subject] = len(enrolled)
+                return await self._blocking.run(functools.partial(
+                    enrol_photo, models.faces, models.second, PhotoBytes(photo.name, photo.data),
+                    reference=reference_jpeg if reference else None))
             finally:
-                for each in enrolled:
-                    each.wipe()
-        if not ids:
+                wipe_buffer(photo.data)
+                self._done += 1
+
+        enrolled = await enrol_subjects(upload.subjects, enrol, report)
+        if not enrolled.ids:
+            skipped = report.skipped
             raise UserInputError("no subject has a usable photo: "
                                  + "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
-        watchlist = Watchlist(
-            model_id=models.faces.embedder.model_id,
-            model_sha256=models.faces.embedder.model_sha256, created_at=self._clock(),
-            subjects=tuple(ids), embeddings=np.stack(rows),
-            thresholds=np.full(len(ids), DEFAULT_THRESHOLD, np.float32),
-            photos=tuple(used[s] for s in ids), second_model_id=models.second.model_id,
-            second_model_sha256=models.second.model_sha256,
-            second_embeddings=np.stack(second_rows),
-            second_thresholds=np.full(len(ids), DEFAULT_SECOND_THRESHOLD, np.float32))
-        for row in (*rows, *second_rows):
-            row.fill(0.0)  # stacked into the watchlist: the loose copies go
+        watchlist = enrolled.watchlist(
+            models.faces, models.second, dict.fromkeys(enrolled.ids, DEFAULT_THRESHOLD),
+            created_at=self._clock())
         encoded = encode_watchlist(watchlist)  # immutable: dropped once hashed
         payload_sha256 = hashlib.sha256(memoryview(encoded)[HEADER_BYTES:]).hexdigest()
         del encoded
-        return BuiltWatchlist(self._deployment, self._by, watchlist, used, skipped, photos,
-                              payload_sha256)
+        return BuiltWatchlist(self._deployment, self._by, watchlist, report.used, report.skipped,
+                              enrolled.references, payload_sha256)

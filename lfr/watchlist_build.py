@@ -11,14 +11,22 @@ The folder is checked before anything is enrolled: a subject folder whose name c
 subject id (not valid UTF-8, control characters, too long) refuses the build, naming it; hidden
 folders (``.git``) and loose files beside the subject folders are skipped, named in the report.
 Every name is reported through ``printable`` (a folder named "x\\nCRITICAL fake" forges no line).
+
+The enrolment loop (``enrol_subjects``) is written once for photo files and for photos held in
+memory (``lfr.photo_faces.PhotoSource``): the command enrols each photo in turn
+(``enrol_photo``), the van's console (``console.watchlist_build_job``) awaits each on its
+worker pool. So the loop is a coroutine: the command runs it without an event loop
+(``run_without_loop``: what it awaits never suspends), the console on its own.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,11 +42,16 @@ from actors.unit.watchlist import (
 )
 from guards.log_text import printable
 from guards.user_input import UserInputError
-from lfr.photo_faces import NoUsableFace, PhotoFaces, SeveralFaces
-from models.image_io import ImageLoadError, load_rgb
+from lfr.photo_faces import NoUsableFace, PhotoFaces, PhotoFile, PhotoSource, SeveralFaces
+from models.image_io import ImageLoadError
 from models.second_opinion_model import SecondFaceModel
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+P = TypeVar("P")
+"""A photo as the caller holds it (a path, an upload's photo)."""
+P_contra = TypeVar("P_contra", contravariant=True)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -137,19 +150,21 @@ def build_watchlist(photos_dir: Path, faces: PhotoFaces, threshold: float = DEFA
         wanted.items(), "--threshold/--subject-threshold",
         allow_unusual=allow_unusual_thresholds)
     second = second_model if second_model is not None else shared_second_model()
-    ids, rows, second_rows = _enrol(subjects, faces, second, report, progress=progress)
-    if not ids:
+    total = sum(len(photos) for photos in subjects.values())
+    with tqdm(total=total, desc="enrolling", unit="photo", file=sys.stderr,
+              disable=not progress) as bar:
+
+        async def enrol(photo: Path, *, reference: bool) -> EnrolledPhoto:
+            # (no reference photos here: lfr watchlist push --photos makes them)
+            bar.update(1)
+            return enrol_photo(faces, second, PhotoFile(photo))
+
+        enrolled = run_without_loop(enrol_subjects(subjects, enrol, report))
+    if not enrolled.ids:
         raise UserInputError(f"{printable(photos_dir)}: no subject has a usable photo")
-    report.unusual_thresholds = [(s, t) for s, t in report.unusual_thresholds if s in ids]
-    watchlist = Watchlist(
-        model_id=faces.embedder.model_id, model_sha256=faces.embedder.model_sha256,
-        created_at=time.time(), subjects=tuple(ids), embeddings=np.stack(rows),
-        thresholds=np.array([wanted[s] for s in ids], np.float32),
-        photos=tuple(report.used[s] for s in ids),
-        second_model_id=second.model_id, second_model_sha256=second.model_sha256,
-        second_embeddings=np.stack(second_rows),
-        second_thresholds=np.full(len(ids), DEFAULT_SECOND_THRESHOLD, np.float32),
-    )
+    report.unusual_thresholds = [(s, t) for s, t in report.unusual_thresholds
+                                 if s in enrolled.ids]
+    watchlist = enrolled.watchlist(faces, second, wanted, created_at=time.time())
     return watchlist, report
 
 
@@ -158,7 +173,7 @@ def photo_descriptor(path: Path, faces: PhotoFaces,
     """The second model's descriptor of the one usable face of ``path``, on the box the first
     model's detector found (call after ``faces.embed_single`` accepted the photo; the same
     errors otherwise)."""
-    image = load_rgb(path)
+    image = PhotoFile(path).decode()
     analysis = analyse_faces(faces.detector, image, faces.config.quality)
     try:
         if len(analysis.usable) != 1:
@@ -171,38 +186,153 @@ def photo_descriptor(path: Path, faces: PhotoFaces,
         wipe(image)
 
 
-def _enrol(subjects: dict[str, list[Path]], faces: PhotoFaces, second: SecondFaceModel,
-           report: EnrolmentReport, *,
-           progress: bool) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    ids: list[str] = []
-    rows: list[np.ndarray] = []
-    second_rows: list[np.ndarray] = []
-    total = sum(len(photos) for photos in subjects.values())
-    with tqdm(total=total, desc="enrolling", unit="photo", file=sys.stderr,
-              disable=not progress) as bar:
+ReferenceMaker = Callable[[NDArray[np.uint8], str], bytes]
+"""Makes a subject's reference photo from a decoded photo and its shown name (blocking);
+``ImageLoadError`` when it cannot."""
+
+
+@dataclass(slots=True)
+class EnrolledPhoto:
+    """One photo's face as both models describe it (in memory only; wiped once averaged)."""
+
+    embedding: NDArray[np.float32] = field(repr=False)
+    """The first model's unit-length embedding."""
+    descriptor: NDArray[np.float32] = field(repr=False)
+    """The second model's descriptor, on the box the first model's detector found."""
+    reference: bytes | None = field(default=None, repr=False)
+    """The photo as a reference photo, when one was asked for."""
+
+    def wipe(self) -> None:
+        """Overwrite the embedding and the descriptor."""
+        self.embedding.fill(0.0)
+        self.descriptor.fill(0.0)
+
+
+def enrol_photo(faces: PhotoFaces, second: SecondFaceModel, photo: PhotoSource, *,
+                reference: ReferenceMaker | None = None) -> EnrolledPhoto:
+    """Both models' view of the one usable face of ``photo``, decoded once (blocking).
+
+    Raises ``ImageLoadError``, ``NoUsableFace`` or ``SeveralFaces``, each naming the photo.
+    ``reference``: also make the photo's reference photo from the decoded image. The image and
+    the aligned face are overwritten before it returns, the embedding too when it fails.
+    """
+    image = photo.decode()
+    try:
+        with faces.one_face(image, photo.shown) as face:
+            embedding = faces.embedder.embed(face.aligned)
+            try:
+                descriptor = second.describe(image, face.detection.box)
+                jpeg = reference(image, photo.shown) if reference is not None else None
+            except BaseException:
+                embedding.fill(0.0)
+                raise
+            return EnrolledPhoto(embedding, descriptor, jpeg)
+    finally:
+        wipe(image)
+
+
+@dataclass(slots=True)
+class EnrolledSubjects:
+    """What ``enrol_subjects`` kept: one row per subject with a usable photo, in the order
+    given (in memory only: ``watchlist`` stacks the rows and overwrites them)."""
+
+    ids: list[str] = field(default_factory=list)
+    """The subjects enrolled."""
+    rows: list[NDArray[np.float32]] = field(default_factory=list, repr=False)
+    """Per subject: the normalised mean of its photos' embeddings."""
+    second_rows: list[NDArray[np.float32]] = field(default_factory=list, repr=False)
+    """Per subject: the mean of its photos' second-model descriptors."""
+    photos_used: list[int] = field(default_factory=list)
+    """Per subject: its photos used."""
+    references: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Subject -> the reference photo of its first photo used (when asked for)."""
+
+    def wipe(self) -> None:
+        """Overwrite the rows and forget the reference photos."""
+        for row in (*self.rows, *self.second_rows):
+            row.fill(0.0)
+        self.references.clear()
+
+    def watchlist(self, faces: PhotoFaces, second: SecondFaceModel,
+                  thresholds: Mapping[str, float], *, created_at: float) -> Watchlist:
+        """The watchlist of the subjects enrolled, each with its threshold from
+        ``thresholds`` and ``DEFAULT_SECOND_THRESHOLD``; the loose rows are overwritten."""
+        watchlist = Watchlist(
+            model_id=faces.embedder.model_id, model_sha256=faces.embedder.model_sha256,
+            created_at=created_at, subjects=tuple(self.ids), embeddings=np.stack(self.rows),
+            thresholds=np.array([thresholds[s] for s in self.ids], np.float32),
+            photos=tuple(self.photos_used),
+            second_model_id=second.model_id, second_model_sha256=second.model_sha256,
+            second_embeddings=np.stack(self.second_rows),
+            second_thresholds=np.full(len(self.ids), DEFAULT_SECOND_THRESHOLD, np.float32),
+        )
+        for row in (*self.rows, *self.second_rows):
+            row.fill(0.0)  # stacked into the watchlist: the loose copies go
+        return watchlist
+
+
+class PhotoEnroller(Protocol[P_contra]):
+    """Enrols one photo for ``enrol_subjects``: blocking (awaits nothing that suspends) or
+    awaiting a worker pool."""
+
+    def __call__(self, photo: P_contra, *, reference: bool) -> Awaitable[EnrolledPhoto]:
+        """``photo``'s ``EnrolledPhoto`` (``reference``: with its reference photo, when the
+        caller makes them)."""
+        ...
+
+
+async def enrol_subjects(subjects: Mapping[str, Sequence[P]], enrol: PhotoEnroller[P],
+                         report: EnrolmentReport) -> EnrolledSubjects:
+    """Enrol each subject from its photos, in order: ``enrol(photo, reference=...)`` gives a
+    photo's ``EnrolledPhoto`` (``reference``: the subject has no photo used yet, so make its
+    reference photo) or raises ``ImageLoadError``, ``NoUsableFace`` or ``SeveralFaces``, which
+    skips the photo (its message goes to ``report.skipped``). A subject's row is the
+    normalised mean of its photos' embeddings, its second row the mean of their descriptors;
+    a subject without a usable photo is left out and named in ``report.skipped``,
+    ``report.used`` counts the photos of the others. Every per-photo embedding and descriptor
+    is overwritten once averaged, and everything kept so far if the loop fails or is
+    cancelled."""
+    enrolled = EnrolledSubjects()
+    try:
         for subject, photos in subjects.items():
-            embeddings = []
-            descriptors = []
-            for photo in photos:
-                bar.update(1)
-                try:
-                    embedding = faces.embed_single(photo)
+            faces: list[EnrolledPhoto] = []
+            try:
+                for photo in photos:
                     try:
-                        descriptors.append(photo_descriptor(photo, faces, second))
-                    except BaseException:
-                        embedding.fill(0.0)
-                        raise
-                    embeddings.append(embedding)
-                except (ImageLoadError, NoUsableFace, SeveralFaces) as exc:
-                    report.skipped.append(str(exc))
-            if not embeddings:
-                report.skipped.append(f"{printable(subject)}: no usable photo; subject left out")
-                continue
-            mean = np.mean(np.stack(embeddings), axis=0)
-            rows.append((mean / np.linalg.norm(mean)).astype(np.float32))
-            second_rows.append(np.mean(np.stack(descriptors), axis=0).astype(np.float32))
-            for kept in (*embeddings, *descriptors):
-                kept.fill(0.0)  # the per-photo embeddings and descriptors are not kept
-            ids.append(subject)
-            report.used[subject] = len(embeddings)
-    return ids, rows, second_rows
+                        faces.append(await enrol(photo, reference=not faces))
+                    except (ImageLoadError, NoUsableFace, SeveralFaces) as exc:
+                        report.skipped.append(str(exc))
+                if not faces:
+                    report.skipped.append(f"{printable(subject)}: no usable photo; "
+                                          "subject left out")
+                    continue
+                mean = np.mean(np.stack([face.embedding for face in faces]), axis=0)
+                enrolled.rows.append((mean / np.linalg.norm(mean)).astype(np.float32))
+                enrolled.second_rows.append(np.mean(
+                    np.stack([face.descriptor for face in faces]), axis=0).astype(np.float32))
+                if faces[0].reference is not None:
+                    enrolled.references[subject] = faces[0].reference
+                enrolled.ids.append(subject)
+                enrolled.photos_used.append(len(faces))
+                report.used[subject] = len(faces)
+            finally:
+                for face in faces:
+                    face.wipe()  # the per-photo embeddings and descriptors are not kept
+    except BaseException:
+        enrolled.wipe()
+        raise
+    return enrolled
+
+
+def run_without_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of ``coroutine`` run to its end on this thread, without an event loop: for
+    a coroutine whose awaits never suspend (``enrol_subjects`` with a blocking ``enrol``).
+    A signal's exception (``KeyboardInterrupt``) goes through it as through a plain call.
+    ``RuntimeError`` if it suspends after all (it is closed first)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    coroutine.close()
+    raise RuntimeError("the enrolment waited on something: run it on an event loop")

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import FormData
 from PIL import Image
@@ -34,6 +35,7 @@ from console.watchlist_build_job import (
     WatchlistBuilder,
     load_photo_models,
 )
+from lfr.watchlist_build import build_watchlist
 from secure.node_keys import NodeKeys
 from tests.actors.van.test_watchlist_board import (
     AUTHORITY,
@@ -351,6 +353,26 @@ async def test_a_folder_is_built_with_real_progress_and_its_skipped_photos_named
     assert {k: built_record[k] for k in ("deployment", "subjects", "photos_used",
                                          "operator")} == {
         "deployment": "dep-1", "subjects": 4, "photos_used": 7, "operator": "sam"}
+
+
+async def test_the_console_builds_the_same_watchlist_as_lfr_watchlist_build(
+        tmp_path: Path) -> None:
+    """One enrolment loop: the same photos, uploaded or on disk, give the same list."""
+    models = shared_models()
+    on_disk, report = build_watchlist(PHOTOS, models.faces, progress=False,
+                                      second_model=models.second)
+    async with console_van(tmp_path, "unit-1") as van, \
+            build_console(van, SUPERVISOR) as (client, token, builder):
+        assert (await built(van, client, token))["state"] == "built"
+        result = builder.result
+        assert result is not None
+        uploaded = result.watchlist
+        assert (uploaded.subjects, uploaded.photos) == (on_disk.subjects, on_disk.photos)
+        assert result.used == report.used
+        assert np.array_equal(uploaded.embeddings, on_disk.embeddings)
+        assert np.array_equal(uploaded.second_embeddings, on_disk.second_embeddings)
+        assert np.array_equal(uploaded.thresholds, on_disk.thresholds)
+        assert np.array_equal(uploaded.second_thresholds, on_disk.second_thresholds)
 
 
 async def test_one_build_at_a_time_and_the_photos_are_wiped_when_it_ends(

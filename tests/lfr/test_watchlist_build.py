@@ -45,10 +45,10 @@ def _kit(root: Path) -> Path:
 @pytest.fixture
 def no_enrolment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Enrolling any photo fails the test: refusals must come before the slow part."""
-    def refuse(self: PhotoFaces, path: Path) -> None:
-        raise AssertionError(f"{path} was enrolled before the input was refused")
+    def refuse(self: PhotoFaces, image: object, shown: str) -> None:
+        raise AssertionError(f"{shown} was enrolled before the input was refused")
 
-    monkeypatch.setattr(PhotoFaces, "embed_single", refuse)
+    monkeypatch.setattr(PhotoFaces, "one_face", refuse)
 
 
 def _build(capsys: pytest.CaptureFixture[str], photos: Path, out: Path,
