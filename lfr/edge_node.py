@@ -102,6 +102,7 @@ from lfr.config.toml_table import NodeConfigError, config_sha256
 from lfr.config.unit import UnitConfig, load_unit_config
 from lfr.scan import spawn_camera_stages, warm_up_models
 from lfr.service_watchdog import ServiceWatchdog
+from lfr.unit_models import load_unit_models
 from models.face_detector import FaceDetector
 from models.face_embedder import FaceEmbedder
 from models.second_opinion_model import DLIB_RESNET_V1
@@ -190,7 +191,7 @@ def load_edge_unit(config_path: Path) -> EdgeUnit:
     authority = _for_key(config, "authority.public_keys",
                          lambda: read_public_keys(config.authority_public_keys,
                                                   NodeRole.AUTHORITY))
-    detector, embedder = FaceDetector(), FaceEmbedder()
+    detector, embedder = load_unit_models(config)  # [accelerator]: CPU or Edge TPU
     return EdgeUnit(config, keys, van, authority, detector, embedder)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -146,7 +147,20 @@ def _red(_folder: Path) -> str:
     return "red"
 
 
-CHECK_REFUSALS: dict[str, tuple[str, Callable[[Path], str], str]] = {
+def _an_absent_edge_tpu(folder: Path) -> dict[str, str]:
+    """Edge TPU compiled files with their right digests, and no Edge TPU runtime here: the
+    unit refuses to start rather than run on the CPU it was not sized for."""
+    names = {"detector": "face_detection_full_range_edgetpu.tflite",
+             "embedder": "MobileFaceNet_edgetpu.tflite"}
+    table = {"kind": "edgetpu"}
+    for role, name in names.items():
+        (folder / name).write_bytes(b"compiled " + role.encode())
+        table[f"{role}_model"] = name
+        table[f"{role}_sha256"] = hashlib.sha256(b"compiled " + role.encode()).hexdigest()
+    return table
+
+
+CHECK_REFUSALS: dict[str, tuple[str, Callable[[Path], object], str]] = {
     "unknown key": ("colour", _red, "colour: unknown key"),
     "another unit's key": ("signing_key", _other_unit_key,
                            ("signing_key: {folder}/other/signing.key holds the keys of unit "
@@ -154,6 +168,8 @@ CHECK_REFUSALS: dict[str, tuple[str, Callable[[Path], str], str]] = {
     "a van's key": ("signing_key", _van_key, "signing_key: signing key file"),
     "a watchlist file": ("watchlist", _a_watchlist_file,
                          "watchlist: a unit's config names no watchlist file any more"),
+    "an Edge TPU that is absent": ("accelerator", _an_absent_edge_tpu,
+                                   "accelerator.library: libedgetpu.so.1 cannot be loaded"),
 }
 
 
