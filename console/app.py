@@ -46,9 +46,12 @@ the one the browser came with) and sends the browser to ``/``.
 **The trail.** Given an ``audit`` recorder (the van's ``AuditSink``), sign-in, sign-out, failed
 and throttled sign-ins are recorded in the van's audit trail (``console_signed_in``,
 ``console_signed_out``, ``console_sign_in_failed``, ``console_sign_in_throttled``:
-docs/AUDIT.md). A failed or throttled sign-in records the name as typed (printable) only when
-it names an account, since people type passwords into the name field; never the password. A
-lockout is recorded once, not each attempt it refuses (``_Lockouts``, bounded). Sessions that
+docs/AUDIT.md) through ``console.account_trail.SignInTrail``. A failed or throttled sign-in
+records the name as typed (printable) only when it names an account, since people type
+passwords into the name field; never the password. A lockout is recorded once, not each
+attempt it refuses (bounded). Failures of names that are no account, which anyone at the form
+can make without end, are recorded at most once per address per window with their exact
+count, and what is still counted when the console stops (``on_cleanup``). Sessions that
 expire are not recorded.
 """
 
@@ -70,7 +73,7 @@ from typing import Final, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from audit.kinds import AuditKind
+from console.account_trail import SignInTrail
 from console.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -255,7 +258,10 @@ def build_console_app(users: UserStore, config: ConsoleConfig, *,
     app[CONSOLE_ACCOUNTS] = lookup_account
     app.on_response_prepare.append(add_security_headers)
 
-    sign_in = _SignIn(users, sessions, throttle, config, audit=audit, clock=clock)
+    trail = SignInTrail(audit, clock=clock) if audit is not None else None
+    sign_in = _SignIn(users, sessions, throttle, config, trail=trail)
+    if trail is not None:
+        app.on_cleanup.append(lambda _app: _flushed(trail))
     signin_resource = app.router.add_resource("/signin", name="signin")
     signin_resource.add_route("GET", sign_in.form)
     signin_resource.add_route("POST", sign_in.submit)
@@ -383,44 +389,20 @@ def _html_response(text: str, status: int = 200) -> web.Response:
 # -- sign-in and sign-out -------------------------------------------------------------------
 
 
-MAX_LOCKOUTS_REMEMBERED: Final = 10_000
-"""Lockouts whose first refusal was recorded, remembered so the next refusals are not (as many
-as the throttle remembers names and addresses); beyond it the oldest is forgotten."""
-
-
-class _Lockouts:
-    """Which lockouts were recorded already: a name's or address's lockout is recorded at its
-    first refused attempt only (the throttle bounds how many there are)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._until: dict[tuple[str, str], float] = {}  # insertion order: oldest first
-
-    def first(self, name: str, address: str, wait_s: float) -> bool:
-        """Whether this refusal is the first of its lockout (then it is remembered)."""
-        now = self._clock()
-        key = (name.casefold(), address)
-        if self._until.get(key, 0.0) > now:
-            return False
-        self._until.pop(key, None)
-        while len(self._until) >= MAX_LOCKOUTS_REMEMBERED:
-            del self._until[next(iter(self._until))]
-        self._until[key] = now + wait_s
-        return True
+async def _flushed(trail: SignInTrail) -> None:
+    trail.flush()
 
 
 class _SignIn:
     """The sign-in form, its submission and sign-out."""
 
     def __init__(self, users: UserStore, sessions: SessionStore, throttle: SignInThrottle,
-                 config: ConsoleConfig, *, audit: AuditRecorder | None,
-                 clock: Callable[[], float]) -> None:
+                 config: ConsoleConfig, *, trail: SignInTrail | None) -> None:
         self._users = users
         self._sessions = sessions
         self._throttle = throttle
         self._config = config
-        self._audit = audit
-        self._lockouts = _Lockouts(clock)
+        self._trail = trail
         self._checks = asyncio.Semaphore(config.max_concurrent_sign_ins)
         self._refusals = LogBudget(log, "console sign-in")
 
@@ -473,11 +455,9 @@ class _SignIn:
         address = _throttled_address(request.remote)
         wait_s = self._throttle.retry_after(name, address)
         if wait_s is not None:
-            if self._audit is not None and self._lockouts.first(name, address, wait_s):
-                known = await self._typed_account(name)
-                self._audit.record(AuditKind.CONSOLE_SIGN_IN_THROTTLED, account=known,
-                                   known=bool(known), address=printable(address),
-                                   retry_after_s=round(wait_s, 1))
+            if self._trail is not None and self._trail.lockout_is_new(name, address, wait_s):
+                self._trail.throttled(await self._typed_account(name), printable(address),
+                                      wait_s)
             minutes = max(1, round(wait_s / 60))
             return self._form_page(
                 request, f"Too many failed sign-ins. Try again in about {minutes} minute"
@@ -491,17 +471,15 @@ class _SignIn:
             self._refusals.warning("console: sign-in refused for %s from %s",
                                    f"account {typed}" if typed else "a name that is no account",
                                    printable(address) or "loopback")
-            if self._audit is not None:
-                self._audit.record(AuditKind.CONSOLE_SIGN_IN_FAILED, account=typed,
-                                   known=bool(typed), address=printable(address))
+            if self._trail is not None:
+                self._trail.failed(typed, printable(address))
             return self._form_page(request, "The name or the password is wrong.", 401,
                                    name=name)
         self._throttle.succeeded(name)
         session = self._sessions.start(account, replacing=request.cookies.get(SESSION_COOKIE))
         log.info("console: %s signed in (%s)", printable(account.name), account.role.value)
-        if self._audit is not None:
-            self._audit.record(AuditKind.CONSOLE_SIGNED_IN, account=account.name,
-                               role=account.role.value, address=printable(address))
+        if self._trail is not None:
+            self._trail.signed_in(account, printable(address))
         response = _see_other("/")
         response.set_cookie(SESSION_COOKIE, session.token, path="/", httponly=True,
                             samesite="Strict", secure=request.secure)
@@ -531,8 +509,8 @@ class _SignIn:
         session: Session = current_session(request)
         self._sessions.end(session.token)
         log.info("console: %s signed out", printable(session.account))
-        if self._audit is not None:
-            self._audit.record(AuditKind.CONSOLE_SIGNED_OUT, account=session.account)
+        if self._trail is not None:
+            self._trail.signed_out(session.account)
         response = _see_other("/signin")
         response.del_cookie(SESSION_COOKIE, path="/")
         return response
