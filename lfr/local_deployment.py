@@ -18,6 +18,11 @@ Layout (``root`` must be empty or absent)::
 A unit's config names no watchlist: start a deployment on the running van and push a signed
 watchlist to it (``lfr van deployment start``, ``lfr watchlist sign``, ``lfr watchlist push``);
 ``watchlist``, when given, is only remembered here for whoever does that.
+
+With ``authority_key_on_van`` the van's config also names the authority's private key
+(``[authority] signing_key``), so the console's Watchlist page can sign the lists it builds
+(the demo does this). A real deployment keeps that key off the van and signs elsewhere
+(docs/THREAT_MODEL.md).
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ def _toml_text(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_van(folder: Path, van: NodeKeys, port: int, console_port: int,
-               authority_public_keys: Path) -> tuple[Path, bytes]:
+def _write_van(folder: Path, van: NodeKeys, port: int, console_port: int, *,
+               authority_public_keys: Path, authority_signing_key: Path | None,
+               ) -> tuple[Path, bytes]:
     folder.mkdir(mode=0o700)
     write_node_keys(van, folder / "keys")
     shutil.copyfile(authority_public_keys, folder / "authority.public.keys")
@@ -110,7 +116,10 @@ def _write_van(folder: Path, van: NodeKeys, port: int, console_port: int,
         f"certificate = {_toml_text(str(tls.certificate))}\n"
         f"key = {_toml_text(str(tls.key))}\n\n"
         "[authority]\n"
-        'public_keys = "authority.public.keys"\n\n'
+        'public_keys = "authority.public.keys"\n'
+        + (f"signing_key = {_toml_text(str(authority_signing_key))}\n"
+           if authority_signing_key is not None else "")
+        + "\n"
         "[signaling]\n"
         'host = "127.0.0.1"\n'
         f"port = {port}\n\n"
@@ -155,11 +164,12 @@ def _write_unit(folder: Path, unit: NodeKeys, *, van_public_keys: Path, van_url:
 
 def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraPlan],
                             watchlist: Path | None = None, van_id: str = "van-1",
-                            unit_prefix: str = "unit-", port: int | None = None
-                            ) -> LocalDeployment:
+                            unit_prefix: str = "unit-", port: int | None = None,
+                            authority_key_on_van: bool = False) -> LocalDeployment:
     """Provision a van and ``units`` units under ``root`` (see the module docstring). Every
     unit gets the same ``cameras`` and ``watchlist``; the van listens on 127.0.0.1:``port``
-    (a free port when None). ``UserInputError`` when ``root`` exists and is not empty."""
+    (a free port when None); ``authority_key_on_van``: the van's config names the authority's
+    signing key. ``UserInputError`` when ``root`` exists and is not empty."""
     if not 1 <= units <= 1024:
         raise UserInputError(f"a deployment has 1-1024 units, not {units}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -173,8 +183,10 @@ def create_local_deployment(root: Path, *, units: int, cameras: Sequence[CameraP
     port = free_local_port() if port is None else port
     van_url = f"https://127.0.0.1:{port}"
     console_port = free_local_port()
-    van_config, fingerprint = _write_van(root / "van", van, port, console_port,
-                                         authority_paths.public)
+    van_config, fingerprint = _write_van(
+        root / "van", van, port, console_port, authority_public_keys=authority_paths.public,
+        authority_signing_key=authority_paths.signing.resolve() if authority_key_on_van
+        else None)
     van_public = root / "van" / "keys" / "public.keys"
     enrolment = Enrolment.open(root / "van" / "state")
     unit_ids: list[str] = []

@@ -6,7 +6,11 @@ signed signaling, WebRTC, sealing, the signed watchlist path, the audit trails):
 1. a local deployment in a temporary folder (``lfr.local_deployment``): the watchlist
    authority's, the van's and ``units`` units' keys, the van's TLS certificate, the configs;
    each unit's camera is the sample clip (``demo/short_hamilton_clip.mp4``) played at its frame
-   rate, looping, as a live camera would deliver it;
+   rate, looping, as a live camera would deliver it. The van's config names the demo
+   authority's signing key (``[authority] signing_key``), so ``demo-supervisor`` can build a
+   watchlist from a folder of photos on the console's Watchlist page, sign it there and push
+   it. A real deployment keeps the authority's key off the van and signs elsewhere
+   (docs/THREAT_MODEL.md);
 2. the console's demo accounts, with one-time passwords printed once: ``demo-operator``
    (decides alerts) and ``demo-supervisor`` (also the watchlist pages);
 3. ``lfr van --print-alerts``, then a deployment (``demo``), the sample watchlist built from
@@ -136,7 +140,8 @@ def run_system_demo(units: int = 1, demo_dir: Path = DEMO_DIR) -> int:
         watchlist, _report = build_watchlist(photos, PhotoFaces(), progress=False)
         made = create_local_deployment(root / "deployment", units=units,
                                        cameras=[CameraPlan("door", clip, paced=True,
-                                                           loop=True)])
+                                                           loop=True)],
+                                       authority_key_on_van=True)
         accounts = _demo_accounts(made)
         return run(lambda system: _serve(system, made, watchlist, photos, accounts),
                    SystemConfig(name="lfr-demo"))
@@ -198,6 +203,9 @@ async def _serve(system: ActorSystem, made: LocalDeployment, watchlist: Watchlis
         say(f"console: {made.console_url}  (sign in as demo-operator, password "
             f"{accounts['demo-operator']}; or demo-supervisor, password "
             f"{accounts['demo-supervisor']}: these accounts die with the demo)")
+        say("the demo authority's signing key is on this van (never on a real one): "
+            "demo-supervisor can build a watchlist from a folder of photos (e.g. "
+            "demo/watchlist_photos) on the console's Watchlist page, sign it and push it")
         say(f"{len(made.unit_ids)} unit(s) scan the sample clip, looping; alerts appear below "
             "and in the console. Ctrl-C ends the deployment and stops everything.")
         await _watch(children)
