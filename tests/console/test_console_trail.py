@@ -56,26 +56,15 @@ async def console(van: ConsoleVan, clock: FakeClock, *,
 
 
 async def records(van: ConsoleVan, kind: AuditKind, count: int) -> list[dict[str, Any]]:
-    """The trail's records of ``kind`` once it holds ``count`` of them (the console's records
-    reach it through the audit writer: bounded wait)."""
-    async with asyncio.timeout(10.0):
-        while True:
-            found = [dict(record.fields) for record in read_audit(van.audit.path)
-                     if record.kind is kind]
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.02)
-
-
-async def counted(van: ConsoleVan, kind: AuditKind, total: int) -> list[dict[str, Any]]:
-    """The trail's records of ``kind`` once their counts (1 where a record has none) add up
-    to ``total`` at least (bounded wait)."""
+    """The trail's records of ``kind`` once they stand for ``count`` occurrences at least
+    (each its ``count`` field, else one); the console's records reach it through the audit
+    writer: bounded wait."""
     async with asyncio.timeout(10.0):
         while True:
             found: list[dict[str, Any]] = [dict(record.fields)
                                            for record in read_audit(van.audit.path)
                                            if record.kind is kind]
-            if sum(int(r.get("count", 1)) for r in found) >= total:
+            if sum(int(r.get("count", 1)) for r in found) >= count:
                 return found
             await asyncio.sleep(0.02)
 
@@ -147,7 +136,7 @@ async def test_a_thousand_failed_sign_ins_with_random_names_write_few_records_co
                     assert (await sign_in(client, "olive", WRONG)).status == 401
                 clock.advance(3.0)
         # The console stopped: what was still counted is in the trail now.
-        failed = await counted(van, AuditKind.CONSOLE_SIGN_IN_FAILED, 1001)
+        failed = await records(van, AuditKind.CONSOLE_SIGN_IN_FAILED, 1001)
         trail = van.audit.path.read_bytes()
     unknown = [r for r in failed if not r["known"]]
     assert [r for r in failed if r["known"]] == [{"account": "olive", "known": True,
@@ -178,8 +167,8 @@ async def test_refusals_of_random_names_from_a_locked_address_are_counted_not_ea
             # An account's lockout on the same address is recorded once, as before.
             assert (await sign_in(client, "olive", WRONG)).status == 429
             assert (await sign_in(client, "olive", WRONG)).status == 429
-        throttled = await counted(van, AuditKind.CONSOLE_SIGN_IN_THROTTLED, 201)
-        failed = await counted(van, AuditKind.CONSOLE_SIGN_IN_FAILED, 5)
+        throttled = await records(van, AuditKind.CONSOLE_SIGN_IN_THROTTLED, 201)
+        failed = await records(van, AuditKind.CONSOLE_SIGN_IN_FAILED, 5)
     unknown = [r for r in throttled if not r["known"]]
     assert sum(int(r["count"]) for r in unknown) == 200
     assert len(unknown) <= 3  # at once, after the window, when the console stopped
