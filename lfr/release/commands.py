@@ -74,6 +74,11 @@ def add_update_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     apply.add_argument("--restart-command", type=_command, metavar="CMD",
                        help="with --health-command: the command that restarts the node after "
                             "each switch (default: none)")
+    apply.add_argument("--reload-command", type=_command, metavar="CMD",
+                       help="with --health-command: the command run when the release's "
+                            "systemd files changed, before the restart (default: none; "
+                            "without --health-command, systemd-sysusers and systemctl "
+                            "daemon-reload)")
     apply.set_defaults(func=_cmd_update_apply)
 
 
@@ -85,6 +90,10 @@ def _command(text: str) -> list[str]:
     if not argv:
         raise argparse.ArgumentTypeError("the command is empty")
     return argv
+
+
+def _optional(argv: list[str] | None) -> tuple[str, ...] | None:
+    return None if argv is None else tuple(argv)
 
 
 def _seconds(text: str) -> float:
@@ -111,13 +120,18 @@ def _cmd_update_apply(args: argparse.Namespace) -> int:
     from lfr.release.installer import UpdateRequest, apply_update
     from lfr.release.service_control import CommandServiceControl, SystemdServiceControl
 
-    if args.restart_command is not None and args.health_command is None:
-        raise UserInputError("--restart-command needs --health-command (without it, systemd "
-                             "restarts and checks the service)")
+    for given, flag in ((args.restart_command, "--restart-command"),
+                        (args.reload_command, "--reload-command")):
+        if given is not None and args.health_command is None:
+            raise UserInputError(f"{flag} needs --health-command (without it, systemd "
+                                 "reloads, restarts and checks the service)")
+    if args.health_command is None and args.root.resolve() != Path("/"):
+        raise UserInputError(f"--root {args.root} needs --health-command: systemd restarts "
+                             "only this machine's own service (root /)")
     control = (SystemdServiceControl() if args.health_command is None else
                CommandServiceControl(health=tuple(args.health_command),
-                                     restart=None if args.restart_command is None
-                                     else tuple(args.restart_command)))
+                                     restart=_optional(args.restart_command),
+                                     reload=_optional(args.reload_command)))
     outcome = apply_update(UpdateRequest(
         bundle=args.bundle, root=args.root, release_keys=args.release_keys,
         health_deadline_s=args.health_deadline), control)

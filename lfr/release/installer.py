@@ -18,11 +18,15 @@ Order, each step one ``update:`` line on stdout:
    configuration ignored), ``pip check``, every model's sha256 compared with the manifest, the
    firmware files and ``release.json`` copied last; then the link is replaced by the folder
    (a rename): a half install never looks complete;
-6. switch ``current`` atomically, restart the node and wait for it to report healthy
+6. switch ``current`` atomically; install the release's unit and sysusers files into
+   ROOT/etc/systemd/system and ROOT/usr/lib/sysusers.d where they differ (``system_files``)
+   and have the service manager read them (``systemd-sysusers``, ``systemctl daemon-reload``:
+   ``ServiceControl.reload_system_files``); restart the node and wait for it to report healthy
    (``service_control``); healthy: the version becomes the highest committed and releases
    older than the two previous ones are removed; not healthy (or anything fails after the
-   switch, Ctrl-C included): ``current`` is switched back, the node restarted on the previous
-   release, and the failed release removed.
+   switch, Ctrl-C included): ``current`` is switched back, the system files it replaced are
+   put back and read again, the node restarted on the previous release, and the failed
+   release removed.
 
 Guarantees: every refusal before step 6 leaves the layout as it was (``current``, releases,
 highest-version) and raises ``UpdateRefused`` (exit 2) naming what was wrong; a failed health
@@ -53,7 +57,12 @@ from lfr.release.release_layout import (
     ReleaseLayout,
     remove_tree,
 )
-from lfr.release.service_control import CommandResult, ServiceControl, run_bounded
+from lfr.release.service_control import CommandResult, Health, ServiceControl, run_bounded
+from lfr.release.system_files import (
+    SystemFilesChange,
+    install_system_files,
+    restore_system_files,
+)
 from lfr.release.target import running_arch, running_python_tag
 from secure.key_files import read_public_keys
 from secure.node_keys import NodeRole
@@ -265,15 +274,23 @@ def _switch(layout: ReleaseLayout, version: Version, previous: Version | None,
             control: ServiceControl, deadline_s: float) -> UpdateOutcome:
     layout.switch_current(version)
     say(f"current: {previous or 'none'} -> {version}")
+    change = SystemFilesChange(())
     try:
-        health = control.restart_and_check(layout.current, deadline_s)
-    except BaseException:  # Ctrl-C or a failure while judging it: never left on an unproven one
-        say(f"release {version} was not judged healthy (interrupted)")
-        _roll_back(layout, version, previous, control, deadline_s)
+        # install_system_files puts back what it wrote before it raises: nothing to restore
+        change = install_system_files(layout.root, layout.release_dir(version))
+        if not change.replaced:
+            say("systemd files unchanged")
+        health = _reload(control, change, "installed")
+        if health.healthy:
+            health = control.restart_and_check(layout.current, deadline_s)
+    except BaseException as exc:  # Ctrl-C or any failure: never left on an unproven release
+        why = printable(str(exc)) if isinstance(exc, Exception) else "interrupted"
+        say(f"release {version} was not judged healthy ({why})")
+        _roll_back(layout, version, previous, control, deadline_s, change=change)
         raise
     if not health.healthy:
         say(f"release {version} is NOT healthy: {health.detail}")
-        _roll_back(layout, version, previous, control, deadline_s)
+        _roll_back(layout, version, previous, control, deadline_s, change=change)
         return UpdateOutcome(version, previous, healthy=False)
     say(f"release {version} is healthy: {health.detail}")
     layout.record_highest(version)
@@ -281,14 +298,27 @@ def _switch(layout: ReleaseLayout, version: Version, previous: Version | None,
     return UpdateOutcome(version, previous, healthy=True)
 
 
+def _reload(control: ServiceControl, change: SystemFilesChange, done: str) -> Health:
+    """Have the service manager read the system files ``change`` holds (none: nothing)."""
+    if not change.replaced:
+        return Health(healthy=True, detail="systemd files unchanged")
+    say(f"systemd files {done}: {change.describe()}")
+    health = control.reload_system_files(change)
+    say(f"systemd reload: {health.detail}")
+    return health
+
+
 def _roll_back(layout: ReleaseLayout, failed: Version, previous: Version | None,
-               control: ServiceControl, deadline_s: float) -> None:
-    """Back to ``previous``: the link, then the node restarted there (so nothing runs from the
-    failed release any more), then the failed release removed; its version is not recorded,
-    so the same bundle may be tried again."""
+               control: ServiceControl, deadline_s: float, *,
+               change: SystemFilesChange) -> None:
+    """Back to ``previous``: the link, the system files ``change`` replaced (read again by
+    the service manager), then the node restarted there (so nothing runs from the failed
+    release any more), then the failed release removed; its version is not recorded, so the
+    same bundle may be tried again."""
     layout.switch_current(previous)
     say(f"rolled back: current: {failed} -> {previous or 'none'}")
     try:
+        _reload(control, restore_system_files(change), "put back")
         if previous is not None:
             health = control.restart_and_check(layout.current, deadline_s)
             say(f"previous release {previous} after the restart: "

@@ -1,17 +1,22 @@
 """Restarting the node after a switch and deciding whether it came up healthy.
 
-``ServiceControl`` is the interface the installer uses: ``restart_and_check(current,
-deadline_s)`` restarts the node from the release ``current`` points at and returns a
-``Health`` (healthy or not, and why) within about ``deadline_s`` plus a settle period. Two
-implementations:
+``ServiceControl`` is the interface the installer uses: ``reload_system_files(change)``
+makes the service manager read the system files the update just installed or put back
+(``system_files``), and ``restart_and_check(current, deadline_s)`` restarts the node from the
+release ``current`` points at and returns a ``Health`` (healthy or not, and why) within about
+``deadline_s`` plus a settle period. Two implementations:
 
-- ``SystemdServiceControl``: ``systemctl reset-failed`` (a crashing release may have hit
+- ``SystemdServiceControl``: for a changed sysusers file ``systemd-sysusers FILE`` (creates
+  the service's user if missing), for a changed unit file ``systemctl daemon-reload``; then
+  ``systemctl reset-failed`` (a crashing release may have hit
   the start limit, which would refuse the rollback's restart), then ``systemctl restart
   lfr-edge.service``, which for a ``Type=notify`` unit returns only once the node sent
   READY=1 (or failed); then healthy means
   ``ActiveState=active`` and ``NRestarts`` unchanged over ``settle_s`` (a node that crashes
   just after READY is restarted by ``Restart=always`` and is caught there).
-- ``CommandServiceControl``: for tests and units without systemd: an optional restart command,
+- ``CommandServiceControl``: for tests, units without systemd and a first install (the
+  service is not set up yet): an optional reload command run when a system file changed
+  (without one nothing is reloaded, and the audit line says so), an optional restart command,
   then a health command run in the new ``current`` release; exit 0 within the deadline means
   healthy.
 
@@ -34,11 +39,15 @@ from typing import Protocol
 
 from guards.config_checks import require_non_negative, require_positive, require_text
 from guards.log_text import printable
+from lfr.release.system_files import SystemFilesChange
 
 MAX_OUTPUT_BYTES = 2000
 """The tail of a command's output kept for the message."""
 SYSTEMCTL_TIMEOUT_S = 30.0
 """How long one ``systemctl show`` may take."""
+RELOAD_TIMEOUT_S = 120.0
+"""How long ``systemd-sysusers``, ``systemctl daemon-reload`` or a reload command may take
+(a reload re-runs every generator; slow on an SD card)."""
 _PROPERTIES = "--property=ActiveState,SubState,Result,NRestarts,Type"
 
 
@@ -53,7 +62,12 @@ class Health:
 
 
 class ServiceControl(Protocol):
-    """Restarts the node from ``current`` and judges its health."""
+    """Reloads the system files, restarts the node from ``current`` and judges its health."""
+
+    def reload_system_files(self, change: SystemFilesChange) -> Health:
+        """Make the service manager read the system files in ``change`` (called only when
+        it holds some); not healthy: the update must not go on with them."""
+        ...
 
     def restart_and_check(self, current: Path, deadline_s: float) -> Health:
         """Restart the node (now running ``current``) and wait at most ``deadline_s`` (plus a
@@ -123,13 +137,26 @@ class CommandServiceControl:
     relative program such as ``bin/lfr`` is found there); exit 0 means healthy."""
     restart: tuple[str, ...] | None = None
     """The restart command, run first (None: nothing is restarted)."""
+    reload: tuple[str, ...] | None = None
+    """Run when a system file changed, before the restart (None: nothing is reloaded; a
+    first install leaves that to the person who then enables the service)."""
 
     def __post_init__(self) -> None:
-        for name, argv in (("health", self.health), ("restart", self.restart)):
+        for name, argv in (("health", self.health), ("restart", self.restart),
+                           ("reload", self.reload)):
             if argv is not None:
                 if not argv:
                     raise ValueError(f"CommandServiceControl.{name} is empty")
                 require_text(f"CommandServiceControl.{name}", argv[0])
+
+    def reload_system_files(self, change: SystemFilesChange) -> Health:
+        """Run the reload command, if there is one."""
+        if self.reload is None:
+            return _healthy(f"not reloaded (no reload command): {change.describe()}")
+        result = run_bounded(self.reload, cwd=None, timeout_s=RELOAD_TIMEOUT_S)
+        if result.returncode != 0:
+            return _unhealthy("reload command " + _describe(result, RELOAD_TIMEOUT_S))
+        return _healthy("reload command exited 0")
 
     def restart_and_check(self, current: Path, deadline_s: float) -> Health:
         """Run the restart command (if any), then the health command, both within
@@ -168,11 +195,31 @@ class SystemdServiceControl:
     """How often its state is read while settling."""
     systemctl: str = "systemctl"
     """The systemctl program."""
+    sysusers: str = "systemd-sysusers"
+    """The systemd-sysusers program."""
 
     def __post_init__(self) -> None:
         require_text("SystemdServiceControl.unit", self.unit)
         require_non_negative("SystemdServiceControl.settle_s", self.settle_s)
         require_positive("SystemdServiceControl.poll_s", self.poll_s)
+        require_text("SystemdServiceControl.systemctl", self.systemctl)
+        require_text("SystemdServiceControl.sysusers", self.sysusers)
+
+    def reload_system_files(self, change: SystemFilesChange) -> Health:
+        """``systemd-sysusers FILE`` for a changed sysusers file, then ``systemctl
+        daemon-reload`` for a changed unit file."""
+        steps: list[tuple[str, ...]] = []
+        if change.users_file is not None:
+            steps.append((self.sysusers, str(change.users_file)))
+        if change.unit_file_changed:
+            steps.append((self.systemctl, "daemon-reload"))
+        for argv in steps:
+            result = run_bounded(argv, cwd=None, timeout_s=RELOAD_TIMEOUT_S)
+            if result.returncode != 0:
+                return _unhealthy(printable(" ".join(argv)) + " "
+                                  + _describe(result, RELOAD_TIMEOUT_S))
+        ran = "; ".join(printable(" ".join(argv)) for argv in steps)
+        return _healthy(f"ran {ran}" if steps else "nothing to reload")
 
     def restart_and_check(self, current: Path, deadline_s: float) -> Health:
         """``systemctl restart`` within ``deadline_s``, then active and not restarted for

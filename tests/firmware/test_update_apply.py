@@ -1,15 +1,18 @@
 """``lfr update apply``: the real x86_64 bundle (test_release_bundle.py) installed into a
 temporary root and run from there; every refusal leaves the installed release as it was; a new
 release that fails its health check is rolled back, and the same release, healthy, is then
-committed.
+committed; the release's unit and sysusers files are installed into ROOT, read again before
+the restart and put back on rollback.
 
 Service control here is ``CommandServiceControl`` (no systemd in the tests): the health
-command runs in the new ``current`` release."""
+command runs in the new ``current`` release; ``SystemdServiceControl`` runs against stand-in
+``systemctl`` and ``systemd-sysusers`` scripts."""
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -25,12 +28,26 @@ from packaging.version import Version
 
 from actors.van.tls_certificate import certificate_fingerprint, format_fingerprint
 from guards.exit_codes import ExitCode
+from guards.user_input import UserInputError
 from lfr.release.bundle_manifest import MANIFEST_NAME, SIGNATURE_NAME, sign_manifest
 from lfr.release.commands import add_update_commands
-from lfr.release.installer import UpdateOutcome, UpdateRequest, _prune, apply_update
+from lfr.release.installer import (
+    UpdateOutcome,
+    UpdateRequest,
+    _prune,
+    _switch,
+    apply_update,
+)
 from lfr.release.refusal import RefusalReason, UpdateRefused
 from lfr.release.release_layout import ReleaseLayout
 from lfr.release.service_control import CommandServiceControl, SystemdServiceControl
+from lfr.release.system_files import (
+    SYSUSERS_FILE,
+    UNIT_FILE,
+    SystemFilesChange,
+    install_system_files,
+    restore_system_files,
+)
 from secure.key_files import KeyFileError, write_node_keys
 from secure.node_keys import NodeKeys, NodeRole
 from tests.firmware.test_release_bundle import BuiltRelease, built_release, second_release
@@ -77,13 +94,20 @@ def unit(first: BuiltRelease, tmp_path_factory: pytest.TempPathFactory) -> Unit:
     return Unit(root, ReleaseLayout(root), time.monotonic() - started)
 
 
+def _system_file(path: Path) -> tuple[bytes, str] | None:
+    return (path.read_bytes(), oct(path.stat().st_mode & 0o777)) if path.exists() else None
+
+
 def _state(layout: ReleaseLayout) -> dict[str, object]:
-    """What an update may change: the link, the highest version, every name under the base."""
+    """What an update may change: the link, the highest version, every name under the base,
+    the installed unit and sysusers files (bytes and mode)."""
     return {"current": os.readlink(layout.current) if layout.current.is_symlink() else None,
             "highest": layout.highest_file.read_text() if layout.highest_file.exists()
             else None,
             "base": sorted(path.name for path in layout.base.iterdir()),
-            "releases": sorted(path.name for path in layout.releases.iterdir())}
+            "releases": sorted(path.name for path in layout.releases.iterdir()),
+            "unit file": _system_file(layout.root / UNIT_FILE.target),
+            "sysusers file": _system_file(layout.root / SYSUSERS_FILE.target)}
 
 
 def _run(argv: list[str], cwd: Path, timeout_s: float = 600.0) -> subprocess.CompletedProcess[str]:
@@ -108,6 +132,11 @@ def test_the_bundle_installs_as_a_venv_that_runs_by_itself(unit: Unit, first: Bu
     ).encode() + b"\n"
     assert (release / "firmware" / "lfr-edge.service").is_file()
     assert oct(release.stat().st_mode & 0o777) == "0o755"
+    # The release's systemd files, where systemd reads them (0644, as shipped).
+    for file in (UNIT_FILE, SYSUSERS_FILE):
+        shipped = (release / "firmware" / file.name).read_bytes()
+        assert _system_file(unit.root / file.target) == (shipped, "0o644"), file.name
+    assert b"User=lfr-edge" in (unit.root / UNIT_FILE.target).read_bytes()
     # The installed interpreter imports the installed code, not this checkout's.
     where = _run([str(release / "bin" / "python"), "-c",
                   "import lfr, models, cv2, ai_edge_litert, dlib; print(lfr.__file__)"],
@@ -382,26 +411,46 @@ def cli() -> argparse.ArgumentParser:
 def test_a_release_failing_its_health_check_is_rolled_back_then_a_healthy_retry_commits(
         unit: Unit, first: BuiltRelease, tmp_path_factory: pytest.TempPathFactory,
         tmp_path: Path, cli: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]) -> None:
-    """0.2.0 fails its health check: ``current`` goes back to 0.1.0, the node is restarted
-    there, 0.2.0 is removed and not remembered (so the same bundle may be tried again); tried
-    again with a passing check, 0.2.0 is committed and 0.1.0 kept as the previous release."""
+    """0.2.0 fails its health check: ``current`` goes back to 0.1.0, the system files it
+    replaced are put back and reloaded, the node is restarted there, 0.2.0 is removed and not
+    remembered (so the same bundle may be tried again); tried again with a passing check, 0.2.0
+    is committed and 0.1.0 kept as the previous release.
+
+    Both releases ship the same systemd files, so the installed ones are made to differ first
+    (a unit file edited by hand, no sysusers file): 0.2.0 replaces both, the reload runs with
+    its files in place before its restart, and the rollback puts the edited ones back."""
     second = second_release(tmp_path_factory)
     layout = unit.layout
+    unit_file, users_file = unit.root / UNIT_FILE.target, unit.root / SYSUSERS_FILE.target
+    edited = b"# an older unit file\n[Service]\nExecStart=/bin/true\n"
+    unit_file.write_bytes(edited)
+    unit_file.chmod(0o600)
+    users_file.unlink()
     before = _state(layout)
-    restarts = tmp_path / "restarts.log"
+    log = tmp_path / "service.log"
     args = cli.parse_args([
         "update", "apply", str(second.bundle), "--root", str(unit.root),
         "--health-deadline", str(DEADLINE_S),
-        "--restart-command", f"sh -c 'pwd -P >> {restarts}'",
+        "--reload-command", (f"sh -c 'echo reload $(sha256sum < {unit_file} | cut -c1-64) "
+                             f"$(test -e {users_file} && echo users || echo no-users) >> {log}'"),
+        "--restart-command", f"sh -c 'echo restart $(pwd -P) >> {log}'",
         "--health-command", "bin/python -c 'raise SystemExit(3)'"])
     assert args.func(args) == ExitCode.VERIFICATION_FAILED
     out = capsys.readouterr().out
+    assert ("systemd files installed: usr/lib/sysusers.d/lfr-edge.conf, "
+            "etc/systemd/system/lfr-edge.service") in out
     assert "release 0.2.0 is NOT healthy: health command exited 3" in out
     assert "rolled back: current: 0.2.0 -> 0.1.0" in out
+    assert "systemd files put back: usr/lib/sysusers.d/lfr-edge.conf, " in out
     assert "previous release 0.1.0 after the restart: NOT healthy" in out  # same failing check
-    assert _state(layout) == before  # current, highest-version and releases as they were
+    assert _state(layout) == before  # current, highest-version, releases, systemd files
     base = layout.releases.resolve()
-    assert restarts.read_text().split() == [str(base / "0.2.0"), str(base / "0.1.0")]
+    shipped = hashlib.sha256((first.source / "firmware" / UNIT_FILE.name).read_bytes())
+    assert log.read_text().splitlines() == [
+        f"reload {shipped.hexdigest()} users",  # 0.2.0's files in place before its restart
+        f"restart {base / '0.2.0'}",
+        f"reload {hashlib.sha256(edited).hexdigest()} no-users",  # put back before the restart
+        f"restart {base / '0.1.0'}"]
 
     started = time.monotonic()
     outcome = _apply(unit.root, second.bundle)
@@ -410,6 +459,11 @@ def test_a_release_failing_its_health_check_is_rolled_back_then_a_healthy_retry_
     assert os.readlink(layout.current) == "releases/0.2.0"
     assert layout.highest_file.read_text() == "0.2.0\n"
     assert [str(v) for v in layout.installed_releases()] == ["0.1.0", "0.2.0"]
+    assert "systemd reload: not reloaded (no reload command): usr/lib/sysusers.d/" in (
+        capsys.readouterr().out)
+    for file in (UNIT_FILE, SYSUSERS_FILE):  # the edited unit file replaced again
+        shipped_file = (layout.current / "firmware" / file.name).read_bytes()
+        assert _system_file(unit.root / file.target) == (shipped_file, "0o644")
     ran = subprocess.run([str(layout.current / "bin" / "lfr"), "--help"], capture_output=True,
                          timeout=300, check=False, cwd=tmp_path)
     assert ran.returncode == 0
@@ -478,3 +532,111 @@ def test_a_health_command_that_outlives_the_deadline_is_killed_with_its_children
     assert "did not finish within" in health.detail
     time.sleep(4)
     assert not marker.exists()  # the background child died with the group
+
+
+# -- the release's systemd files ------------------------------------------------------------
+
+
+def _fake_release(layout: ReleaseLayout, version: str, unit_text: bytes,
+                  users_text: bytes | None) -> Path:
+    """A release folder as the installer leaves it, with only what switching reads."""
+    release = layout.release_dir(Version(version))
+    (release / "firmware").mkdir(parents=True)
+    (release / "firmware" / UNIT_FILE.name).write_bytes(unit_text)
+    if users_text is not None:
+        (release / "firmware" / SYSUSERS_FILE.name).write_bytes(users_text)
+    (release / MANIFEST_NAME).write_text("{}")
+    return release
+
+
+def test_system_files_are_installed_all_or_nothing_and_put_back_as_they_were(
+        tmp_path: Path) -> None:
+    layout = ReleaseLayout(tmp_path)
+    release = _fake_release(layout, "0.2.0", b"[Service]\nType=notify\n", b"u lfr-edge -\n")
+    unit_file, users_file = tmp_path / UNIT_FILE.target, tmp_path / SYSUSERS_FILE.target
+    # The sysusers file is a link (installed first, so it is replaced), and a folder stands
+    # where the unit file goes (refused): the replaced link must come back.
+    users_file.parent.mkdir(parents=True)
+    users_file.symlink_to("/usr/share/lfr-edge-old.conf")
+    unit_file.mkdir(parents=True)
+    with pytest.raises(UpdateRefused, match=r"lfr-edge\.service is not a regular file") as bad:
+        install_system_files(tmp_path, release)
+    assert bad.value.reason is RefusalReason.LAYOUT
+    # The sysusers link it had already replaced is a link again, pointing where it did.
+    assert os.readlink(users_file) == "/usr/share/lfr-edge-old.conf"
+    assert sorted(p.name for p in users_file.parent.iterdir()) == ["lfr-edge.conf"]
+
+    unit_file.rmdir()
+    change = install_system_files(tmp_path, release)
+    assert change.describe() == ("usr/lib/sysusers.d/lfr-edge.conf, "
+                                 "etc/systemd/system/lfr-edge.service")
+    assert change.unit_file_changed
+    assert change.users_file == users_file
+    assert _system_file(unit_file) == (b"[Service]\nType=notify\n", "0o644")
+    assert not users_file.is_symlink()
+    assert not install_system_files(tmp_path, release).replaced  # unchanged: nothing written
+    put_back = restore_system_files(change)
+    assert os.readlink(users_file) == "/usr/share/lfr-edge-old.conf"
+    assert not unit_file.exists()  # there was none
+    assert put_back.users_file is None  # a link to nothing is no file to apply
+    assert sorted(p.name for p in unit_file.parent.iterdir()) == []  # no temporary files
+
+
+def test_a_failed_reload_rolls_back_without_restarting_the_new_release(tmp_path: Path) -> None:
+    layout = ReleaseLayout(tmp_path)
+    layout.base.mkdir(parents=True)
+    _fake_release(layout, "0.1.0", b"[Service]\n# 0.1.0\n", None)
+    _fake_release(layout, "0.2.0", b"[Service]\n# 0.2.0\n", None)
+    layout.switch_current(Version("0.1.0"))
+    install_system_files(tmp_path, layout.release_dir(Version("0.1.0")))
+    log = tmp_path / "service.log"
+    unit_file = tmp_path / UNIT_FILE.target
+    control = CommandServiceControl(
+        health=("true",), restart=("sh", "-c", f"echo restart $(pwd -P) >> {log}"),
+        reload=("sh", "-c", f"tail -n1 {unit_file} >> {log}; grep -q 0.1.0 {unit_file}"))
+    outcome = _switch(layout, Version("0.2.0"), Version("0.1.0"), control, 60.0)
+    assert outcome == UpdateOutcome(Version("0.2.0"), Version("0.1.0"), healthy=False)
+    assert os.readlink(layout.current) == "releases/0.1.0"
+    assert unit_file.read_bytes() == b"[Service]\n# 0.1.0\n"
+    assert not layout.release_dir(Version("0.2.0")).exists()
+    assert log.read_text().splitlines() == [
+        "# 0.2.0", "# 0.1.0", f"restart {layout.release_dir(Version('0.1.0')).resolve()}"]
+
+
+def test_systemd_reads_a_changed_sysusers_file_then_the_units(tmp_path: Path) -> None:
+    fake = _fake_systemctl(tmp_path, restart_exit=0, states=[_show("active", 0)])
+    sysusers = tmp_path / "systemd-sysusers"
+    sysusers.write_text(f"#!/bin/sh\necho sysusers \"$@\" >> {tmp_path}/calls\n")
+    sysusers.chmod(0o755)
+    layout = ReleaseLayout(tmp_path / "root")
+    release = _fake_release(layout, "0.1.0", b"[Service]\n", b"u lfr-edge -\n")
+    change = install_system_files(layout.root, release)
+    control = SystemdServiceControl(systemctl=str(fake), sysusers=str(sysusers))
+    health = control.reload_system_files(change)
+    assert health.healthy, health.detail
+    users_file = layout.root / SYSUSERS_FILE.target
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        f"sysusers {users_file}", "daemon-reload"]
+    failing = SystemdServiceControl(systemctl=str(fake), sysusers="false")
+    health = failing.reload_system_files(change)
+    assert not health.healthy
+    assert health.detail.startswith(f"false {users_file} exited 1")
+    unit_only = SystemFilesChange(tuple(item for item in change.replaced
+                                        if item.file is UNIT_FILE))
+    assert control.reload_system_files(unit_only).detail == f"ran {fake} daemon-reload"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--root", "ROOT"], ("--root ROOT needs --health-command: systemd restarts only this "
+                          "machine's own service")),
+    (["--reload-command", "true"], "--reload-command needs --health-command"),
+    (["--restart-command", "true"], "--restart-command needs --health-command"),
+])
+def test_systemd_control_only_for_this_machines_root(
+        argv: list[str], expected: str, cli: argparse.ArgumentParser, tmp_path: Path) -> None:
+    argv = [str(tmp_path) if item == "ROOT" else item for item in argv]
+    args = cli.parse_args(["update", "apply", str(tmp_path / "bundle.lfr"), *argv])
+    with pytest.raises(UserInputError, match=re.escape(expected.replace("ROOT",
+                                                                      str(tmp_path)))):
+        args.func(args)
+    assert sorted(tmp_path.iterdir()) == []
