@@ -39,16 +39,11 @@ import asyncio
 import enum
 import functools
 import hashlib
-import io
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
-
-import numpy as np
-from numpy.typing import NDArray
-from PIL import Image
 
 from actors.unit.second_opinion import shared_second_model
 from actors.unit.watchlist import DEFAULT_THRESHOLD, HEADER_BYTES, Watchlist, encode_watchlist
@@ -58,9 +53,8 @@ from console.sources import AuditRecorder
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import PhotoBytes, PhotoFaces
-from lfr.reference_photos import JPEG_QUALITY, MAX_PHOTO_BYTES, MAX_SIDE_PX
+from lfr.reference_photos import reference_jpeg
 from lfr.watchlist_build import EnrolledPhoto, EnrolmentReport, enrol_photo, enrol_subjects
-from models.image_io import ImageLoadError
 from models.second_opinion_model import SecondFaceModel
 from runtime.blocking import BlockingPool
 from secure.memory_wipe import wipe_buffer
@@ -111,19 +105,6 @@ class PhotoModels:
 def load_photo_models() -> PhotoModels:
     """The vendored models (blocking: reads and verifies the model files)."""
     return PhotoModels(PhotoFaces(), shared_second_model())
-
-
-def reference_jpeg(image: NDArray[np.uint8], shown: str) -> bytes:
-    """``image`` as a reference photo: JPEG, at most ``MAX_SIDE_PX`` on its longer side, no
-    metadata (as ``lfr.reference_photos`` makes them); ``ImageLoadError`` when too big."""
-    picture = Image.fromarray(image)
-    picture.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
-    out = io.BytesIO()
-    picture.save(out, format="JPEG", quality=JPEG_QUALITY)
-    data = out.getvalue()
-    if len(data) > MAX_PHOTO_BYTES:
-        raise ImageLoadError(f"{shown}: over {MAX_PHOTO_BYTES} bytes as JPEG")
-    return data
 
 
 @dataclass(slots=True, eq=False)

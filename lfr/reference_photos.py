@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from guards.log_text import printable
@@ -62,11 +64,18 @@ def reference_photos(photos_dir: Path, subjects: Collection[str]) -> ReferencePh
 
 
 def _jpeg(path: Path) -> bytes:
-    image = Image.fromarray(load_rgb(path))
-    image.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
+    return reference_jpeg(load_rgb(path), printable(path))
+
+
+def reference_jpeg(image: NDArray[np.uint8], shown: str) -> bytes:
+    """``image`` (RGB) as a reference photo: JPEG, at most ``MAX_SIDE_PX`` on its longer side,
+    no metadata; ``ImageLoadError`` naming ``shown`` when it is still over ``MAX_PHOTO_BYTES``.
+    ``lfr watchlist push --photos`` and the console's build both make them here."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    picture.save(out, format="JPEG", quality=JPEG_QUALITY)
     data = out.getvalue()
     if len(data) > MAX_PHOTO_BYTES:
-        raise ImageLoadError(f"{printable(path)}: over {MAX_PHOTO_BYTES} bytes as JPEG")
+        raise ImageLoadError(f"{shown}: over {MAX_PHOTO_BYTES} bytes as JPEG")
     return data
