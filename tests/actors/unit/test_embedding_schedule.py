@@ -188,6 +188,8 @@ def test_a_face_nearer_an_undecided_track_is_embedded() -> None:
     # near its last box, already an undecided track of its own.
     schedule = EmbeddingSchedule(SCHEDULE)
     tracker = _decided_tracker((150.0, 0.0, 360.0, 250.0))
+    for t in (0.04, 0.08):  # the person left: their face is missed (the matcher sees each frame)
+        tracker.update(t, [], np.zeros((0, DIM), np.float32))
     (new,) = tracker.update(0.12, [(-41.0, 0.0, 146.0, 250.0)], PEOPLE[[WANTED]])
     assert not new.decided
     assert schedule.plan(tracker, 2, 0.16, [(-9.0, 0.0, 181.0, 250.0)]) == {}

@@ -1,4 +1,5 @@
-"""``Tracker``: faces followed across frames by box overlap and embedding similarity.
+"""``Tracker``: faces followed across frames by (predicted) box overlap and embedding similarity,
+gated by plausible motion.
 
 Privacy invariant under test: an ended track's embedding array is overwritten with zeros (the
 array object itself, so any reference still held elsewhere sees zeros) and dropped.
@@ -83,17 +84,17 @@ def test_overlapping_box_continues_the_track_even_with_a_dissimilar_embedding() 
     assert len(tracker.tracks) == 1
 
 
-def test_embedding_continues_the_track_across_a_camera_cut() -> None:
+def test_embedding_continues_the_track_without_overlap_within_the_gate() -> None:
     rng = np.random.default_rng(1)
     (a,) = unit_rows(rng, 1, D)
     tracker = Tracker()
     (first,) = tracker.update(0.0, [(10, 10, 60, 70)], faces(a))
-    # The cut: the same face, now large on the other side of the frame (no overlap at all).
-    cut_box: Box = (400, 50, 560, 250)
-    assert iou(cut_box, (10, 10, 60, 70)) == 0.0
-    (second,) = tracker.update(0.1, [cut_box], faces(toward(rng, a, 0.7)))
+    # 0.1 s later, 80 px (1.6 widths) away: no overlap at all, the same face by its embedding.
+    moved: Box = (90, 10, 140, 70)
+    assert iou(moved, (10, 10, 60, 70)) == 0.0
+    (second,) = tracker.update(0.1, [moved], faces(toward(rng, a, 0.7)))
     assert second is first
-    assert second.box == cut_box
+    assert second.box == moved
 
 
 def test_neither_overlap_nor_similarity_starts_a_new_track() -> None:
@@ -152,7 +153,7 @@ def test_the_track_keeps_its_own_copy_of_the_embedding() -> None:
     frame.fill(0.0)  # what the matcher does once a frame is decided
     assert np.array_equal(track.embedding, a)
     # Association by embedding still works after the caller wiped its copy.
-    (again,) = tracker.update(0.1, [(300, 300, 310, 310)], faces(a))
+    (again,) = tracker.update(0.1, [(30, 0, 40, 10)], faces(a))
     assert again is track
 
 
@@ -242,6 +243,9 @@ def test_outcome_history_is_bounded_by_the_config() -> None:
     ("min_similarity", -0.2), ("min_similarity", 2.0),
     ("max_age_s", 0.0), ("max_age_s", -1.0), ("max_age_s", math.inf),
     ("history", 0), ("history", 2.5),
+    ("max_speed_widths", 0.0), ("max_speed_widths", math.inf),
+    ("slack_widths", -0.5), ("slack_widths", math.nan),
+    ("max_size_ratio", 0.9), ("max_size_ratio", 10.0), ("near_widths", -1.0),
 ])
 def test_a_bad_setting_is_refused_naming_its_field(name: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"TrackerConfig\.{name}\b"):
@@ -288,3 +292,92 @@ def test_a_hint_to_an_ended_track_starts_a_new_track_no_similarity_reaches() -> 
     (new,) = tracker.update(5.0, [(0, 0, 40, 50)], faces(a), hints={0: gone.track_id})
     assert new.track_id != gone.track_id
     assert not new.embedding.any()  # the row of a face not embedded is never used
+
+
+# --- the motion gate --------------------------------------------------------------------------
+# Each test below fails with the gate removed (``within_gate`` always true and the overlap taken
+# with the track's last box instead of its predicted one): checked when the gate was built.
+
+SMALL = 26.0
+"""A small street face (px); it moves 19 px (0.74 of its width) a frame (docs/STREET.md)."""
+STEP = 19.0
+FRAME_S = 0.04
+
+
+def small_box(x: float, y: float) -> Box:
+    """A ``SMALL`` px face whose box starts at ``x``, ``y``."""
+    return (x, y, x + SMALL, y + SMALL)
+
+
+def test_a_face_does_not_take_a_track_across_an_implausible_jump_whatever_its_embedding() -> None:
+    rng = np.random.default_rng(10)
+    (a,) = unit_rows(rng, 1, D)
+    tracker = Tracker()
+    (track,) = tracker.update(0.0, [(100, 100, 150, 160)], faces(a))
+    # One frame later the same-looking face 10 widths away (a lookalike across the street, or
+    # a camera cut): the gate allows 0.5 + 40 x 0.04 = 2.1 widths.
+    jumped: Box = (600, 100, 650, 160)
+    assert not tracker.within_gate(jumped, track, FRAME_S)
+    (other,) = tracker.update(FRAME_S, [jumped], faces(toward(rng, a, 0.95)))
+    assert other is not track
+    assert tracker.tracks[track.track_id].box == (100, 100, 150, 160)  # untouched
+    # Nor a face three times the size in the same place (a cut to a close-up).
+    close_up: Box = (60, 60, 210, 240)
+    assert not tracker.within_gate(close_up, track, 2 * FRAME_S)
+    (third,) = tracker.update(2 * FRAME_S, [close_up], faces(toward(rng, a, 0.95)))
+    assert third not in (track, other)
+    # The reach grows with the time the track went unseen: the same 10 widths after 0.3 s.
+    assert tracker.within_gate(jumped, track, 0.3)
+
+
+def test_a_small_fast_face_stays_on_its_track_through_short_misses_for_the_fusion() -> None:
+    rng = np.random.default_rng(11)
+    (a,) = unit_rows(rng, 1, D)
+    tracker = Tracker()
+    x, t = 100.0, 0.0
+    # A small face's embeddings are poor (0.4 alike frame to frame, below min_similarity), and
+    # it moves 0.74 of its width a frame: its last box overlaps the next by IoU 0.15 only.
+    assert iou(small_box(x, 300), small_box(x + STEP, 300)) < TrackerConfig().min_iou
+    (track,) = tracker.update(t, [small_box(x, 300)], faces(a))
+    track.outcomes.append(FrameOutcome("subject", 0.62))
+    seen = [track]
+    for frame in range(1, 16):
+        x, t = x + STEP, t + FRAME_S
+        if frame in (5, 6, 7, 11, 12):  # missed by the detector (turned away, occluded)
+            tracker.update(t, [], faces(a)[:0])
+            continue
+        (got,) = tracker.update(t, [small_box(x, 300)], faces(toward(rng, a, 0.4)))
+        seen.append(got)
+        got.outcomes.append(FrameOutcome("subject", 0.62))
+    assert all(s is track for s in seen), "the face split over several tracks"
+    assert list(tracker.tracks) == [track.track_id]
+    # The fusion sees the person's looks together: every one of them on the one track.
+    assert len(track.outcomes) == TrackerConfig().history
+    assert track.velocity == pytest.approx((STEP / FRAME_S, 0.0))
+
+
+def test_two_people_crossing_keep_their_tracks_even_when_each_looks_like_the_other() -> None:
+    rng = np.random.default_rng(12)
+    a, b = unit_rows(rng, 2, D)
+    # Two small faces walking towards each other, one 2.5 widths above the other, so their
+    # paths cross; as they pass, each face (half turned, blurred) looks more like the other
+    # person than like its own last look.
+    ya, yb = 300.0, 300.0 + 2.5 * SMALL
+    xa, xb = 100.0, 100.0 + 20 * STEP
+    tracker = Tracker()
+    track_a, track_b = tracker.update(0.0, [small_box(xa, ya), small_box(xb, yb)], faces(a, b))
+    t = 0.0
+    for frame in range(1, 21):
+        xa, xb, t = xa + STEP, xb - STEP, t + FRAME_S
+        ea, eb = toward(rng, a, 0.4), toward(rng, b, 0.4)
+        if frame in (9, 10, 11):  # passing each other: each face resembles the other track
+            ea, eb = toward(rng, b, 0.9), toward(rng, a, 0.9)
+        boxes = [small_box(xa, ya), small_box(xb, yb)]
+        if frame % 2:  # the detector's order changes from frame to frame
+            got_b, got_a = tracker.update(t, boxes[::-1], faces(eb, ea))
+        else:
+            got_a, got_b = tracker.update(t, boxes, faces(ea, eb))
+        assert (got_a, got_b) == (track_a, track_b), f"tracks swapped or split at frame {frame}"
+    assert sorted(tracker.tracks) == sorted([track_a.track_id, track_b.track_id])
+    assert track_a.box == small_box(xa, ya)
+    assert track_b.box == small_box(xb, yb)
