@@ -12,10 +12,11 @@ chip's padding lies inside; only the crop is handed to dlib) and runs the predic
 shrunk to 0.9 of its size about its centre, which is where dlib's own HOG detector puts its box
 on the shared photos (BlazeFace's box holds more forehead and cheek).
 
-Cost, measured here (2 shared cores, x86_64): 100-150 ms per face on one core, and dlib holds
-the GIL throughout, so a call stalls the Python of every other thread (TFLite invokes, which
-release the GIL, go on). That is why the matcher runs it only on candidate matches, a few looks
-per track (``actors.unit.second_opinion``), never on every face.
+Cost, measured here (2 shared cores, x86_64): 110-135 ms per face on one core, and dlib holds
+the GIL throughout (a busy Python thread beside it kept 8-14% of its progress), so a call stalls
+the Python of every other thread (TFLite invokes, which release the GIL, go on). That is why
+the matcher runs it in a worker process (``models.second_opinion_worker``) and only on
+candidate matches, a few looks per track (``actors.unit.second_opinion``), never on every face.
 
 Model files: ``DLIB_RESNET_V1`` and ``DLIB_SHAPE_5`` (``models/SOURCES.md``), each at most
 ``MAX_MODEL_BYTES``, read once and checked against its pinned sha256 (``load_model_bytes``)
@@ -48,6 +49,7 @@ __all__ = [
     "SecondModelUnavailable",
     "descriptor_distance",
     "dlib_box",
+    "face_crop",
 ]
 
 DESCRIPTOR_DIM: Final = 128
@@ -120,6 +122,26 @@ def dlib_box(box: tuple[float, float, float, float]) -> tuple[float, float, floa
     return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
+def face_crop(pixels: NDArray[np.uint8], box: tuple[float, float, float, float],
+              ) -> tuple[NDArray[np.uint8], tuple[float, float, float, float]]:
+    """A copy of the part of ``pixels`` dlib is given for a BlazeFace ``box`` (the box plus
+    ``CROP_MARGIN`` of its size on every side, clamped to the frame), and the box in the copy's
+    pixels. The caller wipes the copy. ``ValueError`` for a bad frame or box."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be H x W x 3 uint8, got {pixels.shape} {pixels.dtype}")
+    x0, y0, x1, y1 = box
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"empty face box {box}")
+    h, w = pixels.shape[:2]
+    mx, my = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
+    left, top = max(0, int(x0 - mx)), max(0, int(y0 - my))
+    right, bottom = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
+    if right <= left or bottom <= top:
+        raise ValueError(f"face box {box} lies outside the {w}x{h} frame")
+    crop = np.array(pixels[top:bottom, left:right], order="C", copy=True)
+    return crop, (x0 - left, y0 - top, x1 - left, y1 - top)
+
+
 def descriptor_distance(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
     """Euclidean distance of two descriptors (small: the same person)."""
     return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
@@ -151,11 +173,12 @@ class SecondFaceModel:
 
         self.config = config or SecondFaceModelConfig()
         self._dlib = dlib
-        descriptor = _verified_bytes(self.config.descriptor, data_dir)
-        predictor = _verified_bytes(self.config.shape_predictor, data_dir)
-        self._net = _load_from_bytes(descriptor, "lfr-descriptor",
-                                     dlib.face_recognition_model_v1)
-        self._predictor = _load_from_bytes(predictor, "lfr-shape5", dlib.shape_predictor)
+        # One file at a time: the verified bytes of one are dropped before the next is read
+        # (they are the peak of the process's memory while loading).
+        self._net = _load_from_bytes(_verified_bytes(self.config.descriptor, data_dir),
+                                     "lfr-descriptor", dlib.face_recognition_model_v1)
+        self._predictor = _load_from_bytes(_verified_bytes(self.config.shape_predictor, data_dir),
+                                           "lfr-shape5", dlib.shape_predictor)
         # Invariant: one call into dlib at a time (the network keeps activations in itself).
         self._lock = threading.Lock()
 
@@ -174,20 +197,8 @@ class SecondFaceModel:
         """The (128,) float32 descriptor of the face in ``box`` (BlazeFace's, frame pixels) of
         the H x W x 3 uint8 RGB ``pixels``. Runs on a worker thread; the crop it makes is
         overwritten with zeros before it returns."""
-        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-            raise ValueError(f"pixels must be H x W x 3 uint8, got {pixels.shape} "
-                             f"{pixels.dtype}")
-        x0, y0, x1, y1 = box
-        if not (x1 > x0 and y1 > y0):
-            raise ValueError(f"empty face box {box}")
-        h, w = pixels.shape[:2]
-        mx, my = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
-        left, top = max(0, int(x0 - mx)), max(0, int(y0 - my))
-        right, bottom = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
-        if right <= left or bottom <= top:
-            raise ValueError(f"face box {box} lies outside the {w}x{h} frame")
-        crop = np.ascontiguousarray(pixels[top:bottom, left:right])
-        bx0, by0, bx1, by1 = dlib_box((x0 - left, y0 - top, x1 - left, y1 - top))
+        crop, crop_box = face_crop(pixels, box)
+        bx0, by0, bx1, by1 = dlib_box(crop_box)
         rect = self._dlib.rectangle(round(bx0), round(by0), round(bx1), round(by1))
         try:
             with self._lock:
@@ -195,5 +206,4 @@ class SecondFaceModel:
                 values = self._net.compute_face_descriptor(crop, shape, 0, 0.25)
             return np.asarray(values, dtype=np.float32).reshape(DESCRIPTOR_DIM)
         finally:
-            if crop.base is None:  # our own copy, never the caller's frame
-                crop.fill(0)
+            crop.fill(0)  # our own copy (face_crop), never the caller's frame

@@ -11,8 +11,15 @@ which change trackers, policies and counters, are taken by ``receive`` itself
 The two-model rule (``actors.unit.second_opinion``), when the gallery holds the second model's
 templates (``TwoModelGallery``): while a frame is decided, each candidate face (first-model score
 within ``candidate_margin`` of its best subject's threshold) on a track whose opinion on that
-subject is still open is shown to the second model, on the worker pool, all of a frame's looks at
-once; an alert needs the N-of-M fusion and the second model's agreement on the track. A gallery
+subject is still open is shown to the second model; an alert needs the N-of-M fusion and the
+second model's agreement on the track. A look runs in the second model's worker process, driven
+from a thread of the matcher's own (never the worker pool the detector and embedder need), and is
+**not awaited** by its frame: its distance is recorded when a later frame is decided. Only a
+frame on which the track's fusion would name the subject while the second model has not agreed
+yet waits, for that track's looks at that subject (and, if they do not agree and the opinion is
+still open, for one look at its own face, as before). So the alerts are those of awaiting every
+look, and the frames between are decided without waiting 110-135 ms per look. At most
+``MAX_PENDING_LOOKS`` looks are in flight; one more first waits for the oldest. A gallery
 without those templates alerts on the first model alone, and the matcher logs that once.
 
 Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
@@ -30,6 +37,7 @@ import logging
 import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,7 +57,7 @@ from actors.unit.second_opinion import (
     SecondOpinionConfig,
     TwoModelGallery,
     look,
-    shared_second_model,
+    shared_second_worker,
 )
 from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
 from actors.unit.watchlist_gate import WatchlistGate
@@ -66,6 +74,12 @@ CROP_CONTEXT = 0.4
 """An alert crop adds this share of the box size on every side, for the officer's context."""
 CROP_MAX_SIDE_PX = 256
 LATENCY_SAMPLES = 100_000
+MAX_PENDING_LOOKS = 8
+"""Second-model looks in flight per matcher (each 110-135 ms of one core); one more waits for
+the oldest first."""
+LOOK_WAIT_S = 60.0
+"""Longest wait for one look (the worker gives up on a call after 10 s; the rest is the looks
+queued before it): beyond it the matcher fails and its supervisor restarts it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,17 @@ class _Embedded:
     that epoch only."""
 
 
+@dataclass(slots=True)
+class _PendingLook:
+    """A second-model look in flight."""
+
+    camera: str
+    track_id: int
+    subject: str
+    task: asyncio.Future[float]
+    """Its distance; owned by the matcher (cancelled and awaited when it stops or forgets)."""
+
+
 class Embedder(Protocol):
     """What the matcher needs of an embedding model (``models.face_embedder.FaceEmbedder``)."""
 
@@ -173,6 +198,12 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._second: dict[str, SecondOpinion] = {}
         self._second_looks = 0
         self._held = 0
+        # Looks in flight, oldest first; at most MAX_PENDING_LOOKS (_launch_look).
+        self._pending: list[_PendingLook] = []
+        # Tracks whose face in the frame being decided was shown to the second model (one look
+        # per track and frame).
+        self._looked_now: set[int] = set()
+        self._look_thread: ThreadPoolExecutor | None = None
         self._trackers: dict[str, Tracker] = {}
         self._policies: dict[str, AlertPolicy] = {}
         self._frames = 0
@@ -189,6 +220,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._window = OrderedWindow(self.config.in_flight, self._decide,
                                      tell_owner(self.context.ref),
                                      name=f"{self.context.name}:window")
+        # One thread for second-model looks: a look waits on the worker process's pipe, and
+        # must not take a worker-pool thread from the detector and embedder meanwhile.
+        self._look_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.context.name}:look")
 
     def _uses_second_model(self) -> bool:
         return self.config.second_opinion.enabled and isinstance(self.gallery, TwoModelGallery)
@@ -208,14 +242,15 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
 
     async def _gallery_changed(self) -> None:
         if self._uses_second_model() and self._describer is None:
-            # Loaded (and verified) once per process, on a worker: restarts cost nothing.
-            self._describer = await self.context.run_blocking(shared_second_model)
+            # Started (its files verified) once per process, on a worker: restarts cost nothing.
+            self._describer = await self.context.run_blocking(shared_second_worker)
         elif (self.gallery is not None and self.config.second_opinion.enabled
               and not isinstance(self.gallery, TwoModelGallery)):
             log.warning("the watchlist holds no templates of the second face model: alerts "
                         "rest on the first model alone; rebuild it with `lfr watchlist build`")
 
     def _forget_tracks(self) -> None:
+        self._drop_looks(None)
         self._epoch += 1
         for tracker in self._trackers.values():
             tracker.clear()
@@ -229,7 +264,23 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     async def on_stop(self) -> None:
         if self._window is not None:
             await self._window.close()
+        tasks = [look.task for look in self._pending]
         self._forget_tracks()
+        if tasks:  # cancelled above; their thread's call ends within the worker's timeout
+            await asyncio.wait(tasks, timeout=LOOK_WAIT_S)
+        if self._look_thread is not None:
+            self._look_thread.shutdown(wait=False, cancel_futures=True)
+            self._look_thread = None
+
+    def _drop_looks(self, camera: str | None) -> None:
+        """Cancel the looks in flight (of ``camera``; None: all): their tracks are forgotten."""
+        keep: list[_PendingLook] = []
+        for look_ in self._pending:
+            if camera is None or look_.camera == camera:
+                look_.task.cancel()
+            else:
+                keep.append(look_)
+        self._pending = keep
 
     async def receive(
         self, message: DetectorOutput | GetMatcherStatistics | ResultsReady,
@@ -258,6 +309,7 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             opinion = self._second.pop(message.camera, None)
             if opinion is not None:
                 opinion.clear()
+            self._drop_looks(message.camera)
             await self.output.tell(StreamEnded(message.camera, message.frames,
                                                message.faces_seen, message.faces_rejected,
                                                self._alerts))
@@ -328,6 +380,12 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                    top.score if top is not None else 0.0)
             confirmed = (opinion is None or outcome.subject is None
                          or opinion.agrees(track.track_id, outcome.subject))
+            if (not confirmed and opinion is not None and outcome.subject is not None
+                    and self._would_fuse(policy, track, outcome)):
+                # The alert hinges on the second model: wait for its looks at this track.
+                confirmed = await self._settle(frame, opinion, i, track, outcome.subject)
+                if self._gate is not None and self._gate.generation != self._generation:
+                    return alerted  # the watchlist changed meanwhile: decide nothing more
             fused = policy.observe(track, outcome, frame.t_s, confirmed=confirmed)
             if not confirmed and policy.fuses(track, outcome.subject):
                 self._held += 1
@@ -341,35 +399,93 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     async def _second_looks_at(self, frame: DetectedFaces, gallery: Gallery, *,
                                tracker: Tracker, tracks: list[Track], looked: list[int],
                                results: dict[int, list[GalleryMatch]]) -> SecondOpinion | None:
-        """Show this frame's candidate faces whose track's opinion is open to the second model
-        (concurrently, on the worker pool) and record the distances; the camera's opinions, or
-        None when the rule is not in use."""
+        """Record the looks finished since the last frame, and start a look at each of this
+        frame's candidate faces whose track's opinion is open (not awaited: ``_settle`` waits
+        when an alert hinges on one); the camera's opinions, or None when the rule is not in
+        use."""
         if not (self.config.second_opinion.enabled and isinstance(gallery, TwoModelGallery)):
             return None
-        if self._describer is None:  # loaded with the gallery; a restart loads it again
-            self._describer = await self.context.run_blocking(shared_second_model)
-        describer = self._describer
+        if self._describer is None:  # started with the gallery; a restart starts it again
+            self._describer = await self.context.run_blocking(shared_second_worker)
         opinion = self._second.get(frame.camera)
         if opinion is None:
             opinion = self._second[frame.camera] = SecondOpinion(gallery.second,
                                                                  self.config.second_opinion)
+        self._record_finished()
         opinion.forget_ended(tracker.tracks)  # privacy: nothing of an ended track is kept
-        wanted: list[tuple[int, str]] = []
+        self._looked_now.clear()
         for i in looked:
             top = results[i][0] if results[i] else None
             if (top is not None and opinion.is_candidate(top)
                     and top.subject not in tracks[i].alerted
-                    and opinion.wants_look(tracks[i].track_id, top.subject)):
-                wanted.append((i, top.subject))
-        templates = gallery.second
-        distances = await asyncio.gather(*(
-            self.context.run_blocking(look, describer, templates, frame.pixels,
-                                      frame.faces[i].detection.box, subject)
-            for i, subject in wanted))
-        for (i, subject), distance in zip(wanted, distances, strict=True):
-            opinion.record(tracks[i].track_id, subject, distance)
-        self._second_looks += len(wanted)
+                    and opinion.wants_look(tracks[i].track_id, top.subject,
+                                           pending=self._in_flight(frame.camera,
+                                                                   tracks[i].track_id,
+                                                                   top.subject))):
+                await self._launch_look(frame, opinion, i, tracks[i].track_id, top.subject)
         return opinion
+
+    def _in_flight(self, camera: str, track_id: int, subject: str) -> int:
+        """Looks in flight at this track and subject."""
+        return sum(1 for p in self._pending
+                   if p.camera == camera and p.track_id == track_id and p.subject == subject)
+
+    async def _launch_look(self, frame: DetectedFaces, opinion: SecondOpinion, i: int,
+                           track_id: int, subject: str) -> None:
+        """Start the second model's look at face ``i`` of ``frame`` on the look thread."""
+        assert self._describer is not None
+        assert self._look_thread is not None
+        while len(self._pending) >= MAX_PENDING_LOOKS:  # the bound: wait for the oldest
+            await self._await_looks([self._pending[0]])
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.run_in_executor(
+            self._look_thread, look, self._describer, opinion.templates, frame.pixels,
+            frame.faces[i].detection.box, subject))
+        self._pending.append(_PendingLook(frame.camera, track_id, subject, task))
+        self._looked_now.add(track_id)
+        self._second_looks += 1
+
+    async def _await_looks(self, looks: list[_PendingLook]) -> None:
+        """Wait for ``looks`` (at most ``LOOK_WAIT_S``; beyond it the matcher fails) and record
+        every finished look."""
+        if looks:
+            done, _ = await asyncio.wait([p.task for p in looks], timeout=LOOK_WAIT_S)
+            if len(done) < len(looks):
+                raise TimeoutError(f"the second model did not answer within {LOOK_WAIT_S} s")
+        self._record_finished()
+
+    def _record_finished(self) -> None:
+        """Record the distances of the finished looks (a failed look fails the matcher)."""
+        finished = [p for p in self._pending if p.task.done()]
+        self._pending = [p for p in self._pending if not p.task.done()]
+        for pending in finished:
+            distance = pending.task.result()
+            opinion = self._second.get(pending.camera)
+            tracker = self._trackers.get(pending.camera)
+            if opinion is not None and tracker is not None and pending.track_id in tracker.tracks:
+                opinion.record(pending.track_id, pending.subject, distance)
+
+    def _would_fuse(self, policy: AlertPolicy, track: Track, outcome: FrameOutcome) -> bool:
+        """``policy.observe`` would find the fusion met with ``outcome`` (``AlertPolicy``)."""
+        window = policy.config.window
+        recent = list(track.outcomes)[-(window - 1):] if window > 1 else []
+        hits = sum(1 for o in (*recent, outcome) if o.subject == outcome.subject)
+        return hits >= policy.config.min_hits
+
+    async def _settle(self, frame: DetectedFaces, opinion: SecondOpinion, i: int, track: Track,
+                      subject: str) -> bool:
+        """Wait for the looks at ``track`` and ``subject``; if they do not agree and the
+        opinion is open, look at face ``i`` of this frame (unless it was looked at) and wait
+        for that too. Whether the second model agrees now."""
+        camera, track_id = frame.camera, track.track_id
+        for _ in range(2):
+            await self._await_looks([p for p in self._pending if p.camera == camera
+                                     and p.track_id == track_id and p.subject == subject])
+            if (opinion.agrees(track_id, subject) or track_id in self._looked_now
+                    or not opinion.wants_look(track_id, subject)):
+                break
+            await self._launch_look(frame, opinion, i, track_id, subject)
+        return opinion.agrees(track_id, subject)
 
     async def _raise_alert(self, frame: DetectedFaces, face: FaceCandidate, track: Track,
                            match: GalleryMatch) -> None:

@@ -7,7 +7,8 @@ agree on the same track: at least ``min_agreeing`` of its looks at the face, com
 subject's own template, lie within the subject's distance threshold (stored in the watchlist).
 Two models rarely make the same mistake, so a lookalike that fools one is stopped by the other.
 
-The second model is slow (100-150 ms per face on one core, holding the GIL), so it looks only at
+The second model is slow (110-135 ms per face on one core, holding the GIL: the matcher runs it
+in a worker process, ``shared_second_worker``), so it looks only at
 **candidates**: faces whose first-model score for their best subject reaches that subject's
 threshold minus ``candidate_margin``, and only while the track's opinion on that subject is
 open: at most ``max_looks`` looks per track and subject, none once it agrees. A face below the
@@ -33,6 +34,7 @@ from numpy.typing import NDArray
 from actors.unit.gallery import Gallery, GalleryMatch
 from guards.config_checks import ConfigError, require_at_least, require_between
 from models.second_opinion_model import DESCRIPTOR_DIM, SecondFaceModel, descriptor_distance
+from models.second_opinion_worker import SecondModelProcess
 
 DEFAULT_SECOND_THRESHOLD: Final = 0.60
 """Euclidean distance of dlib descriptors at or below which the second model calls two faces
@@ -123,6 +125,25 @@ def shared_second_model() -> SecondFaceModel:
     return SecondFaceModel()
 
 
+@functools.cache
+def shared_second_worker() -> SecondModelProcess:
+    """The second model in its worker process (``models.second_opinion_worker``), started once
+    per process and shared by its matchers: dlib holds the GIL for a whole look, which in this
+    process would stall the event loop and every worker thread's Python. Blocks until the
+    child has loaded and verified its files (call it on a worker thread)."""
+    worker = SecondModelProcess()
+    worker.start()
+    return worker
+
+
+def second_worker_peak_rss_mb() -> float | None:
+    """The peak RSS of this process's second-model worker (MB), if one was started (benches
+    report it beside their own: a unit's memory holds both processes)."""
+    if shared_second_worker.cache_info().currsize == 0:
+        return None
+    return shared_second_worker().peak_rss_mb()
+
+
 def look(describer: Describer, templates: SecondTemplates, pixels: NDArray[np.uint8],
          box: tuple[float, float, float, float], subject: str) -> float:
     """The second model's distance between the face in ``box`` and ``subject``'s template.
@@ -150,10 +171,13 @@ class SecondOpinion:
         """The first model's best match is close enough to its threshold to ask."""
         return best is not None and best.score >= best.threshold - self.config.candidate_margin
 
-    def wants_look(self, track_id: int, subject: str) -> bool:
-        """The opinion on ``subject`` for this track is still open."""
+    def wants_look(self, track_id: int, subject: str, *, pending: int = 0) -> bool:
+        """The opinion on ``subject`` for this track is still open, counting ``pending`` looks
+        in flight as made and, should they all agree, as agreeing (so no look is started that
+        could not change the opinion)."""
         distances = self._looks.get(track_id, {}).get(subject, [])
-        return len(distances) < self.config.max_looks and not self.agrees(track_id, subject)
+        return (len(distances) + pending < self.config.max_looks
+                and self._agreeing(track_id, subject) + pending < self.config.min_agreeing)
 
     def record(self, track_id: int, subject: str, distance: float) -> None:
         """One look's distance."""
@@ -161,9 +185,17 @@ class SecondOpinion:
 
     def agrees(self, track_id: int, subject: str) -> bool:
         """At least ``min_agreeing`` looks at this track lie within ``subject``'s threshold."""
+        return self._agreeing(track_id, subject) >= self.config.min_agreeing
+
+    def _agreeing(self, track_id: int, subject: str) -> int:
         distances = self._looks.get(track_id, {}).get(subject, [])
-        limit = float(self.templates.thresholds[self.templates.rows[subject]])
-        return sum(1 for d in distances if d <= limit) >= self.config.min_agreeing
+        if not distances:
+            return 0
+        row = self.templates.rows.get(subject)
+        if row is None:  # the templates were wiped (a purge): nobody is confirmed
+            return 0
+        limit = float(self.templates.thresholds[row])
+        return sum(1 for d in distances if d <= limit)
 
     def looks(self, track_id: int, subject: str) -> tuple[float, ...]:
         """The distances recorded for this track and subject (for statistics and tests)."""

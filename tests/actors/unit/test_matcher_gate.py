@@ -210,7 +210,7 @@ async def test_a_matcher_restarted_while_a_two_model_list_is_held_loads_the_seco
         loaded.append(second)
         return second
 
-    monkeypatch.setattr(matcher_module, "shared_second_model", load)
+    monkeypatch.setattr(matcher_module, "shared_second_worker", load)
     gate = WatchlistGate()
     gate.install(two_model(1))
     received: list[MatcherOutput] = []

@@ -9,6 +9,7 @@ distance from the wanted subject's template and records which faces it was shown
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -122,6 +123,53 @@ async def test_a_second_model_that_disagrees_blocks_the_alert() -> None:
     assert alerts == []
     assert stats.second_looks == SecondOpinionConfig().max_looks  # then it stops looking
     assert stats.held > 0  # the first model alone would have alerted
+
+
+class SlowSecondModel(SecondModel):
+    """Agrees, but every look waits until the test lets it answer (``answer``)."""
+
+    def __init__(self) -> None:
+        super().__init__(distance=0.3)
+        self.answer = threading.Event()
+        self.started = threading.Event()
+
+    def describe(self, pixels: NDArray[np.uint8],
+                 box: tuple[float, float, float, float]) -> NDArray[np.float32]:
+        self.started.set()
+        assert self.answer.wait(WAIT_S), "the test never let the look answer"
+        return super().describe(pixels, box)
+
+
+async def test_frames_are_decided_while_a_look_is_in_flight_and_the_alert_waits_for_it(
+        ) -> None:
+    # Frames 0 and 1 are candidates but cannot fuse (3 of 5 needs a third match): they are
+    # decided without waiting for their looks. Frame 2 fuses: it waits for them, then alerts.
+    second = SlowSecondModel()
+    received: list[MatcherOutput] = []
+    async with ActorSystem() as system:
+        sink = await system.spawn("sink", lambda: Sink(received))
+        matcher = await system.spawn(
+            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
+        for i in range(2):
+            await matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
+
+        async def decided(n: int) -> bool:
+            stats = await matcher.ask(GetMatcherStatistics(), timeout=30)
+            assert isinstance(stats, MatcherStatistics)
+            return stats.frames == n
+
+        async with asyncio.timeout(WAIT_S):
+            while not await decided(2):  # noqa: ASYNC110 - polling the actor by asks
+                await asyncio.sleep(0.01)
+        assert second.started.is_set()
+        assert not second.answer.is_set()
+        assert second.given == []  # no look has answered: both frames were decided without
+        await matcher.tell(frame_of(2, (face_of(WANTED, 10.0),)))
+        second.answer.set()
+        await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
+    alerts = [m for m in received if isinstance(m, MatchAlert)]
+    assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 2)]
+    assert len(second.given) == SecondOpinionConfig().min_agreeing
 
 
 async def test_a_second_model_that_agrees_lets_the_alert_through() -> None:
