@@ -10,6 +10,7 @@ With ``alerts`` given, that JSON-lines file is scored instead and nothing is sca
 from __future__ import annotations
 
 import io
+import os
 import resource
 import time
 from pathlib import Path
@@ -17,7 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from actors.unit.camera import CameraConfig
-from actors.unit.second_opinion import DEFAULT_SECOND_THRESHOLD, shared_second_model
+from actors.unit.second_opinion import (
+    DEFAULT_SECOND_THRESHOLD,
+    second_worker_peak_rss_mb,
+    shared_second_model,
+)
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
 from bench.street_score import (
     Truth,
@@ -74,7 +79,10 @@ async def _scan(source: Path, watchlist: Watchlist, photos: PhotoFaces) -> dict[
     return {"alert_lines": out.getvalue().splitlines(), "frames": ended.frames,
             "faces_seen": ended.faces_seen, "faces_rejected": ended.faces_rejected,
             "seconds": round(elapsed, 2), "fps": round(ended.frames / elapsed, 2),
-            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "second_model_worker_rss_mb": (None if (worker := second_worker_peak_rss_mb()) is None
+                                           else round(worker, 1)),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run_street_bench(source: Path = DEFAULT_SOURCE, truth_path: Path = DEFAULT_TRUTH, *,

@@ -157,6 +157,20 @@ def test_pipeline_bench_counts_the_same_frames_in_both_phases(shared_data: Path)
         assert float(str(result[key])) > 0, key
 
 
+def test_paced_pipeline_bench_reports_latency_against_the_target(shared_data: Path) -> None:
+    result = run_pipeline_bench(CLIP, runs=1, paced=True)
+    assert result["paced"] is True
+    assert result["frames"] == 275
+    assert "ratio" not in result  # no model-bound phase: a paced run is held to the clip's rate
+    decided = int(str(result["frames_decided"]))
+    assert 0 < decided <= 275  # a live camera's detector may drop frames
+    p99, rss = float(str(result["latency_ms_p99"])), float(str(result["rss_mb"]))
+    assert 0 < float(str(result["latency_ms_p50"])) <= p99 <= float(str(result["latency_ms_max"]))
+    assert result["target_met"] is (p99 <= float(str(result["target_latency_ms_p99"]))
+                                    and rss <= float(str(result["guard_rss_mb"])))
+    assert result["second_looks"] == 0  # its random watchlist holds no second-model templates
+
+
 # --- lfr bench uplink: the delivery trace and its breakdown -----------------------------------
 
 
