@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 import tempfile
@@ -196,7 +197,7 @@ def write_file_atomically(path: Path | str, data: bytes, what: str, *,
             raise UserFileError(f"{shown}: cannot write: {exc.strerror or exc}; the file was "
                                 "left as it was") from None
         raise
-    _sync_folder(folder)
+    sync_folder(folder)
     return target
 
 
@@ -221,12 +222,23 @@ def _why_no_new_file(folder: Path, exc: OSError) -> str:
             "ordinary folder on a disk (such as /proc or /sys) or was removed")
 
 
-def _sync_folder(folder: Path) -> None:
-    # The rename is durable only once the folder is synced; best effort (some file systems
-    # refuse fsync on a folder), the data itself is already on disk.
+def sync_folder(folder: Path) -> None:
+    """Make the renames and new names in ``folder`` durable (fsync of the folder itself).
+
+    Best effort: some file systems refuse fsync on a folder; the data itself is already on
+    disk by then."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path`` (hex), read in 1 MiB pieces whatever its size."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()

@@ -35,7 +35,6 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
 import shutil
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from guards.exit_codes import ExitCode
-from guards.files import UserFileError, file_kind, read_user_file
+from guards.files import UserFileError, file_kind, read_user_file, sync_folder
 from guards.log_text import printable
 from guards.user_input import UserInputError
 
@@ -345,7 +344,7 @@ def _write_keys(keys: NodeKeys, state: Path, *, replace: bool) -> KeyFilePaths:
                              f"{exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _sync_folder(state)
+    sync_folder(state)
     return paths
 
 
@@ -424,18 +423,8 @@ def _write_config(target: Path, text: str) -> Path:
             raise ProvisionError(f"{printable(target)}: cannot write: "
                                  f"{exc.strerror or exc}") from None
         raise
-    _sync_folder(target.parent)
+    sync_folder(target.parent)
     return target
-
-
-def _sync_folder(folder: Path) -> None:
-    # A rename is durable once its folder is synced; best effort (some file systems refuse).
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _report(request: ProvisionRequest, keys: NodeKeys, paths: KeyFilePaths, config: Path, *,

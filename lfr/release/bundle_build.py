@@ -41,7 +41,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from guards.config_checks import require_positive
-from guards.files import read_user_file
+from guards.files import file_sha256, read_user_file
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.release.bundle_manifest import (
@@ -250,7 +250,7 @@ def _check_wheels(locked: tuple[LockedRequirement, ...], arch: Arch, folder: Pat
         if not tags & supported:
             raise BuildError(f"{printable(path.name)} does not run on {arch.value} CPython "
                              f"{PYTHON_TAG}")
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest not in entry.sha256:
             raise BuildError(f"{printable(path.name)} has sha256 {digest}, which the lock "
                              f"does not list for {entry.name}=={entry.version}")
@@ -298,17 +298,11 @@ def _entry(name: str, path: Path) -> BundleFile:
         raise BuildError(f"{printable(name)} has {size} bytes, over the bundle's limit of "
                          f"{MAX_FILE_BYTES} per file")
     try:
-        return BundleFile(name, _sha256(path), size)
+        return BundleFile(name, file_sha256(path), size)
     except UpdateRefused as exc:
         raise BuildError(f"cannot put {printable(name)} in a bundle: {exc}") from None
 
 
-def _sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def _run(command: list[str], step: str, timeout_s: float) -> str:

@@ -36,7 +36,6 @@ check ends with ``current`` on the previous release and ``UpdateOutcome.healthy`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from guards.config_checks import require_between
+from guards.files import file_sha256
 from guards.log_text import printable
 from lfr.release.bundle_manifest import MANIFEST_NAME, ReleaseManifest
 from lfr.release.bundle_reader import VerifiedBundle, open_bundle
@@ -217,7 +217,7 @@ def _make_venv(staging: Path, release: Path, files: Path, manifest: ReleaseManif
     site = _site_packages(release)
     for model in manifest.models:
         path = site / model.path
-        digest = _sha256(path) if path.is_file() else "missing"
+        digest = file_sha256(path) if path.is_file() else "missing"
         if digest != model.sha256:
             raise UpdateRefused(RefusalReason.INSTALL_FAILED,
                                 f"installed model {printable(model.path)} has sha256 {digest}, "
@@ -262,12 +262,6 @@ def _site_packages(release: Path) -> Path:
     return found[0]
 
 
-def _sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 def _switch(layout: ReleaseLayout, version: Version, previous: Version | None,

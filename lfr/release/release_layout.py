@@ -28,7 +28,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from guards.files import UserFileError, read_user_file, write_file_atomically
+from guards.files import UserFileError, read_user_file, sync_folder, write_file_atomically
 from guards.log_text import printable
 from lfr.release.bundle_manifest import (
     MANIFEST_NAME,
@@ -161,7 +161,7 @@ class ReleaseLayout:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
             raise
-        _sync_folder(self.base)
+        sync_folder(self.base)
 
     def installed_releases(self) -> list[Version]:
         """Every whole release folder (named by a version, with its manifest), oldest first."""
@@ -207,13 +207,3 @@ def remove_tree(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
-
-
-def _sync_folder(folder: Path) -> None:
-    # A rename is durable once its folder is synced; best effort (see guards.files).
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

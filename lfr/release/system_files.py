@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from guards.files import UserFileError, read_user_file
+from guards.files import UserFileError, read_user_file, sync_folder
 from guards.log_text import printable
 from lfr.release.refusal import RefusalReason, UpdateRefused
 
@@ -155,11 +155,11 @@ def restore_system_files(change: SystemFilesChange) -> SystemFilesChange:
                 temporary.unlink()
             os.symlink(previous.link, temporary)
             os.replace(temporary, item.path)
-            _sync_folder(item.path.parent)
+            sync_folder(item.path.parent)
         else:
             with contextlib.suppress(FileNotFoundError):
                 item.path.unlink()
-            _sync_folder(item.path.parent)
+            sync_folder(item.path.parent)
     return change
 
 
@@ -196,14 +196,4 @@ def _write_atomically(target: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
         raise
-    _sync_folder(target.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    # A rename is durable once its folder is synced; best effort (see guards.files).
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    sync_folder(target.parent)
