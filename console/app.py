@@ -360,6 +360,20 @@ _SECTION_TEXT: Final = {
 }
 
 
+def outcome_page(request: web.Request, title: str, text: str, *, back: str, back_label: str,
+                 status: int = 200) -> web.Response:
+    """A signed-in page saying how an action ended: ``text`` (escaped) as an alert when
+    ``status`` is an error, else as a status line, then a link "Back to ``back_label``" to
+    ``back``, a path of this console (e.g. ``/watchlist#build``)."""
+    if not back.startswith("/") or back.startswith("//"):
+        raise ValueError(f"outcome_page back must be a path of this console, got {back!r}")
+    said = ('<p class="error" role="alert">' if status >= 400 else '<p role="status">')
+    return shell_page(request, title, (
+        f"{said}{html.escape(text)}</p>"
+        f'<p><a href="{html.escape(back)}">Back to {html.escape(back_label)}</a></p>'),
+        status=status)
+
+
 def _van_label(config: ConsoleConfig) -> str:
     return f" <span>van {html.escape(config.van_id)}</span>" if config.van_id else ""
 

@@ -55,7 +55,7 @@ from actors.signed_watchlist import (
 from actors.van.deployment_store import DeploymentError
 from actors.van.watchlist_board import ALL_UNITS, PushResult
 from audit.kinds import AuditKind
-from console.app import PageRoute, csrf_field, shell_page
+from console.app import PageRoute, csrf_field, outcome_page
 from console.photo_upload import PhotoUploadLimits, UploadRefused, read_photo_upload
 from console.security import CSRF_HEADER, current_session
 from console.sources import ConsoleSources
@@ -486,13 +486,10 @@ def _answer(status: int, message: str) -> web.Response:
 
 
 def _problem(request: web.Request, title: str, text: str, status: int) -> web.Response:
-    return shell_page(request, title, (
-        f'<p class="error" role="alert">{html.escape(text)}</p>'
-        '<p><a href="/watchlist#build">Back to the watchlist</a></p>'), status=status)
+    return outcome_page(request, title, text, back="/watchlist#build", back_label="the watchlist",
+                        status=status)
 
 
 def _done(request: web.Request, title: str, text: str) -> web.Response:
-    return shell_page(request, title, (
-        f'<p role="status">{html.escape(text)}</p>'
-        '<p><a href="/watchlist">Back to the watchlist</a></p>'))
+    return outcome_page(request, title, text, back="/watchlist", back_label="the watchlist")
 

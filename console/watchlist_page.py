@@ -71,7 +71,7 @@ from actors.van.deployment_store import (
 )
 from actors.van.van_control import MAX_UNITS_NAMED
 from actors.van.watchlist_board import ALL_UNITS, Embedder, UnitView
-from console.app import PageRoute, csrf_field, shell_page
+from console.app import PageRoute, csrf_field, outcome_page, shell_page
 from console.photo_upload import PhotoUploadLimits
 from console.security import CSRF_HEADER, current_session
 from console.sources import ConsoleSources
@@ -665,15 +665,12 @@ def _push_answer(status: int, message: str, *, reason: str = "") -> web.Response
 
 
 def _problem(request: web.Request, title: str, text: str, status: int) -> web.Response:
-    return shell_page(request, title, (
-        f'<p class="error" role="alert">{html.escape(text)}</p>'
-        '<p><a href="/watchlist">Back to the watchlist</a></p>'), status=status)
+    return outcome_page(request, title, text, back="/watchlist", back_label="the watchlist",
+                        status=status)
 
 
 def _done(request: web.Request, title: str, text: str) -> web.Response:
-    return shell_page(request, title, (
-        f'<p role="status">{html.escape(text)}</p>'
-        '<p><a href="/watchlist">Back to the watchlist</a></p>'))
+    return outcome_page(request, title, text, back="/watchlist", back_label="the watchlist")
 
 
 def routes(sources: ConsoleSources, *, clock: Callable[[], float] = time.time,
