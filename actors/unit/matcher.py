@@ -25,8 +25,9 @@ without those templates alerts on the first model alone, and the matcher logs th
 Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
 overwritten with zeros and dropped (also the crops of faces the schedule did not embed) - except
 the crop of a face that raised an alert, which leaves as JPEG inside the ``MatchAlert``. The
-second model's descriptors are wiped on the worker that made them; its distances are dropped with
-their track. The only other things that leave are counters.
+second model's crops and descriptors are wiped in its worker process and, as read back, on the
+look thread (``look``); a look in flight holds its frame's pixels until it answers; its distances
+are dropped with their track. The only other things that leave are counters.
 """
 
 from __future__ import annotations
