@@ -6,7 +6,11 @@ opened for writing and every socket connection. Then checks that:
 
 - no file was created or grew in the watched folders (the fresh home, temp and working
   directories, the watchlist's folder and the repository itself);
-- the process opened nothing for writing and connected nowhere;
+- the process opened nothing for writing (``/dev/null`` aside: it stores nothing) and connected
+  nowhere;
+- the only process it started is the second model's worker (``models.second_opinion_worker``:
+  our interpreter, isolated, fed through pipes); the worker has no audit hook of its own, so
+  what it could write is caught by the folder snapshots above;
 - stdout is empty (no alert) and no log line holds embedding values or image bytes.
 """
 
@@ -25,19 +29,24 @@ PROBE = """
 import json, os, sys
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 events = []
+children = []
 def hook(event, args):
     if event == "open":
         path, mode, flags = args
         writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
             isinstance(flags, int) and flags & WRITE_FLAGS)
-        if writes:
+        if writes and str(path) != os.devnull:
             events.append(["open", str(path), str(mode)])
+    elif event == "subprocess.Popen":
+        executable, argv = args[0], list(args[1])
+        children.append([str(executable), [str(a)[:40] for a in argv]])
     elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
         events.append([event, repr(args[1:])])
 sys.addaudithook(hook)
 from lfr.cli import main
 code = main(sys.argv[1:])
 sys.stderr.write("AUDIT " + json.dumps(events) + "\\n")
+sys.stderr.write("CHILDREN " + json.dumps(children) + "\\n")
 sys.exit(code)
 """
 
@@ -89,10 +98,16 @@ def test_a_scan_matching_nobody_writes_nothing_sends_nothing_logs_no_face_data(
     assert len(audit_lines) == 1
     events = json.loads(audit_lines[0][len("AUDIT "):])
     assert events == [], f"the scan opened files for writing or used the network: {events}"
+    children_lines = [line for line in stderr.splitlines() if line.startswith("CHILDREN ")]
+    assert len(children_lines) == 1
+    for executable, argv in json.loads(children_lines[0][len("CHILDREN "):]):
+        assert executable == sys.executable, f"the scan started another program: {argv}"
+        assert argv[1:3] == ["-I", "-c"], f"the scan started another process: {argv}"
 
     assert result.stdout == b"", "a watchlist of absent people must raise no alert"
     assert "scanned 275 frames" in stderr
-    log = "\n".join(line for line in stderr.splitlines() if not line.startswith("AUDIT "))
+    log = "\n".join(line for line in stderr.splitlines()
+                    if not line.startswith(("AUDIT ", "CHILDREN ")))
     assert not NUMBER_RUN.search(log), "a log line holds a run of numbers (embedding values?)"
     assert not BASE64_RUN.search(log), "a log line holds a long base64 run (image bytes?)"
     assert "\ufffd" not in log, "the log holds undecodable bytes (image data?)"
