@@ -155,6 +155,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
     watchlist = Path(args.watchlist) if args.watchlist else None
     return _report(run_pipeline_bench(args.source, watchlist, args.runs, bare=args.bare,
+                                      paced=args.paced,
                                       allow_unusual_thresholds=args.allow_unusual_thresholds),
                    as_json=args.json)
 
@@ -521,8 +522,13 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                                "(default 5)")
     pipeline.add_argument("--allow-unusual-thresholds", action="store_true",
                           help="accept a watchlist with thresholds outside 0.45-0.80")
-    pipeline.add_argument("--bare", action="store_true",
-                          help="also time the same steps with no actor runtime (bare_ratio)")
+    mode = pipeline.add_mutually_exclusive_group()
+    mode.add_argument("--bare", action="store_true",
+                      help="also time the same steps with no actor runtime (bare_ratio)")
+    mode.add_argument("--paced", action="store_true",
+                      help="play the file at its frame rate, as a live camera (the newest "
+                           "frame wins): capture-to-decision latency p50/p99 and RSS; target "
+                           "p99 <= 250 ms")
     pipeline.add_argument("--json", action="store_true", help="print one JSON object")
     pipeline.set_defaults(func=_cmd_bench_pipeline)
     gallery = benches.add_parser("gallery", help="watchlist search time per face")
