@@ -44,8 +44,9 @@ browser:
 		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
 		|| echo "make: chromium is not installed and apt-get could not install it: the browser tests will skip"
 
+# The slowest tests are listed at the end: CI must end within 15 minutes.
 unit: $(VENV)/.installed-dev browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 test: lint typecheck unit
 

@@ -51,7 +51,9 @@ sys.exit(code)
 """
 
 IGNORED_DIRS = {".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
-                "__pycache__"}
+                "__pycache__", "test-artifacts"}
+"""Not the scan's: tools' caches, and the browser tests' screenshots, which another test worker
+may write while the scan runs (make test runs two)."""
 # Eight or more numbers in a row: what a logged embedding (or pixel row) would look like.
 NUMBER_RUN = re.compile(r"(?:-?\d+\.\d+[,\s]+){8,}")
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{200,}")
