@@ -34,6 +34,14 @@ def test_an_unknown_flag_is_named(argv: list[str], capsys: pytest.CaptureFixture
     assert "unrecognized argument: --bogus" in capsys.readouterr().err
 
 
+def test_a_paced_pipeline_bench_is_not_also_bare(capsys: pytest.CaptureFixture[str]) -> None:
+    """--bare times the model-bound phase a paced run does not have: the two are refused
+    together, naming both, before any model loads."""
+    assert main(["bench", "pipeline", "--source", "x.mp4", "--paced", "--bare"]) == (
+        ExitCode.BAD_INPUT)
+    assert "argument --bare: not allowed with argument --paced" in capsys.readouterr().err
+
+
 def failing_command(error: BaseException) -> lfr.cli.Command:
     def command(_: argparse.Namespace) -> int:
         raise error
