@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,23 +80,32 @@ def _traces(watchlist: Watchlist, signed: Path) -> list[bytes]:
     return [*rows, data[-4096:-2048]]
 
 
-def _files_under(root: Path, skip: tuple[Path, ...]) -> Iterator[Path]:
+def _files_under(root: Path, skip: tuple[Path, ...], changed_since: float) -> Iterator[Path]:
+    """Regular files under ``root`` (outside ``skip``) whose status changed at or after
+    ``changed_since``: a file written later has a later ctime, and no process can set a ctime
+    back (``os.utime`` sets only atime and mtime), so the files left out cannot hold bytes that
+    did not exist before ``changed_since``."""
     for folder, dirs, files in os.walk(root, onerror=lambda _exc: None):
         here = Path(folder)
         dirs[:] = [d for d in dirs if not any((here / d).is_relative_to(s) for s in skip)]
         for name in files:
             path = here / name
             try:
-                if path.is_file() and not path.is_symlink() and path.stat().st_size < 256 << 20:
-                    yield path
+                facts = path.lstat()
             except OSError:
                 continue
+            if (stat.S_ISREG(facts.st_mode) and facts.st_size < 256 << 20
+                    and facts.st_ctime >= changed_since):
+                yield path
 
 
-def _holders(roots: list[Path], traces: list[bytes], skip: tuple[Path, ...]) -> list[str]:
+def _holders(roots: list[Path], traces: list[bytes], skip: tuple[Path, ...],
+             changed_since: float) -> list[str]:
+    """The files under ``roots`` that hold one of ``traces``, among those changed at or after
+    ``changed_since`` (the traces are random bytes made after it: no older file holds them)."""
     found = []
     for root in roots:
-        for path in _files_under(root, skip):
+        for path in _files_under(root, skip, changed_since):
             try:
                 data = path.read_bytes()
             except OSError:
@@ -140,6 +150,9 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
         tmp_path: Path) -> None:
     made, config = deployment, str(deployment.van_config)
     watchlist, watchlist_file = unique_watchlist
+    # A second before the list's file was written (ctime is kept at a coarser tick than
+    # time.time()): its random embeddings existed nowhere before.
+    made_at = watchlist_file.stat().st_ctime - 1.0
     signed = sign(made, watchlist_file, tmp_path / "lists" / "op-1.v1.signed", version=1)
     with start_van(made.van_config) as van, edge(made, 0) as unit1, \
             edge(made, 1) as unit2, edge(made, 2) as unit3:
@@ -185,11 +198,13 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
 
         # Nothing of the list on a unit's disk (state folder, keys) nor in /tmp outside the
         # test's own copies (the authority's files and the lists it signed).
+        # Only files changed since the list was made are read (its embeddings are random
+        # bytes made then): reading all of /tmp took a minute for the same answer.
         traces = _traces(watchlist, signed)
         own = (tmp_path / "lists" / "op-1.v1.signed", tmp_path / "tampered.signed",
                watchlist_file.parent, made.root / "van")
         assert _holders([made.root / "unit-1", made.root / "unit-2", Path("/tmp")], traces,
-                        own) == []
+                        own, made_at) == []
 
         # unit-1 restarts: it scans nothing until the van gives the list back.
         assert unit1.stop() == ExitCode.TERMINATED
@@ -199,7 +214,7 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
                    and s["unit-1"]["last_poll_age_s"] < 2, "unit-1 holding it again")
             again.wait_for(lambda line: "holding deployment op-1 version 1: 4 subjects" in line,
                            WAIT_S, stream="stderr")
-            assert _holders([made.root / "unit-1"], traces, ()) == []
+            assert _holders([made.root / "unit-1"], traces, (), made_at) == []
 
             # Purge unit-1 only: it drops the list and says so; unit-2 keeps it.
             run_ok("watchlist", "purge", "--units", "unit-1", "--config", config)
