@@ -7,9 +7,10 @@ use the same ones)::
     cands = [detector.detect_input(i) for i in inputs]    # the model (GIL released), decoded
     faces = detector.merge(cands)                         # weighted NMS across all inputs
 
-Between full passes the detector may look only on crops around known faces
-(``detect_crops``, crops planned by ``models.track_crops``): the same steps with
-``prepare_crops`` in place of ``prepare``.
+A frame may instead get a partial pass (``detect_partial``, ``models.detection_plan``): some
+parts of the full pass (the whole frame is part 0 when it is run, then each tile) and crops
+around known faces (planned by ``models.track_crops``): the same steps with ``prepare_partial``
+in place of ``prepare``.
 
 ``prepare``, ``decode`` and ``merge`` are pure functions of their arguments. ``detect_input``
 runs the calling thread's own interpreter (``ModelInterpreter.infer``, which wipes its tensors
@@ -18,6 +19,7 @@ after every call), so one ``FaceDetector`` may be shared by a thread pool.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from numpy.typing import NDArray
 from guards.config_checks import require_at_least, require_between
 from models.blazeface import FULL_RANGE, NUM_COORDS, BlazeFaceVariant, decode_raw_outputs
 from models.detection import FaceDetection
+from models.detection_plan import PartialPass
 from models.interpreter import (
     InterpreterConfig,
     PerThreadModel,
@@ -158,28 +161,20 @@ class FaceDetector(PerThreadModel):
         """The tiles a frame of this size gets (empty: whole-frame pass only)."""
         return plan_tiles(frame_width, frame_height, self.config.tiling)
 
-    def prepare(self, frame: NDArray[np.uint8]) -> list[DetectorInput]:
-        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles.
+    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+        """How many parts (model inputs) the full pass of a frame of this size has."""
+        return len(_full_pass_parts(frame_width, frame_height, self.config.tiling))
+
+    def prepare(self, frame: NDArray[np.uint8],
+                parts: Sequence[int] | None = None) -> list[DetectorInput]:
+        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles;
+        only the parts at indices ``parts`` of that list when given.
 
         The whole-frame pass is left out when the tiles already hold every face the frame can
         (``tiling.tiles_hold_every_face``).
         """
         _check_frame(frame)
-        h, w = frame.shape[:2]
-        size = self.variant.input_size
-        pyramid = FramePyramid(frame)  # its halvings are built once, shared by all regions
-        tiles = self.plan(w, h)
-        coarse = self.config.tiling.coarse_min_face
-        inputs: list[DetectorInput] = []
-        if not tiles_hold_every_face(tiles, w, h, self.config.tiling):
-            fitted, mapping = letterbox_region(pyramid, (0, 0, w, h), size)
-            whole_min = coarse * max(w, h) if tiles else 0.0
-            inputs.append(DetectorInput(fitted, mapping, None, whole_min))
-        for tile in tiles:
-            fitted, mapping = letterbox_region(pyramid, tile.region, size)
-            tile_min = coarse * tile.level_size if tile.finer_level_below else 0.0
-            inputs.append(DetectorInput(fitted, mapping, tile, tile_min))
-        return inputs
+        return self._part_inputs(FramePyramid(frame), parts)
 
     def prepare_crops(self, frame: NDArray[np.uint8], crops: Sequence[Tile]) -> list[DetectorInput]:
         """Model inputs for the given crops of ``frame`` only (no whole-frame pass, no tiles).
@@ -188,7 +183,36 @@ class FaceDetector(PerThreadModel):
         drops detections reaching its inner edges (``decode``). Crops must lie inside the frame.
         """
         _check_frame(frame)
-        pyramid = FramePyramid(frame)
+        return self._crop_inputs(FramePyramid(frame), crops)
+
+    def prepare_partial(self, frame: NDArray[np.uint8],
+                        partial: PartialPass) -> list[DetectorInput]:
+        """Model inputs of a partial pass: its parts of the full pass, then its crops, over one
+        shared ``FramePyramid``."""
+        _check_frame(frame)
+        pyramid = FramePyramid(frame)  # its halvings are built once, shared by all regions
+        return self._part_inputs(pyramid, partial.sweep) + self._crop_inputs(pyramid,
+                                                                               partial.crops)
+
+    def _part_inputs(self, pyramid: FramePyramid,
+                     parts: Sequence[int] | None) -> list[DetectorInput]:
+        h, w = pyramid.frame.shape[:2]
+        full = _full_pass_parts(w, h, self.config.tiling)
+        if parts is not None:
+            bad = [i for i in parts if not 0 <= i < len(full)]
+            if bad:
+                raise ValueError(f"full pass parts {bad} are outside the {len(full)} parts of "
+                                 f"a {w}x{h} frame")
+        chosen = full if parts is None else [full[i] for i in parts]
+        size = self.variant.input_size
+        inputs: list[DetectorInput] = []
+        for tile, min_face_px in chosen:
+            region = (0, 0, w, h) if tile is None else tile.region
+            fitted, mapping = letterbox_region(pyramid, region, size)
+            inputs.append(DetectorInput(fitted, mapping, tile, min_face_px))
+        return inputs
+
+    def _crop_inputs(self, pyramid: FramePyramid, crops: Sequence[Tile]) -> list[DetectorInput]:
         size = self.variant.input_size
         inputs: list[DetectorInput] = []
         for crop in crops:
@@ -253,6 +277,27 @@ class FaceDetector(PerThreadModel):
         """The faces found on ``crops`` of ``frame`` (one invoke each), best first, in frame
         pixels, merged by the same weighted NMS as a full pass."""
         return self.merge([self.detect_input(i) for i in self.prepare_crops(frame, crops)])
+
+    def detect_partial(self, frame: NDArray[np.uint8],
+                       partial: PartialPass) -> list[FaceDetection]:
+        """The faces found by a partial pass (its parts of the full pass and its crops, one
+        invoke each), best first, in frame pixels, merged by one weighted NMS."""
+        return self.merge([self.detect_input(i) for i in self.prepare_partial(frame, partial)])
+
+
+@functools.lru_cache(maxsize=64)
+def _full_pass_parts(width: int, height: int,
+                     tiling: TilingConfig) -> tuple[tuple[Tile | None, float], ...]:
+    """The full pass of a ``width`` x ``height`` frame: (tile, or None for the whole frame;
+    the smallest face width it keeps, 0 for all), whole frame first."""
+    tiles = plan_tiles(width, height, tiling)
+    coarse = tiling.coarse_min_face
+    parts: list[tuple[Tile | None, float]] = []
+    if not tiles_hold_every_face(tiles, width, height, tiling):
+        parts.append((None, coarse * max(width, height) if tiles else 0.0))
+    parts.extend((tile, coarse * tile.level_size if tile.finer_level_below else 0.0)
+                 for tile in tiles)
+    return tuple(parts)
 
 
 def _raw_view(outputs: list[NDArray[np.float32]]) -> RawDetectorOutput:

@@ -1,10 +1,19 @@
-"""``DetectionSchedule``: per camera, whether a frame gets the full detector pass or only crops
-around the faces the detector found in recent frames.
+"""``DetectionSchedule``: per camera, what the detector runs on each frame: a share of the full
+pass plus crops around the faces it found in recent frames, or the whole full pass.
 
-The full pass (whole frame plus the tile pyramid: 16 invokes on 1080p) finds new faces; between
-full passes the detector looks only on a square crop around each known face (about one invoke a
-face, ``models.track_crops``). With ``full_every`` = 5 at 25 fps a face entering the picture is
-found within 4 frame intervals (160 ms), inside issue 12's 200 ms.
+The full pass (whole frame plus the tile pyramid: 16 parts, one invoke each, on 1080p) finds new
+faces; a square crop around each known face (about one invoke a face, ``models.track_crops``)
+follows the faces already found. **Spread** (the default): the full pass's parts are shared out
+evenly over ``full_every`` consecutive frames (on 1080p with 5: 3, 3, 3, 3 and 4 parts; a full
+pass of fewer parts than ``full_every`` over as many frames as it has parts, one a frame), and
+every frame also gets the crops around known faces. Every part of the picture is looked at once
+every ``full_every`` frames or sooner, so a face entering is found within ``full_every - 1``
+frame intervals (160 ms at 25 fps), inside issue 12's 200 ms, as with a full pass every 5th
+frame, but no frame carries 16 invokes: that frame was the latency tail of a live camera
+(docs/STREET.md).
+Not spread: a full pass every ``full_every``-th frame and on frames with no known face, crops
+only on the frames between (the behaviour before). Either way a crowd (more than ``max_crops``
+crops) gets the full pass.
 
 The schedule follows the detector's own detections, never the matcher's tracks: it remembers the
 boxes of the latest frame whose results were taken, with a velocity per box from the nearest box
@@ -13,8 +22,9 @@ Frames are planned when they are submitted and observed when their results are t
 order; with frames analysed concurrently the known boxes are a few frames old, which is what the
 prediction is for.
 
-Owned by the detector actor: touched only in its ``receive``. What reaches the worker thread is
-the plan, a tuple of frozen ``Tile`` values (plain data).
+The share is taken by frames planned, not by frame index: a live camera's frames dropped before
+the detector never skip a part. Owned by the detector actor: touched only in its ``receive``.
+What reaches the worker thread is the plan, a frozen ``PartialPass`` (plain data).
 """
 
 from __future__ import annotations
@@ -24,14 +34,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from guards.config_checks import require_at_least, require_positive
+from models.detection_plan import PartialPass
 from models.tiling import Tile
 from models.track_crops import Box, CropConfig, plan_crops
 
 FullPass = None
 """The plan of a frame that gets the full pass (whole frame and tiles)."""
 
-DetectionPlan = tuple[Tile, ...] | None
-"""Crops to run the detector on, or ``None`` for the full pass."""
+DetectionPlan = PartialPass | None
+"""Parts of the full pass and crops to run the detector on, or ``None`` for the full pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +50,20 @@ class ScheduleConfig:
     """When a frame gets the full detector pass and when crops around known faces."""
 
     around_faces: bool = True
-    """Between full passes, run the detector only on crops around known faces; False: every
-    frame gets the full pass (the behaviour before issue 12)."""
+    """Run the detector on crops around known faces, and the full pass only in part or now and
+    then; False: every frame gets the full pass (the behaviour before issue 12)."""
+    spread: bool = True
+    """Share the full pass's parts out over ``full_every`` frames, each frame also getting the
+    crops; False: the whole full pass every ``full_every``-th frame (by frame index), on frames
+    with no known face and on a camera's first frame, and crops only in between."""
     full_every: int = 5
-    """A full pass at least every this many frames (by frame index): a new face is found within
-    ``full_every - 1`` frame intervals of entering (160 ms at 25 fps with 5; issue 12 allows
-    200 ms). Frames with no known face always get the full pass, and so does a camera's first."""
+    """Every part of the full pass runs at least once every this many frames: a new face is
+    found within ``full_every - 1`` frame intervals of entering (160 ms at 25 fps with 5;
+    issue 12 allows 200 ms)."""
     max_crops: int = 8
     """More crops than this (a crowd) and the frame gets the full pass instead: 8 crop invokes
-    are half of the 16 of a full pass on 1080p."""
+    are half of the 16 of a full pass on 1080p. (Spread, the full pass then restarts the share:
+    every part has just run.)"""
     max_lead_frames: int = 4
     """Motion is extrapolated at most this many frames past the frame the boxes are from."""
     max_step: float = 1.5
@@ -91,23 +107,59 @@ class DetectionSchedule:
         """Index of the latest frame whose boxes were observed."""
         self.last_full_index: int | None = None
         """Index of the latest frame planned for the full pass."""
+        self.share_slot = 0
+        """Spread: which share of the full pass the next frame gets (invariant: 0 <= share_slot
+        < min(full_every, parts)); back to 0 after a full pass and when the parts change."""
+        self.share_parts: int | None = None
+        """Spread: the full pass size the shares were counted for; a new size restarts them."""
 
-    def plan(self, index: int, width: int, height: int) -> DetectionPlan:
-        """The plan of frame ``index`` (``width`` x ``height`` px); call in frame order."""
+    def plan(self, index: int, width: int, height: int, parts: int) -> DetectionPlan:
+        """The plan of frame ``index`` (``width`` x ``height`` px, whose full pass has ``parts``
+        parts); call in frame order."""
+        plan = self._plan(index, width, height, parts)
+        if plan is FullPass:
+            self.last_full_index = index
+            self.share_slot = 0
+        return plan
+
+    def _plan(self, index: int, width: int, height: int, parts: int) -> DetectionPlan:
+        config = self.config
+        if not config.around_faces:
+            return FullPass
+        if not config.spread:
+            return self._crops_between_full_passes(index, width, height)
         crops = self._crops(index, width, height)
         if crops is None:
-            self.last_full_index = index
-        return crops
-
-    def _crops(self, index: int, width: int, height: int) -> DetectionPlan:
-        config = self.config
-        if (not config.around_faces or not self.faces or self.observed_index is None
-                or self.last_full_index is None
-                or index - self.last_full_index >= config.full_every):
             return FullPass
+        return PartialPass(self._next_share(parts), crops)
+
+    def _crops_between_full_passes(self, index: int, width: int, height: int) -> DetectionPlan:
+        if (not self.faces or self.last_full_index is None
+                or index - self.last_full_index >= self.config.full_every):
+            return FullPass
+        crops = self._crops(index, width, height)
+        return FullPass if crops is None else PartialPass((), crops)
+
+    def _crops(self, index: int, width: int, height: int) -> tuple[Tile, ...] | None:
+        """Crops around the known faces where their motion puts them at ``index``; None for a
+        crowd (more than ``max_crops``)."""
+        if not self.faces or self.observed_index is None:
+            return ()
+        config = self.config
         lead = min(max(0, index - self.observed_index), config.max_lead_frames)
         crops = plan_crops([f.predicted(lead) for f in self.faces], width, height, config.crops)
-        return tuple(crops) if len(crops) <= config.max_crops else FullPass
+        return tuple(crops) if len(crops) <= config.max_crops else None
+
+    def _next_share(self, parts: int) -> tuple[int, ...]:
+        """The next frame's share of ``parts`` parts, over a cycle of k = min(full_every, parts)
+        frames (every frame runs at least one part): slot s gets parts
+        [s * parts // k, (s + 1) * parts // k), so k frames in a row run each part once."""
+        if parts != self.share_parts:
+            self.share_parts, self.share_slot = parts, 0
+        k = min(self.config.full_every, parts)
+        slot = self.share_slot % k
+        self.share_slot = (slot + 1) % k
+        return tuple(range(slot * parts // k, (slot + 1) * parts // k))
 
     def observe(self, index: int, boxes: Sequence[Box]) -> None:
         """Every face box the detector found in frame ``index`` (results taken in order)."""

@@ -1,8 +1,9 @@
 """``Detector``: finds, aligns and quality-gates the faces of each frame.
 
-Each frame gets the full detector pass or only crops around the faces of recent frames, as the
-camera's ``DetectionSchedule`` plans it (kept here, touched only in ``receive``: planned when a
-frame is submitted, fed when its results are taken; the worker gets the plan as plain data).
+Each frame gets the full detector pass or a partial one (a share of the full pass and crops
+around the faces of recent frames), as the camera's ``DetectionSchedule`` plans it (kept here,
+touched only in ``receive``: planned when a frame is submitted, fed when its results are taken;
+the worker gets the plan as plain data).
 Up to ``in_flight`` frames are analysed at once on the worker pool (one per core by default), and
 results are passed on in frame order, by the actor's own loop (``OrderedWindow``: a finished
 analysis is taken inside ``receive``, never from the window's tasks). Faces failing a quality
@@ -112,8 +113,12 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         self.faces_rejected = 0
         self.full_passes = 0
         """Frames planned for the full pass (whole frame and tiles)."""
-        self.crop_passes = 0
-        """Frames planned for crops around known faces only."""
+        self.partial_passes = 0
+        """Frames planned for a partial pass (a share of the full pass and crops)."""
+        self.parts_swept = 0
+        """Parts of the full pass run in partial passes."""
+        self.crops_run = 0
+        """Crops around known faces run."""
         self._schedules: dict[str, DetectionSchedule] = {}
         self._window: OrderedWindow[_Analysed] | None = None
 
@@ -146,11 +151,14 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         if schedule is None:
             schedule = self._schedules[frame.camera] = DetectionSchedule(self.config.schedule)
         height, width = frame.pixels.shape[:2]
-        plan = schedule.plan(frame.index, width, height)
+        plan = schedule.plan(frame.index, width, height,
+                             self.detector.full_pass_size(width, height))
         if plan is None:
             self.full_passes += 1
         else:
-            self.crop_passes += 1
+            self.partial_passes += 1
+            self.parts_swept += len(plan.sweep)
+            self.crops_run += len(plan.crops)
         return plan
 
     async def _analyse(self, frame: Frame, plan: DetectionPlan) -> _Analysed:

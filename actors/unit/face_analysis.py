@@ -5,7 +5,6 @@ Runs on a worker thread (``run_blocking``): everything here is synchronous numpy
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,9 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.detection import FaceDetection
+from models.detection_plan import PartialPass
 from models.face_alignment import align_face
 from models.face_quality import QualityConfig, QualityVerdict, assess_quality
-from models.tiling import Tile
 
 
 class FaceFinder(Protocol):
@@ -25,8 +24,14 @@ class FaceFinder(Protocol):
         """All faces in an H x W x 3 uint8 RGB image, in its pixels; called on worker threads."""
         ...
 
-    def detect_crops(self, frame: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
-        """The faces found on ``crops`` of the image only, in its pixels; on worker threads."""
+    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+        """How many parts ``detect``'s full pass has on an image of this size (>= 1)."""
+        ...
+
+    def detect_partial(self, frame: NDArray[np.uint8],
+                       partial: PartialPass) -> list[FaceDetection]:
+        """The faces found by the given parts of the full pass and on the given crops only, in
+        the image's pixels; called on worker threads."""
         ...
 
 
@@ -61,12 +66,12 @@ class FaceAnalysis:
 
 
 def analyse_faces(detector: FaceFinder, image: NDArray[np.uint8], quality: QualityConfig,
-                  crops: Sequence[Tile] | None = None) -> FaceAnalysis:
-    """Detect every face in ``image`` (only on ``crops`` of it when given), then align and gate
-    each one."""
+                  partial: PartialPass | None = None) -> FaceAnalysis:
+    """Detect every face in ``image`` (only with a partial pass when given), then align and
+    gate each one."""
     usable: list[FaceCandidate] = []
     rejected: list[QualityVerdict] = []
-    found = detector.detect(image) if crops is None else detector.detect_crops(image, crops)
+    found = detector.detect(image) if partial is None else detector.detect_partial(image, partial)
     detections = sorted(found, key=lambda d: -d.score)
     for detection in detections:
         # The keypoint gates first: a face they reject is never aligned (most rejections).

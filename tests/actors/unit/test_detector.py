@@ -12,7 +12,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,8 +32,8 @@ from actors.unit.detector import (
 from actors.unit.face_analysis import FaceCandidate
 from guards.config_checks import ConfigError
 from models.detection import FaceDetection
+from models.detection_plan import PartialPass
 from models.face_quality import QualityVerdict
-from models.tiling import Tile
 from runtime.actor import Actor
 from runtime.codec import Codec, EncodeError
 from runtime.mailbox import MailboxConfig, MailboxPolicy
@@ -88,13 +88,26 @@ class FakeFinder:
             raise RuntimeError(f"model failed on frame {index}")
         return list(self.faces.get(index, []))
 
-    def detect_crops(self, image: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
-        """The frame's faces that lie whole inside one of ``crops``."""
-        return [f for f in self.detect(image) if any(inside(f, c) for c in crops)]
+    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+        return 1
+
+    def detect_partial(self, image: NDArray[np.uint8],
+                       partial: PartialPass) -> list[FaceDetection]:
+        """All the frame's faces when its one part runs, else those whole inside a crop."""
+        faces = self.detect(image)
+        if partial.sweep:
+            return faces
+        return [f for f in faces if any(inside(f, c.region) for c in partial.crops)]
 
 
-def inside(face: FaceDetection, crop: Tile) -> bool:
-    return crop.x0 <= face.x0 and crop.y0 <= face.y0 and face.x1 <= crop.x1 and face.y1 <= crop.y1
+def inside(face: FaceDetection, region: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = region
+    return x0 <= face.x0 and y0 <= face.y0 and face.x1 <= x1 and face.y1 <= y1
+
+
+EVERY_FRAME = ScheduleConfig(around_faces=False)
+"""These tests are about order, counts and failures: every frame gets the full pass (the
+schedule's own tests are further down)."""
 
 
 class Sink(Actor[DetectorOutput]):
@@ -116,7 +129,7 @@ def ended(received: list[DetectorOutput]) -> list[StreamEnded]:
 async def spawn(system: ActorSystem, finder: FakeFinder, output: ActorRef[DetectorOutput],
                 in_flight: int = 2, mailbox: MailboxConfig | None = None,
                 ) -> ActorRef[CameraOutput | ResultsReady]:
-    config = DetectorConfig(in_flight=in_flight)
+    config = DetectorConfig(in_flight=in_flight, schedule=EVERY_FRAME)
     return await system.spawn("detector", lambda: Detector(finder, output, config),
                               mailbox or MailboxConfig(capacity=2))
 
@@ -237,7 +250,8 @@ async def test_faces_are_passed_on_by_the_detectors_own_loop(system: ActorSystem
                         hold={i: threading.Event() for i in range(6)})
     output = cast(ActorRef[DetectorOutput], Output())
     detector = await system.spawn(
-        "detector", lambda: Recorded(finder, output, DetectorConfig(in_flight=3)))
+        "detector", lambda: Recorded(finder, output,
+                                     DetectorConfig(in_flight=3, schedule=EVERY_FRAME)))
     for i in range(6):
         await detector.tell(frame(i))
     for i in (2, 1, 0, 5, 4, 3):
@@ -258,7 +272,8 @@ async def test_a_failed_analysis_fails_the_detector_and_its_supervisor_restarts_
     sink = await system.spawn("sink", lambda: Sink(received))
 
     def make() -> Detector:
-        incarnations.append(Detector(finder, sink, DetectorConfig(in_flight=2)))
+        incarnations.append(
+            Detector(finder, sink, DetectorConfig(in_flight=2, schedule=EVERY_FRAME)))
         return incarnations[-1]
 
     detector = await system.spawn("detector", make)
@@ -292,10 +307,15 @@ def test_in_flight_must_be_a_positive_integer(in_flight: Any) -> None:
         DetectorConfig(in_flight=in_flight)
 
 
-# Detection around known faces: a full pass every ``full_every`` frames, crops in between.
+# Detection around known faces: a share of the full pass on every frame plus crops around the
+# faces found (spread), or a full pass every ``full_every`` frames and crops in between.
 
 WIDE_W = 800
 """Scheduling frames are 800 px wide, all noise: a face far from another lies outside its crop."""
+
+STRIPS = 8
+"""The stand-in full pass: 8 vertical strips of 100 px (its parts), like a detector's tiles;
+spread over 5 frames they run as (0,), (1, 2), (3,), (4, 5), (6, 7)."""
 
 
 def wide_frame(index: int) -> Frame:
@@ -304,22 +324,39 @@ def wide_frame(index: int) -> Frame:
     return Frame("cam0", index, index / 25, time.monotonic_ns(), time.time(), pixels)
 
 
+def strip(part: int) -> tuple[int, int, int, int]:
+    side = WIDE_W // STRIPS
+    return (part * side, 0, (part + 1) * side, 120)
+
+
 @dataclass
 class World(FakeFinder):
-    """A stand-in detector over a scene: the full pass finds every face of the frame, a crop
-    only those lying whole inside it. Records which frames got which pass."""
+    """A stand-in detector over a scene: the full pass finds every face of the frame, a part of
+    it the faces lying whole inside its strip, a crop those lying whole inside it. Records
+    which frames got which pass."""
 
     full: list[int] = field(default_factory=list)
-    cropped: list[tuple[int, tuple[Tile, ...]]] = field(default_factory=list)
+    partial: list[tuple[int, PartialPass]] = field(default_factory=list)
+
+    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+        return STRIPS
 
     def detect(self, image: NDArray[np.uint8]) -> list[FaceDetection]:
         self.full.append(int(image[0, 0, 0]))
         return super().detect(image)
 
-    def detect_crops(self, image: NDArray[np.uint8], crops: Sequence[Tile]) -> list[FaceDetection]:
-        self.cropped.append((int(image[0, 0, 0]), tuple(crops)))
+    def detect_partial(self, image: NDArray[np.uint8],
+                       partial: PartialPass) -> list[FaceDetection]:
+        self.partial.append((int(image[0, 0, 0]), partial))
+        regions = [strip(p) for p in partial.sweep] + [c.region for c in partial.crops]
         faces = FakeFinder.detect(self, image)
-        return [f for f in faces if any(inside(f, c) for c in crops)]
+        return [f for f in faces if any(inside(f, r) for r in regions)]
+
+    def cropped(self) -> list[int]:
+        return [i for i, p in self.partial if p.crops]
+
+    def swept(self) -> list[tuple[int, ...]]:
+        return [p.sweep for _, p in self.partial]
 
 
 async def run_frames(system: ActorSystem, world: World, frames: int,
@@ -337,21 +374,24 @@ async def run_frames(system: ActorSystem, world: World, frames: int,
     return frames_of(received)
 
 
-async def test_between_full_passes_only_crops_around_known_faces_are_run(
+async def test_each_frame_runs_a_share_of_the_full_pass_and_crops_around_known_faces(
         system: ActorSystem) -> None:
     world = World(faces={i: [face_at(100.0)] for i in range(12)})
     got = await run_frames(system, world, 12)
-    assert world.full == [0, 5, 10]
-    assert [i for i, _ in world.cropped] == [1, 2, 3, 4, 6, 7, 8, 9, 11]
-    for _, crops in world.cropped:  # one crop, around the face
-        (crop,) = crops
+    assert world.full == []  # no frame carries the whole pass
+    assert world.swept() == [(0,), (1, 2), (3,), (4, 5), (6, 7)] * 2 + [(0,), (1, 2)]
+    # Frame 0 sweeps strip 0 and finds nobody; frame 1 sweeps strips 1-2 and finds the face.
+    assert world.cropped() == list(range(2, 12))
+    for _, partial in world.partial[2:]:  # one crop, around the face
+        (crop,) = partial.crops
         assert crop.region == (24, 0, 216, 120)  # 192 px centred on x = 120, clipped to 120 high
-    assert [len(f.faces) for f in got] == [1] * 12  # the face is found on every frame
+    # Found in its strip (part 0) on frame 1, then followed on crops; frame 0 never looked there.
+    assert [len(f.faces) for f in got] == [0] + [1] * 11
 
 
 async def test_a_face_appearing_mid_stream_is_found_within_full_every_frames(
         system: ActorSystem) -> None:
-    # One face all along keeps the detector on crops; a second one enters at frame 7, far away.
+    # One face all along; a second one enters at frame 7, far away (strip 3).
     newcomer = face_at(600.0)
     world = World(faces={i: [face_at(100.0)] + ([newcomer] if i >= 7 else []) for i in range(16)})
     config = DetectorConfig(in_flight=1)
@@ -362,26 +402,39 @@ async def test_a_face_appearing_mid_stream_is_found_within_full_every_frames(
     assert with_newcomer == list(range(first, 16))  # then followed on crops
 
 
-async def test_frames_with_no_known_face_get_the_full_pass(system: ActorSystem) -> None:
+async def test_a_face_lost_by_its_crop_is_found_again_by_the_sweep(system: ActorSystem) -> None:
+    # The face jumps 300 px at frame 6 (a missed prediction): its crop misses it.
+    world = World(faces={i: [face_at(100.0 if i < 6 else 400.0)] for i in range(14)})
+    got = await run_frames(system, world, 14)
+    found = [f.index for f in got if f.faces]
+    # Frames 6 and 7 look at the old place and strips 1 to 3; frame 8 sweeps strip 4: found.
+    assert found == [1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]
+
+
+async def test_not_spread_frames_with_no_known_face_get_the_full_pass(
+        system: ActorSystem) -> None:
     world = World(faces={6: [face_at(100.0)], 7: [face_at(100.0)]})  # nobody before frame 6
-    await run_frames(system, world, 10)
+    not_spread = DetectorConfig(in_flight=1, schedule=ScheduleConfig(spread=False))
+    await run_frames(system, world, 10, not_spread)
     assert world.full == [0, 1, 2, 3, 4, 5, 6, 9]  # 8: crops around the face of 7; 9: gone
-    assert [i for i, _ in world.cropped] == [7, 8]
+    assert world.cropped() == [7, 8]
+    assert world.swept() == [(), ()]  # crops only between full passes
 
 
 async def test_each_camera_has_its_own_schedule(system: ActorSystem) -> None:
-    world = World(faces={0: [face_at(100.0)], 1: [face_at(100.0)]})
+    world = World(faces={i: [face_at(100.0)] for i in range(4)})
     received: list[DetectorOutput] = []
     sink = await system.spawn("sink", lambda: Sink(received))
     detector = await system.spawn(
         "detector", lambda: Detector(world, sink, DetectorConfig(in_flight=1)))
-    await detector.tell(wide_frame(0))
-    await eventually(lambda: len(received) == 1)
-    other = wide_frame(1)
-    await detector.tell(Frame("cam1", 1, other.t_s, other.captured_ns, other.captured_at,
-                              other.pixels))  # cam1 has seen nobody yet: full pass
-    await eventually(lambda: len(received) == 2)
-    assert world.full == [0, 1]
+    for i, camera in enumerate(("cam0", "cam0", "cam0", "cam1")):
+        pixels = wide_frame(i)
+        await detector.tell(Frame(camera, i, pixels.t_s, pixels.captured_ns, pixels.captured_at,
+                                  pixels.pixels))
+        await eventually(functools.partial(lambda n: len(received) == n, i + 1))
+    # cam1's first frame starts its own share and knows no face of cam0's.
+    assert world.swept() == [(0,), (1, 2), (3,), (0,)]
+    assert [bool(p.crops) for _, p in world.partial] == [False, False, True, False]
 
 
 async def test_with_around_faces_off_every_frame_gets_the_full_pass(system: ActorSystem) -> None:
@@ -389,7 +442,7 @@ async def test_with_around_faces_off_every_frame_gets_the_full_pass(system: Acto
     off = DetectorConfig(in_flight=1, schedule=ScheduleConfig(around_faces=False))
     await run_frames(system, world, 6, off)
     assert world.full == [0, 1, 2, 3, 4, 5]
-    assert world.cropped == []
+    assert world.partial == []
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -401,7 +454,7 @@ def test_bad_schedule_settings_are_refused_by_name(field: str, value: Any) -> No
         ScheduleConfig(**{field: value})
 
 
-async def test_a_new_stream_of_a_camera_starts_with_the_full_pass(system: ActorSystem) -> None:
+async def test_a_new_stream_of_a_camera_starts_its_schedule_again(system: ActorSystem) -> None:
     world = World(faces={i: [face_at(100.0)] for i in range(3)})
     received: list[DetectorOutput] = []
     sink = await system.spawn("sink", lambda: Sink(received))
@@ -413,4 +466,5 @@ async def test_a_new_stream_of_a_camera_starts_with_the_full_pass(system: ActorS
             await eventually(functools.partial(lambda n: len(received) == n, stream * 4 + i + 1))
         await detector.tell(EndOfStream("cam0", 3))
         await eventually(functools.partial(lambda n: len(ended(received)) == n, stream + 1))
-    assert world.full == [0, 0]
+    assert world.swept() == [(0,), (1, 2), (3,)] * 2
+    assert world.cropped() == [2, 2]  # no face carried over from the first stream

@@ -48,7 +48,10 @@ class NoFaces:
     def detect(self, frame: Any) -> list[Any]:
         raise AssertionError("not called")
 
-    def detect_crops(self, frame: Any, crops: Any) -> list[Any]:
+    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+        raise AssertionError("not called")
+
+    def detect_partial(self, frame: Any, partial: Any) -> list[Any]:
         raise AssertionError("not called")
 
 

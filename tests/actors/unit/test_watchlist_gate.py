@@ -6,7 +6,6 @@ nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +24,7 @@ from actors.unit.second_opinion import TwoModelGallery, look
 from actors.unit.watchlist import Watchlist
 from actors.unit.watchlist_gate import HeldWatchlist, WatchlistGate, held_gallery, wipe_watchlist
 from models.detection import FaceDetection
-from models.tiling import Tile
+from models.detection_plan import PartialPass
 from runtime.actor import Actor
 from runtime.codec import Codec
 from runtime.system import ActorSystem
@@ -192,8 +191,11 @@ class CountingFinder:
                              np.float32)
         return [FaceDetection(20.0, 0.0, 60.0, 50.0, 0.9, keypoints)]
 
-    def detect_crops(self, image: NDArray[np.uint8],
-                     crops: Sequence[Tile]) -> list[FaceDetection]:
+    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+        return 1
+
+    def detect_partial(self, image: NDArray[np.uint8],
+                       partial: PartialPass) -> list[FaceDetection]:
         return self.detect(image)
 
 
