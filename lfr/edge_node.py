@@ -100,6 +100,7 @@ from lfr.alert_printer import (
 from lfr.command_output import OutputFailed, say
 from lfr.config.toml_table import NodeConfigError, config_sha256
 from lfr.config.unit import UnitConfig, load_unit_config
+from lfr.gc_freeze import freeze_after_start
 from lfr.scan import spawn_camera_stages, warm_up_models
 from lfr.service_watchdog import ServiceWatchdog
 from lfr.unit_models import load_unit_models
@@ -231,6 +232,7 @@ def run_edge(config_path: Path, *, check_only: bool, print_alerts: bool) -> int:
         audit.append(AuditKind.NODE_STARTED, role="unit", cameras=len(unit.config.cameras))
         audit.append(AuditKind.CONFIG_LOADED, path=str(unit.config.file),
                      sha256=config_sha256(unit.config.file))
+        freeze_after_start()  # what start-up built, out of every collection (lfr.gc_freeze)
         # The outbox and the trail close only after the node has stopped every actor using them.
         code = run(functools.partial(serve_edge, unit=unit, outbox=outbox,
                                      print_alerts=print_alerts, audit=audit),

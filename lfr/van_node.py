@@ -93,6 +93,7 @@ from guards.user_input import UserInputError
 from lfr.alert_printer import LineOutput, stdout_output
 from lfr.config.toml_table import config_sha256
 from lfr.config.van import VanConfig, load_van_config, read_authority_signing_key
+from lfr.gc_freeze import freeze_after_start
 from lfr.van_control import serve_control
 from runtime.actor import Actor
 from runtime.daemon_thread import DaemonThread
@@ -282,6 +283,7 @@ def run_van(config_path: Path, *, print_alerts: bool = False) -> int:
         parts.audit.append(AuditKind.NODE_STARTED, role="van")
         parts.audit.append(AuditKind.CONFIG_LOADED, path=str(config.file),
                            sha256=config_sha256(config.file))
+        freeze_after_start()  # what start-up built, out of every collection (lfr.gc_freeze)
         code = run(functools.partial(serve_van, parts=parts, print_alerts=print_alerts),
                    SystemConfig(name=config.van_id))
         return code
