@@ -48,6 +48,7 @@ from actors.unit.van_dialer import VanDialer
 from bench.trace_lines import install as install_trace
 from guards.exit_codes import ExitCode
 from lfr.config.unit import UnitConfig, load_unit_config
+from lfr.gc_freeze import freeze_after_start
 from runtime.actor import Actor
 from runtime.codec import Codec
 from runtime.mailbox import MailboxConfig
@@ -143,6 +144,7 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
     try:
         dialer.start()
         await dialer.wait_link(plan.link_timeout_s)
+        freeze_after_start()  # as lfr edge does before it serves (lfr.gc_freeze)
         _write_line({"linked": unit.node_id})
         if plan.start_file is not None:
             await _wait_for_file(plan.start_file, plan.link_timeout_s)
