@@ -19,7 +19,8 @@ process's CPU from the first alert on) when every alert is acknowledged by the v
 missed) otherwise. With ``--trace FILE``, the uplink's delivery
 marks (``actors.delivery_trace``) go into ``FILE`` (created; it must not exist) as
 ``{"mark": [...]}`` lines (``bench.trace_lines``): a file, not stdout, whose reader could hold
-the event loop up.
+the event loop up. ``--receipt-timeout-s`` shortens the uplink's wait for a receipt before it
+drops the link (a fault test's dead van is found sooner); by default it is the unit's.
 
     python -m bench.alert_burst_unit --config unit.toml --alerts 100 --rate 20 [--burst 50]
 """
@@ -43,7 +44,7 @@ from actors.unit.event_body import AlertBody
 from actors.unit.match_alert import MatchAlert
 from actors.unit.outbox import Outbox
 from actors.unit.signaling_client import SignalingClientConfig
-from actors.unit.uplink import Uplink, UplinkStatistics
+from actors.unit.uplink import Uplink, UplinkConfig, UplinkStatistics
 from actors.unit.van_dialer import VanDialer
 from bench.trace_lines import install as install_trace
 from guards.exit_codes import ExitCode
@@ -86,6 +87,9 @@ class BurstPlan:
     """When set: write the uplink's delivery marks into this new file."""
     link_timeout_s: float = 120.0
     """Seconds to wait for the first link to the van (and for ``start_file``)."""
+    receipt_timeout_s: float = UplinkConfig().receipt_timeout_s
+    """A receipt that does not come within this many seconds drops the link (the uplink's
+    ``UplinkConfig.receipt_timeout_s``; by default the unit's own)."""
 
 
 def noise_jpeg(target_bytes: int, seed: int = 7) -> bytes:
@@ -138,8 +142,9 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
         config.van_url, van, config.van_tls_fingerprint), Codec())
     statistics = UplinkStatistics()
     log = await system.spawn("sealed-log", SealedLog, MailboxConfig(capacity=1024))
+    uplink_config = UplinkConfig(receipt_timeout_s=plan.receipt_timeout_s)
     uplink = await system.spawn("uplink", lambda: Uplink(
-        unit, van, outbox, dialer, local_copy=log, statistics=statistics),
+        unit, van, outbox, dialer, uplink_config, local_copy=log, statistics=statistics),
         MailboxConfig(capacity=256))
     try:
         dialer.start()
@@ -211,16 +216,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout-s", type=float, default=120.0,
                         help="seconds to wait for the van's acknowledgements")
     parser.add_argument("--trace", help="write the uplink's delivery marks into this new file")
+    parser.add_argument("--receipt-timeout-s", type=float,
+                        default=UplinkConfig().receipt_timeout_s,
+                        help="drop the link when a receipt takes longer (default: the unit's)")
     args = parser.parse_args(argv)
     if args.alerts < 0 or args.burst < 0 or not 0 < args.rate <= 10_000:
         parser.error("--alerts and --burst must be >= 0 and --rate in (0, 10000]")
     burst_after = args.alerts if args.burst_after is None else args.burst_after
     if not 0 <= burst_after <= args.alerts:
         parser.error("--burst-after must be 0 to --alerts")
+    if not 0.1 <= args.receipt_timeout_s <= 3600:
+        parser.error("--receipt-timeout-s must be 0.1 to 3600")
     plan = BurstPlan(args.alerts, args.rate, args.burst, burst_after, args.first_index,
                      args.crop_bytes, args.drain_timeout_s,
                      None if args.start_file is None else Path(args.start_file),
-                     None if args.trace is None else Path(args.trace))
+                     None if args.trace is None else Path(args.trace),
+                     receipt_timeout_s=args.receipt_timeout_s)
     config = load_unit_config(Path(args.config))
     # the dialer's link is named by the unit id: so is the actor system
     return run(lambda system: run_unit(system, config, plan), SystemConfig(name=config.unit_id))

@@ -105,7 +105,11 @@ def test_kill_9_of_the_van_mid_burst_loses_and_repeats_nothing(
         deployment: LocalDeployment, cleanup: list[NodeProcess]) -> None:
     van = start_van(deployment.van_config)
     cleanup.append(van)
-    unit = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "30")
+    # The unit finds the van dead when a receipt is late: after 5 s here instead of its own
+    # 15 s (which were most of this test's time). The van answers within a second when it
+    # lives, and a receipt late for any reason is a dropped link, the envelope sent again.
+    unit = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "30",
+                       "--receipt-timeout-s", "5")
     unit.wait_sealed(40, 120)
     van.kill()
     time.sleep(1.0)  # the unit notices and starts redialling into nothing
