@@ -321,7 +321,9 @@ async def test_print_alerts_prints_exactly_what_was_sealed_for_the_van(
 async def test_when_every_file_has_ended_and_the_van_acknowledged_everything_the_node_ends(
         tmp_path: Path, van: NodeKeys, clip_watchlist: tuple[Watchlist, Path],
         system: ActorSystem, outbox_of: Any, capsys: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The notice every 1 s instead of 10 s: the test waited out the first 10 s for it.
+    monkeypatch.setattr("lfr.edge_node.WAITING_NOTICE_S", 1.0)
     unit = load_edge_unit(unit_config(tmp_path, [clip_camera("gate")]))
     outbox = outbox_of(unit)
     dialer = NoVan()
@@ -336,7 +338,7 @@ async def test_when_every_file_has_ended_and_the_van_acknowledged_everything_the
         return text in "".join(err)
 
     # The van is out of reach: once the file has ended the node waits for its
-    # acknowledgements, and says so every 10 s.
+    # acknowledgements, and says so every WAITING_NOTICE_S.
     await eventually(lambda: "the stream of camera gate ended" in caplog.text, timeout_s=RUN_S)
     await eventually(lambda: said("waiting for the van to acknowledge "))
     assert not serving.done()
