@@ -161,9 +161,13 @@ class FaceDetector(PerThreadModel):
         """The tiles a frame of this size gets (empty: whole-frame pass only)."""
         return plan_tiles(frame_width, frame_height, self.config.tiling)
 
-    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
-        """How many parts (model inputs) the full pass of a frame of this size has."""
-        return len(_full_pass_parts(frame_width, frame_height, self.config.tiling))
+    def full_pass_regions(self, frame_width: int,
+                          frame_height: int) -> tuple[tuple[int, int, int, int], ...]:
+        """The region (x0, y0, x1, y1) of each part (model input) of the full pass of a frame
+        of this size, in order: the whole frame first when it is run, then each tile."""
+        return tuple((0, 0, frame_width, frame_height) if tile is None else tile.region
+                     for tile, _ in _full_pass_parts(frame_width, frame_height,
+                                                      self.config.tiling))
 
     def prepare(self, frame: NDArray[np.uint8],
                 parts: Sequence[int] | None = None) -> list[DetectorInput]:

@@ -11,9 +11,13 @@ every ``full_every`` frames or sooner, so a face entering is found within ``full
 frame intervals (160 ms at 25 fps), inside issue 12's 200 ms, as with a full pass every 5th
 frame, but no frame carries 16 invokes: that frame was the latency tail of a live camera
 (docs/STREET.md).
-Not spread: a full pass every ``full_every``-th frame and on frames with no known face, crops
-only on the frames between (the behaviour before). Either way a crowd (more than ``max_crops``
-crops) gets the full pass.
+**Unchanged parts are skipped** (``skip_unchanged``): on its turn, a part whose region of the
+picture has not changed since it last ran (``models.scene_change``: a grey thumbnail of the
+frame at 1/8 scale) is skipped, since no face can have entered it; it still runs at least once
+every ``refresh_every`` turns (1 s at 25 fps), so a face the detector missed while it stood
+still is looked for again. Not spread: a full pass every ``full_every``-th frame and on frames
+with no known face, crops only on the frames between (the behaviour before). Either way a crowd
+(more than ``max_crops`` crops) gets the full pass.
 
 The schedule follows the detector's own detections, never the matcher's tracks: it remembers the
 boxes of the latest frame whose results were taken, with a velocity per box from the nearest box
@@ -33,10 +37,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from guards.config_checks import require_at_least, require_positive
 from models.detection_plan import PartialPass
+from models.scene_change import ChangeConfig, region_changed
 from models.tiling import Tile
-from models.track_crops import Box, CropConfig, plan_crops
+from models.track_crops import Box, CropConfig, Region, plan_crops
 
 FullPass = None
 """The plan of a frame that gets the full pass (whole frame and tiles)."""
@@ -72,9 +80,17 @@ class ScheduleConfig:
     their width per frame, docs/STREET.md); otherwise it has no velocity."""
     crops: CropConfig = field(default_factory=CropConfig)
     """Size and merging of the crops."""
+    skip_unchanged: bool = True
+    """Spread: skip a part on its turn when its region has not changed since it last ran."""
+    refresh_every: int = 5
+    """Spread: a part runs at least once every this many of its turns, changed or not (5 turns
+    of 5 frames: 1 s at 25 fps); 1 runs every part on every turn."""
+    change: ChangeConfig = field(default_factory=ChangeConfig)
+    """What counts as a changed region."""
 
     def __post_init__(self) -> None:
         require_at_least("ScheduleConfig.full_every", self.full_every, 1)
+        require_at_least("ScheduleConfig.refresh_every", self.refresh_every, 1)
         require_at_least("ScheduleConfig.max_crops", self.max_crops, 1)
         require_at_least("ScheduleConfig.max_lead_frames", self.max_lead_frames, 0)
         require_positive("ScheduleConfig.max_step", self.max_step)
@@ -111,18 +127,33 @@ class DetectionSchedule:
         """Spread: which share of the full pass the next frame gets (invariant: 0 <= share_slot
         < min(full_every, parts)); back to 0 after a full pass and when the parts change."""
         self.share_parts: int | None = None
-        """Spread: the full pass size the shares were counted for; a new size restarts them."""
+        """Spread: the full pass size the shares were counted for; a new size restarts them
+        and forgets the references."""
+        self.references: dict[int, NDArray[np.uint8]] = {}
+        """Spread: per part, the thumbnail of the frame it last ran on (memory only, like the
+        frames themselves; dropped with the schedule when the stream ends)."""
+        self.skipped_turns: dict[int, int] = {}
+        """Spread: per part, the turns skipped in a row since it last ran (invariant: <
+        ``refresh_every``)."""
+        self.parts_unchanged = 0
+        """Parts skipped on their turn because their region had not changed."""
 
-    def plan(self, index: int, width: int, height: int, parts: int) -> DetectionPlan:
-        """The plan of frame ``index`` (``width`` x ``height`` px, whose full pass has ``parts``
-        parts); call in frame order."""
-        plan = self._plan(index, width, height, parts)
+    def plan(self, index: int, width: int, height: int, regions: Sequence[Region],
+             thumbnail: NDArray[np.uint8] | None = None) -> DetectionPlan:
+        """The plan of frame ``index`` (``width`` x ``height`` px), whose full pass has a part
+        on each of ``regions``, with the frame's ``scene_change.thumbnail`` (None: every part
+        runs on its turn); call in frame order."""
+        plan = self._plan(index, width, height, regions, thumbnail)
         if plan is FullPass:
             self.last_full_index = index
-            self.share_slot = 0
+            self.share_parts, self.share_slot = len(regions), 0
+            if thumbnail is not None:
+                self.references = dict.fromkeys(range(len(regions)), thumbnail)
+                self.skipped_turns.clear()
         return plan
 
-    def _plan(self, index: int, width: int, height: int, parts: int) -> DetectionPlan:
+    def _plan(self, index: int, width: int, height: int, regions: Sequence[Region],
+              thumbnail: NDArray[np.uint8] | None) -> DetectionPlan:
         config = self.config
         if not config.around_faces:
             return FullPass
@@ -131,7 +162,24 @@ class DetectionSchedule:
         crops = self._crops(index, width, height)
         if crops is None:
             return FullPass
-        return PartialPass(self._next_share(parts), crops)
+        due = self._next_share(len(regions))
+        return PartialPass(tuple(p for p in due if self._runs(p, regions[p], thumbnail)), crops)
+
+    def _runs(self, part: int, region: Region, thumbnail: NDArray[np.uint8] | None) -> bool:
+        """Whether a due part runs; records its reference when it does."""
+        config = self.config
+        reference = self.references.get(part)
+        skipped = self.skipped_turns.get(part, 0)
+        if (thumbnail is not None and reference is not None and config.skip_unchanged
+                and skipped + 1 < config.refresh_every
+                and not region_changed(thumbnail, reference, region, config.change)):
+            self.skipped_turns[part] = skipped + 1
+            self.parts_unchanged += 1
+            return False
+        if thumbnail is not None:
+            self.references[part] = thumbnail
+        self.skipped_turns[part] = 0
+        return True
 
     def _crops_between_full_passes(self, index: int, width: int, height: int) -> DetectionPlan:
         if (not self.faces or self.last_full_index is None
@@ -156,6 +204,8 @@ class DetectionSchedule:
         [s * parts // k, (s + 1) * parts // k), so k frames in a row run each part once."""
         if parts != self.share_parts:
             self.share_parts, self.share_slot = parts, 0
+            self.references.clear()
+            self.skipped_turns.clear()
         k = min(self.config.full_every, parts)
         slot = self.share_slot % k
         self.share_slot = (slot + 1) % k

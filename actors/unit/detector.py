@@ -27,6 +27,7 @@ from actors.unit.face_analysis import FaceAnalysis, FaceCandidate, FaceFinder, a
 from actors.unit.watchlist_gate import WatchlistGate
 from guards.config_checks import require_at_least
 from models.face_quality import QualityConfig
+from models.scene_change import thumbnail
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
@@ -119,6 +120,8 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         """Parts of the full pass run in partial passes."""
         self.crops_run = 0
         """Crops around known faces run."""
+        self.parts_unchanged = 0
+        """Parts of the full pass skipped on their turn: their region had not changed."""
         self._schedules: dict[str, DetectionSchedule] = {}
         self._window: OrderedWindow[_Analysed] | None = None
 
@@ -151,8 +154,14 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         if schedule is None:
             schedule = self._schedules[frame.camera] = DetectionSchedule(self.config.schedule)
         height, width = frame.pixels.shape[:2]
-        plan = schedule.plan(frame.index, width, height,
-                             self.detector.full_pass_size(width, height))
+        regions = self.detector.full_pass_regions(width, height)
+        config = self.config.schedule
+        # The thumbnail costs 1-2 ms of C (GIL released) on this loop; only when it is used.
+        thumb = (thumbnail(frame.pixels, config.change)
+                 if config.spread and config.skip_unchanged and len(regions) > 1 else None)
+        unchanged = schedule.parts_unchanged
+        plan = schedule.plan(frame.index, width, height, regions, thumb)
+        self.parts_unchanged += schedule.parts_unchanged - unchanged
         if plan is None:
             self.full_passes += 1
         else:

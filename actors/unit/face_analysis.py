@@ -24,8 +24,10 @@ class FaceFinder(Protocol):
         """All faces in an H x W x 3 uint8 RGB image, in its pixels; called on worker threads."""
         ...
 
-    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
-        """How many parts ``detect``'s full pass has on an image of this size (>= 1)."""
+    def full_pass_regions(self, frame_width: int,
+                          frame_height: int) -> tuple[tuple[int, int, int, int], ...]:
+        """The region of each part of ``detect``'s full pass on an image of this size, in
+        order (at least one)."""
         ...
 
     def detect_partial(self, frame: NDArray[np.uint8],

@@ -88,8 +88,9 @@ class FakeFinder:
             raise RuntimeError(f"model failed on frame {index}")
         return list(self.faces.get(index, []))
 
-    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
-        return 1
+    def full_pass_regions(self, frame_width: int,
+                          frame_height: int) -> tuple[tuple[int, int, int, int], ...]:
+        return ((0, 0, frame_width, frame_height),)
 
     def detect_partial(self, image: NDArray[np.uint8],
                        partial: PartialPass) -> list[FaceDetection]:
@@ -338,8 +339,9 @@ class World(FakeFinder):
     full: list[int] = field(default_factory=list)
     partial: list[tuple[int, PartialPass]] = field(default_factory=list)
 
-    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
-        return STRIPS
+    def full_pass_regions(self, frame_width: int,
+                          frame_height: int) -> tuple[tuple[int, int, int, int], ...]:
+        return tuple(strip(p) for p in range(STRIPS))
 
     def detect(self, image: NDArray[np.uint8]) -> list[FaceDetection]:
         self.full.append(int(image[0, 0, 0]))
@@ -409,6 +411,45 @@ async def test_a_face_lost_by_its_crop_is_found_again_by_the_sweep(system: Actor
     found = [f.index for f in got if f.faces]
     # Frames 6 and 7 look at the old place and strips 1 to 3; frame 8 sweeps strip 4: found.
     assert found == [1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13]
+
+
+def still_frame(index: int, faces: list[FaceDetection]) -> Frame:
+    """The same noise on every frame, with other noise where each face is (a still street
+    with people in it)."""
+    pixels = np.random.default_rng(7).integers(0, 256, (120, WIDE_W, 3), dtype=np.uint8)
+    for face in faces:
+        x0, x1 = int(face.x0), int(face.x1)
+        pixels[0:50, x0:x1] = np.random.default_rng(x0).integers(0, 256, (50, x1 - x0, 3))
+    pixels[0, 0, 0] = index
+    return Frame("cam0", index, index / 25, time.monotonic_ns(), time.time(), pixels)
+
+
+async def test_in_a_still_scene_unchanged_parts_are_skipped_and_a_newcomer_is_still_found(
+        system: ActorSystem) -> None:
+    newcomer = face_at(600.0)
+    faces = {i: [face_at(100.0)] + ([newcomer] if i >= 12 else []) for i in range(20)}
+    world = World(faces=faces)
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    made: list[Detector] = []
+
+    def make() -> Detector:
+        made.append(Detector(world, sink, DetectorConfig(in_flight=1)))
+        return made[-1]
+
+    detector = await system.spawn("detector", make)
+    for i in range(20):
+        await detector.tell(still_frame(i, faces[i]))
+        await eventually(functools.partial(lambda n: len(received) == n, i + 1))
+    got = frames_of(received)
+    # The first cycle (frames 0-4) looks at every strip; the second (5-9) at none: nothing
+    # moved. The newcomer's strip (6) changed at frame 12 and runs on its turn, frame 14.
+    assert world.swept()[:5] == [(0,), (1, 2), (3,), (4, 5), (6, 7)]
+    assert world.swept()[5:10] == [()] * 5
+    with_newcomer = [f.index for f in got if any(c.detection.x0 == 600.0 for c in f.faces)]
+    assert with_newcomer == list(range(14, 20))
+    assert made[0].parts_unchanged >= 8 + 7  # all of the second cycle, most of the third
+    assert [len(f.faces) for f in got][1:] == [1] * 13 + [2] * 6  # the first face all along
 
 
 async def test_not_spread_frames_with_no_known_face_get_the_full_pass(

@@ -48,7 +48,7 @@ class NoFaces:
     def detect(self, frame: Any) -> list[Any]:
         raise AssertionError("not called")
 
-    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
+    def full_pass_regions(self, frame_width: int, frame_height: int) -> Any:
         raise AssertionError("not called")
 
     def detect_partial(self, frame: Any, partial: Any) -> list[Any]:

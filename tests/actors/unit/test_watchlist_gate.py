@@ -191,8 +191,9 @@ class CountingFinder:
                              np.float32)
         return [FaceDetection(20.0, 0.0, 60.0, 50.0, 0.9, keypoints)]
 
-    def full_pass_size(self, frame_width: int, frame_height: int) -> int:
-        return 1
+    def full_pass_regions(self, frame_width: int,
+                          frame_height: int) -> tuple[tuple[int, int, int, int], ...]:
+        return ((0, 0, frame_width, frame_height),)
 
     def detect_partial(self, image: NDArray[np.uint8],
                        partial: PartialPass) -> list[FaceDetection]:
