@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,12 +85,36 @@ def test_a_box_outside_the_frame_is_refused_before_anything_is_sent(
     assert process.starts == 0
 
 
+def _wait_until_dead(pid: int) -> None:
+    """Until the kernel has ended ``pid`` (a zombie: its pipes are closed), at most WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not end within {WAIT_S} s")
+
+
 def test_a_child_that_dies_fails_the_call_and_the_next_call_starts_another(
-        photo: NDArray[np.uint8], process: SecondModelProcess) -> None:
+        photo: NDArray[np.uint8], process: SecondModelProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     process.start()
     pid = process.child_pid
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    real_write_all = worker_module._write_all
+    killed: list[int] = []
+
+    def dying_child(fd: int, data: memoryview, deadline: float) -> None:
+        # The child dies during the call (killing it before the call would race with the
+        # liveness check at the call's start, which rightly starts a new child).
+        if not killed:
+            os.kill(pid, signal.SIGKILL)
+            _wait_until_dead(pid)
+            killed.append(pid)
+        real_write_all(fd, data, deadline)
+
+    monkeypatch.setattr(worker_module, "_write_all", dying_child)
     with pytest.raises(SecondModelFailed):
         process.describe(photo, _box(photo))
     assert process.child_pid is None
