@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,8 +124,16 @@ def _holders(roots: list[Path], traces: list[bytes], skip: tuple[Path, ...],
     return found
 
 
-def _rest_of_the_deployment(made: LocalDeployment, watchlist_file: Path, tmp_path: Path,
-                            unit1: NodeProcess) -> None:
+def _stop_together(*units: NodeProcess) -> list[int]:
+    """SIGTERM to every unit at once, then each one's exit code (each takes a second to stop:
+    one after the other was that many seconds more). A unit still running after 30 s fails
+    the test (``with`` kills it)."""
+    for unit in units:
+        unit.process.send_signal(signal.SIGTERM)
+    return [unit.process.wait(timeout=30) for unit in units]
+
+
+def _rest_of_the_deployment(made: LocalDeployment, watchlist_file: Path, tmp_path: Path) -> None:
     """Expiry, then the deployment's end, with unit-1 and unit-2 running."""
     config = str(made.van_config)
     # A version 2 that expires in a few seconds: units drop it by themselves.
@@ -150,7 +159,6 @@ def _rest_of_the_deployment(made: LocalDeployment, watchlist_file: Path, tmp_pat
            "units purged at the deployment's end")
     run_ok("van", "revoke-unit", "unit-3", "--config", config)  # recorded by the running van
     until(made, lambda s: not s["unit-3"]["linked"], "unit-3's link closed on revocation")
-    assert unit1.stop() == ExitCode.TERMINATED
 
 
 def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy_dies(
@@ -247,9 +255,8 @@ def test_a_supervisor_deploys_a_watchlist_units_hold_it_in_memory_and_every_copy
                         seen["unit-2"]["wanted_version"]) == ("held", 1, 1)
                 time.sleep(2)  # two more polls: nothing changes
                 assert status(made)["unit-1"]["state"] == "purged"
-                _rest_of_the_deployment(made, watchlist_file, tmp_path, again)
-                for unit in (unit2, unit3):
-                    assert unit.stop() == ExitCode.TERMINATED
+                _rest_of_the_deployment(made, watchlist_file, tmp_path)
+                assert _stop_together(again, unit2, unit3) == [ExitCode.TERMINATED] * 3
                 assert restarted.stop() == ExitCode.TERMINATED
 
     # The van's store holds no sealed list any more (secure_delete, WAL truncated), only facts.
