@@ -31,6 +31,7 @@ are reported (``ratio`` is the median of the per-run ratios, all listed in ``rat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import io
 import os
@@ -38,6 +39,7 @@ import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -45,6 +47,7 @@ import numpy as np
 
 from actors.unit.camera import CameraConfig
 from actors.unit.camera_source import ffmpeg_url, redact
+from actors.unit.detector import DetectorWork
 from actors.unit.matcher import GetMatcherStatistics, MatcherStatistics
 from actors.unit.second_opinion import second_worker_peak_rss_mb
 from actors.unit.watchlist import DEFAULT_THRESHOLD, Watchlist, load_watchlist
@@ -87,10 +90,26 @@ def _random_watchlist(embedder: FaceEmbedder) -> Watchlist:
                      (1,) * RANDOM_SUBJECTS)
 
 
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    """One pipeline run."""
+
+    seconds: float
+    """Wall time from start to the end of the stream."""
+    frames: int
+    """Frames decoded."""
+    detector_invokes: int
+    """Detector model invokes."""
+    stats: MatcherStatistics
+    """The matcher's statistics."""
+    work: DetectorWork | None
+    """What the detector's schedule planned (None: no detector incarnation was seen)."""
+
+
 async def _pipeline_phase(source: Path, watchlist: Watchlist, detector: FaceDetector,
-                          embedder: FaceEmbedder, *, paced: bool = False,
-                          ) -> tuple[float, int, int, MatcherStatistics]:
-    """Seconds, frames, detector invokes and the matcher's statistics of one pipeline run."""
+                          embedder: FaceEmbedder, *, paced: bool = False) -> _Phase:
+    """Seconds, frames, detector invokes, the matcher's statistics and the detector's work of
+    one pipeline run."""
     config = ScanConfig(CameraConfig(str(source), paced=paced), Path("<bench>"))
     async with ActorSystem(SystemConfig(name="bench-pipeline")) as system:
         await warm_up_models(system, detector, embedder)  # as ``lfr scan`` does at start-up
@@ -106,7 +125,8 @@ async def _pipeline_phase(source: Path, watchlist: Watchlist, detector: FaceDete
         assert matcher is not None
         stats = await matcher.ask(GetMatcherStatistics())
         invokes_after, _ = detector.invokes()
-    return elapsed, ended.frames, invokes_after - invokes_before, stats
+        work = None if pipeline.detector is None else pipeline.detector.work()
+    return _Phase(elapsed, ended.frames, invokes_after - invokes_before, stats, work)
 
 
 def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmbedder,
@@ -169,6 +189,11 @@ def _model_bound_seconds(source: Path, detector: FaceDetector, embedder: FaceEmb
     return (per_invoke_s * detector_invokes + totals["embed_s"]) / cores, frames
 
 
+def _work(work: DetectorWork | None) -> dict[str, int] | None:
+    """The detector's work of the last run, as JSON (None: unknown)."""
+    return None if work is None else dataclasses.asdict(work)
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -179,13 +204,13 @@ async def _paced(source: Path, watchlist: Watchlist, detector: FaceDetector,
     fps_runs: list[float] = []
     latency = np.zeros(0)
     frames = 0
-    stats: MatcherStatistics | None = None
+    phase: _Phase | None = None
     for _ in range(runs):
-        elapsed, frames, _, stats = await _pipeline_phase(source, watchlist, detector,
-                                                          embedder, paced=True)
-        fps_runs.append(frames / elapsed)
+        phase = await _pipeline_phase(source, watchlist, detector, embedder, paced=True)
+        frames, stats = phase.frames, phase.stats
+        fps_runs.append(frames / phase.seconds)
         latency = np.concatenate([latency, np.asarray(stats.latency_ms)])
-    assert stats is not None
+    assert phase is not None
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     p99 = float(np.percentile(latency, 99))
     return {
@@ -195,6 +220,7 @@ async def _paced(source: Path, watchlist: Watchlist, detector: FaceDetector,
         "faces_embedded": stats.faces,
         "second_looks": stats.second_looks,
         "held": stats.held,
+        "detector_work": _work(phase.work),
         "fps": round(float(np.median(fps_runs)), 2),
         "runs": runs,
         "latency_ms_p50": round(float(np.percentile(latency, 50)), 1),
@@ -231,8 +257,9 @@ async def _measure(stop: threading.Event, source: Path, watchlist_path: Path | N
     latency = np.zeros(0)
     rss_mb = 0.0
     for _ in range(runs):  # each run: the pipeline, then the model-bound phase right after it
-        elapsed, frames, detector_invokes, stats = await _pipeline_phase(
-            source, watchlist, detector, embedder)
+        phase = await _pipeline_phase(source, watchlist, detector, embedder)
+        elapsed, frames, detector_invokes, stats = (phase.seconds, phase.frames,
+                                                    phase.detector_invokes, phase.stats)
         if not rss_mb:  # the node's peak: before the model-bound phase holds every frame
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         model_s, model_frames = await asyncio.to_thread(functools.partial(
@@ -264,6 +291,7 @@ async def _measure(stop: threading.Event, source: Path, watchlist_path: Path | N
         "frames": frames,
         "faces_embedded": stats.faces,
         "detector_invokes": detector_invokes,
+        "detector_work": _work(phase.work),
         "fps": round(float(np.median(fps_runs)), 2),
         "model_bound_fps": round(float(np.median(bound_runs)), 2),
         "ratio": round(ratio, 3),

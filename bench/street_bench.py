@@ -9,6 +9,7 @@ With ``alerts`` given, that JSON-lines file is scored instead and nothing is sca
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import resource
@@ -76,8 +77,10 @@ async def _scan(source: Path, watchlist: Watchlist, photos: PhotoFaces) -> dict[
         elapsed = time.perf_counter() - started
     if pipeline.camera.failure is not None:  # a broken source measures nothing true
         raise UserInputError(f"bench source: {pipeline.camera.failure}")
+    detector = pipeline.detector
     return {"alert_lines": out.getvalue().splitlines(), "frames": ended.frames,
             "faces_seen": ended.faces_seen, "faces_rejected": ended.faces_rejected,
+            "detector_work": None if detector is None else dataclasses.asdict(detector.work()),
             "seconds": round(elapsed, 2), "fps": round(ended.frames / elapsed, 2),
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "second_model_worker_rss_mb": (None if (worker := second_worker_peak_rss_mb()) is None

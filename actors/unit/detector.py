@@ -74,6 +74,22 @@ class StreamEnded:
 DetectorOutput = DetectedFaces | StreamEnded
 
 
+@dataclass(frozen=True, slots=True)
+class DetectorWork:
+    """What the detector's schedule planned so far (counts only; for benchmarks and health)."""
+
+    full_passes: int
+    """Frames that got the whole full pass."""
+    partial_passes: int
+    """Frames that got a partial pass (a share of the full pass and crops)."""
+    parts_swept: int
+    """Parts of the full pass run in partial passes (one invoke each)."""
+    parts_unchanged: int
+    """Parts skipped on their turn because their region had not changed."""
+    crops_run: int
+    """Crops around known faces run (one invoke each)."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class _Analysed:
     """A frame's result inside the window: its faces and every box found (for the schedule)."""
@@ -124,6 +140,11 @@ class Detector(Actor[CameraOutput | ResultsReady]):
         """Parts of the full pass skipped on their turn: their region had not changed."""
         self._schedules: dict[str, DetectionSchedule] = {}
         self._window: OrderedWindow[_Analysed] | None = None
+
+    def work(self) -> DetectorWork:
+        """The schedule's counts so far."""
+        return DetectorWork(self.full_passes, self.partial_passes, self.parts_swept,
+                            self.parts_unchanged, self.crops_run)
 
     async def on_start(self) -> None:
         self._window = OrderedWindow(self.config.in_flight, self._emit,
