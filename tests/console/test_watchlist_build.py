@@ -156,11 +156,12 @@ async def post_form(client: Client, path: str, token: str, fields: dict[str, str
     return text
 
 
-async def trail(van: ConsoleVan, wanted: AuditKind) -> list[dict[str, Any]]:
-    """The trail's records as (kind, fields) once ``wanted`` is in it (the console's records
-    reach it through the audit writer: bounded wait)."""
+async def trail(van: ConsoleVan, wanted: AuditKind, count: int = 1) -> list[dict[str, Any]]:
+    """The trail's records as (kind, fields) once ``count`` records of ``wanted`` are in it
+    (the console's records reach it through the audit writer, on this loop: every check
+    yields to it; bounded wait)."""
     async with asyncio.timeout(10.0):
-        while wanted not in [record.kind for record in read_audit(van.audit.path)]:  # noqa: ASYNC110 - a file, not an event
+        while sum(r.kind is wanted for r in read_audit(van.audit.path)) < count:  # noqa: ASYNC110 - a file, not an event
             await asyncio.sleep(0.02)
     return [{"kind": record.kind, **record.fields} for record in read_audit(van.audit.path)]
 
@@ -260,10 +261,8 @@ async def test_an_upload_over_a_limit_is_refused_naming_the_file_and_the_limit(
             done = await finished(client)
             assert done["state"] == "failed"
             assert "no subject has a usable photo" in done["message"]
-            records = await trail(van, AuditKind.INPUT_REFUSED)
-            async with asyncio.timeout(10.0):
-                while len(refused := of_kind(records, AuditKind.INPUT_REFUSED)) < 2:
-                    records = await trail(van, AuditKind.INPUT_REFUSED)
+            records = await trail(van, AuditKind.INPUT_REFUSED, count=2)
+            refused = of_kind(records, AuditKind.INPUT_REFUSED)
     assert [(r["source"], r["operator"]) for r in refused] == [("photo_upload", "sam"),
                                                                 ("photo_folder", "sam")]
     assert named in refused[0]["reason"]
@@ -562,10 +561,8 @@ async def test_a_discarded_build_is_wiped_and_audited(tmp_path: Path) -> None:
         await upload(client, token, folder_files())
         assert not second.watchlist.embeddings.any()
         await finished(client)
-        records = await trail(van, AuditKind.WATCHLIST_DISCARDED)
-        async with asyncio.timeout(10.0):
-            while len(discarded := of_kind(records, AuditKind.WATCHLIST_DISCARDED)) < 2:
-                records = await trail(van, AuditKind.WATCHLIST_DISCARDED)
+        records = await trail(van, AuditKind.WATCHLIST_DISCARDED, count=2)
+        discarded = of_kind(records, AuditKind.WATCHLIST_DISCARDED)
     assert [(d["operator"], d["signed_version"]) for d in discarded] == [("sam", 0), ("sam", 0)]
 
 
