@@ -46,9 +46,13 @@ class QualityConfig:
     """Least detector score (0..1). Detections are already >= 0.6 (MediaPipe's cut); 0.7 skips
     the doubtful ones for recognition while they can still be tracked."""
 
-    min_eye_distance_px: float = 12.0
-    """Least distance between the eye keypoints in frame pixels. The template puts the eyes
-    35 px apart in the 112 px crop; below ~12 px the crop is mostly upsampling blur."""
+    min_eye_distance_px: float = 10.0
+    """Least distance between the eye keypoints in frame pixels (a face about 30 px wide). The
+    template puts the eyes 35 px apart in the 112 px crop. Below 10 px the risk is measured
+    (``python -m bench.small_faces``, docs/RECOGNITION.md): the second model's same-person and
+    different-person distances overlap, so the two-model rule would rest on the first model
+    alone, whose genuine scores fall (24 px faces: 7 of 13 above 0.60). Between 10 and 12 px
+    (the gate before) no impostor score rose towards either threshold."""
 
     max_abs_yaw_deg: float = 45.0
     """Largest head turn left/right in degrees. MobileFaceNet is trained mostly on faces
