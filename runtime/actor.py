@@ -43,6 +43,12 @@ class ActorContext(Generic[M]):
         """Run a CPU-bound or blocking call on the system's bounded worker pool."""
         return await self.system.blocking.run(fn, *args, **kwargs)
 
+    async def run_blocking_ahead(self, fn: Callable[P, T], *args: P.args,
+                                 **kwargs: P.kwargs) -> T:
+        """As ``run_blocking``, taken before every queued ``run_blocking`` call: for work that
+        finishes what is under way (``BlockingPool.run_ahead``)."""
+        return await self.system.blocking.run_ahead(fn, *args, **kwargs)
+
     def stop(self) -> None:
         """Ask the runtime to stop this actor after the current message (a normal exit)."""
         self._stop_self()

@@ -2,8 +2,13 @@
 
 Model inference (TFLite ``invoke`` releases the GIL), image decoding and file I/O go here, so no
 actor blocks the loop. The pool is bounded twice: ``workers`` threads run calls, and at most
-``max_pending`` calls may be queued or running; further callers wait (backpressure) instead of
-piling work into the executor's unbounded queue.
+``max_pending`` calls of each lane may be queued or running; further callers wait
+(backpressure) instead of piling work into the executor's queue.
+
+Two lanes (``runtime.priority_executor``): ``run_ahead`` calls are taken before any queued
+``run`` call, so work that finishes what is under way (embedding a frame already analysed,
+sealing an alert) does not wait behind new work (the next frame's analysis). Within a lane,
+calls run in the order they came.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from runtime.errors import RuntimeFault
+from runtime.priority_executor import Lane, PriorityExecutor
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -34,9 +39,9 @@ class BlockingPoolStatistics:
     workers: int
     """Threads in the pool."""
     running_or_queued: int
-    """Calls submitted and not yet finished."""
+    """Calls submitted and not yet finished (both lanes)."""
     waiting: int
-    """Callers waiting for a free slot."""
+    """Callers waiting for a free slot (both lanes)."""
     completed: int
     """Calls finished since the pool was created."""
 
@@ -47,33 +52,40 @@ class BlockingPool:
     def __init__(self, workers: int | None = None, max_pending: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.max_pending = max_pending or 2 * self.workers
+        """Calls of one lane queued or running at most (each lane has its own)."""
         if self.max_pending < self.workers:
             raise ValueError(f"max_pending ({self.max_pending}) must be at least the number of "
                              f"workers ({self.workers}), or some workers could never be used")
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="lfr-blocking")
-        self._slots = asyncio.Semaphore(self.max_pending)
+        self._executor = PriorityExecutor(self.workers, name="lfr-blocking")
+        self._slots = {lane: asyncio.Semaphore(self.max_pending) for lane in Lane}
         self._in_flight = 0
         self._waiting = 0
         self._completed = 0
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on a worker thread and return its result."""
+        return await self._run(Lane.NORMAL, functools.partial(fn, *args, **kwargs))
+
+    async def run_ahead(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """As ``run``, taken before every queued ``run`` call: for work that finishes what is
+        under way, never for new work (or the normal lane would starve)."""
+        return await self._run(Lane.AHEAD, functools.partial(fn, *args, **kwargs))
+
+    async def _run(self, lane: Lane, call: Callable[[], T]) -> T:
+        slots = self._slots[lane]
         self._waiting += 1
         try:
-            await self._slots.acquire()
+            await slots.acquire()
         finally:
             self._waiting -= 1
         self._in_flight += 1
         try:
-            loop = asyncio.get_running_loop()
-            if kwargs:
-                return await loop.run_in_executor(self._executor,
-                                                  functools.partial(fn, *args, **kwargs))
-            return await loop.run_in_executor(self._executor, fn, *args)
+            future = self._executor.submit(lane, call)
+            return await asyncio.wrap_future(future)  # cancelled here: never runs if queued
         finally:
             self._in_flight -= 1
             self._completed += 1
-            self._slots.release()
+            slots.release()
 
     async def run_on_each_worker(self, fn: Callable[[], T], timeout_s: float = 30.0) -> list[T]:
         """Run ``fn()`` once on every worker thread; its results, one per worker.
@@ -116,5 +128,5 @@ class BlockingPool:
         return BlockingPoolStatistics(self.workers, self._in_flight, self._waiting, self._completed)
 
     def shutdown(self) -> None:
-        """Wait for running calls and release the threads."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Cancel queued calls, wait for running ones and release the threads."""
+        self._executor.shutdown()

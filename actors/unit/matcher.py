@@ -320,8 +320,10 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                      epoch: int) -> _Embedded:
         embeddings = np.zeros((len(faces.faces), self._dimension), np.float32)
         looked = [i for i in range(len(faces.faces)) if i not in skipped]
-        rows = await asyncio.gather(*(self.context.run_blocking(self.embedder.embed,
-                                                                faces.faces[i].aligned)
+        # Ahead of the detector's calls on the pool: this frame is already analysed, and a
+        # live camera's latency is set by finishing frames, not by starting new ones.
+        rows = await asyncio.gather(*(self.context.run_blocking_ahead(self.embedder.embed,
+                                                                      faces.faces[i].aligned)
                                       for i in looked))
         for i, row in zip(looked, rows, strict=True):
             embeddings[i] = row

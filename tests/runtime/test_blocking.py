@@ -74,6 +74,56 @@ async def test_is_bounded_and_further_callers_wait(pool: BlockingPool) -> None:
     assert (stats.running_or_queued, stats.waiting, stats.completed) == (0, 0, 2)
 
 
+async def test_run_ahead_is_taken_before_queued_normal_calls(pool: BlockingPool) -> None:
+    # The pool has one worker and one slot per lane: one normal call runs, one waits for a
+    # slot, and a call ahead is taken as soon as the worker is free.
+    wide = BlockingPool(workers=1, max_pending=2)
+    release = threading.Event()
+    order: list[str] = []
+    try:
+        first = asyncio.create_task(wide.run(release.wait, WAIT_S))
+        await eventually(lambda: wide.statistics().running_or_queued == 1)
+        normal = asyncio.create_task(wide.run(order.append, "normal"))
+        await eventually(lambda: wide.statistics().running_or_queued == 2)
+        ahead = asyncio.create_task(wide.run_ahead(order.append, "ahead"))
+        await eventually(lambda: wide.statistics().running_or_queued == 3)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, normal, ahead), WAIT_S)
+    finally:
+        await asyncio.to_thread(wide.shutdown)
+    assert order == ["ahead", "normal"]
+
+
+async def test_each_lane_has_its_own_bound(pool: BlockingPool) -> None:
+    release = threading.Event()
+    first = asyncio.create_task(pool.run(release.wait, WAIT_S))
+    await eventually(lambda: pool.statistics().running_or_queued == 1)
+    second = asyncio.create_task(pool.run(lambda: "normal"))
+    ahead = asyncio.create_task(pool.run_ahead(lambda: "ahead"))
+    # max_pending 1: the second normal call waits for a slot, the call ahead takes its lane's.
+    await eventually(lambda: (pool.statistics().running_or_queued,
+                              pool.statistics().waiting) == (2, 1))
+    release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, ahead), WAIT_S)
+    assert list(results) == [True, "normal", "ahead"]
+
+
+async def test_a_cancelled_caller_whose_call_is_queued_never_runs_it(pool: BlockingPool) -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    first = asyncio.create_task(pool.run(release.wait, WAIT_S))
+    await eventually(lambda: pool.statistics().running_or_queued == 1)
+    queued = asyncio.create_task(pool.run_ahead(ran.append, "cancelled"))
+    await eventually(lambda: pool.statistics().running_or_queued == 2)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    release.set()
+    await asyncio.wait_for(first, WAIT_S)
+    await pool.run(ran.append, "after")
+    assert ran == ["after"]
+
+
 async def test_defaults_scale_with_workers() -> None:
     pool = BlockingPool(workers=3)
     try:
