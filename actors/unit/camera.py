@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import av
@@ -63,9 +63,12 @@ class Frame:
     """Presentation time in seconds: pts x time_base for files; since the scan started for
     live sources."""
     captured_ns: int
-    """``time.monotonic_ns()`` when the frame was decoded (for latency measurement)."""
+    """``time.monotonic_ns()`` when the frame was captured, for latency: for a live source and
+    an unpaced file when it was decoded; for a paced file (a stand-in for a live camera, which
+    decodes ahead and waits for the frame's time) the moment it is released minus the time its
+    decoding took, so the wait for its time is not counted but the decoding is."""
     captured_at: float
-    """Wall-clock time of the decode, seconds since the epoch (what an alert reports)."""
+    """Wall-clock time of the same moment, seconds since the epoch (what an alert reports)."""
     pixels: NDArray[np.uint8]
     """H x W x 3 RGB."""
 
@@ -201,6 +204,9 @@ class Camera(Actor[_NextFrame]):
         # A looping file: added to each frame's time, so stream time grows across loops.
         self._t_offset_s = 0.0
         self._last_t_s = 0.0
+        # The last decode's start and end (monotonic ns): set on the decoder thread, read on the
+        # loop only after that decode was awaited.
+        self._decode_started_ns = self._decoded_ns = 0
         self._skip = 0
         self._consecutive_decode_errors = 0
         self._first_decode_error: str | None = None
@@ -263,7 +269,8 @@ class Camera(Actor[_NextFrame]):
             else:
                 await self._end_of_stream(self._file_failure())
             return
-        await self._pace(frame.t_s)
+        if await self._pace(frame.t_s):
+            frame = self._released(frame)
         await self.output.tell(frame)
         self.progress.delivered += 1
         self._failures_in_a_row = 0
@@ -376,6 +383,7 @@ class Camera(Actor[_NextFrame]):
 
     def _decode_next(self) -> Frame | None:
         """Runs on the decoder thread: the next frame as RGB, or None at the end of a file."""
+        self._decode_started_ns = time.monotonic_ns()
         frames = self._frames
         if frames is None:  # closed under us: the camera is stopping
             return None
@@ -398,7 +406,7 @@ class Camera(Actor[_NextFrame]):
                                f"{decoded.width}x{decoded.height}, over the limit of "
                                f"{MAX_FRAME_PIXELS} pixels")
         pixels = self._rgb.to_rgb(decoded)
-        now = time.monotonic_ns()
+        now = self._decoded_ns = time.monotonic_ns()
         if self.config.is_live or decoded.time is None:
             t_s = (now - self.progress.started_ns) / 1e9
         else:
@@ -418,16 +426,27 @@ class Camera(Actor[_NextFrame]):
                     "frame")
         return None
 
-    async def _pace(self, t_s: float) -> None:
+    async def _pace(self, t_s: float) -> bool:
+        """A paced file: wait until the frame at ``t_s`` is due; whether it waited."""
         if not self.config.paced or self.config.is_live:
-            return
+            return False
         if self._first_t_s is None:
             self._first_t_s = t_s
             self._pace_origin_ns = time.monotonic_ns()
-            return
+            return False
         due_s = (t_s - self._first_t_s) - (time.monotonic_ns() - self._pace_origin_ns) / 1e9
-        if due_s > 0:
-            await asyncio.sleep(due_s)
+        if due_s <= 0:
+            return False
+        await asyncio.sleep(due_s)
+        return True
+
+    def _released(self, frame: Frame) -> Frame:
+        """``frame``, released after waiting for its time, captured as a live camera's would
+        be: its decoding (timed on the decoder thread) before now."""
+        decoding_ns = self._decoded_ns - self._decode_started_ns
+        now_ns, now = time.monotonic_ns(), time.time()
+        return replace(frame, captured_ns=now_ns - decoding_ns,
+                       captured_at=now - decoding_ns / 1e9)
 
     async def _end_of_stream(self, failure: str | None) -> None:
         """A file ended: say why if it could not be scanned whole, tell ``EndOfStream``, stop."""

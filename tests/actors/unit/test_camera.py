@@ -58,6 +58,8 @@ class Seen:
     dtype: np.dtype[Any]
     received_s: float
     """``time.monotonic()`` when the collector got it."""
+    captured_ns: int = 0
+    """The frame's ``captured_ns``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class Collector(Actor[CameraOutput | Ping]):
             recording.first_pixels = message.pixels.copy()
         recording.frames.append(Seen(message.index, message.t_s, message.camera,
                                      message.pixels.shape, message.pixels.dtype,
-                                     time.monotonic()))
+                                     time.monotonic(), message.captured_ns))
         return None
 
 
@@ -595,6 +597,20 @@ def short_clip(out: Path, frames: int = 6, fps: int = 25) -> None:
                 target.mux(packet)
         for packet in stream.encode():
             target.mux(packet)
+
+
+async def test_a_paced_frame_is_captured_when_it_is_due_not_when_it_was_decoded(
+        system: ActorSystem, tmp_path: Path) -> None:
+    # A paced file stands in for a live camera: it decodes ahead and waits for each frame's
+    # time. That wait (here nearly a second a frame) is not latency: a frame is captured when
+    # it is due, minus its decoding.
+    clip = tmp_path / "slow.mp4"
+    short_clip(clip, frames=4, fps=1)
+    recording, _, _ = await start(system, CameraConfig(str(clip), paced=True))
+    await eventually(lambda: len(recording.ends) == 1)
+    for frame in recording.frames[1:]:  # the first frame sets the pace: it never waits
+        waited_s = frame.received_s - frame.captured_ns / 1e9
+        assert 0 <= waited_s < 0.5, (frame.index, waited_s)
 
 
 async def test_a_looping_file_starts_again_and_its_time_keeps_growing(
