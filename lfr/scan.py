@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -183,7 +183,11 @@ async def spawn_camera_stages(supervisor: Supervisor, camera: CameraConfig, *,
     ``supervisor``, consumer first; the detector tells ``output``. ``progress`` survives the
     camera's restarts (a restarted file camera resumes after its last frame); ``on_detector``
     is given each new detector incarnation (for its counters); ``gate``: the detector analyses
-    frames only while it holds a watchlist (a camera unit)."""
+    frames only while it holds a watchlist (a camera unit). A live or paced camera's detector
+    analyses ``detector_config.live_in_flight`` frames at a time, a file's ``in_flight``."""
+    if camera.is_live or camera.paced:  # latency first: one frame analysed at a time
+        detector_config = replace(detector_config, in_flight=detector_config.live_in_flight)
+
     def make_detector() -> Detector:
         incarnation = Detector(face_finder, output, detector_config, gate=gate)
         if on_detector is not None:

@@ -105,12 +105,19 @@ class DetectorConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     """Quality gates applied before any embedding."""
     in_flight: int = field(default_factory=lambda: os.cpu_count() or 1)
-    """Frames analysed concurrently on the worker pool (or analysed and not yet passed on)."""
+    """Frames of a file scanned as fast as it decodes analysed concurrently on the worker pool
+    (or analysed and not yet passed on): one per core, for throughput."""
+    live_in_flight: int = 1
+    """The same for a live or paced camera, where latency counts and the newest frame wins:
+    one frame at a time has a core to itself, the other is left to the matcher and the uplink
+    (paced 1080p street clip: capture-to-decision p99 234-238 ms against 262-317 ms with two,
+    docs/STREET.md)."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     """Full pass or crops around known faces, frame by frame."""
 
     def __post_init__(self) -> None:
         require_at_least("DetectorConfig.in_flight", self.in_flight, 1)
+        require_at_least("DetectorConfig.live_in_flight", self.live_in_flight, 1)
 
 
 class Detector(Actor[CameraOutput | ResultsReady]):

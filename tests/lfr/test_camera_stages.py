@@ -1,0 +1,94 @@
+"""``spawn_camera_stages``: how many frames a camera's detector analyses at once: one for a live
+or paced camera (latency first), ``in_flight`` for a file scanned as fast as it decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from actors.unit.camera import CameraConfig, CameraProgress
+from actors.unit.detector import DetectorConfig, DetectorOutput, StreamEnded
+from lfr.scan import spawn_camera_stages
+from models.detection import FaceDetection
+from models.detection_plan import PartialPass
+from runtime.actor import Actor
+from runtime.supervisor import SupervisorConfig
+from runtime.system import ActorSystem, SystemConfig
+
+WAIT_S = 60.0
+FRAMES = 12
+
+
+class SlowFinder:
+    """Finds nobody, slowly, and records how many frames it was given at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most = 0
+
+    def _look(self) -> list[FaceDetection]:
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        time.sleep(0.1)  # slower than the clip's 25 fps: frames wait for the detector
+        with self._lock:
+            self._now -= 1
+        return []
+
+    def full_pass_regions(self, frame_width: int,
+                          frame_height: int) -> tuple[tuple[int, int, int, int], ...]:
+        return ((0, 0, frame_width, frame_height),)
+
+    def detect(self, frame: NDArray[np.uint8]) -> list[FaceDetection]:
+        return self._look()
+
+    def detect_partial(self, frame: NDArray[np.uint8],
+                       partial: PartialPass) -> list[FaceDetection]:
+        return self._look()
+
+
+class Ends(Actor[DetectorOutput]):
+    def __init__(self, ended: asyncio.Event) -> None:
+        self.ended = ended
+
+    async def receive(self, message: DetectorOutput) -> None:
+        if isinstance(message, StreamEnded):
+            self.ended.set()
+
+
+def clip(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as target:
+        stream = target.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(FRAMES):
+            image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8),
+                                               format="rgb24")
+            for packet in stream.encode(image):
+                target.mux(packet)
+        for packet in stream.encode():
+            target.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("paced", "most"), [(True, 1), (False, 3)])
+async def test_a_paced_camera_gets_one_frame_analysed_at_a_time_a_file_in_flight_frames(
+        tmp_path: Path, paced: bool, most: int) -> None:
+    finder = SlowFinder()
+    ended = asyncio.Event()
+    config = DetectorConfig(in_flight=3, live_in_flight=1)
+    async with ActorSystem(SystemConfig(name="stages", blocking_workers=3)) as system:
+        supervisor = await system.spawn_supervisor("pipeline", SupervisorConfig())
+        sink = await system.spawn("sink", lambda: Ends(ended))
+        camera = CameraConfig(str(clip(tmp_path / "clip.mp4")), paced=paced)
+        await spawn_camera_stages(supervisor, camera, face_finder=finder, output=sink,
+                                  detector_config=config, progress=CameraProgress())
+        await asyncio.wait_for(ended.wait(), WAIT_S)
+    assert finder.most == most
