@@ -24,7 +24,8 @@ each; CPU per message, each side): 3.0-3.5 ms before, 1.9-2.2 ms after; bulk thr
 
 ``DelayedAckSctpTransport`` overrides two methods of ``RTCSctpTransport`` and calls aiortc's
 own for the work; ``delay_acks(transport)`` turns an association aiortc created into one (its
-class is swapped in place: the subclass adds no slots, and its state is created on first use).
+class is swapped in place: the subclass adds no slots, and its state is created on first use)
+and lightens the record path of the DTLS transport under it (``runtime.sctp_dtls_records``).
 ``runtime.datachannel.DataOnlyPeerConnection`` does it for every association it creates.
 """
 
@@ -37,6 +38,7 @@ from typing import Final
 from aiortc.rtcsctptransport import ForwardTsnChunk, RTCSctpTransport
 
 from guards.log_text import printable
+from runtime.sctp_dtls_records import lighten_records
 
 log = logging.getLogger("lfr.runtime.link")
 
@@ -101,6 +103,9 @@ class DelayedAckSctpTransport(RTCSctpTransport):
 
 
 def delay_acks(transport: RTCSctpTransport) -> None:
-    """Make ``transport`` (an association aiortc created) acknowledge every second packet."""
+    """Make ``transport`` (an association aiortc created) acknowledge every second packet, and
+    give the DTLS transport under it the lighter record path
+    (``runtime.sctp_dtls_records``)."""
     if type(transport) is RTCSctpTransport:
         transport.__class__ = DelayedAckSctpTransport
+    lighten_records(transport.transport)
