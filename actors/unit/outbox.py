@@ -42,7 +42,9 @@ acknowledgement, 0.5-2 ms here), so callers run them through the ``BlockingPool`
 (``await context.run_blocking(outbox.append, ...)``), never on the event loop. Calls may come
 from any pool thread; a lock lets one run at a time on the connection. ``append`` seals outside
 that lock (under an append lock of its own), so reads and acknowledgements never wait for a
-signature.
+signature. ``append_sealed`` stores envelopes sealed ahead by the caller under the next numbers
+(``next_seq``), several in one transaction: the uplink seals the next alert while the outbox
+commits the ones before it, and one fsync covers every one sealed by then.
 """
 
 from __future__ import annotations
@@ -134,6 +136,11 @@ class OutboxFull(RuntimeError):
 
 class EnvelopeTooLarge(ValueError):
     """The envelope is larger than the outbox could ever hold for its kind."""
+
+
+class SequenceMoved(RuntimeError):
+    """Envelopes sealed ahead (``append_sealed``) are not numbered from the outbox's next
+    number on: nothing was stored; seal them again with the numbers it assigns now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +278,7 @@ class Outbox(DurableStore):
                     raise RuntimeError(f"outbox: the last number moved from {seq - 1} to "
                                        f"{state.last_seq} during an append")
                 try:
-                    self._make_room(db, state, kind, len(sealed))
+                    dropped = self._make_room(db, state, kind, len(sealed))
                 except (OutboxFull, EnvelopeTooLarge):
                     self._refused += 1
                     raise
@@ -279,11 +286,51 @@ class Outbox(DurableStore):
                            (seq, kind, self._clock(), len(sealed), sealed))
                 db.execute("UPDATE outbox_state SET last_seq = ?", (seq,))
             self._appended += 1
+            self._dropped_health += dropped
         return seq
 
-    def _make_room(self, db: sqlite3.Connection, state: _State, kind: str, size: int) -> None:
+    def next_seq(self) -> int:
+        """The number the next append is given (for ``append_sealed``)."""
+        with self._lock:
+            return _read_state(self._db).last_seq + 1
+
+    def append_sealed(self, envelopes: Sequence[PendingEnvelope]) -> None:
+        """Store envelopes sealed ahead, all in one transaction (one fsync), or none of them.
+
+        The first must carry ``next_seq()`` and each following one the number after the one
+        before: whoever seals ahead keeps the numbers (the unit's uplink seals the next alert
+        while the outbox commits the ones before it, and stores every one sealed by then at
+        once). Each is checked like an ``append`` of its own, in order, health reports giving
+        way as there. Raises, storing nothing: ``SequenceMoved`` when the numbers are not
+        those; ``OutboxFull`` or ``EnvelopeTooLarge`` for the first that does not fit. Those
+        two are not counted in ``refused``: the caller appends the envelopes again one by one
+        (``append``: sealed again, under the numbers it assigns then), which counts them.
+        """
+        if any(envelope.kind not in KINDS for envelope in envelopes):
+            raise ValueError(f"unknown envelope kind; expected one of {sorted(KINDS)}")
+        if not envelopes:
+            return
+        dropped = 0
+        with self._append_lock, self._transaction() as db:
+            # invariant: last_seq only changes under the append lock held here
+            expected = _read_state(db).last_seq + 1
+            for envelope in envelopes:
+                if envelope.seq != expected:
+                    raise SequenceMoved(f"outbox: an envelope sealed ahead as {envelope.seq} "
+                                        f"where the next number is {expected}")
+                size = len(envelope.sealed)
+                dropped += self._make_room(db, _read_state(db), envelope.kind, size)
+                db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?)",
+                           (envelope.seq, envelope.kind, self._clock(), size, envelope.sealed))
+                expected += 1
+            db.execute("UPDATE outbox_state SET last_seq = ?", (expected - 1,))
+        self._appended += len(envelopes)
+        self._dropped_health += dropped
+
+    def _make_room(self, db: sqlite3.Connection, state: _State, kind: str, size: int) -> int:
         """Refuse an alert beyond the alerts' share; delete the oldest health reports until
-        the new envelope fits both bounds."""
+        the new envelope fits both bounds. Returns how many were deleted (counted by the
+        caller once its transaction committed)."""
         config = self.config
         if kind == "alert":
             envelopes_for_alerts = config.max_envelopes - config.health_reserve_envelopes
@@ -304,11 +351,14 @@ class Outbox(DurableStore):
         excess_envelopes = state.alerts + state.health + 1 - config.max_envelopes
         excess_bytes = state.alert_bytes + state.health_bytes + size - config.max_bytes
         if excess_envelopes > 0 or excess_bytes > 0:
-            self._drop_oldest_health(db, excess_envelopes, excess_bytes)
+            return self._drop_oldest_health(db, excess_envelopes, excess_bytes)
+        return 0
 
-    def _drop_oldest_health(self, db: sqlite3.Connection, envelopes: int, size: int) -> None:
-        """Delete the oldest health reports: at least ``envelopes`` of them and ``size`` bytes.
-        The checks in ``_make_room`` guarantee that deleting them all would be enough."""
+    @staticmethod
+    def _drop_oldest_health(db: sqlite3.Connection, envelopes: int, size: int) -> int:
+        """Delete the oldest health reports: at least ``envelopes`` of them and ``size`` bytes;
+        how many. The checks in ``_make_room`` guarantee that deleting them all would be
+        enough."""
         last_dropped = 0
         dropped = 0
         for seq, row_size in db.execute(
@@ -320,7 +370,7 @@ class Outbox(DurableStore):
             envelopes -= 1
             size -= row_size
         db.execute("DELETE FROM envelopes WHERE kind = 'health' AND seq <= ?", (last_dropped,))
-        self._dropped_health += dropped
+        return dropped
 
     def pending(self, after_seq: int = 0, limit: int = MAX_PAGE) -> list[PendingEnvelope]:
         """Up to ``limit`` (at most ``MAX_PAGE``) unacknowledged envelopes with a sequence number

@@ -4,11 +4,17 @@ One actor, two halves (docs/DELIVERY.md, "Over the link: the uplink"):
 
 - **Sealing** (``receive``). A ``MatchAlert`` becomes an ``AlertBody``
   (``alert_body(alert, watchlist_version)``), is encoded, and is sealed to the van's encryption
-  key and signed with the unit's key inside the outbox's append transaction, so its sequence
-  number is in its signed header (``Outbox.append(kind, seal)``, on the worker pool: SQLite and
-  an fsync never run on the event loop). Only after the append returned does ``local_copy`` get
-  the body: what it prints is exactly what the van will get. A ``HealthBody`` is sealed the same
-  way as a health report. Nothing unsealed is written or logged.
+  key and signed with the unit's key under the sequence number the outbox gives it, so the
+  number is in its signed header (on the worker pool: crypto, SQLite and an fsync never run on
+  the event loop). **Sealed ahead**: while the store task commits the envelopes before it, the
+  next one is sealed under the number after theirs (at most ``MAX_SEALED_AHEAD`` unstored), and
+  each commit stores every envelope sealed by then in one transaction with one fsync
+  (``Outbox.append_sealed``); nothing is sent before it is stored. Only once it is stored does
+  ``local_copy`` get the body: what it prints is exactly what the van will get. A ``HealthBody``
+  is sealed the same way as a health report. While alerts are held (below) envelopes are
+  appended one at a time instead (``Outbox.append(kind, seal)``), as is everything sealed ahead
+  whose store the outbox refused (sealed again under the number it gives then). A stop stores
+  what was sealed ahead first. Nothing unsealed is written or logged.
 - **Sending** (a task the actor owns). For each link its ``LinkSource`` offers (the
   ``VanDialer``): ``Resume(first_pending, last_assigned)``, apply the ``ResumePoint``, then send
   what the outbox holds in sequence order as ``Deliver`` asks, at most ``window`` awaiting their
@@ -56,7 +62,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -88,6 +94,7 @@ from actors.unit.outbox import (
     Outbox,
     OutboxFull,
     PendingEnvelope,
+    SequenceMoved,
 )
 from audit.kinds import AuditKind
 from audit.record import FieldValue
@@ -112,6 +119,13 @@ MAX_WINDOW: Final = 32
 """Most envelopes in flight: the van answers at most ``LinkConfig.max_peer_asks`` (32) asks of a
 link at once, and its data channel queues at most 8 MiB (32 of the largest envelopes, 245 KiB
 each, fit)."""
+MAX_SEALED_AHEAD: Final = 4
+"""Envelopes sealed ahead and not stored yet, at most: the next alert is sealed while the outbox
+commits the ones before it, and each commit stores every one sealed by then (one transaction,
+one fsync). A fifth waits for the store."""
+STOP_STORE_S: Final = 10.0
+"""At stop, the envelopes sealed ahead are stored within this many seconds (else logged as
+lost: the outbox is failing)."""
 MAX_REFUSAL_CHARS: Final = 300
 """A van's refusal reason is cut here (``Receipt.reason`` is at most this long)."""
 _KINDS: Final[dict[EnvelopeKind, EventKind]] = {"alert": EventKind.ALERT,
@@ -237,6 +251,16 @@ class LinkSource(Protocol):
         then offers a new link. Never raises."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Unstored:
+    """An envelope sealed ahead, waiting for the store task."""
+
+    envelope: PendingEnvelope
+    """Sealed under the number it is to be stored as."""
+    body: EventBody
+    """What it holds (for ``_on_stored``, and for a repair that seals it again)."""
+
+
 class VanAnswerRefused(Exception):
     """The van answered something that makes no sense; the link is dropped."""
 
@@ -298,9 +322,24 @@ class Uplink(Actor[UplinkMessage]):
         # every alert here is older than any alert appended since it was held (new alerts go
         # behind them while any is held).
         self._held: collections.deque[AlertBody] = collections.deque()
-        # Every append (and the resume point, which may move numbering) holds this lock: the
-        # order of appends is the order of alerts, and local_copy hears them in that order.
+        # Every append and every envelope sealed ahead (and the resume point, which may move
+        # numbering) holds this lock: the order of appends is the order of alerts, and
+        # local_copy hears them in that order. Nobody waits for the store task holding it.
         self._append_lock = asyncio.Lock()
+        # Envelopes sealed ahead, not stored yet, oldest first; invariants: at most
+        # MAX_SEALED_AHEAD, numbered consecutively from the outbox's next number (unless
+        # _broken), only the store task removes them (each stored, in order).
+        self._unstored: collections.deque[_Unstored] = collections.deque()
+        # The number the next envelope sealed ahead gets; None when the outbox must be asked
+        # (after an append, a repair or a resume moved numbering). Invariant: None only while
+        # nothing is unstored.
+        self._next_seq: int | None = None
+        # A store of envelopes sealed ahead was refused (the outbox is full, or the numbers
+        # moved): the ones still unstored are appended one by one instead (_repair).
+        self._broken = False
+        self._storing = False               # the store task's transaction is running
+        self._store_wake = asyncio.Event()  # set when an envelope was sealed ahead
+        self._stored = asyncio.Event()      # set when the store task stored or repaired
         self._room = asyncio.Event()        # set when the held list shrank (or a task failed)
         self._retry_held = asyncio.Event()  # set when acknowledgements deleted something
         self._progress = asyncio.Event()    # set by appends and finished asks: the sender looks
@@ -323,10 +362,18 @@ class Uplink(Actor[UplinkMessage]):
         self._last_assigned = (await self.context.run_blocking(self._outbox.statistics)).last_seq
         self._tasks = [asyncio.create_task(self._guarded(self._send_loop(), "sender"),
                                            name="uplink sender"),
+                       asyncio.create_task(self._guarded(self._store_loop(), "store"),
+                                           name="uplink store"),
                        asyncio.create_task(self._guarded(self._hold_loop(), "holder"),
                                            name="uplink holder")]
 
     async def on_stop(self) -> None:
+        try:  # what was sealed ahead is stored before the store task goes
+            async with asyncio.timeout(STOP_STORE_S):
+                await self._settled()
+        except Exception:  # on_stop must finish: the outbox may be what failed
+            log.exception("uplink: storing the envelopes sealed ahead at stop failed; %d are "
+                          "lost", len(self._unstored))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -400,75 +447,231 @@ class Uplink(Actor[UplinkMessage]):
 
     async def _append_alert(self, body: AlertBody) -> bool:
         """Seal ``body`` into the outbox; False if the outbox is full (keep it), True when it is
-        no longer this actor's to keep (stored, or dropped as one that can never be)."""
-        async with self._append_lock:
-            try:
-                seq = await self._append("alert", body)
-            except OutboxFull:
-                if not self.statistics.outbox_full:
-                    log.warning("uplink: the outbox is full; alerts are held in memory (at most "
-                                "%d) until the van acknowledges some", self._config.held_alerts)
-                self.statistics.outbox_full = True
-                return False
-            except (EventBodyError, EnvelopeTooLarge) as exc:
-                self._unsealable("an alert", exc)
+        no longer this actor's to keep (stored or sealed ahead, or dropped as one that can
+        never be stored)."""
+        try:
+            if await self._seal_ahead("alert", body):
                 return True
-            self.statistics.alerts_sealed += 1
-            if self._audit is not None:
-                self._audit.record(
-                    AuditKind.ALERT_RAISED, seq=seq, camera=body.camera_id,
-                    subject=body.subject_id, score=round(body.score, 4),
-                    threshold=round(body.threshold, 4), watchlist_version=body.watchlist_version,
-                    crop_sha256=hashlib.sha256(body.crop_jpeg).hexdigest())
-            if not self._held:
-                self.statistics.outbox_full = False
-            await self._tell_local_copy(body)
+            async with self._exclusive():
+                return await self._append_alert_now(body)
+        except (EventBodyError, EnvelopeTooLarge) as exc:
+            self._unsealable("an alert", exc)
+            return True
+
+    async def _append_alert_now(self, body: AlertBody) -> bool:
+        """``_append_alert`` one at a time: the append lock held, nothing unstored."""
+        try:
+            appended = await self._append("alert", body)
+        except OutboxFull:
+            if not self.statistics.outbox_full:
+                log.warning("uplink: the outbox is full; alerts are held in memory (at most "
+                            "%d) until the van acknowledges some", self._config.held_alerts)
+            self.statistics.outbox_full = True
+            return False
+        await self._on_stored(appended, body)
         return True
 
     async def _append_health(self, report: HealthBody) -> bool:
-        """Seal a health report into the outbox; whether it was stored."""
-        async with self._append_lock:
-            try:
-                await self._append("health", report)
-            except OutboxFull as exc:
-                self.statistics.health_refused += 1
-                self._log.warning("uplink: a health report was not stored: %s", exc)
-                return False
-            except (EventBodyError, EnvelopeTooLarge) as exc:
-                self._unsealable("a health report", exc)
-                return False
-        self.statistics.health_sealed += 1
+        """Seal a health report into the outbox; whether it was stored (or sealed ahead)."""
+        try:
+            if await self._seal_ahead("health", report):
+                return True
+            async with self._exclusive():
+                return await self._append_health_now(report)
+        except (EventBodyError, EnvelopeTooLarge) as exc:
+            self._unsealable("a health report", exc)
+            return False
+
+    async def _append_health_now(self, report: HealthBody) -> bool:
+        """``_append_health`` one at a time: the append lock held, nothing unstored."""
+        try:
+            appended = await self._append("health", report)
+        except OutboxFull as exc:
+            self.statistics.health_refused += 1
+            self._log.warning("uplink: a health report was not stored: %s", exc)
+            return False
+        await self._on_stored(appended, report)
         return True
 
-    async def _append(self, kind: EnvelopeKind, body: EventBody) -> int:
-        """On the pool: encode, seal with the number the outbox assigns, store; then hand the
-        envelope to the sender from memory; its sequence number. The caller holds the append
-        lock."""
+    async def _append(self, kind: EnvelopeKind, body: EventBody) -> PendingEnvelope:
+        """On the pool: encode, seal with the number the outbox assigns, store (one at a time;
+        the caller holds the append lock and nothing is unstored)."""
         appended = await self.context.run_blocking(self._seal_into_outbox, kind, body)
+        self._next_seq = None  # the outbox numbered it: ask it again before sealing ahead
+        return appended
+
+    def _seal_into_outbox(self, kind: EnvelopeKind, body: EventBody) -> PendingEnvelope:
+        """On a pool thread: the sealed envelope of ``body``, appended to the outbox."""
+        payload = self._payload(kind, body)
+        sealed: list[bytes] = []
+
+        def seal(seq: int) -> bytes:
+            sealed.append(self._seal(kind, payload, seq))
+            return sealed[-1]
+
+        seq = self._outbox.append(kind, seal)
+        return PendingEnvelope(seq, kind, sealed[-1])
+
+    @staticmethod
+    def _payload(kind: EnvelopeKind, body: EventBody) -> bytes:
+        """The bytes sealed for ``body`` (``EventBodyError`` for a body the van refuses)."""
+        payload = encode_body(body)
+        if _KINDS[kind] is not event_kind(body):
+            raise ValueError(f"a {type(body).__name__} is not sealed as {kind}")
+        return payload
+
+    def _seal(self, kind: EnvelopeKind, payload: bytes, seq: int) -> bytes:
+        """On a pool thread: ``payload`` sealed to the van and signed, numbered ``seq``."""
+        unit = self._unit
+        return seal_envelope(payload, kind=_KINDS[kind], unit_id=unit.node_id, sequence=seq,
+                             signing_key=unit.signing, van_key=self._van_key)
+
+    async def _on_stored(self, appended: PendingEnvelope, body: EventBody) -> None:
+        """``appended`` is in the outbox: count it, hand it to the sender from memory, and
+        tell the trail and the local copy of an alert (in the order of the outbox)."""
         delivery_trace.mark(self._unit.node_id, appended.seq, delivery_trace.Stage.SEALED)
         self._last_assigned = max(self._last_assigned, appended.seq)
         self._fresh.append(appended)
         if len(self._fresh) > self._config.window:  # the sender is behind: it reads the outbox
             self._fresh.popleft()
         self._progress.set()
-        return appended.seq
+        if not isinstance(body, AlertBody):
+            self.statistics.health_sealed += 1
+            return
+        self.statistics.alerts_sealed += 1
+        if self._audit is not None:
+            self._audit.record(
+                AuditKind.ALERT_RAISED, seq=appended.seq, camera=body.camera_id,
+                subject=body.subject_id, score=round(body.score, 4),
+                threshold=round(body.threshold, 4), watchlist_version=body.watchlist_version,
+                crop_sha256=hashlib.sha256(body.crop_jpeg).hexdigest())
+        if not self._held:
+            self.statistics.outbox_full = False
+        await self._tell_local_copy(body)
 
-    def _seal_into_outbox(self, kind: EnvelopeKind, body: EventBody) -> PendingEnvelope:
-        """On a pool thread: the sealed envelope of ``body``, appended to the outbox."""
-        payload = encode_body(body)
-        event = _KINDS[kind]
-        if event is not event_kind(body):
-            raise ValueError(f"a {type(body).__name__} is not sealed as {kind}")
-        unit = self._unit
-        sealed: list[bytes] = []
+    # -- sealing ahead -------------------------------------------------------------------------
 
-        def seal(seq: int) -> bytes:
-            sealed.append(seal_envelope(payload, kind=event, unit_id=unit.node_id, sequence=seq,
-                                        signing_key=unit.signing, van_key=self._van_key))
-            return sealed[-1]
+    def _may_seal_ahead(self) -> bool:
+        """Whether envelopes are sealed ahead: not while alerts are held or the outbox is full
+        (then one at a time, each append's outcome deciding the next step)."""
+        return not self._held and not self.statistics.outbox_full and not self._broken
 
-        seq = self._outbox.append(kind, seal)
-        return PendingEnvelope(seq, kind, sealed[-1])
+    async def _seal_ahead(self, kind: EnvelopeKind, body: EventBody) -> bool:
+        """Seal ``body`` under the next number while the store task commits the envelopes
+        before it; False (nothing done) when envelopes are not sealed ahead now."""
+        if not self._may_seal_ahead():
+            return False
+        # at most held_alerts too: a repair holds every alert unstored (held is empty now)
+        ahead = min(MAX_SEALED_AHEAD, self._config.held_alerts)
+        await self._wait(lambda: len(self._unstored) < ahead)
+        async with self._append_lock:
+            if not self._may_seal_ahead():
+                return False
+            if self._next_seq is None:  # nothing is unstored (invariant): ask the outbox
+                self._next_seq = await self.context.run_blocking(self._outbox.next_seq)
+            seq = self._next_seq
+            sealed = await self.context.run_blocking(self._seal_ahead_on_pool, kind, body, seq)
+            self._next_seq = seq + 1
+            self._unstored.append(_Unstored(PendingEnvelope(seq, kind, sealed), body))
+            self._store_wake.set()
+        return True
+
+    def _seal_ahead_on_pool(self, kind: EnvelopeKind, body: EventBody, seq: int) -> bytes:
+        return self._seal(kind, self._payload(kind, body), seq)
+
+    async def _store_loop(self) -> None:
+        """For ever: store what was sealed ahead, everything sealed by then in one
+        transaction, and tell each one's ``_on_stored`` in order; after a refusal, append the
+        ones left one by one (``_repair``)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.idle_check_s):
+                    await self._store_wake.wait()
+            self._store_wake.clear()
+            while self._unstored and not self._broken:
+                batch = list(self._unstored)
+                self._storing = True  # until every one of the batch was told: order
+                try:
+                    await self.context.run_blocking(
+                        self._outbox.append_sealed, [item.envelope for item in batch])
+                    for item in batch:
+                        await self._on_stored(item.envelope, item.body)
+                    for _ in batch:
+                        self._unstored.popleft()
+                except (OutboxFull, EnvelopeTooLarge, SequenceMoved):
+                    self._broken = True  # nothing of the batch was stored
+                finally:
+                    self._storing = False
+                self._stored.set()
+            if self._broken:
+                async with self._append_lock:
+                    await self._repair()
+                self._stored.set()
+
+    async def _repair(self) -> None:
+        """The append lock held, the outbox refused a store of envelopes sealed ahead: append
+        each unstored one on its own, in order (sealed again under the number the outbox gives
+        it); an alert the outbox refuses, and every alert after it, is held (module docstring).
+        Alerts are sealed ahead only while none is held, at most ``held_alerts`` of them: the
+        held list stays within its bound."""
+        items = list(self._unstored)
+        self._unstored.clear()
+        self._broken = False
+        self._next_seq = None
+        for item in items:
+            body = item.body
+            if isinstance(body, AlertBody):
+                if self._held or not await self._append_alert_guarded(body):
+                    self._held.append(body)
+                    self.statistics.held_alerts = len(self._held)
+                    self._retry_held.set()
+            elif isinstance(body, HealthBody):
+                try:
+                    await self._append_health_now(body)
+                except (EventBodyError, EnvelopeTooLarge) as exc:
+                    self._unsealable("a health report", exc)
+
+    async def _append_alert_guarded(self, body: AlertBody) -> bool:
+        try:
+            return await self._append_alert_now(body)
+        except (EventBodyError, EnvelopeTooLarge) as exc:
+            self._unsealable("an alert", exc)
+            return True
+
+    def _settled_now(self) -> bool:
+        return not self._unstored and not self._storing
+
+    async def _settled(self) -> None:
+        """Wait until every envelope sealed ahead is stored (or appended by a repair)."""
+        self._store_wake.set()
+        await self._wait(self._settled_now)
+
+    async def _wait(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``, waking whenever the store task stored something; fails when
+        one of the actor's tasks failed (the store task among them)."""
+        while not done():
+            self._raise_if_failed()
+            self._stored.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.idle_check_s):
+                    await self._stored.wait()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """The append lock, held while nothing is unstored: numbering is the outbox's alone
+        (for an append one at a time, or moving numbering). Waits for the store task outside
+        the lock: its repair needs the lock."""
+        while True:
+            await self._settled()
+            await self._append_lock.acquire()
+            if self._settled_now():
+                break
+            self._append_lock.release()  # sealed ahead meanwhile: wait again
+        try:
+            yield
+        finally:
+            self._next_seq = None
+            self._append_lock.release()
 
     async def _tell_local_copy(self, body: AlertBody) -> None:
         if self._local_copy is None:
@@ -582,7 +785,7 @@ class Uplink(Actor[UplinkMessage]):
         if not isinstance(answer, ResumePoint):
             raise VanAnswerRefused(f"Resume was answered with a {type(answer).__name__}")
         mark = _checked_mark(answer.acknowledged_up_to)
-        async with self._append_lock:  # no append may take a number the mark is about to pass
+        async with self._exclusive():  # no append may take a number the mark is about to pass
             deleted, lost, last_before = await self.context.run_blocking(self._apply_mark, mark)
             self._last_assigned = max(self._last_assigned, mark)
         acknowledged, self._acknowledged_at_resume = self._acknowledged_at_resume, []
@@ -724,8 +927,10 @@ class Uplink(Actor[UplinkMessage]):
             state.ack_due = now + self._config.ack_delay_s
 
     def _sealing(self) -> bool:
-        """Whether alerts are being sealed: an append runs or messages wait in the mailbox."""
-        return self._append_lock.locked() or self.context.ref.statistics().depth > 0
+        """Whether alerts are being sealed: an append runs, envelopes sealed ahead wait to be
+        stored, or messages wait in the mailbox."""
+        return (self._append_lock.locked() or bool(self._unstored)
+                or self.context.ref.statistics().depth > 0)
 
     async def _apply_acknowledgements(self, state: _LinkState) -> None:
         """Delete what the acknowledgements heard on this link cover, in one call on the

@@ -25,6 +25,7 @@ from actors.unit.outbox import (
     OutboxConfig,
     OutboxFull,
     PendingEnvelope,
+    SequenceMoved,
     first_sequence_number,
 )
 from guards.config_checks import ConfigError
@@ -330,6 +331,64 @@ def test_acknowledging_alerts_makes_room_again(outbox: Outbox) -> None:
     assert outbox.append("alert", sealer()) == n(5)
 
 
+# --- envelopes sealed ahead -------------------------------------------------------------------
+
+
+def ahead(first: int, *kinds: EnvelopeKind, size: int = 16) -> list[PendingEnvelope]:
+    """Envelopes sealed ahead for the numbers from ``first`` on."""
+    return [PendingEnvelope(first + i, kind, body(first + i, size)) for i, kind in enumerate(kinds)]
+
+
+def test_envelopes_sealed_ahead_are_stored_together_under_their_numbers(outbox: Outbox) -> None:
+    outbox.append("alert", sealer())
+    assert outbox.next_seq() == n(2)
+    batch = ahead(n(2), "alert", "health", "alert")
+    outbox.append_sealed(batch)
+    assert outbox.pending() == [PendingEnvelope(n(1), "alert", body(n(1))), *batch]
+    assert outbox.next_seq() == n(5)
+    assert outbox.append("alert", sealer()) == n(5)  # numbering goes on after them
+    statistics = outbox.statistics()
+    assert (statistics.appended, statistics.alerts, statistics.health) == (5, 4, 1)
+    outbox.append_sealed([])  # nothing to store changes nothing
+    assert outbox.next_seq() == n(6)
+
+
+@pytest.mark.parametrize("first", [n(0), n(2), n(1) + 5])
+def test_envelopes_sealed_ahead_under_other_numbers_store_nothing(outbox: Outbox,
+                                                                  first: int) -> None:
+    with pytest.raises(SequenceMoved):
+        outbox.append_sealed(ahead(first, "alert", "alert"))
+    gap = [*ahead(n(1), "alert"), *ahead(n(3), "alert")]  # not consecutive
+    with pytest.raises(SequenceMoved):
+        outbox.append_sealed(gap)
+    assert (outbox.depth(), outbox.next_seq()) == (0, n(1))
+
+
+def test_a_store_the_outbox_cannot_take_whole_stores_nothing_and_counts_nothing(
+        outbox: Outbox) -> None:
+    for _ in range(3):
+        outbox.append("health", sealer())
+    outbox.append("alert", sealer())
+    # three alerts fit (a health report giving way), the fourth does not: none is stored
+    with pytest.raises(OutboxFull):
+        outbox.append_sealed(ahead(n(5), "alert", "alert", "alert", "alert"))
+    assert seqs(outbox) == [n(1), n(2), n(3), n(4)]
+    statistics = outbox.statistics()
+    assert (statistics.dropped_health, statistics.refused, statistics.appended) == (0, 0, 4)
+    with pytest.raises(EnvelopeTooLarge):
+        outbox.append_sealed(ahead(n(5), "alert", size=111))
+    # what fits is stored, the oldest health report giving way as for an append
+    outbox.append_sealed(ahead(n(5), "alert", "alert", "health"))
+    assert seqs(outbox) == [n(2), n(3), n(4), n(5), n(6), n(7)]
+    assert outbox.statistics().dropped_health == 1
+
+
+def test_an_unknown_kind_sealed_ahead_is_refused(outbox: Outbox) -> None:
+    with pytest.raises(ValueError, match="unknown envelope kind"):
+        outbox.append_sealed([PendingEnvelope(n(1), "video", b"x")])  # type: ignore[arg-type]
+    assert outbox.depth() == 0
+
+
 # --- statistics and configuration -------------------------------------------------------------
 
 
@@ -443,6 +502,40 @@ def test_every_append_that_returned_survives_a_kill_9_and_numbering_continues(
         stored_before = stored_seqs
     with open_outbox(path) as outbox:
         assert outbox.append("alert", sealer()) == first + len(stored_before)
+
+
+AHEAD_WRITER = """
+import sys
+from actors.unit.outbox import Outbox, PendingEnvelope
+outbox = Outbox.open(sys.argv[1])
+print("ready", flush=True)
+size = 0
+while True:
+    size = size % 4 + 1
+    first = outbox.next_seq()
+    outbox.append_sealed([PendingEnvelope(seq, "alert", seq.to_bytes(8, "big") * 64)
+                          for seq in range(first, first + size)])
+    for seq in range(first, first + size):
+        print(seq, flush=True)
+"""
+
+
+def test_every_store_of_envelopes_sealed_ahead_that_returned_survives_a_kill_9_whole(
+        tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    printed: list[int] = []
+    for burst in (20, 50):
+        writer = start_writer(AHEAD_WRITER, str(path))
+        read_numbers(writer, burst)
+        printed += kill_and_collect(writer)
+        with open_outbox(path) as outbox:
+            stored = everything(outbox)
+        stored_seqs = [envelope.seq for envelope in stored]
+        assert stored_seqs == list(range(stored_seqs[0], stored_seqs[0] + len(stored_seqs)))
+        assert set(printed) <= set(stored_seqs)  # every store that returned is there
+        # at most the store in flight (up to 4, all or none) committed without being printed
+        assert 0 <= len(stored_seqs) - len(set(printed)) <= 4
+        assert all(e.sealed == e.seq.to_bytes(8, "big") * 64 for e in stored)
 
 
 ADVANCER = """

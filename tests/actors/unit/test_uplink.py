@@ -15,6 +15,7 @@ import io
 import logging
 import random
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from actors.unit.event_body import (
     decode_body,
 )
 from actors.unit.match_alert import MatchAlert
-from actors.unit.outbox import Outbox, OutboxConfig
+from actors.unit.outbox import Outbox, OutboxConfig, PendingEnvelope
 from actors.unit.signaling_client import SignalingClientConfig, SignalingFailed
 from actors.unit.uplink import Uplink, UplinkConfig, UplinkStatistics
 from actors.unit.van_dialer import DialerConfig, VanDialer
@@ -458,13 +459,21 @@ class OutboxCalls:
         """What each append stored, by sequence number."""
         self.pages = 0
         self.acknowledgements = 0
+        self.stores: list[int] = []
+        """How many envelopes sealed ahead each ``append_sealed`` stored."""
         append, pending, acknowledge = outbox.append, outbox.pending, outbox.acknowledge
+        append_sealed = outbox.append_sealed
 
         def appending(kind: Any, seal: Callable[[int], bytes]) -> int:
             def sealing(seq: int) -> bytes:
                 self.stored[seq] = seal(seq)
                 return self.stored[seq]
             return append(kind, sealing)
+
+        def storing(envelopes: list[PendingEnvelope]) -> None:
+            append_sealed(envelopes)
+            self.stores.append(len(envelopes))
+            self.stored.update((envelope.seq, envelope.sealed) for envelope in envelopes)
 
         def paging(*args: Any) -> Any:
             self.pages += 1
@@ -475,6 +484,7 @@ class OutboxCalls:
             return acknowledge(up_to_seq)
 
         monkeypatch.setattr(outbox, "append", appending)
+        monkeypatch.setattr(outbox, "append_sealed", storing)
         monkeypatch.setattr(outbox, "pending", paging)
         monkeypatch.setattr(outbox, "acknowledge", acknowledging)
 
@@ -549,6 +559,102 @@ async def test_each_envelope_is_marked_sealed_sent_and_receipted_in_order(
         assert stages == [Stage.SEALED, Stage.SENT, Stage.RECEIPT]
         times = [mark.at for mark in marks if mark.seq == seq]
         assert times == sorted(times)
+
+
+# --- sealing ahead ----------------------------------------------------------------------------
+
+
+class HeldStore:
+    """Holds the outbox's first store of envelopes sealed ahead until ``release`` (bounded), so
+    the uplink seals the next ones meanwhile; every store goes through."""
+
+    def __init__(self, outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stores: list[list[int]] = []
+        """The numbers each store was given, in order."""
+        self._released = threading.Event()
+        append_sealed = outbox.append_sealed
+
+        def storing(envelopes: list[PendingEnvelope]) -> None:
+            if not self.stores:
+                self._released.wait(WAIT_S)  # on a pool thread
+            self.stores.append([envelope.seq for envelope in envelopes])
+            append_sealed(envelopes)
+
+        monkeypatch.setattr(outbox, "append_sealed", storing)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+async def test_alerts_are_sealed_while_the_outbox_stores_and_stored_together_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path) as net:
+        await eventually(lambda: net.statistics.connected)
+        held = HeldStore(net.outbox, monkeypatch)
+        for index in range(5):
+            await net.uplink.tell(match_alert(index))
+        # every alert was taken: the first is being stored, the next three were sealed
+        # meanwhile, the fifth waits for room (MAX_SEALED_AHEAD)
+        await eventually(lambda: net.uplink.statistics().depth == 0 and len(held.stores) == 0)
+        assert net.statistics.alerts_sealed == 0  # nothing counts as sealed before it is stored
+        assert net.copies.items == []
+        held.release()
+        await eventually(lambda: len(net.book.stored) == 5 and net.depth() == 0)
+        assert held.stores[:2] == [[held.stores[0][0]], [held.stores[0][0] + i for i in (1, 2, 3)]]
+        numbers = [seq for store in held.stores for seq in store]
+        assert numbers == sorted(net.book.stored)  # stored once each, in order, no gap
+        assert alert_ids(net.book.alerts()) == [match_alert(i).alert_id for i in range(5)]
+        await eventually(lambda: len(net.copies.items) == 5)
+        assert net.copies.items == net.book.alerts()
+        assert net.statistics.alerts_sealed == 5
+
+
+async def test_a_store_the_outbox_refuses_is_appended_again_one_by_one_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = UplinkConfig(held_alerts=8, held_retry_s=0.2)
+    async with running(tmp_path, config=config, outbox=FOUR_ALERTS, accepting=False) as net:
+        for index in range(3):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.statistics.alerts_sealed == 3)
+        held = HeldStore(net.outbox, monkeypatch)
+        # the fourth alert fills the outbox while the fifth and a report are sealed ahead:
+        # their store is refused (the fifth does not fit), the report is sealed again under
+        # the next number and stored, the fifth held
+        for message in (match_alert(3), match_alert(4), health()):
+            await net.uplink.tell(message)
+        await eventually(lambda: net.uplink.statistics().depth == 0)
+        held.release()
+        await eventually(lambda: net.statistics.held_alerts == 1
+                         and net.statistics.health_sealed == 1)
+        assert net.statistics.alerts_sealed == 4
+        assert net.statistics.outbox_full
+        waiting = net.waiting()
+        assert [kind for _, kind, _ in waiting] == [EventKind.ALERT] * 4 + [EventKind.HEALTH]
+        numbers = [seq for seq, _, _ in waiting]
+        assert numbers == list(range(numbers[0], numbers[0] + 5))  # no number lost or reused
+        net.fake.accepting = True
+        await eventually(lambda: len(net.book.alerts()) == 5 and net.depth() == 0)
+        assert alert_ids(net.book.alerts()) == [match_alert(i).alert_id for i in range(5)]
+        await eventually(lambda: len(net.copies.items) == 5)
+        assert net.copies.items == net.book.alerts()
+        assert net.cell().metrics.failures == 0
+
+
+async def test_what_was_sealed_ahead_is_stored_before_the_uplink_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(tmp_path, accepting=False) as net:
+        held = HeldStore(net.outbox, monkeypatch)
+        for index in range(4):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.uplink.statistics().depth == 0)
+        stopping = asyncio.create_task(net.uplink.stop(drain_s=WAIT_S))
+        await asyncio.sleep(0.1)
+        assert not stopping.done()  # it waits for the store
+        held.release()
+        await asyncio.wait_for(stopping, WAIT_S)
+        assert [body for _, _, body in net.waiting()] == [alert_body(match_alert(i), 0)
+                                                         for i in range(4)]
+        assert net.statistics.alerts_sealed == 4
 
 
 # --- a full outbox ----------------------------------------------------------------------------
