@@ -37,8 +37,6 @@ stdout (``--json``: on one line; otherwise indented).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -54,7 +52,7 @@ from threadpoolctl import threadpool_limits
 from actors.unit.gallery import Gallery
 from actors.unit.second_opinion import DEFAULT_SECOND_THRESHOLD, shared_second_model
 from actors.unit.watchlist import DEFAULT_THRESHOLD
-from guards.exit_codes import ExitCode
+from bench.photo_bench_command import photo_bench_main
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.calibrate import roc_auc
@@ -358,19 +356,7 @@ def run(photos_dir: Path = DEFAULT_PHOTOS) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run, print one JSON object."""
-    parser = argparse.ArgumentParser(prog="python -m bench.enrolment_templates",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--json", action="store_true", help="the JSON object on one line")
-    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS,
-                        help="one folder per subject (default: the shared photos)")
-    args = parser.parse_args(argv)
-    try:
-        result = run(args.photos)
-    except UserInputError as exc:
-        print(f"bench.enrolment_templates: {exc}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
-    print(json.dumps(result, allow_nan=False, indent=None if args.json else 2))
-    return ExitCode.OK
+    return photo_bench_main("bench.enrolment_templates", __doc__, run, DEFAULT_PHOTOS, argv)
 
 
 if __name__ == "__main__":

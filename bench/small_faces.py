@@ -59,9 +59,7 @@ Run: ``python -m bench.small_faces [--json] [--photos DIR]``: one JSON object on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
@@ -90,7 +88,7 @@ from bench.enrolment_templates import (
     mean_templates,
     shared_photos,
 )
-from guards.exit_codes import ExitCode
+from bench.photo_bench_command import photo_bench_main
 from guards.log_text import printable
 from guards.user_input import UserInputError
 from lfr.photo_faces import NoUsableFace, PhotoFaces, PhotoFile, SeveralFaces
@@ -646,19 +644,7 @@ def run(photos_dir: Path = DEFAULT_PHOTOS) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run, print one JSON object."""
-    parser = argparse.ArgumentParser(prog="python -m bench.small_faces",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--json", action="store_true", help="the JSON object on one line")
-    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS,
-                        help="one folder per subject (default: the shared photos)")
-    args = parser.parse_args(argv)
-    try:
-        result = run(args.photos)
-    except UserInputError as exc:
-        print(f"bench.small_faces: {exc}", file=sys.stderr)
-        return ExitCode.BAD_INPUT
-    print(json.dumps(result, allow_nan=False, indent=None if args.json else 2))
-    return ExitCode.OK
+    return photo_bench_main("bench.small_faces", __doc__, run, DEFAULT_PHOTOS, argv)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,6 @@ ranges, a one-photo gallery scores the same by both rules), never the figures th
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from bench.enrolment_templates import FURTHER_COPIES, LEFT_OUT_FOLDERS, LEFT_OUT_PHOTOS, main
 from guards.exit_codes import ExitCode
 from lfr.watchlist_build import PHOTO_SUFFIXES
+from tests.bench.photo_bench_run import json_report
 
 RULES = {"first_model": ("mean", "max"), "second_model": ("mean", "min")}
 RULE_KEYS = {"worst_same", "worst_same_pair", "worst_different", "worst_different_pair",
@@ -32,15 +30,7 @@ def photos(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def result(photos: Path) -> dict[str, object]:
     """One run of the command, its stdout parsed (the models load once for the module)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["--json", "--photos", str(photos)])
-    assert code == ExitCode.OK
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 1, "--json prints one JSON object on one line"
-    parsed = json.loads(lines[0])
-    assert isinstance(parsed, dict)
-    return parsed
+    return json_report(main, photos)
 
 
 def _view(result: dict[str, object], name: str) -> dict[str, object]:

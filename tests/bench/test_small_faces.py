@@ -4,9 +4,6 @@ superset, the per-face rows agree with the per-size figures), never the figures 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ from bench.enrolment_templates import FURTHER_COPIES, LEFT_OUT_FOLDERS, LEFT_OUT
 from bench.small_faces import EYE_BANDS, EYE_GATES, FIRST_THRESHOLDS, SIZES, main
 from guards.exit_codes import ExitCode
 from models.face_quality import QualityConfig, QualityGate
+from tests.bench.photo_bench_run import json_report
 
 GATE_KEYS = [f"eye_gate_{g:g}px" for g in EYE_GATES]
 GROUPS = [*GATE_KEYS, "no_gates"]
@@ -30,15 +28,7 @@ FLOAT32_SLACK = 1e-5  # a float32 cosine of unit vectors may pass 1 by a few ulp
 @pytest.fixture(scope="module")
 def result(shared_data: Path) -> dict[str, Any]:
     """One run of the command on the shared photos, its stdout parsed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["--json", "--photos", str(shared_data / "faces" / "photos")])
-    assert code == ExitCode.OK
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 1, "--json prints one JSON object on one line"
-    parsed = json.loads(lines[0])
-    assert isinstance(parsed, dict)
-    return parsed
+    return json_report(main, shared_data / "faces" / "photos")
 
 
 def _rows(result: dict[str, Any], width: int | None) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -21,9 +20,9 @@ from models.detection_plan import PartialPass
 from runtime.actor import Actor
 from runtime.supervisor import SupervisorConfig
 from runtime.system import ActorSystem, SystemConfig
+from tests.actors.unit.test_camera import short_clip
 
 WAIT_S = 60.0
-FRAMES = 12
 
 
 class SlowFinder:
@@ -64,20 +63,6 @@ class Ends(Actor[DetectorOutput]):
             self.ended.set()
 
 
-def clip(path: Path) -> Path:
-    with av.open(str(path), "w", format="mp4") as target:
-        stream = target.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(FRAMES):
-            image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8),
-                                               format="rgb24")
-            for packet in stream.encode(image):
-                target.mux(packet)
-        for packet in stream.encode():
-            target.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize(("paced", "most"), [(True, 1), (False, 3)])
 async def test_a_paced_camera_gets_one_frame_analysed_at_a_time_a_file_in_flight_frames(
         tmp_path: Path, paced: bool, most: int) -> None:
@@ -87,7 +72,9 @@ async def test_a_paced_camera_gets_one_frame_analysed_at_a_time_a_file_in_flight
     async with ActorSystem(SystemConfig(name="stages", blocking_workers=3)) as system:
         supervisor = await system.spawn_supervisor("pipeline", SupervisorConfig())
         sink = await system.spawn("sink", lambda: Ends(ended))
-        camera = CameraConfig(str(clip(tmp_path / "clip.mp4")), paced=paced)
+        path = tmp_path / "clip.mp4"
+        short_clip(path, frames=6, fps=25)
+        camera = CameraConfig(str(path), paced=paced)
         await spawn_camera_stages(supervisor, camera, face_finder=finder, output=sink,
                                   detector_config=config, progress=CameraProgress())
         await asyncio.wait_for(ended.wait(), WAIT_S)
