@@ -28,7 +28,7 @@ from secure.hybrid_signature import (
     HYBRID_SIGNATURE_BYTES,
     HybridSignature,
     SignatureInvalid,
-    SigningKeyPair,
+    Signer,
     VerifyKey,
 )
 from secure.key_id import KEY_ID_BYTES
@@ -165,9 +165,11 @@ SignerLookup = Callable[[str, bytes], VerifyKey | None]
 
 
 def seal_envelope(body: bytes, *, kind: EventKind, unit_id: str, sequence: int,
-                  signing_key: SigningKeyPair, van_key: EncryptionPublicKey) -> bytes:
-    """Seal ``body`` to ``van_key`` and sign the result; ``ValueError`` on a body over
-    ``MAX_BODY_BYTES``, a sequence out of range or an invalid unit id."""
+                  signing_key: Signer, van_key: EncryptionPublicKey) -> bytes:
+    """Seal ``body`` to ``van_key`` and sign the result (with a ``SigningKeyPair``, or a
+    ``SigningProcess`` signing with one: the process is given the header and ciphertext only);
+    ``ValueError`` on a body over ``MAX_BODY_BYTES``, a sequence out of range or an invalid
+    unit id."""
     if len(body) > MAX_BODY_BYTES:
         raise ValueError(f"envelope body of {len(body)} bytes is over {MAX_BODY_BYTES}")
     if not 0 <= sequence <= MAX_SEQUENCE:

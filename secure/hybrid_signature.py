@@ -12,6 +12,7 @@ Private key material lives only inside ``SigningKeyPair``; its ``repr`` shows th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
@@ -129,6 +130,20 @@ class VerifyKey:
         return f"VerifyKey(key_id={format_key_id(self.key_id)})"
 
 
+class Signer(Protocol):
+    """What makes hybrid signatures: a ``SigningKeyPair``, or a ``SigningProcess`` signing
+    with one in a child process (``secure.signing_process``)."""
+
+    @property
+    def key_id(self) -> bytes:
+        """The key id of the key signed with."""
+        ...
+
+    def sign(self, data: bytes, context: bytes) -> HybridSignature:
+        """Sign ``data`` under ``context`` with both halves."""
+        ...
+
+
 class SigningKeyPair:
     """A node's private signing keys (Ed25519 + ML-DSA-65) and their ``VerifyKey``.
 
@@ -158,7 +173,8 @@ class SigningKeyPair:
         return self.verify_key.key_id
 
     def private_seeds(self) -> tuple[bytes, bytes]:
-        """(Ed25519 seed, ML-DSA-65 seed): for ``secure.key_files`` to write, nothing else."""
+        """(Ed25519 seed, ML-DSA-65 seed): for ``secure.key_files`` to write and for
+        ``secure.signing_process`` to hand to its child, nothing else."""
         return self._ed25519.private_bytes_raw(), self._ml_dsa_65.private_bytes_raw()
 
     def sign(self, data: bytes, context: bytes) -> HybridSignature:

@@ -6,15 +6,17 @@ One actor, two halves (docs/DELIVERY.md, "Over the link: the uplink"):
   (``alert_body(alert, watchlist_version)``), is encoded, and is sealed to the van's encryption
   key and signed with the unit's key under the sequence number the outbox gives it, so the
   number is in its signed header (on the worker pool: crypto, SQLite and an fsync never run on
-  the event loop). **Sealed ahead**: while the store task commits the envelopes before it, the
-  next one is sealed under the number after theirs (at most ``MAX_SEALED_AHEAD`` unstored), and
-  each commit stores every envelope sealed by then in one transaction with one fsync
-  (``Outbox.append_sealed``); nothing is sent before it is stored. Only once it is stored does
-  ``local_copy`` get the body: what it prints is exactly what the van will get. A ``HealthBody``
-  is sealed the same way as a health report. While alerts are held (below) envelopes are
-  appended one at a time instead (``Outbox.append(kind, seal)``), as is everything sealed ahead
-  whose store the outbox refused (sealed again under the number it gives then). A stop stores
-  what was sealed ahead first. Nothing unsealed is written or logged.
+  the event loop; the signature itself in a child process, ``UplinkConfig.signing_process``,
+  given the header and ciphertext only). **Sealed ahead**: while the store task commits the
+  envelopes before it, the next one is sealed under the number after theirs (at most
+  ``MAX_SEALED_AHEAD`` unstored), and each commit stores every envelope sealed by then in one
+  transaction with one fsync (``Outbox.append_sealed``); nothing is sent before it is stored.
+  Only once it is stored does ``local_copy`` get the body: what it prints is exactly what the
+  van will get. A ``HealthBody`` is sealed the same way as a health report. While alerts are
+  held (below) envelopes are appended one at a time instead (``Outbox.append(kind, seal)``), as
+  is everything sealed ahead whose store the outbox refused (sealed again under the number it
+  gives then). A stop stores what was sealed ahead first. Nothing unsealed is written or
+  logged.
 - **Sending** (a task the actor owns). For each link its ``LinkSource`` offers (the
   ``VanDialer``): ``Resume(first_pending, last_assigned)``, apply the ``ResumePoint``, then send
   what the outbox holds in sequence order as ``Deliver`` asks, at most ``window`` awaiting their
@@ -106,8 +108,10 @@ from runtime.link import Link, RemoteActorRef, TooManyAsks
 from runtime.log_budget import LogBudget
 from runtime.ref import ActorRef
 from secure.envelope import EventKind, seal_envelope
+from secure.hybrid_signature import Signer
 from secure.node_keys import NodeKeys, NodePublicKeys, NodeRole
 from secure.sealing import EncryptionPublicKey
+from secure.signing_process import SigningProcess
 
 log = logging.getLogger("lfr.unit.uplink")
 
@@ -159,6 +163,10 @@ class UplinkConfig:
     idle_check_s: float = 1.0
     """While it waits for receipts or new envelopes, the sender looks this often (s) whether its
     link is still up (a link that closes while nothing is in flight says nothing)."""
+    signing_process: bool = True
+    """Sign in a child process (``secure.signing_process``: the hybrid signature's 1.5-2 ms of
+    CPU, GIL held, run on another core while the event loop sends), falling back to this
+    process for a while when the child fails; False signs on the worker pool, here."""
     ack_delay_s: float = 0.25
     """The van's acknowledgements are applied to the outbox (deleting what they cover, one
     transaction with its fsync) once no envelope is in flight and none is being sealed, at once
@@ -306,6 +314,10 @@ class Uplink(Actor[UplinkMessage]):
         if van.role is not NodeRole.VAN or van.encryption_key is None:
             raise ValueError("the uplink seals to a van's public keys")
         self._unit = unit
+        # What signs the envelopes: the unit's key here, or a SigningProcess with it (started
+        # in on_start, closed in on_stop).
+        self._signer: Signer = unit.signing
+        self._signing_process: SigningProcess | None = None
         self._van_key: EncryptionPublicKey = van.encryption_key
         self._outbox = outbox
         self._links = links
@@ -360,6 +372,11 @@ class Uplink(Actor[UplinkMessage]):
 
     async def on_start(self) -> None:
         self._last_assigned = (await self.context.run_blocking(self._outbox.statistics)).last_seq
+        if self._config.signing_process:
+            process = SigningProcess(self._unit.signing)
+            self._signing_process = process
+            await self.context.run_blocking(process.start)  # a failure signs here (logged)
+            self._signer = process
         self._tasks = [asyncio.create_task(self._guarded(self._send_loop(), "sender"),
                                            name="uplink sender"),
                        asyncio.create_task(self._guarded(self._store_loop(), "store"),
@@ -379,14 +396,17 @@ class Uplink(Actor[UplinkMessage]):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self.statistics.connected = False
-        if self._held:
+        if self._held and not self._unstored:  # (unstored left: the outbox failed above)
             try:
                 await self._drain_held()
             except Exception:  # on_stop must finish: the outbox may be what failed
                 log.exception("uplink: appending the held alerts at stop failed")
-            if self._held:
-                log.error("uplink: stopping with %d alerts held in memory (the outbox was "
-                          "full): they are lost", len(self._held))
+        if self._held:
+            log.error("uplink: stopping with %d alerts held in memory (the outbox was "
+                      "full): they are lost", len(self._held))
+        if self._signing_process is not None:
+            process, self._signing_process = self._signing_process, None
+            await self.context.run_blocking(process.close)
         self._log.flush()
 
     async def _guarded(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -524,7 +544,7 @@ class Uplink(Actor[UplinkMessage]):
         """On a pool thread: ``payload`` sealed to the van and signed, numbered ``seq``."""
         unit = self._unit
         return seal_envelope(payload, kind=_KINDS[kind], unit_id=unit.node_id, sequence=seq,
-                             signing_key=unit.signing, van_key=self._van_key)
+                             signing_key=self._signer, van_key=self._van_key)
 
     async def _on_stored(self, appended: PendingEnvelope, body: EventBody) -> None:
         """``appended`` is in the outbox: count it, hand it to the sender from memory, and

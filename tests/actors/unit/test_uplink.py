@@ -62,6 +62,7 @@ from secure.node_keys import NodeKeys, NodeRole
 from tests.actors.conftest import FAST_ROOT
 from tests.actors.support import WAIT_S, eventually
 from tests.runtime.helpers import Inbox, Recorder
+from tests.secure.test_signing_process import children_of_this_process
 
 TEST_S = 90.0
 """Upper bound of one test."""
@@ -655,6 +656,19 @@ async def test_what_was_sealed_ahead_is_stored_before_the_uplink_stops(
         assert [body for _, _, body in net.waiting()] == [alert_body(match_alert(i), 0)
                                                          for i in range(4)]
         assert net.statistics.alerts_sealed == 4
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+async def test_the_uplink_signs_in_a_child_it_starts_and_ends_unless_told_not_to(
+        tmp_path: Path, in_process: bool) -> None:
+    config = UplinkConfig(signing_process=not in_process)
+    async with running(tmp_path, config=config) as net:
+        await eventually(lambda: net.statistics.connected)
+        assert len(children_of_this_process()) == (0 if in_process else 1)
+        for index in range(3):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: len(net.book.stored) == 3)  # each envelope's signature held
+    assert children_of_this_process() == []
 
 
 # --- a full outbox ----------------------------------------------------------------------------
