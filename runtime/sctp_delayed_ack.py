@@ -23,9 +23,11 @@ each; CPU per message, each side): 3.0-3.5 ms before, 1.9-2.2 ms after; bulk thr
 3.5-7.7 MB/s before, 9-13 MB/s after.
 
 ``DelayedAckSctpTransport`` overrides two methods of ``RTCSctpTransport`` and calls aiortc's
-own for the work; ``delay_acks(transport)`` turns an association aiortc created into one (its
-class is swapped in place: the subclass adds no slots, and its state is created on first use)
-and lightens the record path of the DTLS transport under it (``runtime.sctp_dtls_records``).
+own for the work (it derives from ``runtime.sctp_in_order.InOrderSctpTransport``, so its
+associations also take the short path for in-order DATA); ``delay_acks(transport)`` turns an
+association aiortc created into one (its class is swapped in place: the subclass adds no
+slots, and its state is created on first use) and lightens the record path of the DTLS
+transport under it (``runtime.sctp_dtls_records``).
 ``runtime.datachannel.DataOnlyPeerConnection`` does it for every association it creates.
 """
 
@@ -39,6 +41,7 @@ from aiortc.rtcsctptransport import ForwardTsnChunk, RTCSctpTransport
 
 from guards.log_text import printable
 from runtime.sctp_dtls_records import lighten_records
+from runtime.sctp_in_order import InOrderSctpTransport
 
 log = logging.getLogger("lfr.runtime.link")
 
@@ -46,8 +49,9 @@ SACK_DELAY_S: Final = 0.01
 """At most this long (s) a SACK waits for a second packet (RFC 9260: at most 200 ms)."""
 
 
-class DelayedAckSctpTransport(RTCSctpTransport):
-    """aiortc's SCTP association, acknowledging every second DATA packet (module docstring)."""
+class DelayedAckSctpTransport(InOrderSctpTransport):
+    """aiortc's SCTP association, acknowledging every second DATA packet (module docstring),
+    with the short path for in-order DATA of ``runtime.sctp_in_order``."""
 
     # Class-level defaults: ``delay_acks`` swaps the class of a live object, whose own
     # attributes are then set on first use.
