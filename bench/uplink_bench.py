@@ -16,7 +16,8 @@ Figures: ``alerts`` sent, ``lost`` (sealed at a unit, never stored at the van), 
 (an alert stored twice, by event id), and the latency from the alert's capture time on the unit
 to its storage at the van (``received_at - captured_at``, one machine, one clock): ``p50`` and
 ``p99`` over every alert, and separately over the steady part and the burst. ``van_cpu_s`` is the
-van process's CPU over the whole run, ``unit_cpu_s`` each unit's from its first alert on (sorted).
+van process's CPU over the whole run, ``unit_cpu_s`` each unit's from its first alert on (sorted),
+``unit_signing_cpu_s`` each unit's signing process's over the same time (sorted).
 Targets (issue 8): N = 1: p99 <= 60 ms; N >= 2: p99 <= 150 ms; lost = duplicates = 0.
 
 Where the time goes: both sides trace each envelope into a file (``actors.delivery_trace``; the
@@ -253,6 +254,8 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
         **figures, "van_cpu_s": round(van_cpu, 2),
         "unit_cpu_s": sorted(float(str(summary.get("cpu_s", 0.0)))
                              for summary in summaries.values()),
+        "unit_signing_cpu_s": sorted(float(str(summary.get("signing_cpu_s", 0.0)))
+                                     for summary in summaries.values()),
         "elapsed_s": round(elapsed, 1),
         "unit_exit_codes_nonzero": sorted(name for name, code in codes.items() if code != 0),
         "van_exit_code": van_code, "target_p99_ms": target_p99_ms(units), **stages}
