@@ -147,3 +147,26 @@ def test_close_ends_the_child(process: SecondModelProcess) -> None:
     assert process.child_pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_ctrl_c_meant_for_the_node_does_not_reach_or_end_the_child(
+        photo: NDArray[np.uint8], process: SecondModelProcess) -> None:
+    process.start()
+    pid = process.child_pid
+    assert pid is not None
+    assert os.getsid(pid) == pid  # a session of its own: the terminal's SIGINT goes elsewhere
+    os.kill(pid, signal.SIGINT)  # and if one is sent to it anyway, it is ignored
+    assert process.describe(photo, _box(photo)).shape == (DESCRIPTOR_DIM,)
+    assert (process.child_pid, process.starts) == (pid, 1)
+
+
+def test_a_child_whose_parent_went_away_ends_quietly() -> None:
+    # The parent is gone (its end of the answer pipe closed): no traceback, exit status 0.
+    requests_r, requests_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    os.close(answers_r)
+    try:
+        assert worker_module.serve(requests_r, answers_w) == 0
+    finally:
+        for fd in (requests_r, requests_w, answers_w):
+            os.close(fd)
