@@ -44,9 +44,11 @@ browser:
 		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
 		|| echo "make: chromium is not installed and apt-get could not install it: the browser tests will skip"
 
-# The slowest tests are listed at the end: CI must end within 15 minutes.
+# The slowest tests are listed at the end: CI must end within 15 minutes. Two worker
+# processes (the machine's two cores), each test file kept whole on one (its module fixtures):
+# 9.5 minutes instead of 15.
 unit: $(VENV)/.installed-dev browser
-	$(BIN)/python -m pytest --durations=30
+	$(BIN)/python -m pytest --numprocesses=2 --dist=loadfile --durations=30
 
 test: lint typecheck unit
 
