@@ -71,13 +71,16 @@ RETRY_AFTER_S: Final = 60.0
 
 _PACKAGE_ROOT: Final = Path(__file__).resolve().parent.parent
 CHILD_BOOTSTRAP: Final = (
-    "import sys\n"
+    "import signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     f"sys.path.insert(0, {str(_PACKAGE_ROOT)!r})\n"
     "from secure.signing_process import serve\n"
     "sys.exit(serve(int(sys.argv[1]), int(sys.argv[2])))\n"
 )
 """The child's program (``python -I -c``: no environment, no user site): this module,
-``secure.hybrid_signature`` and ``secure.key_id``."""
+``secure.hybrid_signature`` and ``secure.key_id``. It ignores SIGINT (a Ctrl-C is the node's to
+handle: the node ends the child by closing its request pipe) and runs in a session of its own,
+so a signal to the node's process group does not reach it."""
 
 
 class SigningFailed(RuntimeError):
@@ -214,7 +217,7 @@ class SigningProcess:
             self._child = subprocess.Popen(  # noqa: S603 (our interpreter, our code)
                 [sys.executable, "-I", "-c", CHILD_BOOTSTRAP, str(requests_r), str(answers_w)],
                 pass_fds=(requests_r, answers_w), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, close_fds=True)
+                stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True)
         except OSError as exc:
             for fd in (requests_r, requests_w, answers_r, answers_w):
                 os.close(fd)
@@ -283,7 +286,15 @@ def _write_exactly(fd: int, data: bytes) -> None:
 
 
 def serve(requests: int, answers: int) -> int:
-    """The child's loop: take the key, answer requests until the request pipe ends."""
+    """The child's loop: take the key, answer requests until the request pipe ends; a parent
+    that went away while it answered (a broken answer pipe) ends it quietly too."""
+    try:
+        return _serve(requests, answers)
+    except BrokenPipeError:  # the parent is gone: nobody is left to answer or to tell
+        return 0
+
+
+def _serve(requests: int, answers: int) -> int:
     with os.fdopen(requests, "rb", buffering=0) as stream:
         seeds = bytearray(SEEDS_BYTES)
         if not _read_exactly(stream, memoryview(seeds)):

@@ -127,6 +127,18 @@ def test_a_child_that_cannot_start_leaves_signing_here(monkeypatch: pytest.Monke
         signer.close()
 
 
+def test_the_child_is_in_a_session_of_its_own_and_a_ctrl_c_does_not_end_it(
+        process: SigningProcess) -> None:
+    assert process.start()
+    pid = process.child_pid
+    assert pid is not None
+    assert os.getsid(pid) != os.getsid(0)  # a signal to the node's group does not reach it
+    os.kill(pid, signal.SIGINT)
+    time.sleep(0.2)
+    KEY.verify_key.verify(process.sign(b"data", CONTEXT), b"data", CONTEXT)
+    assert (process.child_pid, process.failures) == (pid, 0)
+
+
 def test_requests_out_of_bounds_are_refused_before_anything_is_sent(
         process: SigningProcess) -> None:
     with pytest.raises(ValueError, match="context"):
@@ -169,6 +181,16 @@ def test_the_child_answers_ready_with_its_key_id_signs_and_refuses_what_is_out_o
     assert (code, answered[9:]) == (3, bytes([REFUSED]))
     code, answered = run_child(HEADER.pack(4, 0) + b"data")  # no context
     assert (code, answered[9:]) == (3, bytes([REFUSED]))
+
+
+def test_the_child_ends_quietly_when_its_parent_is_gone_while_it_answers() -> None:
+    requests_r, requests_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    os.close(answers_r)  # nobody reads the answers any more
+    os.write(requests_w, b"".join(KEY.private_seeds()))
+    os.close(requests_w)
+    assert serve(requests_r, answers_w) == 0  # no BrokenPipeError
+    os.close(answers_w)
 
 
 class RecordingSigner:
