@@ -27,25 +27,24 @@ the reason, counted in ``failures``): a unit keeps signing its alerts, only on i
 then a new child is started. The parent verifies nothing it gets back
 (the signature is checked by the van, and a wrong one is refused there as ``bad_signature``);
 it does check the child's key id at start. The seeds are written from a buffer overwritten
-right after; the child overwrites the one it read them into.
+right after; the child overwrites the one it read them into. Starting, driving and ending the
+child (its own session, SIGINT ignored, the pipes' deadlines, kill and reap) is
+``guards.pipe_child``'s.
 """
 
 from __future__ import annotations
 
 import atexit
-import io
 import logging
 import os
-import select
 import struct
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Final
 
 from guards.log_text import printable
+from guards.pipe_child import PipeChild, child_program, read_exactly, serve_quietly, write_exactly
 from secure.hybrid_signature import HYBRID_SIGNATURE_BYTES, HybridSignature, SigningKeyPair
 from secure.key_id import KEY_ID_BYTES
 
@@ -68,50 +67,23 @@ CALL_TIMEOUT_S: Final = 10.0
 """A signature takes 1.5-2 ms of CPU; a child that answers nothing in this long is killed."""
 RETRY_AFTER_S: Final = 60.0
 """After a child failed, signatures are made in this process for this long."""
+NAME: Final = "the signing process"
+"""The child, as every message about it names it."""
 
 _PACKAGE_ROOT: Final = Path(__file__).resolve().parent.parent
-CHILD_BOOTSTRAP: Final = (
-    "import signal, sys\n"
-    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+CHILD_BOOTSTRAP: Final = child_program(
     f"sys.path.insert(0, {str(_PACKAGE_ROOT)!r})\n"
     "from secure.signing_process import serve\n"
-    "sys.exit(serve(int(sys.argv[1]), int(sys.argv[2])))\n"
 )
-"""The child's program (``python -I -c``: no environment, no user site): this module,
-``secure.hybrid_signature`` and ``secure.key_id``. It ignores SIGINT (a Ctrl-C is the node's to
-handle: the node ends the child by closing its request pipe) and runs in a session of its own,
-so a signal to the node's process group does not reach it."""
+"""The child's program (``python -I -c``: no environment, no user site;
+``guards.pipe_child.child_program``): this module, ``secure.hybrid_signature``,
+``secure.key_id`` and ``guards``' ``log_text`` and ``pipe_child``. It ignores SIGINT (a Ctrl-C
+is the node's to handle: the node ends the child by closing its request pipe) and runs in a
+session of its own, so a signal to the node's process group does not reach it."""
 
 
 class SigningFailed(RuntimeError):
     """The signing process did not start, answer in time, or keep to the protocol."""
-
-
-def _write_all(fd: int, data: memoryview, deadline: float) -> None:
-    while data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
-            raise SigningFailed("the signing process took no request in time")
-        try:
-            data = data[os.write(fd, data):]
-        except BlockingIOError:
-            continue
-        except OSError as exc:  # BrokenPipeError: the child died
-            raise SigningFailed(f"the signing process is gone: {exc}") from exc
-
-
-def _read_into(fd: int, buffer: memoryview, deadline: float) -> None:
-    while buffer:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise SigningFailed("the signing process did not answer in time")
-        try:
-            got = os.readv(fd, [buffer])
-        except BlockingIOError:
-            continue
-        if got == 0:
-            raise SigningFailed("the signing process ended")
-        buffer = buffer[got:]
 
 
 class SigningProcess:
@@ -129,15 +101,11 @@ class SigningProcess:
         self._retry_after_s = retry_after_s
         # Invariant: every field below is touched only while holding _lock.
         self._lock = threading.Lock()
-        self._child: subprocess.Popen[bytes] | None = None
-        self._requests = -1  # our end of the child's request pipe (write)
-        self._answers = -1   # our end of its answer pipe (read)
+        self._child = PipeChild(NAME, failure=SigningFailed, log=log)
         self._answer = bytearray(1 + HYBRID_SIGNATURE_BYTES)
         self._in_process_until = 0.0  # monotonic time; before it, sign here (a child failed)
         self.calls = 0
         """Signatures the child made."""
-        self.starts = 0
-        """Children started (more than one: a child failed and was replaced)."""
         self.failures = 0
         """Children that failed (each followed by ``retry_after_s`` of signing here)."""
         self.in_process = 0
@@ -149,11 +117,15 @@ class SigningProcess:
         return self._key.key_id
 
     @property
+    def starts(self) -> int:
+        """Children started (more than one: a child failed and was replaced)."""
+        return self._child.starts
+
+    @property
     def child_pid(self) -> int | None:
         """The running child's process id (None: not running)."""
         with self._lock:
-            child = self._child
-            return child.pid if child is not None and child.poll() is None else None
+            return self._child.pid
 
     def start(self) -> bool:
         """Start the child now unless it runs; whether it runs (else the failure is handled
@@ -188,7 +160,7 @@ class SigningProcess:
 
     def _failed(self, error: SigningFailed) -> None:
         """The lock held: end the child, sign here for ``retry_after_s``."""
-        self._stop_child()
+        self._child.stop()
         self.failures += 1
         self._in_process_until = time.monotonic() + self._retry_after_s
         log.warning("signing in this process for the next %g s: %s", self._retry_after_s,
@@ -196,126 +168,68 @@ class SigningProcess:
 
     def _call(self, data: bytes, context: bytes) -> HybridSignature:
         deadline = time.monotonic() + self._call_timeout_s
-        _write_all(self._requests, memoryview(HEADER.pack(len(data), len(context)) + context),
-                   deadline)
-        _write_all(self._requests, memoryview(data), deadline)
+        self._child.write_all(memoryview(HEADER.pack(len(data), len(context)) + context),
+                              deadline)
+        self._child.write_all(memoryview(data), deadline)
         answer = memoryview(self._answer)
-        _read_into(self._answers, answer[:1], deadline)
+        self._child.read_into(answer[:1], deadline)
         if answer[0] != OK:
-            raise SigningFailed(f"the signing process answered status {answer[0]}")
-        _read_into(self._answers, answer[1:], deadline)
+            raise SigningFailed(f"{NAME} answered status {answer[0]}")
+        self._child.read_into(answer[1:], deadline)
         self.calls += 1
         return HybridSignature.from_bytes(bytes(answer[1:]))
 
     def _ensure_started(self) -> None:
-        if self._child is not None and self._child.poll() is None:
+        if self._child.running:
             return
-        self._stop_child()
-        requests_r, requests_w = os.pipe()
-        answers_r, answers_w = os.pipe()
-        try:
-            self._child = subprocess.Popen(  # noqa: S603 (our interpreter, our code)
-                [sys.executable, "-I", "-c", CHILD_BOOTSTRAP, str(requests_r), str(answers_w)],
-                pass_fds=(requests_r, answers_w), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True)
-        except OSError as exc:
-            for fd in (requests_r, requests_w, answers_r, answers_w):
-                os.close(fd)
-            raise SigningFailed(f"cannot start the signing process: {exc}") from exc
         atexit.register(self.close)  # once per child: close unregisters it
-        os.close(requests_r)
-        os.close(answers_w)
-        os.set_blocking(requests_w, False)
-        os.set_blocking(answers_r, False)
-        self._requests, self._answers = requests_w, answers_r
-        self.starts += 1
-        deadline = time.monotonic() + self._start_timeout_s
         seeds = bytearray(b"".join(self._key.private_seeds()))
         try:
-            _write_all(requests_w, memoryview(seeds), deadline)
-            ready = bytearray(1 + KEY_ID_BYTES)
-            _read_into(answers_r, memoryview(ready), deadline)
-        except SigningFailed:
-            self._stop_child()
-            raise
+            ready = self._child.start(CHILD_BOOTSTRAP, ready_bytes=len(READY) + KEY_ID_BYTES,
+                                      timeout_s=self._start_timeout_s,
+                                      greeting=memoryview(seeds))
         finally:
             seeds[:] = bytes(len(seeds))
-        if bytes(ready[:1]) != READY or bytes(ready[1:]) != self._key.key_id:
-            self._stop_child()
-            raise SigningFailed("the signing process did not start with this key")
-
-    def _stop_child(self) -> None:
-        for fd in (self._requests, self._answers):
-            if fd >= 0:
-                os.close(fd)  # the child ends at the end of its request pipe
-        self._requests = self._answers = -1
-        child, self._child = self._child, None
-        if child is None:
-            return
-        try:
-            child.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=5.0)
-        if child.returncode not in (0, None):
-            log.warning("the signing process ended with status %s", child.returncode)
+        if ready[:1] != READY or ready[1:] != self._key.key_id:
+            self._child.stop()
+            raise SigningFailed(f"{NAME} did not start with this key")
 
     def close(self) -> None:
         """End the child (at interpreter exit too, unless closed before); a later call starts
         a new one."""
         with self._lock:
-            self._stop_child()
+            self._child.stop()
         atexit.unregister(self.close)
-
-
-def _read_exactly(stream: io.FileIO, view: memoryview) -> bool:
-    """Fill ``view`` from ``stream``; False at its end."""
-    got = 0
-    while got < len(view):
-        n = stream.readinto(view[got:])
-        if not n:
-            return False
-        got += n
-    return True
-
-
-def _write_exactly(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def serve(requests: int, answers: int) -> int:
     """The child's loop: take the key, answer requests until the request pipe ends; a parent
     that went away while it answered (a broken answer pipe) ends it quietly too."""
-    try:
-        return _serve(requests, answers)
-    except BrokenPipeError:  # the parent is gone: nobody is left to answer or to tell
-        return 0
+    return serve_quietly(_serve, requests, answers)
 
 
 def _serve(requests: int, answers: int) -> int:
     with os.fdopen(requests, "rb", buffering=0) as stream:
         seeds = bytearray(SEEDS_BYTES)
-        if not _read_exactly(stream, memoryview(seeds)):
+        if not read_exactly(stream, memoryview(seeds)):
             return 0
         key = SigningKeyPair(bytes(seeds[:32]), bytes(seeds[32:]))
         seeds[:] = bytes(SEEDS_BYTES)
-        _write_exactly(answers, READY + key.key_id)
+        write_exactly(answers, READY + key.key_id)
         header = bytearray(HEADER.size)
         buffer = bytearray()
-        while _read_exactly(stream, memoryview(header)):
+        while read_exactly(stream, memoryview(header)):
             size, context_size = HEADER.unpack(header)
             if size > MAX_DATA_BYTES or context_size == 0:
-                _write_exactly(answers, bytes([REFUSED]))
+                write_exactly(answers, bytes([REFUSED]))
                 return 3  # out of protocol: the parent kills and replaces us
             needed = context_size + size
             if len(buffer) < needed:
                 buffer.extend(bytes(needed - len(buffer)))
             view = memoryview(buffer)[:needed]
-            if not _read_exactly(stream, view):
+            if not read_exactly(stream, view):
                 return 0
             context, data = bytes(view[:context_size]), bytes(view[context_size:])
             view.release()
-            _write_exactly(answers, bytes([OK]) + key.sign(data, context).to_bytes())
+            write_exactly(answers, bytes([OK]) + key.sign(data, context).to_bytes())
     return 0
