@@ -9,9 +9,11 @@ wiped, the error type and when to retry are each owner's (``models.second_opinio
 The parent's side, ``PipeChild``, guarantees:
 
 - the child is ``sys.executable -I -c PROGRAM REQUEST_FD ANSWER_FD``: our interpreter, isolated
-  (no environment variables read, no user site), its stdin and stdout ``/dev/null``, its stderr
-  the node's (a crash's traceback reaches the node's log); of our file descriptors it gets the
-  two pipe ends only (``pass_fds``, ``close_fds``), never a file or a socket;
+  (``PYTHON*`` variables, the user site and the current folder ignored; the environment is
+  otherwise the node's), its stdin and stdout ``/dev/null``, its stderr the node's (a crash's
+  traceback reaches the node's log); of our file descriptors it gets the two pipe ends only
+  (``pass_fds``, ``close_fds``), never a file or a socket; it runs as the node's user, in the
+  node's cgroup, with the node's resource limits;
 - it runs in a session of its own, so a signal to the node's process group (a Ctrl-C on the
   terminal) does not reach it; the node ends it by closing the request pipe;
 - every wait has a deadline: the ready answer at start, each write, each read. A deadline

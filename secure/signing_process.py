@@ -75,7 +75,7 @@ CHILD_BOOTSTRAP: Final = child_program(
     f"sys.path.insert(0, {str(_PACKAGE_ROOT)!r})\n"
     "from secure.signing_process import serve\n"
 )
-"""The child's program (``python -I -c``: no environment, no user site;
+"""The child's program (``python -I -c``: ``PYTHON*`` variables and the user site ignored;
 ``guards.pipe_child.child_program``): this module, ``secure.hybrid_signature``,
 ``secure.key_id`` and ``guards``' ``log_text`` and ``pipe_child``. It ignores SIGINT (a Ctrl-C
 is the node's to handle: the node ends the child by closing its request pipe) and runs in a

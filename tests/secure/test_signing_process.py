@@ -5,8 +5,10 @@ Every wait is bounded; nothing asserts how fast anything happened."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -137,6 +139,19 @@ def test_the_child_is_in_a_session_of_its_own_and_a_ctrl_c_does_not_end_it(
     time.sleep(0.2)
     KEY.verify_key.verify(process.sign(b"data", CONTEXT), b"data", CONTEXT)
     assert (process.child_pid, process.failures) == (pid, 0)
+
+
+def test_the_key_is_in_neither_the_childs_command_line_nor_its_environment(
+        process: SigningProcess) -> None:
+    assert process.start()
+    pid = process.child_pid
+    assert pid is not None
+    seen = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+    for seed in KEY.private_seeds():
+        for form in (seed, seed.hex().encode(), seed.hex().upper().encode(),
+                     base64.b64encode(seed), base64.urlsafe_b64encode(seed)):
+            assert form not in seen
+    assert seen.startswith(os.fsencode(sys.executable) + b"\0-I\0-c\0")
 
 
 def test_requests_out_of_bounds_are_refused_before_anything_is_sent(
