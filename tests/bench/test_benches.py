@@ -15,6 +15,7 @@ import pytest
 
 import bench.gallery_bench
 from actors.delivery_trace import DeliveryMark, Stage
+from bench import pipeline_bench
 from bench.gallery_bench import (
     address_space_left_bytes,
     available_memory_bytes,
@@ -155,6 +156,14 @@ def test_pipeline_bench_counts_the_same_frames_in_both_phases(shared_data: Path)
     assert int(str(result["faces_embedded"])) > 0
     for key in ("fps", "model_bound_fps", "ratio", "latency_ms_p50", "latency_ms_p99", "rss_mb"):
         assert float(str(result[key])) > 0, key
+
+
+def test_large_frames_are_held_to_their_own_frame_rate_and_350_mb_small_ones_to_the_ratio(
+        shared_data: Path) -> None:
+    small = pipeline_bench._guards(shared_data / "faces" / "video" / "short_hamilton_clip.mp4")
+    assert (small.rss_mb, small.fps) == (pipeline_bench.RSS_GUARD_MB, None)
+    street = pipeline_bench._guards(shared_data / "faces" / "video" / "street_1080p.mp4")
+    assert (street.rss_mb, street.fps) == (pipeline_bench.LARGE_FRAME_RSS_GUARD_MB, 25.0)
 
 
 def test_paced_pipeline_bench_reports_latency_against_the_target(shared_data: Path) -> None:
