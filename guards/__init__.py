@@ -9,4 +9,6 @@ The lowest layer of the project: it imports nothing of ours, and ``runtime``, ``
 - ``config_checks``- the checks config dataclasses run in ``__post_init__``
 - ``exit_codes``   - every process exit code (light to import: the command line installs its
   signal handlers before anything heavy is loaded)
+- ``pipe_child``   - a child process of our own interpreter behind two anonymous pipes, every
+  wait with a deadline (the second model's worker, the unit's signing process)
 """
