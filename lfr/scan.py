@@ -40,6 +40,7 @@ from actors.unit.camera_source import LIVE_PREFIXES, redact
 from actors.unit.detector import Detector, DetectorConfig, DetectorOutput, StreamEnded
 from actors.unit.face_analysis import FaceFinder
 from actors.unit.matcher import Matcher, MatcherConfig
+from actors.unit.second_opinion import TwoModelGallery, shared_second_worker
 from actors.unit.watchlist import (
     USUAL_THRESHOLDS,
     Watchlist,
@@ -139,6 +140,10 @@ async def start_scan(system: ActorSystem, config: ScanConfig, watchlist: Watchli
     """Spawn the pipeline under a new ``pipeline`` supervisor and start the camera."""
     watchlist.check_model(embedder.model_id, embedder.model_sha256, str(config.watchlist))
     gallery = watchlist.gallery(config.threshold)
+    if config.matcher.second_opinion.enabled and isinstance(gallery, TwoModelGallery):
+        # Started (its files loaded and verified: 0.5 s here) before the camera, as the models
+        # are warmed up: the first frames no longer wait for it in the matcher's mailbox.
+        await system.blocking.run(shared_second_worker)
     finished: asyncio.Future[StreamEnded] = asyncio.get_running_loop().create_future()
     pipeline = ScanPipeline(finished)
     supervisor = await system.spawn_supervisor("pipeline", SupervisorConfig(
