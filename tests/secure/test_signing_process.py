@@ -83,13 +83,27 @@ def test_start_runs_the_child_once_and_close_ends_it(process: SigningProcess) ->
     assert process.starts == 2
 
 
-def test_a_child_killed_between_calls_is_replaced_after_signing_here_for_a_while() -> None:
+def test_a_child_killed_between_calls_is_replaced_after_signing_here_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     signer = SigningProcess(KEY, retry_after_s=0.3, call_timeout_s=5.0)
     try:
         assert signer.start()
         pid = signer.child_pid
         assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        # The child dies once the call has begun: killed before it, the call's liveness check
+        # may already see it dead and rightly start a new child (a race under load).
+        child = signer._child  # the test reaches the pipe to time the kill
+        real_write_all = child.write_all
+        killed: list[int] = []
+
+        def dying_child(view: memoryview, deadline: float) -> None:
+            if not killed:
+                os.kill(pid, signal.SIGKILL)
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead, pipes closed
+                killed.append(pid)
+            real_write_all(view, deadline)
+
+        monkeypatch.setattr(child, "write_all", dying_child)
         signature = signer.sign(b"data", CONTEXT)
         KEY.verify_key.verify(signature, b"data", CONTEXT)
         assert (signer.failures, signer.in_process) == (1, 1)
