@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+import actors.unit.matcher as matcher_module
+import lfr.scan as scan_module
 from actors.unit.camera import CameraConfig, CameraProgress
 from actors.unit.detector import DetectorConfig, DetectorOutput, StreamEnded
-from lfr.scan import spawn_camera_stages
+from lfr.scan import ScanConfig, spawn_camera_stages, start_scan
 from models.detection import FaceDetection
 from models.detection_plan import PartialPass
+from models.face_detector import FaceDetector
+from models.face_embedder import FaceEmbedder
 from runtime.actor import Actor
 from runtime.supervisor import SupervisorConfig
 from runtime.system import ActorSystem, SystemConfig
 from tests.actors.unit.test_camera import short_clip
+from tests.actors.van.test_watchlist_board import make_watchlist
 
 WAIT_S = 60.0
 
@@ -79,3 +84,24 @@ async def test_a_paced_camera_gets_one_frame_analysed_at_a_time_a_file_in_flight
                                   detector_config=config, progress=CameraProgress())
         await asyncio.wait_for(ended.wait(), WAIT_S)
     assert finder.most == most
+
+
+async def test_a_two_model_watchlist_starts_the_second_models_worker_before_the_camera(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def worker() -> object:
+        order.append("second model's worker")
+        return object()
+
+    async def camera(*args: object, **kwargs: object) -> None:
+        order.append("camera")
+
+    monkeypatch.setattr(scan_module, "shared_second_worker", worker)
+    monkeypatch.setattr(matcher_module, "shared_second_worker", worker)
+    monkeypatch.setattr(scan_module, "spawn_camera_stages", camera)
+    config = ScanConfig(CameraConfig(str(tmp_path / "clip.mp4")), tmp_path / "list")
+    async with ActorSystem(SystemConfig(name="two-models")) as system:
+        await start_scan(system, config, make_watchlist(), detector=FaceDetector(),
+                         embedder=FaceEmbedder())
+    assert order[:2] == ["second model's worker", "camera"]
