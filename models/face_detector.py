@@ -169,16 +169,14 @@ class FaceDetector(PerThreadModel):
                      for tile, _ in _full_pass_parts(frame_width, frame_height,
                                                       self.config.tiling))
 
-    def prepare(self, frame: NDArray[np.uint8],
-                parts: Sequence[int] | None = None) -> list[DetectorInput]:
-        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles;
-        only the parts at indices ``parts`` of that list when given.
+    def prepare(self, frame: NDArray[np.uint8]) -> list[DetectorInput]:
+        """Model inputs for ``frame`` (H x W x 3 uint8 RGB): the whole frame first, then tiles.
 
         The whole-frame pass is left out when the tiles already hold every face the frame can
         (``tiling.tiles_hold_every_face``).
         """
         _check_frame(frame)
-        return self._part_inputs(FramePyramid(frame), parts)
+        return self._part_inputs(FramePyramid(frame), None)
 
     def prepare_crops(self, frame: NDArray[np.uint8], crops: Sequence[Tile]) -> list[DetectorInput]:
         """Model inputs for the given crops of ``frame`` only (no whole-frame pass, no tiles).
