@@ -11,9 +11,16 @@ The conversation (docs/DELIVERY.md, "Over the link"), all asks from the unit::
     unit uplink                                   van receiver (one per unit)
       Resume(first_pending, last_assigned) ───▶  skip below first_pending
                                            ◀───  ResumePoint(acknowledged_up_to)
-      Deliver(envelope, first_pending)     ───▶  verify, open, check, store
-                                           ◀───  Receipt(seq, outcome, acknowledged_up_to, reason)
+      DeliverBatch(envelopes, first_pending) ─▶  verify, open, check each; store them all
+                                           ◀───  BatchReceipt(outcomes, acknowledged_up_to)
       ...
+
+The unit sends ``DeliverBatch`` (1 to ``MAX_BATCH_ENVELOPES`` envelopes of at most
+``MAX_BATCH_BYTES`` together, in sequence order); the van still answers a single ``Deliver``
+with a ``Receipt`` (units that predate batches: update the van first). Each envelope of a batch
+is judged on its own, exactly as if it had been delivered alone in the same order: a refused
+one does not stop the van from storing the ones before it or after it (each has its
+``EnvelopeOutcome``), and the good ones are stored together in one transaction.
 
 ``acknowledged_up_to`` in every answer is the van's cumulative mark for the unit: everything at
 or below it is stored (or was given up by the unit), so the unit deletes it from its outbox.
@@ -26,10 +33,19 @@ from dataclasses import dataclass
 from typing import Final
 
 from runtime.message import message
+from secure.envelope import MAX_ENVELOPE_BYTES
 
 RECEIVER_ACTOR: Final = "receiver"
 """The name a unit's link reaches its own receiver by, whichever unit it is (the van routes it
 to that unit's receiver: ``LinkConfig.routes``)."""
+MAX_BATCH_ENVELOPES: Final = 16
+"""Most envelopes in one ``DeliverBatch``; the van refuses a larger batch whole, before any
+check of its envelopes (``batch_too_large``)."""
+MAX_BATCH_BYTES: Final = MAX_ENVELOPE_BYTES
+"""Most bytes of envelopes (their lengths summed) in one ``DeliverBatch``: the largest single
+envelope, so a batch is never a larger frame than a ``Deliver`` of the largest envelope (the
+data channel carries at most 256 KiB per message; the list adds at most 5 bytes an envelope).
+The van refuses a larger batch whole (``batch_too_large``)."""
 
 
 class Outcome(enum.StrEnum):
@@ -96,3 +112,42 @@ class Receipt:
     """The van's cumulative mark for this unit: delete everything at or below it."""
     reason: str = ""
     """Why it was refused (empty otherwise); the van's text, printable, at most 300 characters."""
+
+
+@message(134)
+@dataclass(frozen=True, slots=True)
+class DeliverBatch:
+    """Sealed envelopes from the unit's outbox, in sequence order (module docstring)."""
+
+    envelopes: tuple[bytes, ...]
+    """The envelopes exactly as sealed, lowest number first: 1 to ``MAX_BATCH_ENVELOPES`` of
+    them, their lengths summing to at most ``MAX_BATCH_BYTES``."""
+    first_pending: int
+    """As in ``Deliver``."""
+
+
+@message(135)
+@dataclass(frozen=True, slots=True)
+class EnvelopeOutcome:
+    """What the van did with one envelope of a ``DeliverBatch``."""
+
+    seq: int
+    """The envelope's sequence number (0 when refused before its header could be trusted)."""
+    outcome: Outcome
+    """Stored, duplicate or refused."""
+    reason: str = ""
+    """Why it was refused (empty otherwise); printable, at most 300 characters."""
+
+
+@message(136)
+@dataclass(frozen=True, slots=True)
+class BatchReceipt:
+    """The van's answer to one ``DeliverBatch``."""
+
+    outcomes: tuple[EnvelopeOutcome, ...]
+    """One per envelope, in the batch's order; or, for a batch refused whole (too many
+    envelopes or bytes: checked before anything else), exactly one ``REFUSED`` outcome with
+    ``seq`` 0, which stands for every envelope of the batch."""
+    acknowledged_up_to: int
+    """The van's cumulative mark for this unit after the batch: delete everything at or below
+    it."""

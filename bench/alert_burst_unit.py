@@ -12,8 +12,10 @@ the delivery latency the benchmark reports.
 
 Prints JSON lines on stdout, flushed one by one (a test may kill the process at any line):
 ``{"linked": UNIT}`` once the first link to the van is up (no alert is made before), then
-``{"sealed": EVENT_ID, "seq": N}`` once the uplink has stored the alert in the outbox (it will
-reach the van whatever happens next), then ``{"summary": {...}}`` (with ``cpu_s``, the
+``{"sealed": EVENT_ID, "captured_at": T, "sealed_at": T, "largest_batch": K}`` once the uplink
+has stored the alert in the outbox (it will reach the van whatever happens next; ``K``: the most
+envelopes it sent in one ``DeliverBatch`` so far), then ``{"summary": {...}}`` (with ``batches``
+and ``largest_batch``, ``cpu_s``, the
 process's CPU from the first alert on, and ``signing_cpu_s``, its child processes' over the same
 time: the uplink's signing process, ``secure.signing_process``) when every alert is
 acknowledged by the van or
@@ -116,11 +118,16 @@ def _write_line(record: dict[str, object]) -> None:
 
 
 class SealedLog(Actor[AlertBody]):
-    """The uplink's local copy: one ``sealed`` line per alert stored in the outbox."""
+    """The uplink's local copy: one ``sealed`` line per alert stored in the outbox, with the
+    most envelopes the uplink sent in one batch so far (``largest_batch``)."""
+
+    def __init__(self, statistics: UplinkStatistics) -> None:
+        self._statistics = statistics
 
     async def receive(self, message: AlertBody) -> None:
         _write_line({"sealed": message.event_id, "captured_at": message.captured_at,
-                     "sealed_at": time.time()})
+                     "sealed_at": time.time(),
+                     "largest_batch": self._statistics.largest_batch})
 
 
 def _alert(unit_id: str, index: int, crop: bytes, *, burst: bool = False) -> MatchAlert:
@@ -143,7 +150,8 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
     dialer = VanDialer(system, unit, SignalingClientConfig(
         config.van_url, van, config.van_tls_fingerprint), Codec())
     statistics = UplinkStatistics()
-    log = await system.spawn("sealed-log", SealedLog, MailboxConfig(capacity=1024))
+    log = await system.spawn("sealed-log", lambda: SealedLog(statistics),
+                             MailboxConfig(capacity=1024))
     uplink_config = UplinkConfig(receipt_timeout_s=plan.receipt_timeout_s)
     uplink = await system.spawn("uplink", lambda: Uplink(
         unit, van, outbox, dialer, uplink_config, local_copy=log, statistics=statistics),
@@ -175,6 +183,8 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
                                  "delivered": statistics.delivered,
                                  "duplicates": statistics.duplicates,
                                  "refused": statistics.refused, "alerts_left": left,
+                                 "batches": statistics.batches_sent,
+                                 "largest_batch": statistics.largest_batch,
                                  "drained": drained,
                                  "cpu_s": round(time.process_time() - cpu_before, 2),
                                  "signing_cpu_s": round(children_cpu_s() - children_before,

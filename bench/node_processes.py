@@ -165,6 +165,12 @@ class BurstUnitProcess(NodeProcess):
         return [json.loads(line)["sealed"] for line in list(self.stdout)
                 if line.startswith('{"sealed"')]
 
+    def largest_batch(self) -> int:
+        """The most envelopes its uplink sent in one ``DeliverBatch``, as of its last
+        ``sealed`` line (0 before any)."""
+        return max((int(json.loads(line)["largest_batch"]) for line in list(self.stdout)
+                    if line.startswith('{"sealed"')), default=0)
+
     def wait_sealed(self, count: int, timeout_s: float) -> None:
         """Wait until it has stored at least ``count`` alerts."""
         self.wait_for(lambda _line: len(self.sealed()) >= count, timeout_s)

@@ -30,7 +30,8 @@ alert (``slowest_ms``):
 ========================  =========================================================================
  ``capture_to_sealed``     the alert's capture; its envelope in the unit's outbox (the uplink's
                            mailbox, encoding, sealing and signing, the append and its fsync)
- ``sealed_to_sent``        in the outbox; its ``Deliver`` handed to the link (the sender's window)
+ ``sealed_to_sent``        in the outbox; its ``DeliverBatch`` handed to the link (waiting for the
+                           batches in flight: the sender's ``batches_in_flight``)
  ``sent_to_arrived``       handed to the link; the whole frame received by the van's data channel
                            (SCTP and DTLS on both sides: the transmission)
  ``arrived_to_started``    received; the van's receiver starts on it (waiting behind the unit's
@@ -40,9 +41,10 @@ alert (``slowest_ms``):
  ``stored_to_receipt``     committed; the receipt back at the unit (not part of the latency)
 ========================  =========================================================================
 
-A frame's arrival is matched to its envelope by order (the k-th frame of at least
-``DELIVER_FRAME_BYTES`` from a unit is the k-th envelope its receiver started on: one ordered
-channel, one receiver); a unit whose counts differ (a reconnect, a refusal) has no arrival stages.
+A frame's arrival is matched to its envelopes by order (the k-th frame of at least
+``DELIVER_FRAME_BYTES`` from a unit is the k-th ``DeliverBatch`` its receiver started on, whose
+envelopes share their start mark: one ordered channel, one receiver); a unit whose counts
+differ (a reconnect, a refusal) has no arrival stages.
 """
 
 from __future__ import annotations
@@ -149,18 +151,20 @@ def arrivals_by_seq(van_marks: list[DeliveryMark], arrival_lines: Iterable[str]
     for arrival in read_arrivals(arrival_lines):
         if arrival.size >= DELIVER_FRAME_BYTES:
             frames[arrival.peer].append(arrival.at)
-    started: dict[str, list[DeliveryMark]] = collections.defaultdict(list)
+    # The envelopes of one batch share their start: one frame per distinct start.
+    started: dict[str, dict[float, list[int]]] = collections.defaultdict(dict)
     for mark in van_marks:
         if mark.stage is Stage.STARTED:
-            started[mark.unit].append(mark)
+            started[mark.unit].setdefault(mark.at, []).append(mark.seq)
     matched: dict[tuple[str, int], float] = {}
-    for unit, marks in started.items():
-        marks.sort(key=lambda mark: mark.at)
+    for unit, batches in started.items():
+        starts = sorted(batches)
         times = sorted(frames.get(unit, []))
-        if len(times) != len(marks) or any(at > mark.at for at, mark in zip(times, marks,
-                                                                           strict=True)):
+        if len(times) != len(starts) or any(at > start for at, start in zip(times, starts,
+                                                                            strict=True)):
             continue
-        matched.update({(unit, mark.seq): at for at, mark in zip(times, marks, strict=True)})
+        matched.update({(unit, seq): at for at, start in zip(times, starts, strict=True)
+                        for seq in batches[start]})
     return matched
 
 

@@ -19,14 +19,18 @@ One actor, two halves (docs/DELIVERY.md, "Over the link: the uplink"):
   logged.
 - **Sending** (a task the actor owns). For each link its ``LinkSource`` offers (the
   ``VanDialer``): ``Resume(first_pending, last_assigned)``, apply the ``ResumePoint``, then send
-  what the outbox holds in sequence order as ``Deliver`` asks, at most ``window`` awaiting their
-  ``Receipt``. An envelope appended while the link is up is sent from memory, exactly as stored,
-  when it follows the last one sent (else the outbox is read). Acknowledgements (the cumulative
-  mark; single envelopes above it) delete from the outbox; nothing else does. They are applied
-  in one call once nothing is in flight or being sealed, at once while alerts are held, and at
-  the latest ``UplinkConfig.ack_delay_s`` after a receipt: a burst's receipts cost one
-  transaction, after it. A refused envelope stays and is sent again after the next
-  reconnect. A lost link, a receipt that does not come, or an error answer drops what was in
+  what the outbox holds in sequence order as ``DeliverBatch`` asks, at most ``batches_in_flight``
+  (1) of them and ``window`` envelopes awaiting their ``BatchReceipt``: the first envelope ready
+  while fewer batches are in flight goes at once, alone; the ones that become ready while the
+  batches in flight are answered go together as the next batch (at most ``batch_envelopes`` and
+  ``batch_bytes``). An envelope appended while the link is up is sent from memory, exactly as
+  stored, when it follows the last one sent (else the outbox is read). Acknowledgements (the
+  cumulative mark; single envelopes above it) delete from the outbox; nothing else does. They
+  are applied in one call once nothing is in flight or being sealed, at once while alerts are
+  held, and at the latest ``UplinkConfig.ack_delay_s`` after a receipt: a burst's receipts cost
+  one transaction, after it. A refused envelope stays and is sent again after the next
+  reconnect (a batch the van refuses whole, too large, counts as each of its envelopes
+  refused). A lost link, a receipt that does not come, or an error answer drops what was in
   flight (it is still in the outbox), and the next link starts with ``Resume`` again: delivery is
   at-least-once and in order per link, and the van deduplicates by sequence number.
 
@@ -70,8 +74,11 @@ from typing import Any, Final, Protocol
 
 from actors import delivery_trace
 from actors.delivery_messages import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENVELOPES,
     RECEIVER_ACTOR,
-    Deliver,
+    BatchReceipt,
+    DeliverBatch,
     Outcome,
     Receipt,
     Resume,
@@ -141,8 +148,19 @@ class UplinkConfig:
     """How the uplink sends and holds."""
 
     window: int = 16
-    """Envelopes in flight: ``Deliver`` asks awaiting their ``Receipt``, 1 to ``MAX_WINDOW``.
-    Keeps the van's receive queue bounded (docs/TRANSPORT.md)."""
+    """Envelopes in flight (sent in ``DeliverBatch`` asks awaiting their ``BatchReceipt``), 1 to
+    ``MAX_WINDOW``. Keeps the van's receive queue bounded (docs/TRANSPORT.md)."""
+    batches_in_flight: int = 1
+    """``DeliverBatch`` asks awaiting their answer at once, 1 to ``window``. While this many are
+    in flight, the envelopes that become ready wait and then go together as the next batch; the
+    first envelope ready when fewer are in flight goes at once (no wait to form a batch)."""
+    batch_envelopes: int = 8
+    """Most envelopes in one batch, 1 to ``MAX_BATCH_ENVELOPES`` (16)."""
+    batch_bytes: int = 128 * 1024
+    """Most bytes of envelopes in one batch, 1 to ``MAX_BATCH_BYTES`` (about 245 KiB); one
+    envelope larger than this goes alone. aiortc's data channel carries about 1.5 MB/s in bulk
+    and the van checks a batch only once all of it arrived: small batches keep the first
+    envelope of a batch from waiting for the transfer of the others."""
     receipt_timeout_s: float = 15.0
     """A ``Receipt`` that does not come within this many seconds drops the link (the van is
     stuck; the dialer redials and the envelope is sent again)."""
@@ -182,6 +200,13 @@ class UplinkConfig:
             raise ConfigError(f"UplinkConfig.window must be at most {MAX_WINDOW} (what the van "
                               f"answers at once), got {self.window!r}")
         require_at_least("UplinkConfig.held_alerts", self.held_alerts, 1)
+        for name, value, most in (("batches_in_flight", self.batches_in_flight, self.window),
+                                  ("batch_envelopes", self.batch_envelopes,
+                                   MAX_BATCH_ENVELOPES),
+                                  ("batch_bytes", self.batch_bytes, MAX_BATCH_BYTES)):
+            require_at_least(f"UplinkConfig.{name}", value, 1)
+            if value > most:
+                raise ConfigError(f"UplinkConfig.{name} must be at most {most}, got {value!r}")
         for name in ("receipt_timeout_s", "resume_timeout_s", "held_retry_s",
                      "blocked_health_s", "link_wait_s", "idle_check_s", "ack_delay_s"):
             require_positive(f"UplinkConfig.{name}", getattr(self, name))
@@ -203,6 +228,10 @@ class UplinkStatistics:
     unsealable: int = 0
     """Alerts and health reports that break a body limit (``EventBodyError``) or could never
     fit the outbox: they can never be delivered and were dropped, each logged as an error."""
+    batches_sent: int = 0
+    """``DeliverBatch`` asks sent."""
+    largest_batch: int = 0
+    """The most envelopes sent in one ``DeliverBatch``."""
     delivered: int = 0
     """Envelopes the van stored (``STORED`` receipts)."""
     duplicates: int = 0
@@ -292,7 +321,7 @@ class _LinkState:
     """The highest sequence number sent on this link (or skipped by ``Resume``): the next
     envelopes sent are above it, so a refused one is not sent again on this link."""
     first_pending: int
-    """The outbox's lowest waiting number as last read, for ``Deliver.first_pending`` (it
+    """The outbox's lowest waiting number as last read, for ``DeliverBatch.first_pending`` (it
     only grows, so a stale value claims less, never more)."""
 
 
@@ -797,7 +826,7 @@ class Uplink(Actor[UplinkMessage]):
 
     async def _converse(self, link: Link) -> None:
         """Resume, then deliver until the link closes or fails (raises either way)."""
-        receiver: RemoteActorRef[Resume | Deliver] = link.ref(RECEIVER_ACTOR)
+        receiver: RemoteActorRef[Resume | DeliverBatch] = link.ref(RECEIVER_ACTOR)
         first_pending, last_assigned = await self.context.run_blocking(self._resume_figures)
         self._last_assigned = max(self._last_assigned, last_assigned)
         answer = await receiver.ask(Resume(first_pending, last_assigned),
@@ -850,28 +879,41 @@ class Uplink(Actor[UplinkMessage]):
         self._outbox.advance_past(mark)
         return deleted, deleted, last
 
-    async def _deliver(self, link: Link, receiver: RemoteActorRef[Resume | Deliver],
+    async def _deliver(self, link: Link, receiver: RemoteActorRef[Resume | DeliverBatch],
                        state: _LinkState) -> None:
-        """Send the outbox in sequence order, at most ``window`` in flight, and handle the
-        receipts, until the link closes (``LinkLost``)."""
-        in_flight: dict[int, asyncio.Task[Any]] = {}
+        """Send the outbox in sequence order in batches, at most ``window`` envelopes and
+        ``batches_in_flight`` batches in flight, and handle the receipts, until the link closes
+        (``LinkLost``)."""
+        # first sequence number of a batch -> (its envelopes, its ask); invariants: at most
+        # config.batches_in_flight batches and config.window envelopes
+        in_flight: dict[int, tuple[list[PendingEnvelope], asyncio.Task[Any]]] = {}
         loop = asyncio.get_running_loop()
+        config = self._config
         try:
             while not link.closed:
                 self._progress.clear()
-                done = sorted(seq for seq, task in in_flight.items() if task.done())
+                done = sorted(first for first, (_, task) in in_flight.items() if task.done())
                 if done:
-                    self._on_receipts(state, [(seq, in_flight.pop(seq).result())
-                                              for seq in done], loop.time())
-                room = self._config.window - len(in_flight)
-                if room > 0:
-                    for envelope in await self._next_envelopes(state, room):
-                        # tasks start, and send, in this order
-                        in_flight[envelope.seq] = self._send(receiver, envelope,
-                                                             state.first_pending)
-                        state.cursor = envelope.seq
-                        self._last_assigned = max(self._last_assigned, envelope.seq)
-                wait_s = self._config.idle_check_s
+                    answers: list[tuple[int, object]] = []
+                    for first in done:
+                        batch, task = in_flight.pop(first)
+                        answers.extend(batch_answers(batch, task.result()))
+                    self._on_receipts(state, answers, loop.time())
+                room = config.window - sum(len(batch) for batch, _ in in_flight.values())
+                while room > 0 and len(in_flight) < config.batches_in_flight:
+                    batch = await self._next_batch(state, min(room, config.batch_envelopes))
+                    if not batch:
+                        break
+                    # tasks start, and send, in this order
+                    in_flight[batch[0].seq] = (batch, self._send(receiver, batch,
+                                                                 state.first_pending))
+                    state.cursor = batch[-1].seq
+                    self.statistics.batches_sent += 1
+                    self.statistics.largest_batch = max(self.statistics.largest_batch,
+                                                        len(batch))
+                    self._last_assigned = max(self._last_assigned, batch[-1].seq)
+                    room -= len(batch)
+                wait_s = config.idle_check_s
                 if state.ack_due is not None:
                     if (not in_flight and not self._sealing()) or self._held \
                             or loop.time() >= state.ack_due:
@@ -883,9 +925,25 @@ class Uplink(Actor[UplinkMessage]):
                         await self._progress.wait()
             raise LinkLost(link.peer, "the link closed")
         finally:
-            for task in in_flight.values():
+            tasks = [task for _, task in in_flight.values()]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*in_flight.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _next_batch(self, state: _LinkState, most: int) -> list[PendingEnvelope]:
+        """The next batch to send: at most ``most`` envelopes following the cursor and at most
+        ``batch_bytes`` of them (at least one); the rest go back to the front of ``_fresh``."""
+        envelopes = await self._next_envelopes(state, most)
+        size = 0
+        for taken, envelope in enumerate(envelopes):
+            size += len(envelope.sealed)
+            if taken and size > self._config.batch_bytes:
+                rest = envelopes[taken:]
+                self._fresh.extendleft(reversed(rest))
+                while len(self._fresh) > self._config.window:  # invariant: the sender reads
+                    self._fresh.pop()                          # the newest from the outbox
+                return envelopes[:taken]
+        return envelopes
 
     async def _next_envelopes(self, state: _LinkState, room: int) -> list[PendingEnvelope]:
         """At most ``room`` envelopes to send next: the ones just appended, straight from
@@ -909,21 +967,25 @@ class Uplink(Actor[UplinkMessage]):
         """On a pool thread: waiting envelopes above ``after_seq``, and the first pending."""
         return self._outbox.pending(after_seq, limit), self._outbox.first_pending()
 
-    def _send(self, receiver: RemoteActorRef[Resume | Deliver], envelope: PendingEnvelope,
-              first_pending: int) -> asyncio.Task[Any]:
-        task = asyncio.create_task(self._ask_deliver(receiver, envelope, first_pending),
-                                   name=f"uplink deliver {envelope.seq}")
+    def _send(self, receiver: RemoteActorRef[Resume | DeliverBatch],
+              batch: list[PendingEnvelope], first_pending: int) -> asyncio.Task[Any]:
+        task = asyncio.create_task(self._ask_deliver(receiver, batch, first_pending),
+                                   name=f"uplink deliver {batch[0].seq}-{batch[-1].seq}")
         task.add_done_callback(lambda _: self._progress.set())
         return task
 
-    async def _ask_deliver(self, receiver: RemoteActorRef[Resume | Deliver],
-                           envelope: PendingEnvelope, first_pending: int) -> Any:
-        """One ``Deliver`` ask; its answer (checked by ``_on_receipts``)."""
+    async def _ask_deliver(self, receiver: RemoteActorRef[Resume | DeliverBatch],
+                           batch: list[PendingEnvelope], first_pending: int) -> Any:
+        """One ``DeliverBatch`` ask; its answer (checked by ``batch_answers``)."""
         unit = self._unit.node_id
-        delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.SENT)
-        answer = await receiver.ask(Deliver(envelope.sealed, first_pending),
-                                    timeout=self._config.receipt_timeout_s)
-        delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.RECEIPT)
+        for envelope in batch:
+            delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.SENT)
+        answer = await receiver.ask(
+            DeliverBatch(tuple(envelope.sealed for envelope in batch), first_pending),
+            timeout=self._config.receipt_timeout_s)
+        if delivery_trace.enabled():
+            for envelope in batch:
+                delivery_trace.mark(unit, envelope.seq, delivery_trace.Stage.RECEIPT)
         return answer
 
     def _on_receipts(self, state: _LinkState, answers: list[tuple[int, object]],
@@ -1015,6 +1077,28 @@ class Uplink(Actor[UplinkMessage]):
             return
         for seq in alerts:
             self._audit.record(AuditKind.ALERT_SENT, seq=seq, acknowledged=True)
+
+
+def batch_answers(batch: list[PendingEnvelope], answer: object) -> list[tuple[int, object]]:
+    """The van's answer to ``batch`` as one ``Receipt`` per envelope (number, receipt; in the
+    batch's order) for ``Uplink._checked_receipt``: a ``BatchReceipt`` with one outcome per
+    envelope, or one ``REFUSED`` outcome numbered 0 for a batch refused whole (each envelope
+    then refused with its reason). ``VanAnswerRefused`` for anything else."""
+    if not isinstance(answer, BatchReceipt):
+        raise VanAnswerRefused(f"a batch of {len(batch)} from {batch[0].seq} was answered with "
+                               f"a {type(answer).__name__}")
+    outcomes = answer.outcomes
+    mark = answer.acknowledged_up_to
+    if len(outcomes) == 1 and len(batch) > 1 and outcomes[0].seq == 0 \
+            and outcomes[0].outcome is Outcome.REFUSED:
+        whole = outcomes[0]
+        return [(envelope.seq, Receipt(0, Outcome.REFUSED, mark, whole.reason))
+                for envelope in batch]
+    if len(outcomes) != len(batch):
+        raise VanAnswerRefused(f"a batch of {len(batch)} from {batch[0].seq} was answered with "
+                               f"{len(outcomes)} outcomes")
+    return [(envelope.seq, Receipt(outcome.seq, outcome.outcome, mark, outcome.reason))
+            for envelope, outcome in zip(batch, outcomes, strict=True)]
 
 
 def _checked_mark(value: object) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -101,6 +101,20 @@ class StoredEvent:
     """The officer's decision on an alert; None for a health report."""
     sealed: bytes
     """The envelope as received: open it with the van's key to read it, and drop the result."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEnvelope:
+    """One envelope the receiver verified, for ``store_all_and_mark``."""
+
+    seq: int
+    """Its sequence number at the unit (from its verified header), 1 to 2**63-1."""
+    kind: EventKind
+    """Alert or health report (the header's kind, which the body matched)."""
+    captured_at: float
+    """When the unit captured it (s since the epoch, the unit's clock)."""
+    sealed: bytes
+    """The envelope exactly as received."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +209,36 @@ class EventStore(DurableStore):
             self._stored += 1
         else:
             self._duplicates += 1
+        return inserted, mark
+
+    def store_all_and_mark(self, unit: str, envelopes: Sequence[VerifiedEnvelope], *,
+                           skip_below: int = 1) -> tuple[list[bool], int]:
+        """``store_and_mark`` for several verified envelopes of ``unit`` at once: the skip,
+        every store (in the given order) and the mark in one transaction (one commit, one
+        fsync), all or none. Whether each was stored (False: already stored or at or below the
+        mark), and the mark after them. What the receiver does for a ``DeliverBatch``."""
+        _check_unit(unit)
+        _check_seq("skip_below", skip_below)
+        for item in envelopes:
+            _check_header(unit, item.seq, item.kind, item.captured_at)
+        inserted: list[bool] = []
+        with self._transaction() as db:
+            mark = _mark(db, unit)
+            if skip_below - 1 > mark:
+                mark = _advance(db, unit, skip_below - 1)
+            received_at = self._clock()
+            for item in envelopes:
+                stored = item.seq > mark and db.execute(
+                    "INSERT OR IGNORE INTO events VALUES (NULL, ?, ?, ?, ?, ?, ?, ?)",
+                    (unit, item.seq, item.kind, item.captured_at, received_at,
+                     "open" if item.kind == "alert" else None,
+                     bytes(item.sealed))).rowcount == 1
+                if stored and item.seq == mark + 1:
+                    mark = _advance(db, unit, mark)
+                inserted.append(stored)
+        stored_count = sum(inserted)
+        self._stored += stored_count
+        self._duplicates += len(inserted) - stored_count
         return inserted, mark
 
     def acknowledgeable(self, unit: str) -> int:

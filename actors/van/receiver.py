@@ -8,6 +8,14 @@ to its own receiver. It answers the two asks of ``actors.delivery_messages``:
   ``ResumePoint(acknowledgeable(unit))``.
 - ``Deliver(envelope, first_pending)``: the checks below, in order, then
   ``Receipt(seq, outcome, acknowledgeable(unit), reason)``.
+- ``DeliverBatch(envelopes, first_pending)``: first the batch's bounds, before any other work
+  (1 to ``MAX_BATCH_ENVELOPES`` envelopes, at most ``MAX_BATCH_BYTES`` in all; else the whole
+  batch is refused, ``empty_batch`` or ``batch_too_large``, with one ``REFUSED`` outcome of
+  ``seq`` 0). Then each envelope is checked on its own, in order, exactly as a ``Deliver`` of
+  it would be: a refused one neither stops nor changes the others, before or after it. Every
+  envelope that passed is stored in one transaction (``store_all_and_mark``: one commit, one
+  fsync; the skip goes no further than the lowest of them), and the answer is
+  ``BatchReceipt(outcomes, acknowledgeable(unit))``, one ``EnvelopeOutcome`` per envelope.
 
 =====================================================  ==========================================
  check                                                  refusal reason
@@ -33,7 +41,8 @@ Nothing a unit sends fails the actor: every refusal is a ``REFUSED`` receipt wit
 ``LogBudget`` (the unit decides how many lines there are). A ``Resume`` with a first pending
 number out of range is answered with an error (it has no refusal form). The van's own faults
 (a disk that fails) reach the unit as an error answer; it delivers again later. Every SQLite and
-crypto call runs on the worker pool (``context.run_blocking``); a whole ``Deliver`` is one call.
+crypto call runs on the worker pool (``context.run_blocking``); a whole ``Deliver`` or
+``DeliverBatch`` is one call.
 
 Each stored alert is logged in one line (unit, camera, subject, score, sequence number; never
 the crop) and, when the van was given a notice sink, handed over as an ``AlertNotice``
@@ -45,12 +54,23 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from actors import delivery_trace
-from actors.delivery_messages import Deliver, Outcome, Receipt, Resume, ResumePoint
+from actors.delivery_messages import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENVELOPES,
+    BatchReceipt,
+    Deliver,
+    DeliverBatch,
+    EnvelopeOutcome,
+    Outcome,
+    Receipt,
+    Resume,
+    ResumePoint,
+)
 from actors.unit.event_body import (
     AlertBody,
     EventBody,
@@ -60,7 +80,7 @@ from actors.unit.event_body import (
     event_kind,
 )
 from actors.van.event_store import EventKind as StoredKind
-from actors.van.event_store import EventStore
+from actors.van.event_store import EventStore, VerifiedEnvelope
 from guards.log_text import printable
 from runtime.actor import Actor
 from runtime.log_budget import LogBudget
@@ -86,7 +106,7 @@ the store): an enrolled unit cannot flood the van's log either."""
 _STORED_KINDS: Final[dict[EventKind, StoredKind]] = {EventKind.ALERT: "alert",
                                                      EventKind.HEALTH: "health"}
 
-ReceiverMessage = Resume | Deliver
+ReceiverMessage = Resume | Deliver | DeliverBatch
 
 
 def receiver_name(unit_id: str) -> str:
@@ -159,6 +179,49 @@ class _Delivered:
     refused."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """One envelope that passed every check (on the worker pool), ready to store."""
+
+    opened: OpenedEnvelope
+    body: EventBody
+    envelope: bytes
+    verified_at: float
+    """When its checks passed (``time.time()``), for the delivery trace."""
+
+    @property
+    def seq(self) -> int:
+        return self.opened.header.sequence
+
+    def verified(self) -> VerifiedEnvelope:
+        body = self.body
+        captured_at = body.captured_at if isinstance(body, AlertBody) else body.unit_time
+        return VerifiedEnvelope(self.seq, _STORED_KINDS[self.opened.header.kind], captured_at,
+                                self.envelope)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """One envelope refused by a check (on the worker pool)."""
+
+    seq: int
+    """Its number, 0 when refused before its header could be trusted."""
+    reason: str
+    """The stable reason."""
+    text: str
+    """``<reason>: <why>``, printable, at most ``MAX_REASON_CHARS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchDone:
+    """What one ``DeliverBatch`` came to (computed on the worker pool), in the batch's order."""
+
+    results: list[_Refusal | _Delivered]
+    """Each envelope's refusal, or its receipt (stored or duplicate) with its body and times."""
+    mark: int
+    """The mark after the batch."""
+
+
 class _OtherUnit(Exception):
     """Raised by the signer lookup: the envelope's header names another unit than the link's."""
 
@@ -192,9 +255,11 @@ class Receiver(Actor[ReceiverMessage]):
         self._refusal_log.flush()
         self._alert_log.flush()
 
-    async def receive(self, message: ReceiverMessage) -> ResumePoint | Receipt:
+    async def receive(self, message: ReceiverMessage) -> ResumePoint | Receipt | BatchReceipt:
         if isinstance(message, Resume):
             return await self._resume(message)
+        if isinstance(message, DeliverBatch):
+            return await self._deliver_batch(message)
         return await self._deliver(message)
 
     # -- Resume --------------------------------------------------------------------------------
@@ -226,6 +291,34 @@ class Receiver(Actor[ReceiverMessage]):
         started = time.time()
         done = await self.context.run_blocking(self._process, message.envelope,
                                                message.first_pending)
+        self.statistics.acknowledged_up_to = done.receipt.acknowledged_up_to
+        self._took(done, started)
+        return done.receipt
+
+    async def _deliver_batch(self, message: DeliverBatch) -> BatchReceipt:
+        started = time.time()
+        envelopes = message.envelopes
+        refused = batch_refusal(envelopes)
+        if refused is not None:  # checked before any work: no signature is checked for it
+            mark = await self.context.run_blocking(self._store.acknowledgeable, self.unit_id)
+            self.statistics.acknowledged_up_to = mark
+            self._refused(refused.reason, refused.text)
+            return BatchReceipt((EnvelopeOutcome(0, Outcome.REFUSED, refused.text),), mark)
+        done = await self.context.run_blocking(self._process_batch, envelopes,
+                                               message.first_pending)
+        self.statistics.acknowledged_up_to = done.mark
+        outcomes: list[EnvelopeOutcome] = []
+        for result in done.results:
+            if isinstance(result, _Refusal):
+                self._refused(result.reason, result.text)
+                outcomes.append(EnvelopeOutcome(result.seq, Outcome.REFUSED, result.text))
+            else:
+                self._took(result, started)
+                outcomes.append(EnvelopeOutcome(result.receipt.seq, result.receipt.outcome))
+        return BatchReceipt(tuple(outcomes), done.mark)
+
+    def _took(self, done: _Delivered, started: float) -> None:
+        """On the loop: trace, count and report one envelope's result."""
         receipt = done.receipt
         if done.verified_at is not None and done.stored_at is not None:
             delivery_trace.mark(self.unit_id, receipt.seq, delivery_trace.Stage.STARTED, started)
@@ -233,7 +326,6 @@ class Receiver(Actor[ReceiverMessage]):
                                 done.verified_at)
             delivery_trace.mark(self.unit_id, receipt.seq, delivery_trace.Stage.STORED,
                                 done.stored_at)
-        self.statistics.acknowledged_up_to = receipt.acknowledged_up_to
         if done.refusal is not None:
             self._refused(done.refusal, receipt.reason)
         elif receipt.outcome is Outcome.DUPLICATE:
@@ -244,31 +336,67 @@ class Receiver(Actor[ReceiverMessage]):
         elif isinstance(done.body, HealthBody):
             self.statistics.stored_health += 1
             self.statistics.last_health = done.body
-        return receipt
 
     def _process(self, envelope: bytes, first_pending: int) -> _Delivered:
         """On the pool: every check, the skip and the store (module docstring order)."""
+        checked = self._check(envelope)
+        if isinstance(checked, _Refusal):
+            mark = self._store.acknowledgeable(self.unit_id)
+            return _Delivered(Receipt(checked.seq, Outcome.REFUSED, mark, checked.text),
+                              refusal=checked.reason)
+        return self._store_opened(checked.opened, checked.body, envelope, first_pending,
+                                  checked.verified_at)
+
+    def _process_batch(self, envelopes: tuple[bytes, ...], first_pending: int) -> _BatchDone:
+        """On the pool: every envelope checked on its own, in order; the ones that passed
+        stored in one transaction (``store_all_and_mark``), the skip going no further than
+        the lowest of them (never a number being delivered)."""
+        checked = [self._check(envelope) for envelope in envelopes]
+        good = [item for item in checked if isinstance(item, _Checked)]
+        if not good:
+            refused: list[_Refusal | _Delivered] = [
+                item for item in checked if isinstance(item, _Refusal)]
+            return _BatchDone(refused, self._store.acknowledgeable(self.unit_id))
+        skip_to = max(1, min(first_pending, *(item.seq for item in good)))
+        stored, mark = self._store.store_all_and_mark(
+            self.unit_id, [item.verified() for item in good], skip_below=skip_to)
+        stored_at = time.time()
+        outcomes = iter(stored)
+        results: list[_Refusal | _Delivered] = []
+        for item in checked:
+            if isinstance(item, _Refusal):
+                results.append(item)
+            elif next(outcomes):
+                results.append(_Delivered(Receipt(item.seq, Outcome.STORED, mark),
+                                          body=item.body, verified_at=item.verified_at,
+                                          stored_at=stored_at))
+            else:
+                results.append(_Delivered(Receipt(item.seq, Outcome.DUPLICATE, mark),
+                                          verified_at=item.verified_at, stored_at=stored_at))
+        return _BatchDone(results, mark)
+
+    def _check(self, envelope: bytes) -> _Checked | _Refusal:
+        """On the pool: every check of one envelope (module docstring order)."""
         try:
             opened = open_envelope(envelope, signers=self._own_signer, van_key=self._van_key)
         except _OtherUnit as exc:
-            return self._refusal(0, "wrong_unit", f"the envelope is unit "
-                                 f"{printable(exc.unit_id, max_chars=80)}'s; a unit delivers "
-                                 "only its own")
+            return _refusal(0, "wrong_unit", f"the envelope is unit "
+                            f"{printable(exc.unit_id, max_chars=80)}'s; a unit delivers "
+                            "only its own")
         except EnvelopeRefused as exc:
-            return self._refusal(0, exc.reason, str(exc))
+            return _refusal(0, exc.reason, str(exc))
         header = opened.header
         seq = header.sequence
         if not 1 <= seq <= MAX_STORED_SEQ:
-            return self._refusal(0, "bad_sequence", f"sequence number {seq} is outside "
-                                 "1..2**63-1")
+            return _refusal(0, "bad_sequence", f"sequence number {seq} is outside 1..2**63-1")
         try:
             body = decode_body(opened.body)
         except EventBodyError as exc:
-            return self._refusal(seq, "bad_body", str(exc))
+            return _refusal(seq, "bad_body", str(exc))
         if event_kind(body) is not header.kind:
-            return self._refusal(seq, "kind_mismatch", f"the header says {header.kind.name}, "
-                                 f"the body is a {type(body).__name__}")
-        return self._store_opened(opened, body, envelope, first_pending, time.time())
+            return _refusal(seq, "kind_mismatch", f"the header says {header.kind.name}, "
+                            f"the body is a {type(body).__name__}")
+        return _Checked(opened, body, envelope, time.time())
 
     def _store_opened(self, opened: OpenedEnvelope, body: EventBody, envelope: bytes,
                       first_pending: int, verified_at: float) -> _Delivered:
@@ -292,12 +420,6 @@ class Receiver(Actor[ReceiverMessage]):
             raise _OtherUnit(unit_id)
         return self._signers(unit_id, key_id)
 
-    def _refusal(self, seq: int, reason: str, detail: str) -> _Delivered:
-        """On the pool: a refused receipt (the mark read again: the unit deletes up to it)."""
-        text = printable(f"{reason}: {detail}", max_chars=MAX_REASON_CHARS)
-        mark = self._store.acknowledgeable(self.unit_id)
-        return _Delivered(Receipt(seq, Outcome.REFUSED, mark, text), refusal=reason)
-
     # -- on the actor's loop -------------------------------------------------------------------
 
     def _refused(self, reason: str, text: str) -> None:
@@ -315,3 +437,19 @@ class Receiver(Actor[ReceiverMessage]):
         if self._notices is not None:
             self._notices(AlertNotice(self.unit_id, seq, body.camera_id, body.subject_id,
                                       body.score, body.threshold, body.captured_at))
+
+
+def batch_refusal(envelopes: Sequence[bytes]) -> _Refusal | None:
+    """Why a ``DeliverBatch`` of ``envelopes`` is refused whole (``empty_batch``,
+    ``batch_too_large``: its count and size, nothing else), or None when its envelopes are to
+    be checked one by one."""
+    size = sum(len(envelope) for envelope in envelopes)
+    if envelopes and len(envelopes) <= MAX_BATCH_ENVELOPES and size <= MAX_BATCH_BYTES:
+        return None
+    reason = "empty_batch" if not envelopes else "batch_too_large"
+    return _refusal(0, reason, f"{len(envelopes)} envelopes of {size} bytes in all (at most "
+                               f"{MAX_BATCH_ENVELOPES} and {MAX_BATCH_BYTES})")
+
+
+def _refusal(seq: int, reason: str, detail: str) -> _Refusal:
+    return _Refusal(seq, reason, printable(f"{reason}: {detail}", max_chars=MAX_REASON_CHARS))

@@ -13,8 +13,8 @@ Signaling hands over each accepted unit (``connected(unit_id, peer_connection, l
    (``watchlist:<unit id>``, beside it).
 3. It runs the link handshake as responder with the key from signaling, under the unit's name
    only (``LinkKeys({unit_id: key})``: a peer claiming another name has no key), exposing
-   ``RECEIVER_ACTOR`` with ``Resume`` and ``Deliver`` only and routing it to this unit's
-   receiver (and ``WATCHLIST_ACTOR`` with the desk's asks only, routed to this unit's desk),
+   ``RECEIVER_ACTOR`` with ``Resume``, ``Deliver`` and ``DeliverBatch`` only, routing it to this
+   unit's receiver (and ``WATCHLIST_ACTOR`` with the desk's asks only, routed to its desk),
    with heartbeats (a unit silent for ``heartbeat_timeout_s`` is dropped).
 4. It runs the link until it ends, then closes the data channel and the peer connection.
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
-from actors.delivery_messages import RECEIVER_ACTOR, Deliver, Resume
+from actors.delivery_messages import RECEIVER_ACTOR, Deliver, DeliverBatch, Resume
 from actors.van.receiver import (
     NoticeSink,
     Receiver,
@@ -387,7 +387,7 @@ class UnitLinks:
         return LinkConfig(
             keys=LinkKeys({unit_id: link_key}, None,
                           f"the link key of unit {printable(unit_id)} from signaling"),
-            exposed={RECEIVER_ACTOR: (Resume, Deliver),
+            exposed={RECEIVER_ACTOR: (Resume, Deliver, DeliverBatch),
                      **({WATCHLIST_ACTOR: DESK_ASKS} if self._board is not None else {})},
             routes={RECEIVER_ACTOR: receiver_name(unit_id),
                     **({WATCHLIST_ACTOR: desk_name(unit_id)} if self._board is not None

@@ -246,3 +246,14 @@ def test_frames_are_matched_to_envelopes_by_order_per_unit() -> None:
     assert arrivals_by_seq(started, lines) == {("unit-1", 5): 0.5, ("unit-1", 6): 1.5,
                                                 ("unit-1", 7): 2.5}
     assert arrivals_by_seq(started[:2], lines[:2]) == {}  # counts differ: left out
+
+
+def test_the_envelopes_of_one_batch_share_their_frame() -> None:
+    started = [DeliveryMark("unit-1", seq, Stage.STARTED, at)
+               for seq, at in ((5, 1.0), (6, 2.0), (7, 2.0), (8, 2.0), (9, 3.0))]
+    lines = [json.dumps({"frame": ["unit-1", size, at]}) for size, at in (
+        (26_000, 0.5), (78_000, 1.5), (26_000, 2.5))]
+    assert arrivals_by_seq(started, lines) == {
+        ("unit-1", 5): 0.5, ("unit-1", 6): 1.5, ("unit-1", 7): 1.5, ("unit-1", 8): 1.5,
+        ("unit-1", 9): 2.5}
+    assert arrivals_by_seq(started, lines[:2]) == {}  # three batches, two frames: left out

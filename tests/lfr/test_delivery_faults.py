@@ -71,8 +71,14 @@ def _check_exactly_once_in_order(stored: list[ReceivedAlert], sealed: list[str],
     assert positions == sorted(positions), "alerts stored out of the order they were sealed"
 
 
+BURST = ("--alerts", "120", "--rate", "30", "--burst", "30", "--burst-after", "25")
+"""150 alerts: 25 steady, 30 at once (sent in batches: each ask carries what became ready while
+the one before was in flight), 95 steady; the kills come after 40 were sealed, mid-burst."""
+
+
 def _told(first: int, count: int) -> set[str]:
-    return {f"unit-1/bench/{index}" for index in range(first, first + count)}
+    return {f"unit-1/{kind}/{index}" for kind in ("bench", "burst")
+            for index in range(first, first + count)}
 
 
 def _burst_unit(deployment: LocalDeployment, cleanup: list[NodeProcess], *args: str
@@ -87,8 +93,9 @@ def test_kill_9_of_the_unit_mid_burst_loses_and_repeats_nothing(
         deployment: LocalDeployment, cleanup: list[NodeProcess]) -> None:
     van = start_van(deployment.van_config)
     cleanup.append(van)
-    first = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "30")
+    first = _burst_unit(deployment, cleanup, *BURST)
     first.wait_sealed(40, 120)
+    first.wait_for(lambda _line: first.largest_batch() > 1, 60)  # batches were in flight
     first.kill()
     sealed_before = first.sealed()
     assert len(sealed_before) < 150, "the burst ended before the kill: nothing was tested"
@@ -108,9 +115,9 @@ def test_kill_9_of_the_van_mid_burst_loses_and_repeats_nothing(
     # The unit finds the van dead when a receipt is late: after 5 s here instead of its own
     # 15 s (which were most of this test's time). The van answers within a second when it
     # lives, and a receipt late for any reason is a dropped link, the envelope sent again.
-    unit = _burst_unit(deployment, cleanup, "--alerts", "150", "--rate", "30",
-                       "--receipt-timeout-s", "5")
+    unit = _burst_unit(deployment, cleanup, *BURST, "--receipt-timeout-s", "5")
     unit.wait_sealed(40, 120)
+    unit.wait_for(lambda _line: unit.largest_batch() > 1, 60)  # batches were in flight
     van.kill()
     time.sleep(1.0)  # the unit notices and starts redialling into nothing
     restarted = start_van(deployment.van_config)
@@ -138,6 +145,7 @@ def test_the_van_unreachable_for_30_s_mid_burst_loses_and_repeats_nothing(
         van.process.send_signal(signal.SIGCONT)
     assert sealed_during_cut > 30, "the unit stopped sealing while the van was away"
     assert unit.wait(DRAIN_S + 60) == 0, unit.tail()
+    assert int(str(unit.summary(5)["largest_batch"])) > 1  # what waited went in batches
     van.stop()
     _check_exactly_once_in_order(_van_alerts(deployment), unit.sealed(), _told(0, 150))
 

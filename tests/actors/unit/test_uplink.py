@@ -26,8 +26,12 @@ import pytest
 from PIL import Image
 
 from actors.delivery_messages import (
+    MAX_BATCH_BYTES,
     RECEIVER_ACTOR,
+    BatchReceipt,
     Deliver,
+    DeliverBatch,
+    EnvelopeOutcome,
     Outcome,
     Receipt,
     Resume,
@@ -46,7 +50,13 @@ from actors.unit.event_body import (
 from actors.unit.match_alert import MatchAlert
 from actors.unit.outbox import Outbox, OutboxConfig, PendingEnvelope
 from actors.unit.signaling_client import SignalingClientConfig, SignalingFailed
-from actors.unit.uplink import Uplink, UplinkConfig, UplinkStatistics
+from actors.unit.uplink import (
+    Uplink,
+    UplinkConfig,
+    UplinkStatistics,
+    VanAnswerRefused,
+    batch_answers,
+)
 from actors.unit.van_dialer import DialerConfig, VanDialer
 from guards.config_checks import ConfigError
 from runtime import ActorSystem, Codec, HandshakeRefused, LinkConfig, LinkKeys, SystemConfig
@@ -73,7 +83,7 @@ VAN_KEYS = NodeKeys.generate(NodeRole.VAN, VAN_ID)
 SIGNALING = SignalingClientConfig("https://127.0.0.1:9", VAN_KEYS.public(), bytes(32))
 """Never contacted: ``FakeVan.negotiate`` replaces signaling."""
 FAST_DIAL = DialerConfig(initial_backoff_s=0.01, max_backoff_s=0.05, open_timeout_s=WAIT_S)
-VAN_LINKS = {RECEIVER_ACTOR: [Resume, Deliver]}
+VAN_LINKS = {RECEIVER_ACTOR: [Resume, DeliverBatch]}
 
 
 pytestmark = pytest.mark.usefixtures("loopback_host_candidates")
@@ -117,7 +127,7 @@ def opened(sealed: bytes) -> tuple[int, EventKind, EventBody]:
 
 # --- the van: a receiver-like actor and the links to it ---------------------------------------
 
-Answer = Callable[[Resume | Deliver, Any], Any]
+Answer = Callable[[Resume | DeliverBatch, Any], Any]
 """Replaces the receiver's answer (message, the real answer) -> what it answers instead."""
 
 
@@ -136,6 +146,9 @@ class VanBook:
     resume_marks: list[int] = field(default_factory=list)
     """The mark each ``Resume`` was answered with."""
     deliveries: int = 0
+    """Envelopes that arrived (in every batch)."""
+    batches: list[list[int]] = field(default_factory=list)
+    """The sequence numbers of each batch that arrived, in arrival order."""
     refuse: set[int] = field(default_factory=set)
     """Numbers refused once each."""
     hold_from: int | None = None
@@ -153,14 +166,14 @@ class VanBook:
         while self.mark + 1 in self.stored:
             self.mark += 1
 
-    def deliver(self, message: Deliver) -> Receipt:
-        seq, kind, body = opened(message.envelope)
+    def deliver(self, envelope: bytes, first_pending: int) -> Receipt:
+        seq, kind, body = opened(envelope)
         self.arrivals.append((self.link_number, seq))
-        self.envelopes[seq] = message.envelope
+        self.envelopes[seq] = envelope
         if seq in self.refuse:
             self.refuse.discard(seq)
             return Receipt(seq, Outcome.REFUSED, self.mark, "bad_body: refused by the test")
-        self.skip_below(min(message.first_pending, seq))
+        self.skip_below(min(first_pending, seq))
         if seq <= self.mark or seq in self.stored:
             return Receipt(seq, Outcome.DUPLICATE, self.mark)
         self.stored[seq] = body
@@ -173,13 +186,13 @@ class VanBook:
         return [body for _, body in sorted(self.stored.items()) if isinstance(body, AlertBody)]
 
 
-class VanReceiver(Actor[Resume | Deliver]):
+class VanReceiver(Actor[Resume | DeliverBatch]):
     """Answers like the van's receiver, by the book."""
 
     def __init__(self, book: VanBook) -> None:
         self.book = book
 
-    async def receive(self, message: Resume | Deliver) -> Any:
+    async def receive(self, message: Resume | DeliverBatch) -> Any:
         book = self.book
         answer: Any
         if isinstance(message, Resume):
@@ -188,11 +201,19 @@ class VanReceiver(Actor[Resume | Deliver]):
             book.resume_marks.append(book.mark)
             answer = ResumePoint(book.mark)
         else:
-            if book.hold_from is not None and book.deliveries >= book.hold_from:
-                book.holding += 1
-                await book.gate.wait()
-            book.deliveries += 1
-            answer = book.deliver(message)
+            receipts: list[Receipt] = []
+            book.batches.append([opened(envelope)[0] for envelope in message.envelopes])
+            held = False
+            for envelope in message.envelopes:
+                if not held and book.hold_from is not None and book.deliveries >= book.hold_from:
+                    held = True
+                    book.holding += 1
+                    await book.gate.wait()
+                book.deliveries += 1
+                receipts.append(book.deliver(envelope, message.first_pending))
+            answer = BatchReceipt(tuple(EnvelopeOutcome(receipt.seq, receipt.outcome,
+                                                        receipt.reason)
+                                        for receipt in receipts), book.mark)
         if book.answers:
             answer = book.answers.popleft()(message, answer)
         return answer
@@ -437,6 +458,115 @@ async def test_a_refused_envelope_stays_and_is_sent_again_after_the_next_reconne
         assert [seq for number, seq in net.book.arrivals if number == 2] == [first + 1]
 
 
+# --- batches ----------------------------------------------------------------------------------
+
+
+async def test_the_first_envelope_goes_alone_and_what_queued_meanwhile_goes_as_one_batch(
+        tmp_path: Path) -> None:
+    book = VanBook(hold_from=0)  # the first batch waits at the van until the gate opens
+    async with running(tmp_path, book=book) as net:
+        first = net.outbox.first_pending()
+        await net.uplink.tell(match_alert(0))
+        await eventually(lambda: book.holding == 1)
+        assert book.batches == [[first]]  # sent at once, alone: no wait to form a batch
+        for index in range(1, 6):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.statistics.alerts_sealed == 6)
+        book.gate.set()
+        await eventually(lambda: net.depth() == 0 and len(book.stored) == 6)
+        assert book.batches == [[first], list(range(first + 1, first + 6))]
+        assert alert_ids(book.alerts()) == [match_alert(i).alert_id for i in range(6)]
+        assert net.statistics.delivered == 6
+
+
+@pytest.mark.parametrize(("changes", "sizes"), [
+    ({"batch_envelopes": 3}, [1, 3, 3, 1]),
+    ({"batch_bytes": 1}, [1] * 8),  # an envelope larger than batch_bytes goes alone
+    ({"batches_in_flight": 2}, [1, 1, 6]),
+    ({"batches_in_flight": 2, "batch_envelopes": 4}, [1, 1, 4, 2]),
+])
+async def test_batches_keep_to_their_bounds(tmp_path: Path, changes: dict[str, Any],
+                                            sizes: list[int]) -> None:
+    book = VanBook(hold_from=0)
+    config = UplinkConfig(**changes)
+    async with running(tmp_path, book=book, config=config) as net:
+        first = net.outbox.first_pending()
+        receiver = net.van.lookup(RECEIVER_ACTOR)
+        assert receiver is not None
+        held = config.batches_in_flight
+        # each of the first `held` alerts goes at once, alone: the first waits at the van,
+        # the next ones in its mailbox
+        for index in range(held):
+            await net.uplink.tell(match_alert(index))
+            await eventually(_held_with_queued(book, receiver, index))
+        for index in range(held, 8):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.statistics.alerts_sealed == 8)
+        book.gate.set()
+        await eventually(lambda: net.depth() == 0 and len(book.stored) == 8)
+        assert [len(batch) for batch in book.batches] == sizes
+        assert [seq for batch in book.batches for seq in batch] == list(range(first, first + 8))
+
+
+def _held_with_queued(book: VanBook, receiver: ActorRef[Any], queued: int
+                      ) -> Callable[[], bool]:
+    """The van holds one batch and has ``queued`` more in its receiver's mailbox."""
+    return lambda: book.holding == 1 and receiver.statistics().depth == queued
+
+
+async def test_a_batch_the_van_refuses_whole_stays_and_goes_again_after_a_reconnect(
+        tmp_path: Path) -> None:
+    book = VanBook(hold_from=0)
+    async with running(tmp_path, book=book) as net:
+        first = net.outbox.first_pending()
+        await net.uplink.tell(match_alert(0))
+        await eventually(lambda: book.holding == 1)
+        for index in range(1, 4):
+            await net.uplink.tell(match_alert(index))
+        await eventually(lambda: net.statistics.alerts_sealed == 4)
+        book.answers.append(lambda message, answer: answer)  # the first batch: as it is
+
+        def refused_whole(message: Any, answer: Any) -> Any:
+            for seq in message_seqs(message):
+                book.stored.pop(seq, None)  # (the fake stored them: undone)
+            book.mark = first
+            return BatchReceipt((EnvelopeOutcome(0, Outcome.REFUSED,
+                                                 "batch_too_large: refused by the test"),),
+                                first)
+
+        book.answers.append(refused_whole)
+        book.gate.set()
+        await eventually(lambda: net.statistics.refused == 3)
+        assert sorted(book.stored) == [first]
+        await eventually(lambda: net.depth() == 3)  # each of the batch kept
+        assert net.statistics.last_refusal == "batch_too_large: refused by the test"
+        assert net.statistics.bad_answers == 0
+        await net.fake.cut()
+        await eventually(lambda: len(book.stored) == 4 and net.depth() == 0)
+        assert alert_ids(book.alerts()) == [match_alert(i).alert_id for i in range(4)]
+
+
+def message_seqs(message: DeliverBatch) -> list[int]:
+    return [opened(envelope)[0] for envelope in message.envelopes]
+
+
+def test_a_batch_receipt_is_read_as_one_receipt_per_envelope() -> None:
+    batch = [PendingEnvelope(seq, "alert", b"x") for seq in (4, 5, 6)]
+    answer = BatchReceipt((EnvelopeOutcome(4, Outcome.STORED), EnvelopeOutcome(0, Outcome.REFUSED,
+                                                                                "malformed: x"),
+                           EnvelopeOutcome(6, Outcome.DUPLICATE)), 4)
+    assert batch_answers(batch, answer) == [
+        (4, Receipt(4, Outcome.STORED, 4)), (5, Receipt(0, Outcome.REFUSED, 4, "malformed: x")),
+        (6, Receipt(6, Outcome.DUPLICATE, 4))]
+    whole = BatchReceipt((EnvelopeOutcome(0, Outcome.REFUSED, "batch_too_large: x"),), 3)
+    assert batch_answers(batch, whole) == [
+        (seq, Receipt(0, Outcome.REFUSED, 3, "batch_too_large: x")) for seq in (4, 5, 6)]
+    for wrong in (Receipt(4, Outcome.STORED, 4), BatchReceipt(answer.outcomes[:2], 4),
+                  BatchReceipt((), 4), BatchReceipt((EnvelopeOutcome(0, Outcome.STORED),), 4)):
+        with pytest.raises(VanAnswerRefused):
+            batch_answers(batch, wrong)
+
+
 async def test_a_van_that_stops_answering_is_redialled_and_the_envelope_sent_again(
         tmp_path: Path) -> None:
     book = VanBook(hold_from=1)
@@ -535,7 +665,8 @@ async def test_a_bursts_receipts_are_applied_to_the_outbox_together_after_it(
 async def test_receipts_are_applied_within_the_ack_delay_while_others_stay_in_flight(
         tmp_path: Path) -> None:
     book = VanBook(hold_from=2)  # the third delivery is never answered
-    config = UplinkConfig(ack_delay_s=0.2)
+    # one envelope per batch, three batches in flight: the third's ask stays unanswered
+    config = UplinkConfig(ack_delay_s=0.2, batch_envelopes=1, batches_in_flight=3)
     async with running(tmp_path, config=config, book=book) as net:
         for index in range(3):
             await net.uplink.tell(match_alert(index))
@@ -741,11 +872,26 @@ async def test_a_full_held_list_holds_the_matcher_back_and_the_alarm_still_goes_
 
 
 def _receipt_for_another(message: Any, answer: Any) -> Any:
-    return dataclasses.replace(answer, seq=answer.seq + 1)
+    first = answer.outcomes[0]
+    return dataclasses.replace(answer, outcomes=(dataclasses.replace(first, seq=first.seq + 1),
+                                                 *answer.outcomes[1:]))
 
 
 def _mark_above_every_number(message: Any, answer: Any) -> Any:
-    return dataclasses.replace(answer, acknowledged_up_to=answer.seq + 1000)
+    return dataclasses.replace(answer, acknowledged_up_to=answer.outcomes[-1].seq + 1000)
+
+
+def _one_outcome_short(message: Any, answer: Any) -> Any:
+    return dataclasses.replace(answer, outcomes=answer.outcomes[:-1])
+
+
+def _one_outcome_too_many(message: Any, answer: Any) -> Any:
+    return dataclasses.replace(answer, outcomes=(*answer.outcomes, answer.outcomes[-1]))
+
+
+def _single_receipt(message: Any, answer: Any) -> Any:
+    first = answer.outcomes[0]
+    return Receipt(first.seq, first.outcome, answer.acknowledged_up_to)
 
 
 def _mark_gone_back(message: Any, answer: Any) -> Any:
@@ -757,7 +903,10 @@ NONSENSE: dict[str, tuple[bool, Answer]] = {
     "a receipt for Resume": (True, lambda message, answer: Receipt(1, Outcome.STORED, 0)),
     "a message of its own for Resume": (True, lambda message, answer: Deliver(b"x", 1)),
     "a mark that is no number": (True, lambda message, answer: ResumePoint(-5)),
-    "a resume point for Deliver": (False, lambda message, answer: ResumePoint(0)),
+    "a resume point for a batch": (False, lambda message, answer: ResumePoint(0)),
+    "a single receipt for a batch": (False, _single_receipt),
+    "a batch receipt one outcome short": (False, _one_outcome_short),
+    "a batch receipt one outcome too many": (False, _one_outcome_too_many),
     "a receipt for another envelope": (False, _receipt_for_another),
     "a mark above every number assigned": (False, _mark_above_every_number),
     "a mark below the resume point": (False, _mark_gone_back),
@@ -838,7 +987,9 @@ async def test_an_alert_that_can_never_be_sealed_is_dropped_counted_and_the_rest
 @pytest.mark.parametrize(("field_name", "value"), [
     ("window", 0), ("window", 33), ("held_alerts", 0), ("receipt_timeout_s", 0.0),
     ("resume_timeout_s", -1.0), ("held_retry_s", float("nan")), ("blocked_health_s", 0.0),
-    ("link_wait_s", 0.0), ("idle_check_s", float("inf")), ("ack_delay_s", 0.0)])
+    ("link_wait_s", 0.0), ("idle_check_s", float("inf")), ("ack_delay_s", 0.0),
+    ("batches_in_flight", 0), ("batches_in_flight", 17), ("batch_envelopes", 0),
+    ("batch_envelopes", 17), ("batch_bytes", 0), ("batch_bytes", MAX_BATCH_BYTES + 1)])
 def test_config_refuses_bad_values_naming_the_field(field_name: str, value: float) -> None:
     changes: dict[str, Any] = {field_name: value}
     with pytest.raises(ConfigError, match=f"UplinkConfig.{field_name}"):

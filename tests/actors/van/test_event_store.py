@@ -18,6 +18,7 @@ from actors.van.event_store import (
     EventStore,
     EventStoreFileError,
     StoredEvent,
+    VerifiedEnvelope,
 )
 from guards.user_input import UserInputError
 from tests.actors.van.processes import (
@@ -356,3 +357,49 @@ def test_a_read_only_folder_is_a_named_user_error(tmp_path: Path, existing: bool
 
 def test_file_errors_are_user_input_errors() -> None:
     assert issubclass(EventStoreFileError, UserInputError)
+
+
+# --- several envelopes in one transaction (a DeliverBatch) ------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 25), st.lists(st.integers(1, 25), min_size=1,
+                                                        max_size=6)), max_size=15))
+def test_store_all_and_mark_is_the_skip_then_each_store_in_order(
+        tmp_path_factory: pytest.TempPathFactory,
+        operations: list[tuple[int, list[int]]]) -> None:
+    stored: set[int] = set()
+    mark = 0
+    with EventStore.open(tmp_path_factory.mktemp("model") / "events.db") as store:
+        for skip_to, seqs in operations:
+            mark = highest_contiguous(stored, max(mark, skip_to - 1))
+            expected: list[bool] = []
+            for seq in seqs:  # a number twice in one batch: the second is a duplicate
+                expected.append(seq > mark and seq not in stored)
+                stored |= {seq} if expected[-1] else set()
+                mark = highest_contiguous(stored, mark)
+            items = [VerifiedEnvelope(seq, "alert", 1.0, sealed("u1", seq)) for seq in seqs]
+            assert store.store_all_and_mark("u1", items, skip_below=skip_to) == (expected, mark)
+            assert store.acknowledgeable("u1") == mark
+        assert sorted(event.seq for event in everything(store, "u1")) == sorted(stored)
+        assert store.statistics().stored == len(stored)
+
+
+def test_store_all_and_mark_stores_all_or_nothing(store: EventStore) -> None:
+    good = VerifiedEnvelope(1, "alert", 1.0, sealed("u1", 1))
+    broken = VerifiedEnvelope(2, "alert", 1.0, object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.store_all_and_mark("u1", [good, broken])
+    assert everything(store, "u1") == []
+    assert store.acknowledgeable("u1") == 0
+    assert store.store_all_and_mark("u1", [good]) == ([True], 1)
+
+
+def test_store_all_and_mark_checks_every_header_before_storing(store: EventStore) -> None:
+    items = [VerifiedEnvelope(1, "alert", 1.0, b"x"), VerifiedEnvelope(0, "alert", 1.0, b"y")]
+    with pytest.raises(ValueError, match="seq"):
+        store.store_all_and_mark("u1", items)
+    with pytest.raises(ValueError, match="unit id"):
+        store.store_all_and_mark("", [])
+    assert everything(store, "u1") == []
+    assert store.store_all_and_mark("u1", []) == ([], 0)

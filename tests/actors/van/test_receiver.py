@@ -8,12 +8,25 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from actors.delivery_messages import Deliver, Outcome, Receipt, Resume, ResumePoint
+from actors.delivery_messages import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENVELOPES,
+    BatchReceipt,
+    Deliver,
+    DeliverBatch,
+    EnvelopeOutcome,
+    Outcome,
+    Receipt,
+    Resume,
+    ResumePoint,
+)
 from actors.delivery_trace import TRACE_LOG, DeliveryMark, Stage
+from actors.van import receiver as receiving_module
 from actors.van.receiver import (
     AlertNotice,
     Receiver,
@@ -300,3 +313,158 @@ async def test_an_envelope_delivered_twice_under_a_new_number_is_two_events(
     assert (await receiving.deliver(van.seal(alert(1), 1))).outcome is Outcome.STORED
     assert (await receiving.deliver(van.seal(alert(1), 2))).outcome is Outcome.STORED
     assert receiving.statistics.stored_alerts == 2
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+async def deliver_batch(receiving: Receiving, envelopes: list[bytes],
+                        first_pending: int = 1) -> BatchReceipt:
+    receipt = await receiving.ref.ask(DeliverBatch(tuple(envelopes), first_pending),
+                                      timeout=WAIT_S)
+    assert isinstance(receipt, BatchReceipt)
+    return receipt
+
+
+async def test_a_batch_is_checked_and_stored_in_one_transaction_with_one_receipt(
+        receiving: Receiving, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=TRACE_LOG.name)
+    van = receiving.van
+    store = van.store
+    transactions: list[int] = []
+    store_all = store.store_all_and_mark
+
+    def counted(unit: str, envelopes: Any, *, skip_below: int = 1) -> Any:
+        transactions.append(len(envelopes))
+        return store_all(unit, envelopes, skip_below=skip_below)
+
+    monkeypatch.setattr(store, "store_all_and_mark", counted)
+    envelopes = [van.seal(alert(seq), seq) for seq in (1, 2, 3)] + [van.seal(health(), 4)]
+    receipt = await deliver_batch(receiving, envelopes)
+    assert receipt == BatchReceipt(tuple(EnvelopeOutcome(seq, Outcome.STORED)
+                                         for seq in (1, 2, 3, 4)), 4)
+    assert transactions == [4]
+    assert receiving.stored() == list(zip((1, 2, 3, 4), envelopes, strict=True))
+    assert [notice.seq for notice in receiving.notices] == [1, 2, 3]
+    assert (receiving.statistics.stored_alerts, receiving.statistics.stored_health) == (3, 1)
+    assert receiving.statistics.acknowledged_up_to == 4
+    marks = [record.trace for record in caplog.records if hasattr(record, "trace")]
+    assert [(mark.seq, mark.stage) for mark in marks] == [
+        (seq, stage) for seq in (1, 2, 3, 4)
+        for stage in (Stage.STARTED, Stage.VERIFIED, Stage.STORED)]
+    assert len({mark.at for mark in marks if mark.stage is Stage.STARTED}) == 1  # one batch
+
+
+async def test_a_redelivered_batch_is_all_duplicates_and_stores_nothing_again(
+        receiving: Receiving) -> None:
+    van = receiving.van
+    envelopes = [van.seal(alert(seq), seq) for seq in (1, 2, 3)]
+    assert (await deliver_batch(receiving, envelopes)).acknowledged_up_to == 3
+    for _ in range(2):  # its receipt lost: the unit sends the batch again
+        receipt = await deliver_batch(receiving, envelopes)
+        assert receipt == BatchReceipt(tuple(EnvelopeOutcome(seq, Outcome.DUPLICATE)
+                                             for seq in (1, 2, 3)), 3)
+    # and overlapping: two old ones and a new one
+    receipt = await deliver_batch(receiving, [*envelopes[1:], van.seal(alert(4), 4)])
+    assert [outcome.outcome for outcome in receipt.outcomes] == [
+        Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.STORED]
+    assert [seq for seq, _ in receiving.stored()] == [1, 2, 3, 4]
+    assert (receiving.statistics.stored_alerts, receiving.statistics.duplicates) == (4, 8)
+    assert len(receiving.notices) == 4
+
+
+# (revoked: every later envelope is refused too; oversize: a batch holding it is over
+# MAX_BATCH_BYTES and refused whole, below)
+@pytest.mark.parametrize("case", sorted(set(REFUSALS) - {"revoked unit", "oversize"}))
+async def test_a_bad_envelope_in_a_batch_is_refused_alone(
+        receiving: Receiving, case: str) -> None:
+    """Good, bad, good: the bad one is refused with its reason and the ones before and after it
+    are stored, as if each had been delivered alone in the same order; the mark stays below the
+    refused number (the unit keeps it and sends it again)."""
+    make, reason = REFUSALS[case]
+    van = receiving.van
+    first, bad, third = van.seal(alert(1), 1), make(van), van.seal(alert(3), 3)
+    receipt = await deliver_batch(receiving, [first, bad, third])
+    assert [(outcome.seq, outcome.outcome) for outcome in receipt.outcomes] == [
+        (1, Outcome.STORED), (receipt.outcomes[1].seq, Outcome.REFUSED), (3, Outcome.STORED)]
+    assert receipt.outcomes[1].seq in (0, 2)
+    assert receipt.outcomes[1].reason.startswith(f"{reason}: ")
+    assert receipt.acknowledged_up_to == 1
+    assert receiving.stored() == [(1, first), (3, third)]
+    assert receiving.statistics.refused == {reason: 1}
+    assert receiving.refusals == [(reason, UNIT_ID)]
+    assert van.store.by_unit(OTHER_UNIT_ID) == []
+    # the unit sends the number again, sealed right: the gap fills, the mark passes 3
+    receipt = await deliver_batch(receiving, [van.seal(alert(2), 2), third], first_pending=2)
+    assert receipt == BatchReceipt((EnvelopeOutcome(2, Outcome.STORED),
+                                    EnvelopeOutcome(3, Outcome.DUPLICATE)), 3)
+
+
+async def test_a_batch_of_only_bad_envelopes_stores_nothing_and_answers_each(
+        receiving: Receiving) -> None:
+    receipt = await deliver_batch(receiving, [b"junk", b"LFRE" + bytes(200)])
+    assert [(outcome.seq, outcome.outcome) for outcome in receipt.outcomes] == [
+        (0, Outcome.REFUSED), (0, Outcome.REFUSED)]
+    assert receipt.acknowledged_up_to == 0
+    assert receiving.statistics.refused == {"malformed": 2}
+
+
+def too_many(van: Van) -> list[bytes]:
+    return [van.seal(alert(seq), seq) for seq in range(1, MAX_BATCH_ENVELOPES + 2)]
+
+
+def too_large(van: Van) -> list[bytes]:
+    return [van.seal(alert(1), 1), bytes(MAX_BATCH_BYTES)]
+
+
+BATCH_REFUSALS: dict[str, tuple[Callable[[Van], list[bytes]], str]] = {
+    "more envelopes than allowed": (too_many, "batch_too_large"),
+    "one oversize envelope": (lambda van: [bytes(MAX_BATCH_BYTES + 1)], "batch_too_large"),
+    "more bytes than allowed": (too_large, "batch_too_large"),
+    "no envelope": (lambda van: [], "empty_batch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BATCH_REFUSALS))
+async def test_a_batch_out_of_bounds_is_refused_whole_before_any_check(
+        receiving: Receiving, case: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    make, reason = BATCH_REFUSALS[case]
+    van = receiving.van
+    first = van.seal(alert(1), 1)
+    assert (await receiving.deliver(first)).outcome is Outcome.STORED
+    envelopes = make(van)
+    opened: list[bytes] = []
+    monkeypatch.setattr(receiving_module, "open_envelope",
+                        lambda envelope, **kw: opened.append(envelope))  # never called
+    with caplog.at_level(logging.WARNING, "lfr.van.receiver"):
+        receipt = await deliver_batch(receiving, envelopes)
+    assert len(receipt.outcomes) == 1
+    (outcome,) = receipt.outcomes
+    assert (outcome.seq, outcome.outcome) == (0, Outcome.REFUSED)
+    assert outcome.reason.startswith(f"{reason}: ")
+    assert len(outcome.reason) <= 300
+    assert receipt.acknowledged_up_to == 1
+    assert opened == []
+    assert receiving.statistics.refused == {reason: 1}
+    assert receiving.refusals == [(reason, UNIT_ID)]
+    assert f"refused: {reason}" in caplog.text
+    assert receiving.stored() == [(1, first)]
+    monkeypatch.undo()
+    # the receiver runs on
+    assert (await deliver_batch(receiving, [van.seal(alert(2), 2)])).acknowledged_up_to == 2
+
+
+async def test_a_batch_passes_the_numbers_below_first_pending_but_never_its_own(
+        receiving: Receiving) -> None:
+    van = receiving.van
+    receipt = await deliver_batch(receiving, [van.seal(alert(5), 5), van.seal(alert(6), 6)],
+                                  first_pending=5)
+    assert receipt.acknowledged_up_to == 6
+    # a unit contradicting itself: 2 and 3 pending, "everything below 9 is gone"
+    receipt = await deliver_batch(receiving, [van.seal(alert(8), 8), van.seal(alert(7), 7)],
+                                  first_pending=9)
+    assert [outcome.outcome for outcome in receipt.outcomes] == [Outcome.STORED] * 2
+    assert receipt.acknowledged_up_to == 8
+    assert [seq for seq, _ in receiving.stored()] == [5, 6, 7, 8]

@@ -17,7 +17,17 @@ from typing import Any
 
 import pytest
 
-from actors.delivery_messages import RECEIVER_ACTOR, Deliver, Outcome, Receipt, Resume, ResumePoint
+from actors.delivery_messages import (
+    RECEIVER_ACTOR,
+    BatchReceipt,
+    Deliver,
+    DeliverBatch,
+    EnvelopeOutcome,
+    Outcome,
+    Receipt,
+    Resume,
+    ResumePoint,
+)
 from actors.unit.signaling_client import (
     SignalingClientConfig,
     SignalingFailed,
@@ -106,7 +116,7 @@ class UnitSide:
     run: asyncio.Task[str]
     closed: list[bool] = field(default_factory=list)
 
-    async def ask(self, message: Resume | Deliver) -> Any:
+    async def ask(self, message: Resume | Deliver | DeliverBatch) -> Any:
         return await self.link.ref(RECEIVER_ACTOR).ask(message, timeout=WAIT_S)
 
     async def ended(self) -> str:
@@ -178,6 +188,12 @@ async def test_a_unit_links_with_the_key_from_signaling_and_reaches_its_receiver
         assert side.lines() == [f"unit {UNIT_ID} connected"]
         statistics = side.links.statistics()[UNIT_ID]
         assert (statistics.stored_alerts, statistics.duplicates) == (1, 1)
+        # a batch over the same link: one frame, one receipt, each envelope's outcome
+        batch = (envelope, side.van.seal(alert(2), 2), side.van.seal(alert(3), 3))
+        assert await unit.ask(DeliverBatch(batch, 1)) == BatchReceipt(
+            (EnvelopeOutcome(1, Outcome.DUPLICATE), EnvelopeOutcome(2, Outcome.STORED),
+             EnvelopeOutcome(3, Outcome.STORED)), 3)
+        assert (statistics.stored_alerts, statistics.duplicates) == (3, 2)
 
 
 async def test_each_unit_reaches_only_its_own_receiver(tmp_path: Path) -> None:
