@@ -66,12 +66,20 @@ class AlertPolicy:
             return None
         if not confirmed:
             return None  # held: not alerted, not an appearance yet (see the module docstring)
+        return self.confirm(track, subject, t_s)
+
+    def confirm(self, track: Track, subject: str, t_s: float) -> str | None:
+        """``track``'s fusion on ``subject`` at stream time ``t_s`` is confirmed (``observe``
+        found it met, or the matcher deferred it and the second model has now agreed): the
+        subject to alert for, or None (already alerted by this track, or the same appearance
+        as an alert of another track)."""
         previous = self._last_matched_s.get(subject)
-        self._last_matched_s[subject] = t_s
+        # A deferred fusion may be confirmed after a later frame's: the clock never goes back.
+        self._last_matched_s[subject] = t_s if previous is None else max(previous, t_s)
         if subject in track.alerted:
             return None
         track.alerted.add(subject)
-        if previous is not None and t_s - previous <= self.config.appearance_gap_s:
+        if previous is not None and abs(t_s - previous) <= self.config.appearance_gap_s:
             return None  # the same appearance, picked up again by a new track
         return subject
 

@@ -14,17 +14,21 @@ within ``candidate_margin`` of its best subject's threshold) on a track whose op
 subject is still open is shown to the second model; an alert needs the N-of-M fusion and the
 second model's agreement on the track. A look runs in the second model's worker process, driven
 from a thread of the matcher's own (never the worker pool the detector and embedder need), and is
-**not awaited** by its frame: its distance is recorded when a later frame is decided. Only a
-frame on which the track's fusion would name the subject while the second model has not agreed
-yet waits, for that track's looks at that subject (and, if they do not agree and the opinion is
-still open, for one look at its own face, as before). So the alerts are those of awaiting every
-look, and the frames between are decided without waiting 110-135 ms per look. At most
-``MAX_PENDING_LOOKS`` looks are in flight; one more first waits for the oldest. A gallery
-without those templates alerts on the first model alone, and the matcher logs that once.
+**not awaited** by its frame: its distance is recorded when a later frame is decided. No frame
+waits for a look: a frame on which the track's fusion names the subject while the second model
+has not agreed yet leaves a ``DeferredAlert`` (``actors.unit.deferred_alerts``), resolved when
+that track's looks at that subject are in (and, if they do not agree and the opinion is still
+open, one more look at the deferred face): the alert is raised with that frame's crop, time and
+hits, or dropped. So the alerts are those of awaiting every look, and no frame behind waits the
+110-135 ms of a look. At most ``MAX_PENDING_LOOKS`` looks are in flight and
+``MAX_DEFERRED_ALERTS`` alerts deferred; one more first waits for the oldest. A frame's latency
+is counted when its last deferred alert is resolved. A gallery without those templates alerts
+on the first model alone, and the matcher logs that once.
 
 Privacy invariant: once a frame's decisions are made, the embeddings and crops of its faces are
 overwritten with zeros and dropped (also the crops of faces the schedule did not embed) - except
-the crop of a face that raised an alert, which leaves as JPEG inside the ``MatchAlert``. The
+the crop of a face that raised an alert, which leaves as JPEG inside the ``MatchAlert``, and the
+pixels around a face whose alert is deferred, wiped when it is resolved or dropped. The
 second model's crops and descriptors are wiped in its worker process and, as read back, on the
 look thread (``look``); a look in flight holds its frame's pixels until it answers; its distances
 are dropped with their track. The only other things that leave are counters.
@@ -38,6 +42,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -47,9 +52,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from actors.unit.alert_policy import AlertPolicy, AlertPolicyConfig
+from actors.unit.deferred_alerts import DeferredAlert, DeferredAlerts, DeferredKey
 from actors.unit.detector import DetectedFaces, DetectorOutput, StreamEnded
 from actors.unit.embedding_schedule import EmbeddingSchedule, EmbeddingScheduleConfig
-from actors.unit.face_analysis import FaceCandidate, wipe
+from actors.unit.face_analysis import wipe
 from actors.unit.gallery import Gallery, GalleryMatch
 from actors.unit.match_alert import MatchAlert
 from actors.unit.second_opinion import (
@@ -64,6 +70,7 @@ from actors.unit.tracking import FrameOutcome, Track, Tracker, TrackerConfig
 from actors.unit.watchlist_gate import WatchlistGate
 from guards.config_checks import ConfigError, require_at_least, require_text
 from models.face_embedder import EMBEDDING_DIM
+from models.second_opinion_model import CROP_MARGIN as SECOND_MODEL_MARGIN
 from runtime.actor import Actor
 from runtime.ordered_window import OrderedWindow, ResultsReady, tell_owner
 from runtime.ref import ActorRef
@@ -78,6 +85,9 @@ LATENCY_SAMPLES = 100_000
 MAX_PENDING_LOOKS = 8
 """Second-model looks in flight per matcher (each 110-135 ms of one core); one more waits for
 the oldest first."""
+MAX_DEFERRED_ALERTS = 16
+"""Fused matches waiting for the second model at once (``DeferredAlerts``); one more first
+waits for the oldest to be resolved."""
 LOOK_WAIT_S = 60.0
 """Longest wait for one look (the worker gives up on a call after 10 s; the rest is the looks
 queued before it): beyond it the matcher fails and its supervisor restarts it."""
@@ -159,6 +169,8 @@ class _PendingLook:
     camera: str
     track_id: int
     subject: str
+    frame: int
+    """Index of the frame it looks at (a deferred alert counts the looks up to its own)."""
     task: asyncio.Future[float]
     """Its distance; owned by the matcher (cancelled and awaited when it stops or forgets)."""
 
@@ -204,6 +216,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         # Tracks whose face in the frame being decided was shown to the second model (one look
         # per track and frame).
         self._looked_now: set[int] = set()
+        self._deferred = DeferredAlerts(MAX_DEFERRED_ALERTS)
+        # (camera, frame index) -> [open items, capture time]: a frame's decision in progress
+        # is one item, each of its deferred alerts not resolved yet one more (invariant: count
+        # > 0; the frame is counted as decided, with its latency, when it reaches 0).
+        self._open_frames: dict[tuple[str, int], list[int]] = {}
         self._look_thread: ThreadPoolExecutor | None = None
         self._trackers: dict[str, Tracker] = {}
         self._policies: dict[str, AlertPolicy] = {}
@@ -214,12 +231,15 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._alerts = 0
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._window: OrderedWindow[_Embedded] | None = None
+        # Tells this actor a ResultsReady: a finished look resolves deferred alerts even when
+        # no frame follows (a stalled camera, the last frames of a file).
+        self._wake: Callable[[], None] = _no_wake
 
     async def on_start(self) -> None:
         if self._sync_gallery() or self._gate is None:
             await self._gallery_changed()
-        self._window = OrderedWindow(self.config.in_flight, self._decide,
-                                     tell_owner(self.context.ref),
+        self._wake = tell_owner(self.context.ref)
+        self._window = OrderedWindow(self.config.in_flight, self._decide, self._wake,
                                      name=f"{self.context.name}:window")
         # One thread for second-model looks: a look waits on the worker process's pipe, and
         # must not take a worker-pool thread from the detector and embedder meanwhile.
@@ -252,6 +272,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
 
     def _forget_tracks(self) -> None:
         self._drop_looks(None)
+        for alert in self._deferred.drop(None):  # decided under the old list: nothing alerts
+            self._deferred_resolved(alert)
         self._epoch += 1
         for tracker in self._trackers.values():
             tracker.clear()
@@ -293,9 +315,12 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             return MatcherStatistics(self._frames, self._faces, self._alerts,
                                      tuple(self._latency_ms), self._skipped,
                                      self._second_looks, self._held)
-        # Every other message first decides the embedded frames (a ResultsReady does only this).
+        # Every other message first decides the embedded frames; a ResultsReady also resolves
+        # the deferred alerts whose looks are in.
         await self._window.take_ready()
-        if isinstance(message, DetectedFaces):
+        if isinstance(message, ResultsReady):
+            await self._resolve_deferred()
+        elif isinstance(message, DetectedFaces):
             # Planned here, on the loop and in frame order: the tracks are read (and a due
             # re-check scheduled) only between decisions.
             skipped = self._schedule.plan(self._trackers.get(message.camera), message.index,
@@ -303,6 +328,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             await self._window.submit(self._embed(message, skipped, self._epoch))
         elif isinstance(message, StreamEnded):
             await self._window.drain()
+            await self._resolve_deferred(camera=message.camera)
+            for alert in self._deferred.drop(message.camera):  # the list changed meanwhile
+                self._deferred_resolved(alert)
             tracker = self._trackers.pop(message.camera, None)
             if tracker is not None:
                 tracker.clear()
@@ -332,9 +360,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
     async def _decide(self, embedded: _Embedded) -> None:
         frame, embeddings = embedded.faces, embedded.embeddings
         alerted: set[int] = set()
+        self._open_frames[(frame.camera, frame.index)] = [1, frame.captured_ns]
         try:
             if self._sync_gallery():
                 await self._gallery_changed()
+            await self._resolve_deferred()
             if self.gallery is None or (embedded.skipped and embedded.epoch != self._epoch):
                 # No watchlist (purged, expired): the faces are wiped unmatched. Or the frame
                 # was planned before the tracks were forgotten (a new list): its skip hints
@@ -352,8 +382,19 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             for i, face in enumerate(frame.faces):
                 if i not in alerted:
                     wipe(face.aligned)
-        self._frames += 1
-        self._latency_ms.append((time.monotonic_ns() - frame.captured_ns) / 1e6)
+        self._close(frame.camera, frame.index)
+
+    def _close(self, camera: str, index: int) -> None:
+        """One open item of frame ``index`` is done (its decision, or a deferred alert): the
+        frame counts as decided when none is left."""
+        opened = self._open_frames.get((camera, index))
+        if opened is None:
+            return
+        opened[0] -= 1
+        if opened[0] <= 0:
+            del self._open_frames[(camera, index)]
+            self._frames += 1
+            self._latency_ms.append((time.monotonic_ns() - opened[1]) / 1e6)
 
     async def _match(self, frame: DetectedFaces, gallery: Gallery,
                      embeddings: NDArray[np.float32], skipped: dict[int, int]) -> set[int]:
@@ -383,21 +424,31 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                    top.score if top is not None else 0.0)
             confirmed = (opinion is None or outcome.subject is None
                          or opinion.agrees(track.track_id, outcome.subject))
-            if (not confirmed and opinion is not None and outcome.subject is not None
-                    and self._would_fuse(policy, track, outcome)):
-                # The alert hinges on the second model: wait for its looks at this track.
-                confirmed = await self._settle(frame, opinion, i, track, outcome.subject)
-                if self._gate is not None and self._gate.generation != self._generation:
-                    return alerted  # the watchlist changed meanwhile: decide nothing more
+            # The alert hinges on the second model: decided when its looks are in.
+            defer = (not confirmed and top is not None and outcome.subject is not None
+                     and outcome.subject not in track.alerted
+                     and self._would_fuse(policy, track, outcome))
             fused = policy.observe(track, outcome, frame.t_s, confirmed=confirmed)
-            if not confirmed and policy.fuses(track, outcome.subject):
-                self._held += 1
+            if defer and top is not None:
+                await self._defer(frame, i, track, top)
+                if self._list_changed():
+                    return alerted  # the watchlist changed meanwhile: decide nothing more
             alert = fused is not None and top is not None
             self._schedule.learn(track, top, frame.index, alerted=alert)
             if alert and top is not None:
                 alerted.add(i)
-                await self._raise_alert(frame, face, track, top)
+                hits = sum(1 for o in track.outcomes if o.subject == top.subject)
+                await self._raise_alert(
+                    camera=frame.camera, index=frame.index, t_s=frame.t_s,
+                    captured_at=frame.captured_at, box=face.detection.box,
+                    crop_jpeg=alert_crop(frame.pixels, face.detection.box), track=track,
+                    match=top, hits=hits)
         return alerted
+
+    def _list_changed(self) -> bool:
+        """The gate's watchlist changed since this frame's decision began (decide nothing
+        more on the old one)."""
+        return self._gate is not None and self._gate.generation != self._generation
 
     async def _second_looks_at(self, frame: DetectedFaces, gallery: Gallery, *,
                                tracker: Tracker, tracks: list[Track], looked: list[int],
@@ -415,7 +466,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             opinion = self._second[frame.camera] = SecondOpinion(gallery.second,
                                                                  self.config.second_opinion)
         self._record_finished()
-        opinion.forget_ended(tracker.tracks)  # privacy: nothing of an ended track is kept
+        await self._resolve_deferred()
+        # Privacy: nothing of an ended track is kept, once its deferred alerts are resolved.
+        opinion.forget_ended(set(tracker.tracks) | self._deferred.track_ids(frame.camera))
         self._looked_now.clear()
         for i in looked:
             top = results[i][0] if results[i] else None
@@ -425,7 +478,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                            pending=self._in_flight(frame.camera,
                                                                    tracks[i].track_id,
                                                                    top.subject))):
-                await self._launch_look(frame, opinion, i, tracks[i].track_id, top.subject)
+                await self._launch_look(opinion, (frame.camera, tracks[i].track_id, top.subject),
+                                        frame.index, frame.pixels, frame.faces[i].detection.box)
+                self._looked_now.add(tracks[i].track_id)
         return opinion
 
     def _in_flight(self, camera: str, track_id: int, subject: str) -> int:
@@ -433,20 +488,23 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         return sum(1 for p in self._pending
                    if p.camera == camera and p.track_id == track_id and p.subject == subject)
 
-    async def _launch_look(self, frame: DetectedFaces, opinion: SecondOpinion, i: int,
-                           track_id: int, subject: str) -> None:
-        """Start the second model's look at face ``i`` of ``frame`` on the look thread."""
+    async def _launch_look(self, opinion: SecondOpinion, key: DeferredKey, frame: int,
+                           pixels: NDArray[np.uint8],
+                           box: tuple[float, float, float, float]) -> _PendingLook:
+        """Start the second model's look at the face in ``box`` of ``pixels`` (of frame
+        ``frame``) on the look thread."""
         assert self._describer is not None
         assert self._look_thread is not None
         while len(self._pending) >= MAX_PENDING_LOOKS:  # the bound: wait for the oldest
             await self._await_looks([self._pending[0]])
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(loop.run_in_executor(
-            self._look_thread, look, self._describer, opinion.templates, frame.pixels,
-            frame.faces[i].detection.box, subject))
-        self._pending.append(_PendingLook(frame.camera, track_id, subject, task))
-        self._looked_now.add(track_id)
+            self._look_thread, look, self._describer, opinion.templates, pixels, box, key[2]))
+        task.add_done_callback(lambda _: self._wake())
+        pending = _PendingLook(*key, frame, task)
+        self._pending.append(pending)
         self._second_looks += 1
+        return pending
 
     async def _await_looks(self, looks: list[_PendingLook]) -> None:
         """Wait for ``looks`` (at most ``LOOK_WAIT_S``; beyond it the matcher fails) and record
@@ -465,8 +523,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             distance = pending.task.result()
             opinion = self._second.get(pending.camera)
             tracker = self._trackers.get(pending.camera)
-            if opinion is not None and tracker is not None and pending.track_id in tracker.tracks:
-                opinion.record(pending.track_id, pending.subject, distance)
+            if opinion is not None and tracker is not None and (
+                    pending.track_id in tracker.tracks
+                    or pending.track_id in self._deferred.track_ids(pending.camera)):
+                opinion.record(pending.track_id, pending.subject, distance,
+                               frame=pending.frame)
 
     def _would_fuse(self, policy: AlertPolicy, track: Track, outcome: FrameOutcome) -> bool:
         """``policy.observe`` would find the fusion met with ``outcome`` (``AlertPolicy``)."""
@@ -475,36 +536,113 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         hits = sum(1 for o in (*recent, outcome) if o.subject == outcome.subject)
         return hits >= policy.config.min_hits
 
-    async def _settle(self, frame: DetectedFaces, opinion: SecondOpinion, i: int, track: Track,
-                      subject: str) -> bool:
-        """Wait for the looks at ``track`` and ``subject``; if they do not agree and the
-        opinion is open, look at face ``i`` of this frame (unless it was looked at) and wait
-        for that too. Whether the second model agrees now."""
-        camera, track_id = frame.camera, track.track_id
-        for _ in range(2):
-            await self._await_looks([p for p in self._pending if p.camera == camera
-                                     and p.track_id == track_id and p.subject == subject])
-            if (opinion.agrees(track_id, subject) or track_id in self._looked_now
-                    or not opinion.wants_look(track_id, subject)):
-                break
-            await self._launch_look(frame, opinion, i, track_id, subject)
-        return opinion.agrees(track_id, subject)
+    async def _defer(self, frame: DetectedFaces, i: int, track: Track,
+                     top: GalleryMatch) -> None:
+        """Defer the alert of face ``i`` of ``frame`` (its track's fusion names ``top``'s
+        subject, which the second model has not agreed to yet); at the bound, the oldest
+        deferred alert is first resolved, waiting for its looks."""
+        while self._deferred.full and not self._list_changed():
+            oldest = self._deferred.oldest()
+            assert oldest is not None
+            await self._resolve_deferred(wait_for=oldest)
+        if self._list_changed():
+            return
+        hits = sum(1 for o in track.outcomes if o.subject == top.subject)
+        self._deferred.add(DeferredAlert.cut(
+            frame, frame.faces[i].detection.box, track=track, match=top, hits=hits,
+            looked_at=track.track_id in self._looked_now,
+            margin=max(CROP_CONTEXT, SECOND_MODEL_MARGIN)))
+        self._open_frames[(frame.camera, frame.index)][0] += 1  # open while in its decision
 
-    async def _raise_alert(self, frame: DetectedFaces, face: FaceCandidate, track: Track,
-                           match: GalleryMatch) -> None:
+    async def _resolve_deferred(self, *, wait_for: DeferredAlert | None = None,
+                                camera: str | None = None) -> None:
+        """Resolve, oldest frame first, every deferred alert whose looks are in; wait for the
+        looks of ``wait_for`` and of every alert of ``camera`` (its stream ended)."""
+        if not len(self._deferred):
+            return
+        self._record_finished()
+        resolved = True
+        while resolved and not self._list_changed():
+            resolved = False
+            for alert in self._deferred.heads():
+                wait = alert is wait_for or (camera is not None and alert.camera == camera)
+                if await self._resolve(alert, wait=wait):
+                    resolved = True
+                    break  # the next of its queue may now be a head
+                if self._list_changed():
+                    return
+
+    async def _resolve(self, alert: DeferredAlert, *, wait: bool) -> bool:
+        """Raise or drop ``alert`` if its opinion is in (``wait``: wait until it is); whether
+        it was resolved. Mirrors a frame that waits: the track's looks at the subject, then,
+        if they do not agree and the opinion is open, one look at the deferred face."""
+        camera, track_id, subject = alert.key
+        opinion = self._second.get(camera)
+        if opinion is None:  # forgotten with its tracks (the caller drops what remains)
+            return False
+        up_to = alert.index
+        while not opinion.agrees(track_id, subject, up_to=up_to):
+            pending = self._looks_at(alert.key, up_to)
+            if pending:
+                if not wait:
+                    return False
+                await self._await_looks(pending)
+                if self._list_changed():
+                    return False
+                continue
+            if alert.looked_at or not opinion.wants_look(track_id, subject, up_to=up_to):
+                break  # no look in flight and none to start: the opinion is what it is
+            alert.looked_at = True  # at most one look per deferred alert: the loop ends
+            await self._launch_look(opinion, alert.key, alert.index, alert.region,
+                                    alert.region_box)
+            if not wait:
+                return False
+        self._deferred.pop(alert)
+        try:
+            policy = self._policies.get(camera)
+            if not opinion.agrees(track_id, subject, up_to=up_to) or policy is None:
+                self._held += 1
+            elif policy.confirm(alert.track, subject, alert.t_s) is not None:
+                self._schedule.learn(alert.track, alert.match, alert.index, alerted=True)
+                await self._raise_alert(
+                    camera=camera, index=alert.index, t_s=alert.t_s,
+                    captured_at=alert.captured_at, box=alert.box,
+                    crop_jpeg=alert_crop(alert.region, alert.region_box), track=alert.track,
+                    match=alert.match, hits=alert.hits)
+        finally:
+            alert.wipe()
+            if (tracker := self._trackers.get(camera)) is not None:
+                # Privacy: the looks at a track that ended meanwhile go with its last alert.
+                opinion.forget_ended(set(tracker.tracks) | self._deferred.track_ids(camera))
+            self._deferred_resolved(alert)
+        return True
+
+    def _looks_at(self, key: DeferredKey, up_to: int) -> list[_PendingLook]:
+        """Looks in flight on this opinion for frames up to index ``up_to``."""
+        camera, track_id, subject = key
+        return [p for p in self._pending if p.camera == camera and p.track_id == track_id
+                and p.subject == subject and p.frame <= up_to]
+
+    def _deferred_resolved(self, alert: DeferredAlert) -> None:
+        """``alert`` was resolved or dropped."""
+        self._close(alert.camera, alert.index)
+
+    async def _raise_alert(self, *, camera: str, index: int, t_s: float, captured_at: float,
+                           box: tuple[float, float, float, float], crop_jpeg: bytes,
+                           track: Track, match: GalleryMatch, hits: int) -> None:
         self._alerts += 1
         subject = match.subject
-        hits = sum(1 for o in track.outcomes if o.subject == subject)
         alert = MatchAlert(
-            alert_id=f"{self.config.unit_id}/{frame.camera}/{track.track_id}/{subject}/"
-                     f"{frame.index}",
+            alert_id=f"{self.config.unit_id}/{camera}/{track.track_id}/{subject}/{index}",
             subject=subject, score=match.score, threshold=match.threshold, track=track.track_id,
-            camera=frame.camera, t_s=frame.t_s, captured_at=frame.captured_at,
-            frame_index=frame.index, box=face.detection.box, hits=hits,
-            crop_jpeg=alert_crop(frame.pixels, face.detection.box),
-            watchlist_version=self.watchlist_version,
+            camera=camera, t_s=t_s, captured_at=captured_at, frame_index=index, box=box,
+            hits=hits, crop_jpeg=crop_jpeg, watchlist_version=self.watchlist_version,
         )
         await self.output.tell(alert)
+
+
+def _no_wake() -> None:
+    return None
 
 
 def alert_crop(pixels: NDArray[np.uint8], box: tuple[float, float, float, float]) -> bytes:

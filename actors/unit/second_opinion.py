@@ -164,31 +164,40 @@ class SecondOpinion:
     def __init__(self, templates: SecondTemplates, config: SecondOpinionConfig) -> None:
         self.templates = templates
         self.config = config
-        # track id -> subject -> distances of the looks so far (at most max_looks each).
-        self._looks: dict[int, dict[str, list[float]]] = {}
+        # track id -> subject -> (frame index, distance) of the looks so far (at most
+        # max_looks each, plus the look a deferred alert may add).
+        self._looks: dict[int, dict[str, list[tuple[int, float]]]] = {}
 
     def is_candidate(self, best: GalleryMatch | None) -> bool:
         """The first model's best match is close enough to its threshold to ask."""
         return best is not None and best.score >= best.threshold - self.config.candidate_margin
 
-    def wants_look(self, track_id: int, subject: str, *, pending: int = 0) -> bool:
+    def wants_look(self, track_id: int, subject: str, *, pending: int = 0,
+                   up_to: int | None = None) -> bool:
         """The opinion on ``subject`` for this track is still open, counting ``pending`` looks
         in flight as made and, should they all agree, as agreeing (so no look is started that
-        could not change the opinion)."""
-        distances = self._looks.get(track_id, {}).get(subject, [])
+        could not change the opinion); ``up_to``: only looks made for frames up to this index."""
+        distances = self._distances(track_id, subject, up_to)
         return (len(distances) + pending < self.config.max_looks
-                and self._agreeing(track_id, subject) + pending < self.config.min_agreeing)
+                and self._agreeing(track_id, subject, up_to) + pending
+                < self.config.min_agreeing)
 
-    def record(self, track_id: int, subject: str, distance: float) -> None:
-        """One look's distance."""
-        self._looks.setdefault(track_id, {}).setdefault(subject, []).append(distance)
+    def record(self, track_id: int, subject: str, distance: float, *, frame: int = 0) -> None:
+        """One look's distance; ``frame``: the index of the frame it was made for."""
+        self._looks.setdefault(track_id, {}).setdefault(subject, []).append((frame, distance))
 
-    def agrees(self, track_id: int, subject: str) -> bool:
-        """At least ``min_agreeing`` looks at this track lie within ``subject``'s threshold."""
-        return self._agreeing(track_id, subject) >= self.config.min_agreeing
+    def agrees(self, track_id: int, subject: str, *, up_to: int | None = None) -> bool:
+        """At least ``min_agreeing`` looks at this track lie within ``subject``'s threshold
+        (``up_to``: of the looks made for frames up to this index; a deferred alert is decided
+        on the looks a frame that waited would have had)."""
+        return self._agreeing(track_id, subject, up_to) >= self.config.min_agreeing
 
-    def _agreeing(self, track_id: int, subject: str) -> int:
-        distances = self._looks.get(track_id, {}).get(subject, [])
+    def _distances(self, track_id: int, subject: str, up_to: int | None) -> list[float]:
+        looks = self._looks.get(track_id, {}).get(subject, [])
+        return [d for frame, d in looks if up_to is None or frame <= up_to]
+
+    def _agreeing(self, track_id: int, subject: str, up_to: int | None) -> int:
+        distances = self._distances(track_id, subject, up_to)
         if not distances:
             return 0
         row = self.templates.rows.get(subject)
@@ -199,7 +208,7 @@ class SecondOpinion:
 
     def looks(self, track_id: int, subject: str) -> tuple[float, ...]:
         """The distances recorded for this track and subject (for statistics and tests)."""
-        return tuple(self._looks.get(track_id, {}).get(subject, []))
+        return tuple(self._distances(track_id, subject, None))
 
     def forget_ended(self, live: Iterable[int]) -> None:
         """Drop what was kept for tracks not in ``live`` (they ended)."""
