@@ -173,7 +173,7 @@ async def test_frames_are_decided_while_a_look_is_in_flight_and_the_alert_waits_
 
 
 async def test_a_second_model_that_agrees_lets_the_alert_through() -> None:
-    second = SecondModel(distance=0.3)
+    second = SecondModel(distance=0.55)  # within the subject's 0.6, but not by sure_margin
     frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(12)]
     alerts, stats, _ = await _run(second, frames)
     assert [(a.subject, a.frame_index, a.hits) for a in alerts] == [("wanted", 2, 3)]
@@ -186,7 +186,7 @@ async def test_a_second_model_that_agrees_lets_the_alert_through() -> None:
 
 async def test_an_alert_waits_for_the_second_models_agreement_then_comes() -> None:
     # Needing 4 agreeing looks, the fusion (3 of 5 at frame 2) is held until frame 3.
-    config = MatcherConfig(second_opinion=SecondOpinionConfig(min_agreeing=4))
+    config = MatcherConfig(second_opinion=SecondOpinionConfig(min_agreeing=4, sure_margin=None))
     alerts, stats, _ = await _run(SecondModel(distance=0.3),
                                   [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(8)], config)
     assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 3)]
@@ -257,9 +257,63 @@ def test_an_opinion_agrees_only_within_the_subjects_threshold() -> None:
     assert opinion.tracks_kept == 0
 
 
+def test_one_look_well_inside_the_threshold_agrees_by_itself() -> None:
+    templates = _gallery().second  # the subject's distance threshold: 0.6
+    opinion = SecondOpinion(templates, SecondOpinionConfig())  # sure below 0.5
+    opinion.record(7, "wanted", 0.55, frame=3)
+    assert not opinion.agrees(7, "wanted")
+    assert opinion.wants_look(7, "wanted")
+    opinion.record(8, "wanted", 0.49, frame=3)
+    assert opinion.agrees(8, "wanted")
+    assert not opinion.wants_look(8, "wanted")
+    # Only looks at frames up to ``up_to`` count (a deferred alert's view).
+    opinion.record(7, "wanted", 0.4, frame=5)
+    assert opinion.agrees(7, "wanted")
+    assert not opinion.agrees(7, "wanted", up_to=4)
+    assert opinion.wants_look(7, "wanted", up_to=4)
+    # Without the margin, one look never agrees alone; two within the threshold do.
+    strict = SecondOpinion(templates, SecondOpinionConfig(sure_margin=None))
+    strict.record(7, "wanted", 0.1)
+    assert not strict.agrees(7, "wanted")
+    strict.record(7, "wanted", 0.59)
+    assert strict.agrees(7, "wanted")
+
+
+class OneAtATimeSecondModel(SecondModel):
+    """Answers a look only when the test releases it (``release``); distance 0.3: sure."""
+
+    def __init__(self) -> None:
+        super().__init__(distance=0.3)
+        self.permits = threading.Semaphore(0)
+
+    def describe(self, pixels: NDArray[np.uint8],
+                 box: tuple[float, float, float, float]) -> NDArray[np.float32]:
+        assert self.permits.acquire(timeout=WAIT_S), "the test never released the look"
+        return super().describe(pixels, box)
+
+
+async def test_one_sure_look_lets_the_alert_through_without_waiting_for_the_next() -> None:
+    second = OneAtATimeSecondModel()
+    received: list[MatcherOutput] = []
+    async with ActorSystem() as system:
+        sink = await system.spawn("sink", lambda: Sink(received))
+        matcher = await system.spawn(
+            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
+        for i in range(4):  # looks start on frames 0 and 1; the fusion defers frames 2 and 3
+            await matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
+        second.permits.release()  # only the first look answers
+        await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
+        assert len(second.given) == 1
+        second.permits.release()
+        await matcher.tell(StreamEnded("cam0", frames=4))
+        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
+    assert [m.frame_index for m in received if isinstance(m, MatchAlert)] == [2]
+
+
 @pytest.mark.parametrize("changes", [{"min_agreeing": 0}, {"max_looks": 0},
                                      {"min_agreeing": 3, "max_looks": 2},
-                                     {"candidate_margin": -0.1}, {"candidate_margin": 0.6}])
+                                     {"candidate_margin": -0.1}, {"candidate_margin": 0.6},
+                                     {"sure_margin": -0.1}, {"sure_margin": 1.5}])
 def test_a_bad_setting_is_refused_naming_its_field(changes: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="SecondOpinionConfig"):
         SecondOpinionConfig(**changes)  # type: ignore[arg-type]
