@@ -169,7 +169,9 @@ async def test_frames_are_decided_while_a_look_is_in_flight_and_the_alert_waits_
         await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
     alerts = [m for m in received if isinstance(m, MatchAlert)]
     assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 2)]
-    assert len(second.given) == SecondOpinionConfig().min_agreeing
+    # One look at a time on a track: frame 1 started none while frame 0's was in flight, and
+    # that one (0.3, within 0.6 - sure_margin) settled the opinion alone.
+    assert len(second.given) == 1
 
 
 async def test_a_second_model_that_agrees_lets_the_alert_through() -> None:
