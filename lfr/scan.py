@@ -191,7 +191,8 @@ async def spawn_camera_stages(supervisor: Supervisor, camera: CameraConfig, *,
     frames only while it holds a watchlist (a camera unit). A live or paced camera's detector
     analyses ``detector_config.live_in_flight`` frames at a time, a file's ``in_flight``."""
     if camera.is_live or camera.paced:  # latency first: one frame analysed at a time
-        detector_config = replace(detector_config, in_flight=detector_config.live_in_flight)
+        detector_config = replace(detector_config, in_flight=detector_config.live_in_flight,
+                                  newest_wins=True)
 
     def make_detector() -> Detector:
         incarnation = Detector(face_finder, output, detector_config, gate=gate)

@@ -211,6 +211,41 @@ async def test_nothing_is_lost_with_a_live_mailbox_of_one_that_drops_the_oldest(
     assert detector.statistics().dropped == 0
 
 
+async def test_a_live_detector_analyses_the_newest_frame_next_and_no_stale_one(
+        system: ActorSystem) -> None:
+    finder = FakeFinder(faces={i: [SHARP] for i in range(8)},
+                        hold={0: threading.Event(), 5: threading.Event()})
+    received: list[DetectorOutput] = []
+    sink = await system.spawn("sink", lambda: Sink(received))
+    live = MailboxConfig(capacity=1, policy=MailboxPolicy.DROP_OLDEST)
+    config = DetectorConfig(in_flight=1, schedule=EVERY_FRAME, newest_wins=True)
+    made: list[Detector] = []
+
+    def make() -> Detector:
+        made.append(Detector(finder, sink, config))
+        return made[-1]
+
+    detector = await system.spawn("detector", make, live)
+    await detector.tell(frame(0))
+    await eventually(lambda: finder.started == [0])
+    for i in range(1, 6):  # each waits beside the window; the next replaces it
+        await detector.tell(frame(i))
+        await eventually(lambda: detector.statistics().depth == 0)
+    finder.hold[0].set()
+    # Frame 0's place goes to frame 5, the newest: nothing in between was planned or analysed.
+    await eventually(lambda: finder.started == [0, 5])
+    await detector.tell(frame(6))  # waits while 5 is held
+    await eventually(lambda: detector.statistics().depth == 0)
+    await detector.tell(EndOfStream("cam0", 7))  # the frame waiting is analysed before the end
+    finder.hold[5].set()
+    await eventually(lambda: bool(ended(received)))
+    assert [f.index for f in frames_of(received)] == [0, 5, 6]
+    assert made[-1].frames_superseded == 4
+    assert made[-1].work().frames_superseded == 4
+    assert made[-1].full_passes == 3  # planned when analysed: the superseded never were
+    assert received[-1] == StreamEnded("cam0", frames=7, faces_seen=3, faces_rejected=0)
+
+
 async def test_at_most_in_flight_frames_are_analysed_or_waiting_to_be_passed_on() -> None:
     told: list[DetectorOutput] = []
     pending: list[int] = []
