@@ -464,7 +464,8 @@ async def test_a_refused_envelope_stays_and_is_sent_again_after_the_next_reconne
 async def test_the_first_envelope_goes_alone_and_what_queued_meanwhile_goes_as_one_batch(
         tmp_path: Path) -> None:
     book = VanBook(hold_from=0)  # the first batch waits at the van until the gate opens
-    async with running(tmp_path, book=book) as net:
+    config = UplinkConfig(batches_in_flight=1)
+    async with running(tmp_path, book=book, config=config) as net:
         first = net.outbox.first_pending()
         await net.uplink.tell(match_alert(0))
         await eventually(lambda: book.holding == 1)
@@ -480,10 +481,11 @@ async def test_the_first_envelope_goes_alone_and_what_queued_meanwhile_goes_as_o
 
 
 @pytest.mark.parametrize(("changes", "sizes"), [
-    ({"batch_envelopes": 3}, [1, 3, 3, 1]),
-    ({"batch_bytes": 1}, [1] * 8),  # an envelope larger than batch_bytes goes alone
+    ({"batches_in_flight": 1, "batch_envelopes": 3}, [1, 3, 3, 1]),
+    ({"batches_in_flight": 1, "batch_bytes": 1}, [1] * 8),  # larger than batch_bytes: alone
     ({"batches_in_flight": 2}, [1, 1, 6]),
     ({"batches_in_flight": 2, "batch_envelopes": 4}, [1, 1, 4, 2]),
+    ({"batches_in_flight": 3, "batch_envelopes": 2}, [1, 1, 1, 2, 2, 1]),
 ])
 async def test_batches_keep_to_their_bounds(tmp_path: Path, changes: dict[str, Any],
                                             sizes: list[int]) -> None:
@@ -517,7 +519,8 @@ def _held_with_queued(book: VanBook, receiver: ActorRef[Any], queued: int
 async def test_a_batch_the_van_refuses_whole_stays_and_goes_again_after_a_reconnect(
         tmp_path: Path) -> None:
     book = VanBook(hold_from=0)
-    async with running(tmp_path, book=book) as net:
+    config = UplinkConfig(batches_in_flight=1)
+    async with running(tmp_path, book=book, config=config) as net:
         first = net.outbox.first_pending()
         await net.uplink.tell(match_alert(0))
         await eventually(lambda: book.holding == 1)
