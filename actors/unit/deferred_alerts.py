@@ -2,13 +2,14 @@
 
 When a track's N-of-M fusion names a subject the second model has not agreed to yet, the frame
 that fused is not held up (nor, behind it, every frame after it: a look costs 110-135 ms of one
-core, and two agreeing looks are needed). The matcher decides the frame's other faces at once
-and keeps a ``DeferredAlert``: what the alert would carry, and a copy of the pixels around the
-face, enough for its alert crop and for one more look. Each later frame first resolves the
-deferred alerts whose looks are in, in the order their frames came: the alert is raised when
-the second model agrees, or dropped (its pixels wiped) when it does not and its opinion is
-closed. So the alerts are those of a matcher that waited for every look at that frame (the
-same frames, crops and order), only the frames in between are not delayed.
+core). The matcher decides the frame's other faces at once and keeps a ``DeferredAlert``:
+what the alert would carry, and a copy of the pixels around the face, enough for its alert crop
+and for one more look. Each later frame first resolves the deferred alerts whose looks are in,
+in the order their frames came: the alert is raised when the second model agrees, or dropped
+(its pixels wiped) when it does not and its opinion is closed. So the alerts are those of a
+matcher that waited for the looks at that frame (the same frame, crop and hits); only the frames
+in between are not delayed. One alert per opinion waits at a time: the track's later frames
+that fuse meanwhile are decided at once (the track alerts once).
 
 Bounds: at most ``limit`` deferred alerts in all (the matcher resolves the oldest first, waiting
 for its looks, before deferring one more); each holds a crop of its face, never the frame.
@@ -20,8 +21,6 @@ Owned by the matcher actor: touched only in its ``receive``.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,70 +96,59 @@ class DeferredAlert:
 
 
 class DeferredAlerts:
-    """The deferred alerts of one matcher, queued per opinion in frame order."""
+    """The deferred alerts of one matcher: at most one per opinion, at most ``limit`` in all."""
 
     def __init__(self, limit: int) -> None:
         require_at_least("DeferredAlerts.limit", limit, 1)
         self.limit = limit
         """At most this many deferred alerts in all (``full`` says when it is reached)."""
-        self._queues: dict[DeferredKey, deque[DeferredAlert]] = {}
-        """Per opinion, its deferred alerts in frame order (invariant: no queue is empty)."""
-        self._count = 0
-        """Deferred alerts in all queues (invariant: <= ``limit``)."""
+        self._alerts: dict[DeferredKey, DeferredAlert] = {}
+        """By the opinion each waits for (invariant: at most ``limit`` entries)."""
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._alerts)
 
     @property
     def full(self) -> bool:
         """No more may be added before one is resolved."""
-        return self._count >= self.limit
+        return len(self._alerts) >= self.limit
 
     def waiting(self, key: DeferredKey) -> bool:
-        """An alert is deferred on this opinion (a later fusion of it queues behind)."""
-        return key in self._queues
+        """An alert is deferred on this opinion."""
+        return key in self._alerts
 
     def add(self, alert: DeferredAlert) -> None:
-        """Queue ``alert`` behind those of its opinion. ``OverflowError`` when ``full``."""
+        """Keep ``alert``. ``OverflowError`` when ``full``, ``ValueError`` when an alert waits
+        for the same opinion already."""
         if self.full:
-            raise OverflowError(f"{self._count} deferred alerts: resolve one first")
-        self._queues.setdefault(alert.key, deque()).append(alert)
-        self._count += 1
+            raise OverflowError(f"{len(self._alerts)} deferred alerts: resolve one first")
+        if alert.key in self._alerts:
+            raise ValueError(f"an alert already waits for the opinion {alert.key}")
+        self._alerts[alert.key] = alert
 
-    def heads(self) -> list[DeferredAlert]:
-        """The first deferred alert of each opinion, oldest frame first."""
-        return sorted((queue[0] for queue in self._queues.values()),
-                      key=lambda alert: (alert.captured_ns, alert.index))
+    def in_frame_order(self) -> list[DeferredAlert]:
+        """Every deferred alert, oldest frame first."""
+        return sorted(self._alerts.values(), key=lambda alert: (alert.captured_ns, alert.index))
 
     def oldest(self) -> DeferredAlert | None:
-        """The head with the oldest frame, if any."""
-        heads = self.heads()
-        return heads[0] if heads else None
+        """The deferred alert of the oldest frame, if any."""
+        alerts = self.in_frame_order()
+        return alerts[0] if alerts else None
 
     def pop(self, alert: DeferredAlert) -> None:
-        """Remove ``alert``, the head of its queue (resolved); the caller wipes it."""
-        queue = self._queues[alert.key]
-        if queue[0] is not alert:
-            raise ValueError("only the head of a queue is resolved")
-        queue.popleft()
-        self._count -= 1
-        if not queue:
-            del self._queues[alert.key]
+        """Remove ``alert`` (resolved); the caller wipes it."""
+        if self._alerts.get(alert.key) is not alert:
+            raise ValueError("that alert is not deferred here")
+        del self._alerts[alert.key]
 
     def track_ids(self, camera: str) -> set[int]:
         """Tracks of ``camera`` with a deferred alert (their looks are kept until resolved)."""
-        return {track_id for (cam, track_id, _) in self._queues if cam == camera}
+        return {track_id for (cam, track_id, _) in self._alerts if cam == camera}
 
     def drop(self, camera: str | None) -> list[DeferredAlert]:
         """Remove (and wipe) every deferred alert of ``camera`` (None: all); returns them."""
-        dropped: list[DeferredAlert] = []
-        for key in [k for k in self._queues if camera is None or k[0] == camera]:
-            dropped.extend(self._queues.pop(key))
+        dropped = [a for k, a in self._alerts.items() if camera is None or k[0] == camera]
         for alert in dropped:
+            del self._alerts[alert.key]
             alert.wipe()
-        self._count -= len(dropped)
         return dropped
-
-    def __iter__(self) -> Iterator[DeferredAlert]:
-        for queue in self._queues.values():
-            yield from queue

@@ -19,8 +19,10 @@ waits for a look: a frame on which the track's fusion names the subject while th
 has not agreed yet leaves a ``DeferredAlert`` (``actors.unit.deferred_alerts``), resolved when
 that track's looks at that subject are in (and, if they do not agree and the opinion is still
 open, one more look at the deferred face): the alert is raised with that frame's crop, time and
-hits, or dropped. So the alerts are those of awaiting every look, and no frame behind waits the
-110-135 ms of a look. At most ``MAX_PENDING_LOOKS`` looks are in flight and
+hits, or dropped. The track's later frames that fuse while it waits are decided unconfirmed at
+once (the track alerts once; after a drop, its next fusion is deferred in turn). So the alerts
+are those of awaiting the looks at the first fused frame, and no frame behind waits the 110-135
+ms of a look. At most ``MAX_PENDING_LOOKS`` looks are in flight and
 ``MAX_DEFERRED_ALERTS`` alerts deferred; one more first waits for the oldest. A frame's latency
 is counted when its last deferred alert is resolved. A gallery without those templates alerts
 on the first model alone, and the matcher logs that once.
@@ -424,9 +426,13 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
                                    top.score if top is not None else 0.0)
             confirmed = (opinion is None or outcome.subject is None
                          or opinion.agrees(track.track_id, outcome.subject))
-            # The alert hinges on the second model: decided when its looks are in.
+            # The alert hinges on the second model: decided when its looks are in. A later
+            # frame fusing while that alert waits adds nothing to wait for: the track alerts
+            # once, on the deferred frame, or the opinion it waits for says no to both.
             defer = (not confirmed and top is not None and outcome.subject is not None
                      and outcome.subject not in track.alerted
+                     and not self._deferred.waiting((frame.camera, track.track_id,
+                                                     outcome.subject))
                      and self._would_fuse(policy, track, outcome))
             fused = policy.observe(track, outcome, frame.t_s, confirmed=confirmed)
             if defer and top is not None:
@@ -564,11 +570,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         resolved = True
         while resolved and not self._list_changed():
             resolved = False
-            for alert in self._deferred.heads():
+            for alert in self._deferred.in_frame_order():
                 wait = alert is wait_for or (camera is not None and alert.camera == camera)
                 if await self._resolve(alert, wait=wait):
                     resolved = True
-                    break  # the next of its queue may now be a head
+                    break  # resolving it may have changed the others' opinions: start again
                 if self._list_changed():
                     return
 
