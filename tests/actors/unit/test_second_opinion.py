@@ -342,3 +342,31 @@ async def test_one_sure_look_lets_the_alert_through_without_waiting_for_the_next
 def test_a_bad_setting_is_refused_naming_its_field(changes: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="SecondOpinionConfig"):
         SecondOpinionConfig(**changes)  # type: ignore[arg-type]
+
+
+class KeepingSecondModel(SecondModel):
+    """Also keeps a reference to every image it is shown (to read it after the look)."""
+
+    def __init__(self, distance: float) -> None:
+        super().__init__(distance)
+        self.shown: list[NDArray[np.uint8]] = []
+
+    def describe(self, pixels: NDArray[np.uint8],
+                 box: tuple[float, float, float, float]) -> NDArray[np.float32]:
+        assert pixels.any()  # a face, not zeros
+        self.shown.append(pixels)
+        return super().describe(pixels, box)
+
+
+async def test_a_look_is_given_a_copy_of_the_face_not_the_frame_and_wipes_it() -> None:
+    second = KeepingSecondModel(distance=0.55)
+    frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(6)]
+    alerts, _, _ = await _run(second, frames)
+    assert len(alerts) == 1
+    assert second.shown
+    frame_pixels = frames[0].pixels
+    for image in second.shown:
+        assert image.size < frame_pixels.size  # the face and its margin only
+        assert not any(np.shares_memory(image, f.pixels) for f in frames)
+        assert not image.any()  # wiped once the look answered
+    assert all(f.pixels.any() for f in frames)  # the frames themselves are untouched
