@@ -15,6 +15,7 @@ import pytest
 from guards.config_checks import ConfigError
 from models.blazeface import SHORT_RANGE
 from models.detection import FaceDetection
+from models.detection_plan import PartialPass
 from models.face_detector import DetectorInput, FaceDetector, FaceDetectorConfig, RawDetectorOutput
 from models.image_io import load_rgb
 from models.model_file import BLAZEFACE_FULL_RANGE
@@ -223,3 +224,14 @@ def test_a_crops_candidates_reaching_its_inner_edges_are_dropped(detector: FaceD
     kept = detector.decode(RawDetectorOutput(reg, logits), inp)
     assert len(kept) == 1
     assert (kept.boxes[0, 0] + kept.boxes[0, 2]) / 2 == pytest.approx(1015.0, abs=2.0)
+
+
+def test_a_partial_pass_naming_a_part_the_frame_has_not_is_refused(
+        detector: FaceDetector) -> None:
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    parts = len(detector.full_pass_regions(1920, 1080))
+    assert len(detector.prepare_partial(frame, PartialPass((0, parts - 1), ()))) == 2
+    with pytest.raises(ValueError, match=rf"\[{parts}\] are outside the {parts} parts"):
+        detector.prepare_partial(frame, PartialPass((0, parts), ()))
+    with pytest.raises(ValueError, match="outside"):
+        detector.prepare_partial(frame, PartialPass((-1,), ()))
