@@ -11,7 +11,10 @@ is correct). Every returned subject's score is checked against that subject's ex
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -332,3 +335,21 @@ def test_zero_and_nan_rows_are_refused(index: str, bad: float) -> None:
     embeddings[17] = bad
     with pytest.raises(ValueError, match="non-zero"):
         Gallery(names(40), embeddings, np.full(40, 0.5, np.float32), index=index)
+
+
+def test_a_small_gallery_does_not_load_faiss() -> None:
+    # faiss adds about 15 MB to a unit's RSS; only a gallery with an index needs it.
+    program = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import lfr.scan\n"
+        "from actors.unit.gallery import Gallery\n"
+        "rows = np.eye(4, 8, dtype=np.float32)\n"
+        "Gallery(['a', 'b', 'c', 'd'], rows, np.full(4, 0.6, np.float32)).search(rows[:1])\n"
+        "assert 'faiss' not in sys.modules, 'faiss was imported'\n"
+        "Gallery(['a', 'b', 'c', 'd'], rows, np.full(4, 0.6, np.float32), index='sq8')\n"
+        "assert 'faiss' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr
