@@ -3,12 +3,16 @@
 Guarantees:
 
 - **Append only.** The file is opened ``O_APPEND|O_WRONLY|O_CREAT|O_NOFOLLOW|O_CLOEXEC``, mode
-  0600 when created; each record is one ``os.write`` of its whole line followed by
-  ``os.fsync``, so ``append`` returns only once the record is on disk. The one time bytes are
-  ever removed is a torn last line (below), or the part of a line a failed write left behind.
+  0600 when created; ``append`` writes its record's whole line and ``os.fsync``s, so it returns
+  only once the record is on disk. ``append_all`` does the same for a group of records (group
+  commit): their lines, chained in the group's order, are written together and fsynced once,
+  and it returns only once every record of the group is on disk. The one time bytes are ever
+  removed is a torn last line (below), or the part of a group a failed write left behind (the
+  file is cut back to where it stood before the group: none of the group is written).
 - **One writer.** ``open`` takes an exclusive ``flock`` on the file for the log's lifetime: a
   second ``AuditLog`` on the same file, in this process or another, is refused. Within the
-  process, ``append`` is thread-safe (a lock): actors call it from the worker pool.
+  process, ``append`` and ``append_all`` are thread-safe (a lock): actors call them from the
+  worker pool, and a group's records are contiguous in the log.
 - **Never appends to a broken chain.** ``open`` reads the existing file streaming, line by line
   (each at most ``MAX_RECORD_BYTES``), and checks the whole chain (``audit.verify.ChainWalk``)
   before writing anything; a broken chain, a record of another node, a symbolic link or
@@ -19,7 +23,9 @@ Guarantees:
   number of bytes cut and their sha256. A torn line was never a complete record, so no
   witnessed head can be lost this way unless the log was tampered with: the witness shows it.
 - **Privacy.** ``append`` takes only fields ``audit.record.check_fields`` allows (flat scalars,
-  short text): a refused field raises ``AuditFieldError`` and nothing is written.
+  short text): a refused field raises ``AuditFieldError`` and nothing is written. In
+  ``append_all`` a refused record is left out of the chain (the others are written) and its
+  ``AuditFieldError`` is returned in its place.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +63,11 @@ from runtime.link_keys import valid_peer_name
 
 Clock = Callable[[], float]
 """Seconds since 1970 (UTC), like ``time.time``."""
+MAX_GROUP_RECORDS = 256
+"""Most records ``append_all`` writes with one fsync: at most 4 MiB in one write
+(``MAX_RECORD_BYTES`` each)."""
+Pending = tuple[AuditKind, Mapping[str, FieldValue]]
+"""One record to append: its kind and its fields (checked when appended)."""
 
 
 class AuditLogError(UserInputError):
@@ -168,23 +179,58 @@ class AuditLog:
         ``MAX_RECORD_BYTES``, raises ``AuditFieldError`` and writes nothing; a failed write
         raises its ``OSError`` and leaves the file as it was (``AuditLogClosed`` from then on
         if even that failed)."""
-        if type(kind) is not AuditKind:
-            raise TypeError(f"kind must be an AuditKind, not {type(kind).__qualname__}")
-        checked = check_fields(fields)
+        (result,) = self.append_all(((kind, fields),))
+        if isinstance(result, AuditFieldError):
+            raise result
+        return result
+
+    def append_all(self, pending: Sequence[Pending]) -> list[AuditRecord | AuditFieldError]:
+        """Write the records ``pending`` holds, chained in that order, with one write and one
+        fsync (group commit), and return, in the same order, each record once all of them are
+        on disk, or the ``AuditFieldError`` that refused it (a field the privacy rule refuses,
+        a record over ``MAX_RECORD_BYTES``): a refused record is left out, the others are
+        written. A failed write raises its ``OSError`` and leaves the file as it was: none of
+        the group is written (``AuditLogClosed`` from then on if even undoing it failed). At
+        most ``MAX_GROUP_RECORDS`` records (``ValueError`` beyond)."""
+        if len(pending) > MAX_GROUP_RECORDS:
+            raise ValueError(f"{len(pending)} records in one group, over the limit of "
+                             f"{MAX_GROUP_RECORDS}")
+        checked: list[Pending | AuditFieldError] = []
+        for kind, fields in pending:
+            if type(kind) is not AuditKind:
+                raise TypeError(f"kind must be an AuditKind, not {type(kind).__qualname__}")
+            try:
+                checked.append((kind, check_fields(fields)))
+            except AuditFieldError as exc:
+                checked.append(exc)
+        results: list[AuditRecord | AuditFieldError] = []
         with self._lock:
             fd = self._open_fd()
-            record = make_record(seq=self._count + 1, time=format_time(self._clock()),
-                                 node=self._node, kind=kind, fields=checked, prev=self._head)
-            line = record.line()
-            if len(line) > MAX_RECORD_BYTES:
-                raise AuditFieldError(f"the {kind.value} record would be {len(line)} bytes, "
-                                      f"over the limit of {MAX_RECORD_BYTES}: shorten its "
-                                      "fields")
-            self._write(fd, line)
-            self._count = record.seq
-            self._head = record.hash
-            self._size += len(line)
-        return record
+            count, head = self._count, self._head  # the group's chain, kept once it is on disk
+            lines: list[bytes] = []
+            for item in checked:
+                if isinstance(item, AuditFieldError):
+                    results.append(item)
+                    continue
+                kind, fields = item
+                record = make_record(seq=count + 1, time=format_time(self._clock()),
+                                     node=self._node, kind=kind, fields=fields, prev=head)
+                line = record.line()
+                if len(line) > MAX_RECORD_BYTES:
+                    results.append(AuditFieldError(
+                        f"the {kind.value} record would be {len(line)} bytes, over the limit "
+                        f"of {MAX_RECORD_BYTES}: shorten its fields"))
+                    continue
+                count, head = record.seq, record.hash
+                lines.append(line)
+                results.append(record)
+            if lines:
+                data = b"".join(lines)
+                self._write(fd, data)
+                self._count = count
+                self._head = head
+                self._size += len(data)
+        return results
 
     def close(self) -> None:
         """Close the file (and release its lock); appending afterwards raises
@@ -212,10 +258,11 @@ class AuditLog:
                                     if self._failure else ""))
         return self._fd
 
-    def _write(self, fd: int, line: bytes) -> None:
-        """Write ``line`` whole and fsync, or leave the file at ``_size`` and raise."""
+    def _write(self, fd: int, data: bytes) -> None:
+        """Write ``data`` (whole lines) whole and fsync, or leave the file at ``_size`` and
+        raise."""
         try:
-            view = memoryview(line)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)

@@ -13,13 +13,14 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
 from audit.kinds import AuditKind
 from audit.log import AuditHead, AuditLog, AuditLogClosed, AuditLogError
-from audit.record import GENESIS_HASH, AuditFieldError, parse_record
+from audit.record import GENESIS_HASH, AuditFieldError, FieldValue, parse_record
 from audit.verify import verify_audit_file
 from guards.user_input import UserInputError
 
@@ -302,3 +303,62 @@ def test_appends_from_threads_while_another_thread_reads_the_head(log: AuditLog)
     assert seen, "the watcher read no head"
     hashes = {GENESIS_HASH: 0} | {r.hash: r.seq for r in records}
     assert all(hashes[head.hash] == head.count for head in seen)  # never a torn pair
+
+
+def test_a_group_is_chained_in_order_with_one_fsync_and_a_refused_record_left_out(
+        log: AuditLog, log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log.append(AuditKind.NODE_STARTED, role="unit")
+    real_fsync = os.fsync
+    fsyncs = itertools.count()
+
+    def counted(fd: int) -> None:
+        next(fsyncs)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    results = log.append_all([
+        (AuditKind.ALERT_RAISED, {"seq": 1}),
+        (AuditKind.ALERT_RAISED, cast("dict[str, FieldValue]", {"crop": b"\xff\xd8"})),  # bytes
+        (AuditKind.ALERT_RAISED, {f"k{i}": "x" * 500 for i in range(32)}),  # over 16 KiB
+        (AuditKind.ALERT_SENT, {"seq": 1, "acknowledged": True}),
+    ])
+    assert next(fsyncs) == 1  # the group's one fsync
+    monkeypatch.undo()
+    assert [type(result).__name__ for result in results] == [
+        "AuditRecord", "AuditFieldError", "AuditFieldError", "AuditRecord"]
+    assert "'crop'" in str(results[1])
+    written = lines(log_path)
+    assert [(row["seq"], row["kind"]) for row in written] == [
+        (1, "node_started"), (2, "alert_raised"), (3, "alert_sent")]
+    assert written[2]["prev"] == written[1]["hash"]
+    assert log.head() == AuditHead(3, str(written[2]["hash"]))
+    assert verify_audit_file(log_path).ok
+
+
+def test_a_group_that_fails_to_write_leaves_the_file_as_it_was(
+        log: AuditLog, log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log.append(AuditKind.NODE_STARTED, role="unit")
+    before = log_path.read_bytes()
+    real_write = os.write
+    calls = itertools.count()
+
+    def part_then_full(fd: int, data: bytes) -> int:  # a record and a half, then a full disk
+        if next(calls) == 0:
+            return real_write(fd, bytes(data[: len(data) * 3 // 4]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", part_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        log.append_all([(AuditKind.ALERT_RAISED, {"seq": n}) for n in range(2)])
+    monkeypatch.undo()
+    assert log_path.read_bytes() == before
+    assert log.count == 1
+    assert [r.seq for r in log.append_all([(AuditKind.ALERT_RAISED, {"seq": 0})])
+            if not isinstance(r, AuditFieldError)] == [2]
+    assert verify_audit_file(log_path).ok
+
+
+def test_a_group_over_the_limit_is_refused_whole(log: AuditLog, log_path: Path) -> None:
+    with pytest.raises(ValueError, match="257 records in one group"):
+        log.append_all([(AuditKind.ALERT_RAISED, {"seq": n}) for n in range(257)])
+    assert log_path.read_bytes() == b""

@@ -4,14 +4,15 @@ of refusal per window, with exact counts."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest_asyncio
 
 from audit.kinds import AuditKind
-from audit.log import AuditLog
-from audit.record import FieldValue
+from audit.log import AuditLog, Pending
+from audit.record import GENESIS_HASH, AuditFieldError, AuditRecord, FieldValue, make_record
 from audit.refusals import RefusalRecorder
 from audit.verify import verify_audit_file
 from audit.writer import WRITER_MAILBOX, AuditCounts, AuditSink, AuditWriter
@@ -51,14 +52,25 @@ async def test_records_reach_the_trail_in_order_and_a_bad_one_fails_alone(
 
 
 class _Slow:
-    """A trail that only notes what it was given."""
+    """A trail that only notes what it was given, and answers each with a record."""
 
     def __init__(self) -> None:
         self.appended: list[AuditKind] = []
 
-    def append(self, kind: AuditKind, /, **fields: FieldValue) -> object:
-        self.appended.append(kind)
-        return None
+    def append_all(self, pending: Sequence[Pending], /) -> list[AuditRecord | AuditFieldError]:
+        self.appended.extend(kind for kind, _ in pending)
+        return [make_record(seq=1, time="2026-01-01T00:00:00.000000Z", node="van-1", kind=kind,
+                            fields={}, prev=GENESIS_HASH) for kind, _ in pending]
+
+
+class _FailingOnce(_Slow):
+    """A trail whose first group meets a full disk."""
+
+    def append_all(self, pending: Sequence[Pending], /) -> list[AuditRecord | AuditFieldError]:
+        if not self.appended:
+            self.appended.append(AuditKind.NODE_STOPPED)  # marks the failure as seen
+            raise OSError(28, "No space left on device")
+        return super().append_all(pending)
 
 
 async def test_a_full_backlog_drops_and_counts_without_waiting(system: ActorSystem) -> None:
@@ -70,6 +82,53 @@ async def test_a_full_backlog_drops_and_counts_without_waiting(system: ActorSyst
         sink.record(AuditKind.UNIT_CONNECTED, peer="unit-1")
     assert counts.dropped >= 47
     await eventually(lambda: counts.written + counts.dropped == 50)
+
+
+async def test_a_burst_is_written_in_groups_in_order_and_the_chain_holds(
+        tmp_path: Path, system: ActorSystem) -> None:
+    trail = AuditLog.open(tmp_path / "audit.log", "van-1")
+    counts = AuditCounts()
+    sink = AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
+                                        WRITER_MAILBOX), counts)
+    for seq in range(1, 301):  # told at once, as the van's stored batch is
+        sink.record(AuditKind.ALERT_SENT, unit="unit-1", seq=seq)
+    await eventually(lambda: counts.written == 300)
+    assert counts.groups < 300  # group commit: fewer fsyncs than records
+    assert counts.groups >= 2  # at most GROUP_RECORDS (256) in one
+    trail.close()
+    assert verify_audit_file(tmp_path / "audit.log").ok
+    told = [json.loads(line)["fields"]["seq"]
+            for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert told == list(range(1, 301))
+
+
+async def test_a_failed_group_fails_its_records_and_the_writer_goes_on(
+        system: ActorSystem) -> None:
+    counts = AuditCounts()
+    trail = _FailingOnce()
+    sink = AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
+                                        WRITER_MAILBOX), counts)
+    for _ in range(3):
+        sink.record(AuditKind.UNIT_CONNECTED, peer="unit-1")
+    await eventually(lambda: counts.failed == 3)
+    sink.record(AuditKind.UNIT_DROPPED, peer="unit-1", reason="closed")
+    await eventually(lambda: counts.written == 1)
+    assert counts.kinds_failed == {"unit_connected": 3}
+    assert trail.appended[-1] is AuditKind.UNIT_DROPPED
+
+
+async def test_stopping_writes_what_the_writer_holds(tmp_path: Path,
+                                                     system: ActorSystem) -> None:
+    trail = AuditLog.open(tmp_path / "audit.log", "van-1")
+    counts = AuditCounts()
+    writer = await system.spawn("audit", lambda: AuditWriter(trail, counts), WRITER_MAILBOX)
+    sink = AuditSink(writer, counts)
+    for seq in range(1, 41):
+        sink.record(AuditKind.ALERT_SENT, unit="unit-1", seq=seq)
+    await writer.stop(drain_s=10.0)
+    assert (counts.written, counts.dropped, counts.failed) == (40, 0, 0)
+    assert trail.count == 40
+    trail.close()
 
 
 class _Collect:
