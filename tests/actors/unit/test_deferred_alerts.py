@@ -2,7 +2,7 @@
 decided on the looks its frame would have waited for, keeps only a wiped-after-use crop of its
 face, and is bounded.
 
-The matcher runs with the stand-ins of test_second_opinion (the first model reads the person
+The matcher runs with the stand-ins of second_opinion_support (the first model reads the person
 from the crop's first pixel; the second is a mock describer whose looks the test can hold).
 """
 
@@ -16,30 +16,18 @@ import pytest
 import actors.unit.matcher as matcher_module
 from actors.unit.alert_policy import AlertPolicy
 from actors.unit.deferred_alerts import DeferredAlert, DeferredAlerts
-from actors.unit.detector import DetectedFaces, StreamEnded
+from actors.unit.detector import DetectedFaces
 from actors.unit.gallery import GalleryMatch
-from actors.unit.match_alert import MatchAlert
-from actors.unit.matcher import (
-    CROP_CONTEXT,
-    GetMatcherStatistics,
-    Matcher,
-    MatcherConfig,
-    MatcherOutput,
-    MatcherStatistics,
-    alert_crop,
-)
+from actors.unit.matcher import CROP_CONTEXT, MatcherConfig, alert_crop
 from actors.unit.tracking import FrameOutcome, Track, TrackerConfig
 from models.second_opinion_model import CROP_MARGIN, face_crop
-from runtime.ref import ActorRef
-from runtime.system import ActorSystem
-from tests.actors.support import WAIT_S, eventually
-from tests.actors.unit.matcher_support import Sink, face_of, frame_of
-from tests.actors.unit.test_second_opinion import (
+from tests.actors.support import eventually
+from tests.actors.unit.matcher_support import face_of, frame_of
+from tests.actors.unit.second_opinion_support import (
     STRANGER,
     WANTED,
-    FirstModel,
     SlowSecondModel,
-    _gallery,
+    two_model_matcher,
 )
 
 MARGIN = max(CROP_CONTEXT, CROP_MARGIN)
@@ -47,18 +35,6 @@ MARGIN = max(CROP_CONTEXT, CROP_MARGIN)
 
 def _track(track_id: int = 1) -> Track:
     return Track(track_id, (0.0, 0.0, 10.0, 10.0), np.zeros(4, np.float32), 0.0)
-
-
-async def _statistics(matcher: ActorRef[GetMatcherStatistics]) -> MatcherStatistics:
-    stats = await matcher.ask(GetMatcherStatistics(), timeout=30)
-    assert isinstance(stats, MatcherStatistics)
-    return stats
-
-
-async def _until_decided(matcher: ActorRef[GetMatcherStatistics], frames: int) -> None:
-    async with asyncio.timeout(WAIT_S):
-        while (await _statistics(matcher)).frames != frames:  # noqa: ASYNC110 - polling asks
-            await asyncio.sleep(0.01)
 
 
 def _kept(monkeypatch: pytest.MonkeyPatch) -> list[DeferredAlert]:
@@ -78,31 +54,26 @@ async def test_frames_behind_a_deferred_alert_are_decided_before_its_looks_answe
         monkeypatch: pytest.MonkeyPatch) -> None:
     kept = _kept(monkeypatch)
     second = SlowSecondModel()
-    received: list[MatcherOutput] = []
     # The wanted face on frames 0-2 (fused at 2), then only a stranger elsewhere.
     frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(3)]
     frames += [frame_of(i, (face_of(STRANGER, 200.0),)) for i in range(3, 8)]
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-        matcher = await system.spawn(
-            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
+    async with two_model_matcher(second) as rig:
         for frame in frames:
-            await matcher.tell(frame)
+            await rig.matcher.tell(frame)
         # Every frame but the one that fused is decided while the looks are held.
-        await _until_decided(matcher, len(frames) - 1)
+        await rig.until_decided(len(frames) - 1)
         assert second.started.is_set()
         assert second.given == []
-        assert not any(isinstance(m, MatchAlert) for m in received)
+        assert not rig.alerts()
         assert len(kept) == 1
         assert kept[0].index == 2
         assert kept[0].region.any()
         # The looks answer and no frame follows: the finished look itself resolves the alert.
         second.answer.set()
-        await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
-        await _until_decided(matcher, len(frames))
-        await matcher.tell(StreamEnded("cam0", frames=len(frames)))
-        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
-    alerts = [m for m in received if isinstance(m, MatchAlert)]
+        await eventually(lambda: bool(rig.alerts()))
+        await rig.until_decided(len(frames))
+        await rig.end_stream(len(frames))
+    alerts = rig.alerts()
     assert [(a.subject, a.frame_index, a.hits, a.box) for a in alerts] == [
         ("wanted", 2, 3, frames[2].faces[0].detection.box)]
     # The crop is the one the frame itself would have given; the kept pixels are wiped.
@@ -116,25 +87,20 @@ async def test_a_deferred_alerts_pixels_are_wiped_whether_it_alerts_or_not(
     kept = _kept(monkeypatch)
     second = SlowSecondModel()
     second.distance = distance
-    received: list[MatcherOutput] = []
     frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(10)]
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-        matcher = await system.spawn(
-            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
+    async with two_model_matcher(second) as rig:
         for frame in frames:
-            await matcher.tell(frame)
+            await rig.matcher.tell(frame)
         # Frames 2-9 all fuse while the looks are held: frame 2's alert is deferred, the later
         # frames are decided at once (the track alerts once, on frame 2, or not at all).
-        await _until_decided(matcher, len(frames) - 1)
+        await rig.until_decided(len(frames) - 1)
         assert len(kept) == 1
         assert kept[0].index == 2
         assert kept[0].region.any()
         second.answer.set()
-        await matcher.tell(StreamEnded("cam0", frames=len(frames)))
-        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
-        stats = await _statistics(matcher)
-    alerts = [m for m in received if isinstance(m, MatchAlert)]
+        await rig.end_stream(len(frames))
+        stats = await rig.statistics()
+    alerts = rig.alerts()
     assert [a.frame_index for a in alerts] == ([2] if distance < 0.6 else [])
     assert stats.frames == len(frames)  # every deferred frame was decided by the stream's end
     assert all(not alert.region.any() for alert in kept)
@@ -155,30 +121,25 @@ async def test_at_the_bound_a_new_deferral_first_waits_for_the_oldest(
 
     monkeypatch.setattr(DeferredAlerts, "pop", popped)
     second = SlowSecondModel()
-    received: list[MatcherOutput] = []
     # Two tracks of the wanted face fuse on frame 2: the second must wait for the first.
     frames = [frame_of(i, (face_of(WANTED, 10.0), face_of(WANTED, 200.0))) for i in range(3)]
     frames.append(frame_of(3, ()))
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-        matcher = await system.spawn(
-            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
+    async with two_model_matcher(second) as rig:
         for frame in frames:
-            await matcher.tell(frame)
-        await _until_decided(matcher, 2)
+            await rig.matcher.tell(frame)
+        await rig.until_decided(2)
         await eventually(lambda: len(kept) == 1)
         # Frame 2 now waits inside its decision (an ask would wait too) for the first
         # deferral's looks before it may defer the second.
         await asyncio.sleep(0.2)
         assert len(kept) == 1
         second.answer.set()
-        await _until_decided(matcher, len(frames))
-        await matcher.tell(StreamEnded("cam0", frames=len(frames)))
-        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
+        await rig.until_decided(len(frames))
+        await rig.end_stream(len(frames))
     assert len(kept) == 2
     assert max(sizes) == 1
     # One person, two tracks within the appearance gap: one alert.
-    assert len([m for m in received if isinstance(m, MatchAlert)]) == 1
+    assert len(rig.alerts()) == 1
 
 
 @pytest.mark.parametrize("box", [(10.0, 5.0, 50.0, 55.0), (0.5, 0.0, 30.2, 41.7),
@@ -257,29 +218,20 @@ def test_a_deferred_confirmation_counts_as_the_same_appearance_and_keeps_the_clo
 async def test_a_track_that_ends_before_its_deferred_alert_is_resolved_leaves_no_looks() -> None:
     second = SlowSecondModel()
     second.distance = 0.9  # disagrees: the alert is dropped
-    received: list[MatcherOutput] = []
-    made: list[Matcher] = []
     config = MatcherConfig(tracking=TrackerConfig(max_age_s=0.1))
     frames = [frame_of(i, (face_of(WANTED, 10.0),)) for i in range(3)]
     frames += [frame_of(i, ()) for i in range(3, 30)]
     frames += [frame_of(30, (face_of(STRANGER, 200.0),))]
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-
-        def make() -> Matcher:
-            made.append(Matcher(FirstModel(), _gallery(), sink, config, describer=second))
-            return made[-1]
-
-        matcher = await system.spawn("matcher", make)
+    async with two_model_matcher(second, config) as rig:
         for frame in frames:
-            await matcher.tell(frame)
+            await rig.matcher.tell(frame)
         # Frame 30 is decided after the track ended, its alert still deferred.
-        await _until_decided(matcher, len(frames) - 1)
-        assert made[-1]._trackers["cam0"].tracks.keys() == {2}  # the stranger's only
-        assert len(made[-1]._deferred) == 1
+        await rig.until_decided(len(frames) - 1)
+        assert rig.made[-1]._trackers["cam0"].tracks.keys() == {2}  # the stranger's only
+        assert len(rig.made[-1]._deferred) == 1
         # The looks answer after the track ended: recorded for the alert, then dropped with it.
         recorded: list[int] = []
-        opinion = made[-1]._second["cam0"]
+        opinion = rig.made[-1]._second["cam0"]
         record = opinion.record
 
         def count(track_id: int, subject: str, distance: float, *, frame: int = 0) -> None:
@@ -288,12 +240,11 @@ async def test_a_track_that_ends_before_its_deferred_alert_is_resolved_leaves_no
 
         opinion.record = count  # type: ignore[method-assign]
         second.answer.set()
-        await _until_decided(matcher, len(frames))
+        await rig.until_decided(len(frames))
         assert recorded
         assert set(recorded) == {1}
         assert opinion.tracks_kept == 0  # no later frame was needed for that
-        stats = await _statistics(matcher)
-        await matcher.tell(StreamEnded("cam0", frames=len(frames)))
-        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
-    assert not any(isinstance(m, MatchAlert) for m in received)
+        stats = await rig.statistics()
+        await rig.end_stream(len(frames))
+    assert not rig.alerts()
     assert stats.held == 1

@@ -8,7 +8,6 @@ distance from the wanted subject's template and records which faces it was shown
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import numpy as np
@@ -16,68 +15,24 @@ import pytest
 from numpy.typing import NDArray
 
 from actors.unit.alert_policy import AlertPolicy
-from actors.unit.detector import DetectedFaces, StreamEnded
+from actors.unit.detector import DetectedFaces
 from actors.unit.gallery import GalleryMatch
 from actors.unit.match_alert import MatchAlert
-from actors.unit.matcher import (
-    GetMatcherStatistics,
-    Matcher,
-    MatcherConfig,
-    MatcherOutput,
-    MatcherStatistics,
-)
-from actors.unit.second_opinion import (
-    SecondOpinion,
-    SecondOpinionConfig,
-    SecondTemplates,
-    TwoModelGallery,
-)
+from actors.unit.matcher import MatcherConfig, MatcherStatistics
+from actors.unit.second_opinion import SecondOpinion, SecondOpinionConfig
 from actors.unit.tracking import FrameOutcome, Track, TrackerConfig
 from guards.config_checks import ConfigError
-from runtime.system import ActorSystem
-from tests.actors.support import WAIT_S, eventually, toward, unit_rows
-from tests.actors.unit.matcher_support import Sink, face_of, frame_of
-
-DIM = 192
-RNG = np.random.default_rng(12)
-WANTED_ROW = unit_rows(RNG, 1, DIM)[0]
-# First-model embeddings by person id (the crop's first pixel): the wanted person (cosine 1),
-# someone just below the candidate score (0.45 < 0.60 - 0.10) and a stranger.
-WANTED, BELOW_CANDIDATE, STRANGER = 0, 1, 2
-FIRST = np.stack([WANTED_ROW, toward(RNG, WANTED_ROW, 0.45), toward(RNG, WANTED_ROW, 0.0)])
-TEMPLATE = RNG.standard_normal(128).astype(np.float32)
-TEMPLATE *= np.float32(0.6 / np.linalg.norm(TEMPLATE))
-
-
-class FirstModel:
-    def embed(self, face: NDArray[np.uint8]) -> NDArray[np.float32]:
-        row: NDArray[np.float32] = FIRST[int(face[0, 0, 0])].copy()
-        return row
-
-
-class SecondModel:
-    """Returns a descriptor ``distance`` from the wanted template; records the boxes shown."""
-
-    def __init__(self, distance: float) -> None:
-        self.distance = distance
-        self.boxes: list[tuple[float, float, float, float]] = []
-        self.given: list[NDArray[np.float32]] = []
-
-    def describe(self, pixels: NDArray[np.uint8],
-                 box: tuple[float, float, float, float]) -> NDArray[np.float32]:
-        self.boxes.append(box)
-        offset = np.zeros(128, np.float32)
-        offset[0] = self.distance
-        descriptor = TEMPLATE + offset
-        self.given.append(descriptor)
-        return descriptor
-
-
-def _gallery() -> TwoModelGallery:
-    second = SecondTemplates("mock-second", "0" * 64, {"wanted": 0}, TEMPLATE[None, :].copy(),
-                             np.array([0.6], np.float32))
-    return TwoModelGallery(["wanted"], WANTED_ROW[None, :].copy(),
-                           np.array([0.6], np.float32), second)
+from tests.actors.support import WAIT_S, eventually
+from tests.actors.unit.matcher_support import face_of, frame_of
+from tests.actors.unit.second_opinion_support import (
+    BELOW_CANDIDATE,
+    STRANGER,
+    WANTED,
+    SecondModel,
+    SlowSecondModel,
+    two_model_gallery,
+    two_model_matcher,
+)
 
 
 async def _run(second: SecondModel, frames: list[DetectedFaces],
@@ -85,35 +40,15 @@ async def _run(second: SecondModel, frames: list[DetectedFaces],
                ) -> tuple[list[MatchAlert], MatcherStatistics, int]:
     """Alerts, the statistics once every frame is decided, and how many tracks had looks kept
     then (before the end of the stream drops them all)."""
-    received: list[MatcherOutput] = []
-    made: list[Matcher] = []
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-
-        def make() -> Matcher:
-            made.append(Matcher(FirstModel(), _gallery(), sink, config, describer=second))
-            return made[-1]
-
-        matcher = await system.spawn("matcher", make)
+    async with two_model_matcher(second, config) as rig:
         for frame in frames:
-            await matcher.tell(frame)
-        decided: list[MatcherStatistics] = []
-
-        async def all_decided() -> bool:
-            stats = await matcher.ask(GetMatcherStatistics(), timeout=30)
-            assert isinstance(stats, MatcherStatistics)
-            decided[:] = [stats]
-            return stats.frames == len(frames)
-
-        async with asyncio.timeout(WAIT_S):
-            while not await all_decided():  # noqa: ASYNC110 - polling the actor by asks
-                await asyncio.sleep(0.01)
-        opinion = made[-1]._second.get("cam0")
+            await rig.matcher.tell(frame)
+        stats = await rig.until_decided(len(frames))
+        opinion = rig.made[-1]._second.get("cam0")
         kept = opinion.tracks_kept if opinion is not None else 0
-        await matcher.tell(StreamEnded("cam0", frames=len(frames)))
-        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
-        assert made[-1]._second == {}  # the end of the stream drops every look
-    return [m for m in received if isinstance(m, MatchAlert)], decided[0], kept
+        await rig.end_stream(len(frames))
+        assert rig.made[-1]._second == {}  # the end of the stream drops every look
+    return rig.alerts(), stats, kept
 
 
 async def test_a_second_model_that_disagrees_blocks_the_alert() -> None:
@@ -126,50 +61,22 @@ async def test_a_second_model_that_disagrees_blocks_the_alert() -> None:
     assert stats.held > 0  # the first model alone would have alerted
 
 
-class SlowSecondModel(SecondModel):
-    """Agrees, but every look waits until the test lets it answer (``answer``)."""
-
-    def __init__(self) -> None:
-        super().__init__(distance=0.3)
-        self.answer = threading.Event()
-        self.started = threading.Event()
-
-    def describe(self, pixels: NDArray[np.uint8],
-                 box: tuple[float, float, float, float]) -> NDArray[np.float32]:
-        self.started.set()
-        assert self.answer.wait(WAIT_S), "the test never let the look answer"
-        return super().describe(pixels, box)
-
-
 async def test_frames_are_decided_while_a_look_is_in_flight_and_the_alert_waits_for_it(
         ) -> None:
     # Frames 0 and 1 are candidates but cannot fuse (3 of 5 needs a third match): they are
     # decided without waiting for their looks. Frame 2 fuses: it waits for them, then alerts.
     second = SlowSecondModel()
-    received: list[MatcherOutput] = []
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-        matcher = await system.spawn(
-            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
+    async with two_model_matcher(second) as rig:
         for i in range(2):
-            await matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
-
-        async def decided(n: int) -> bool:
-            stats = await matcher.ask(GetMatcherStatistics(), timeout=30)
-            assert isinstance(stats, MatcherStatistics)
-            return stats.frames == n
-
-        async with asyncio.timeout(WAIT_S):
-            while not await decided(2):  # noqa: ASYNC110 - polling the actor by asks
-                await asyncio.sleep(0.01)
+            await rig.matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
+        await rig.until_decided(2)
         assert second.started.is_set()
         assert not second.answer.is_set()
         assert second.given == []  # no look has answered: both frames were decided without
-        await matcher.tell(frame_of(2, (face_of(WANTED, 10.0),)))
+        await rig.matcher.tell(frame_of(2, (face_of(WANTED, 10.0),)))
         second.answer.set()
-        await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
-    alerts = [m for m in received if isinstance(m, MatchAlert)]
-    assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 2)]
+        await eventually(lambda: bool(rig.alerts()))
+    assert [(a.subject, a.frame_index) for a in rig.alerts()] == [("wanted", 2)]
     # One look at a time on a track: frame 1 started none while frame 0's was in flight, and
     # that one (0.3, within 0.6 - sure_margin) settled the opinion alone.
     assert len(second.given) == 1
@@ -191,30 +98,17 @@ async def test_an_alert_waits_for_the_second_models_agreement_then_comes() -> No
     # Needing 4 agreeing looks, the fusion (3 of 5 at frame 2) is held: only 3 looks were made
     # up to frame 2. The next frames fuse again, a fourth look agrees, and the alert comes.
     config = MatcherConfig(second_opinion=SecondOpinionConfig(min_agreeing=4, sure_margin=None))
-    received: list[MatcherOutput] = []
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-        matcher = await system.spawn(
-            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, config,
-                                       describer=SecondModel(distance=0.3)))
-
-        async def statistics() -> MatcherStatistics:
-            stats = await matcher.ask(GetMatcherStatistics(), timeout=30)
-            assert isinstance(stats, MatcherStatistics)
-            return stats
-
+    async with two_model_matcher(SecondModel(distance=0.3), config) as rig:
         for i in range(3):
-            await matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
-        async with asyncio.timeout(WAIT_S):
-            while (await statistics()).held != 1:  # noqa: ASYNC110 - polling the actor
-                await asyncio.sleep(0.01)
-        assert not any(isinstance(m, MatchAlert) for m in received)
+            await rig.matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
+        await rig.until_decided(3)  # frame 2 is counted once its deferred alert was resolved
+        assert (await rig.statistics()).held == 1
+        assert not rig.alerts()
         for i in range(3, 8):
-            await matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
-        await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
-        stats = await statistics()
-    alerts = [m for m in received if isinstance(m, MatchAlert)]
-    assert [(a.subject, a.frame_index) for a in alerts] == [("wanted", 3)]
+            await rig.matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
+        await eventually(lambda: bool(rig.alerts()))
+        stats = await rig.statistics()
+    assert [(a.subject, a.frame_index) for a in rig.alerts()] == [("wanted", 3)]
     assert stats.held == 1
 
 
@@ -266,7 +160,7 @@ def test_an_unconfirmed_fusion_starts_no_appearance() -> None:
 
 
 def test_an_opinion_agrees_only_within_the_subjects_threshold() -> None:
-    templates = _gallery().second
+    templates = two_model_gallery().second
     opinion = SecondOpinion(templates, SecondOpinionConfig(max_looks=3, min_agreeing=2))
     assert opinion.is_candidate(GalleryMatch("wanted", 0.50, 0.6))
     assert not opinion.is_candidate(GalleryMatch("wanted", 0.49, 0.6))
@@ -283,7 +177,7 @@ def test_an_opinion_agrees_only_within_the_subjects_threshold() -> None:
 
 
 def test_one_look_well_inside_the_threshold_agrees_by_itself() -> None:
-    templates = _gallery().second  # the subject's distance threshold: 0.6
+    templates = two_model_gallery().second  # the subject's distance threshold: 0.6
     opinion = SecondOpinion(templates, SecondOpinionConfig())  # sure below 0.5
     opinion.record(7, "wanted", 0.55, frame=3)
     assert not opinion.agrees(7, "wanted")
@@ -319,20 +213,15 @@ class OneAtATimeSecondModel(SecondModel):
 
 async def test_one_sure_look_lets_the_alert_through_without_waiting_for_the_next() -> None:
     second = OneAtATimeSecondModel()
-    received: list[MatcherOutput] = []
-    async with ActorSystem() as system:
-        sink = await system.spawn("sink", lambda: Sink(received))
-        matcher = await system.spawn(
-            "matcher", lambda: Matcher(FirstModel(), _gallery(), sink, describer=second))
-        for i in range(4):  # looks start on frames 0 and 1; the fusion defers frames 2 and 3
-            await matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
-        second.permits.release()  # only the first look answers
-        await eventually(lambda: any(isinstance(m, MatchAlert) for m in received))
+    async with two_model_matcher(second) as rig:
+        for i in range(4):  # a look starts on frame 0; the fusion defers frame 2
+            await rig.matcher.tell(frame_of(i, (face_of(WANTED, 10.0),)))
+        second.permits.release()  # only one look may answer
+        await eventually(lambda: bool(rig.alerts()))
         assert len(second.given) == 1
-        second.permits.release()
-        await matcher.tell(StreamEnded("cam0", frames=4))
-        await eventually(lambda: any(isinstance(m, StreamEnded) for m in received))
-    assert [m.frame_index for m in received if isinstance(m, MatchAlert)] == [2]
+        second.permits.release()  # a later look, if one was started, ends too
+        await rig.end_stream(4)
+    assert [a.frame_index for a in rig.alerts()] == [2]
 
 
 @pytest.mark.parametrize("changes", [{"min_agreeing": 0}, {"max_looks": 0},
