@@ -518,8 +518,9 @@ def _add_bench_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     pipeline.add_argument("--watchlist", help="watchlist file (default: one random subject)")
     pipeline.add_argument("--runs", type=int, default=5,
                           help="runs of both phases; medians are reported and the guard "
-                               "(median ratio >= 0.72, RSS <= 250 MB) applies to them "
-                               "(default 5)")
+                               "applies to them: median ratio >= 0.72 and RSS <= 250 MB; for "
+                               "frames larger than 640x480, median fps >= the source's rate "
+                               "and RSS <= 350 MB (default 5)")
     pipeline.add_argument("--allow-unusual-thresholds", action="store_true",
                           help="accept a watchlist with thresholds outside 0.45-0.80")
     mode = pipeline.add_mutually_exclusive_group()
