@@ -590,8 +590,12 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         if they do not agree and the opinion is open, one look at the deferred face."""
         camera, track_id, subject = alert.key
         opinion = self._second.get(camera)
-        if opinion is None:  # forgotten with its tracks (the caller drops what remains)
-            return False
+        if opinion is None:  # not expected (opinions and deferred alerts go together): drop it
+            self._deferred.pop(alert)
+            alert.wipe()
+            self._held += 1
+            self._deferred_resolved(alert)
+            return True
         up_to = alert.index
         while not opinion.agrees(track_id, subject, up_to=up_to):
             pending = self._looks_at(alert.key, up_to)
