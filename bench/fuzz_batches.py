@@ -19,9 +19,7 @@ RSS. Exit 0 when nothing unexpected happened.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import random
 import resource
 import sys
@@ -38,6 +36,7 @@ from actors.unit.match_alert import MatchAlert
 from actors.van.event_store import EventStore
 from actors.van.receiver import Receiver, UnitStatistics, batch_refusal
 from bench.byte_mutations import Mutation, flip, splice, truncate
+from bench.fuzz_command import fuzz_main
 from runtime.codec import Codec, DecodeError
 from secure.envelope import EventKind, seal_envelope
 from secure.hybrid_signature import HYBRID_SIGNATURE_BYTES, HybridSignature, Signer, VerifyKey
@@ -223,13 +222,7 @@ def run_fuzz(inputs: int, seed: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the fuzz and print its JSON summary; exit 1 when anything unexpected happened."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=int, default=100_000, help="inputs to try (100000)")
-    parser.add_argument("--seed", type=int, default=2024, help="random seed (2024)")
-    args = parser.parse_args(argv)
-    summary = run_fuzz(args.inputs, args.seed)
-    print(json.dumps(summary, allow_nan=False))
-    return 0 if summary["ok"] else 1
+    return fuzz_main(__doc__.split("\n\n")[0], run_fuzz, argv)
 
 
 if __name__ == "__main__":

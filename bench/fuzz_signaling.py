@@ -25,11 +25,9 @@ happened.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import random
 import resource
 import secrets
@@ -61,6 +59,7 @@ from actors.van.signaling import (
     sign_payload,
 )
 from bench.byte_mutations import Mutation, flip, random_tail, splice, truncate
+from bench.fuzz_command import fuzz_main
 from runtime.datachannel import DataOnlyPeerConnection, create_link_channel
 from secure.hybrid_signature import HYBRID_SIGNATURE_BYTES
 from secure.node_keys import NodeKeys, NodeRole
@@ -495,13 +494,7 @@ def run_fuzz(inputs: int, seed: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the fuzz and print its JSON summary; exit 1 when anything unexpected happened."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=int, default=100_000, help="inputs to try (100000)")
-    parser.add_argument("--seed", type=int, default=2024, help="random seed (2024)")
-    args = parser.parse_args(argv)
-    summary = run_fuzz(args.inputs, args.seed)
-    print(json.dumps(summary, allow_nan=False))
-    return 0 if summary["ok"] else 1
+    return fuzz_main(__doc__.split("\n\n")[0], run_fuzz, argv)
 
 
 if __name__ == "__main__":
