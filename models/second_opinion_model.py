@@ -122,18 +122,19 @@ def dlib_box(box: tuple[float, float, float, float]) -> tuple[float, float, floa
     return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
 
 
-def face_crop(pixels: NDArray[np.uint8], box: tuple[float, float, float, float],
+def face_crop(pixels: NDArray[np.uint8], box: tuple[float, float, float, float], *,
+              margin: float = CROP_MARGIN, pad_px: float = 0.0,
               ) -> tuple[NDArray[np.uint8], tuple[float, float, float, float]]:
     """A copy of the part of ``pixels`` dlib is given for a BlazeFace ``box`` (the box plus
-    ``CROP_MARGIN`` of its size on every side, clamped to the frame), and the box in the copy's
-    pixels. The caller wipes the copy. ``ValueError`` for a bad frame or box."""
+    ``margin`` of its size and ``pad_px`` pixels on every side, clamped to the frame), and the
+    box in the copy's pixels. The caller wipes the copy. ``ValueError`` for a bad frame or box."""
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"pixels must be H x W x 3 uint8, got {pixels.shape} {pixels.dtype}")
     x0, y0, x1, y1 = box
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"empty face box {box}")
     h, w = pixels.shape[:2]
-    mx, my = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
+    mx, my = (x1 - x0) * margin + pad_px, (y1 - y0) * margin + pad_px
     left, top = max(0, int(x0 - mx)), max(0, int(y0 - my))
     right, bottom = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
     if right <= left or bottom <= top:

@@ -30,6 +30,7 @@ from actors.unit.detector import DetectedFaces
 from actors.unit.gallery import GalleryMatch
 from actors.unit.tracking import Track
 from guards.config_checks import require_at_least
+from models.second_opinion_model import face_crop
 
 Box = tuple[float, float, float, float]
 
@@ -74,16 +75,10 @@ class DeferredAlert:
         """Keep a copy of ``frame``'s pixels around ``box`` with ``margin`` (a share of the box
         size; at least the widest margin that the alert crop or the second model takes around a
         box, so both see the same pixels as in the whole frame)."""
-        x0, y0, x1, y1 = box
-        pixels = frame.pixels
-        h, w = pixels.shape[:2]
-        mx, my = (x1 - x0) * margin + 1.0, (y1 - y0) * margin + 1.0
-        left, top = max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my)))
-        right, bottom = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
-        region = np.array(pixels[top:bottom, left:right], order="C", copy=True)
+        # One pixel more on every side, so the rounding of either crop's edges stays inside.
+        region, region_box = face_crop(frame.pixels, box, margin=margin, pad_px=1.0)
         return cls(frame.camera, frame.index, frame.t_s, frame.captured_ns, frame.captured_at,
-                   box, region,
-                   (x0 - left, y0 - top, x1 - left, y1 - top), track, match, hits, looked_at)
+                   box, region, region_box, track, match, hits, looked_at)
 
     @property
     def key(self) -> DeferredKey:

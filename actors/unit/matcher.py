@@ -152,7 +152,8 @@ class MatcherStatistics:
     second_looks: int = 0
     """Faces shown to the second model (candidates only)."""
     held: int = 0
-    """Looks whose N-of-M fusion named a subject the second model had not agreed to (yet)."""
+    """Deferred alerts dropped: the track's N-of-M fusion named a subject the second model did
+    not agree to (``DeferredAlert``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,12 +447,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             self._schedule.learn(track, top, frame.index, alerted=alert)
             if alert and top is not None:
                 alerted.add(i)
-                hits = sum(1 for o in track.outcomes if o.subject == top.subject)
                 await self._raise_alert(
                     camera=frame.camera, index=frame.index, t_s=frame.t_s,
                     captured_at=frame.captured_at, box=face.detection.box,
                     crop_jpeg=alert_crop(frame.pixels, face.detection.box), track=track,
-                    match=top, hits=hits)
+                    match=top, hits=_hits(track, top.subject))
         return alerted
 
     def _list_changed(self) -> bool:
@@ -481,25 +481,18 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
         self._looked_now.clear()
         for i in looked:
             top = results[i][0] if results[i] else None
-            if (top is not None and opinion.is_candidate(top)
-                    and top.subject not in tracks[i].alerted
-                    and opinion.wants_look(tracks[i].track_id, top.subject,
-                                           pending=self._in_flight(frame.camera,
-                                                                   tracks[i].track_id,
-                                                                   top.subject))):
-                await self._launch_look(opinion, (frame.camera, tracks[i].track_id, top.subject),
-                                        frame.index, frame.pixels, frame.faces[i].detection.box)
-                self._looked_now.add(tracks[i].track_id)
+            if top is None or not opinion.is_candidate(top) or top.subject in tracks[i].alerted:
+                continue
+            key = (frame.camera, tracks[i].track_id, top.subject)
+            if opinion.wants_look(key[1], key[2], pending=len(self._looks_at(key))):
+                await self._launch_look(opinion, key, frame.index, frame.pixels,
+                                        frame.faces[i].detection.box)
+                self._looked_now.add(key[1])
         return opinion
-
-    def _in_flight(self, camera: str, track_id: int, subject: str) -> int:
-        """Looks in flight at this track and subject."""
-        return sum(1 for p in self._pending
-                   if p.camera == camera and p.track_id == track_id and p.subject == subject)
 
     async def _launch_look(self, opinion: SecondOpinion, key: DeferredKey, frame: int,
                            pixels: NDArray[np.uint8],
-                           box: tuple[float, float, float, float]) -> _PendingLook:
+                           box: tuple[float, float, float, float]) -> None:
         """Start the second model's look at the face in ``box`` of ``pixels`` (of frame
         ``frame``) on the look thread. The look holds a copy of what the model is shown (the
         box and its margin), wiped once it answered, not the frame (6 MB on 1080p)."""
@@ -513,10 +506,8 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             self._look_thread, _look_and_wipe, self._describer, opinion.templates, crop,
             crop_box, key[2]))
         task.add_done_callback(lambda _: self._wake())
-        pending = _PendingLook(*key, frame, task)
-        self._pending.append(pending)
+        self._pending.append(_PendingLook(*key, frame, task))
         self._second_looks += 1
-        return pending
 
     async def _await_looks(self, looks: list[_PendingLook]) -> None:
         """Wait for ``looks`` (at most ``LOOK_WAIT_S``; beyond it the matcher fails) and record
@@ -559,9 +550,9 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             await self._resolve_deferred(wait_for=oldest)
         if self._list_changed():
             return
-        hits = sum(1 for o in track.outcomes if o.subject == top.subject)
         self._deferred.add(DeferredAlert.cut(
-            frame, frame.faces[i].detection.box, track=track, match=top, hits=hits,
+            frame, frame.faces[i].detection.box, track=track, match=top,
+            hits=_hits(track, top.subject),
             looked_at=track.track_id in self._looked_now,
             margin=max(CROP_CONTEXT, SECOND_MODEL_MARGIN)))
         self._open_frames[(frame.camera, frame.index)][0] += 1  # open while in its decision
@@ -633,11 +624,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
             self._deferred_resolved(alert)
         return True
 
-    def _looks_at(self, key: DeferredKey, up_to: int) -> list[_PendingLook]:
-        """Looks in flight on this opinion for frames up to index ``up_to``."""
+    def _looks_at(self, key: DeferredKey, up_to: int | None = None) -> list[_PendingLook]:
+        """Looks in flight on this opinion (``up_to``: for frames up to this index only)."""
         camera, track_id, subject = key
         return [p for p in self._pending if p.camera == camera and p.track_id == track_id
-                and p.subject == subject and p.frame <= up_to]
+                and p.subject == subject and (up_to is None or p.frame <= up_to)]
 
     def _deferred_resolved(self, alert: DeferredAlert) -> None:
         """``alert`` was resolved or dropped."""
@@ -659,6 +650,11 @@ class Matcher(Actor[DetectorOutput | GetMatcherStatistics | ResultsReady]):
 
 def _no_wake() -> None:
     return None
+
+
+def _hits(track: Track, subject: str) -> int:
+    """The track's kept outcomes naming ``subject`` (an alert's ``hits``)."""
+    return sum(1 for o in track.outcomes if o.subject == subject)
 
 
 def _look_and_wipe(describer: Describer, templates: SecondTemplates, crop: NDArray[np.uint8],
