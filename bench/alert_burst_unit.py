@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from actors.unit.event_body import AlertBody
+from actors.unit.event_body import AlertBody, EventBodyError, check_crop_jpeg
 from actors.unit.match_alert import MatchAlert
 from actors.unit.outbox import Outbox
 from actors.unit.signaling_client import SignalingClientConfig
@@ -110,6 +110,18 @@ def noise_jpeg(target_bytes: int, seed: int = 7) -> bytes:
             break
         side += 8
     return data
+
+
+def crop_refusal(crop_bytes: int) -> str | None:
+    """Why no alert could carry the crop ``noise_jpeg(crop_bytes)`` makes (the event body's
+    limits: ``check_crop_jpeg``), or None when it can."""
+    if crop_bytes < 1:
+        return f"a crop has at least 1 byte, got {crop_bytes}"
+    try:
+        check_crop_jpeg(noise_jpeg(crop_bytes))
+    except EventBodyError as exc:
+        return f"it makes a crop no alert may carry ({exc})"
+    return None
 
 
 def _write_line(record: dict[str, object]) -> None:
@@ -258,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--burst-after must be 0 to --alerts")
     if not 0.1 <= args.receipt_timeout_s <= 3600:
         parser.error("--receipt-timeout-s must be 0.1 to 3600")
+    why = crop_refusal(args.crop_bytes)
+    if why is not None:
+        parser.error(f"--crop-bytes {args.crop_bytes}: {why}")
     plan = BurstPlan(args.alerts, args.rate, args.burst, burst_after, args.first_index,
                      args.crop_bytes, args.drain_timeout_s,
                      None if args.start_file is None else Path(args.start_file),

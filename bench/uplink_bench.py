@@ -12,13 +12,17 @@ N x ``burst`` alerts at once), a stress figure rather than the target's. When
 every unit has had all its alerts acknowledged, the van is stopped and its event store is read
 back and every envelope opened with the van's key (``bench.van_events``).
 
-Figures: ``alerts`` sent, ``lost`` (sealed at a unit, never stored at the van), ``duplicates``
-(an alert stored twice, by event id), and the latency from the alert's capture time on the unit
-to its storage at the van (``received_at - captured_at``, one machine, one clock): ``p50`` and
-``p99`` over every alert, and separately over the steady part and the burst. ``van_cpu_s`` is the
-van process's CPU over the whole run, ``unit_cpu_s`` each unit's from its first alert on (sorted),
-``unit_signing_cpu_s`` each unit's signing process's over the same time (sorted).
-Targets (issue 8): N = 1: p99 <= 60 ms; N >= 2: p99 <= 150 ms; lost = duplicates = 0.
+Figures: ``alerts`` sent, ``unsealed`` (told to a unit's uplink and never sealed: none unless a
+crop or an alert breaks a body limit), ``lost`` (sealed at a unit, never stored at the van),
+``duplicates`` (an alert stored twice, by event id), and the latency from the alert's capture
+time on the unit to its storage at the van (``received_at - captured_at``, one machine, one
+clock): ``p50`` and ``p99`` over every alert, and separately over the steady part and the
+burst. ``van_cpu_s`` is the van process's CPU over the whole run, ``unit_cpu_s`` each unit's
+from its first alert on (sorted), ``unit_signing_cpu_s`` each unit's signing process's over
+the same time (sorted).
+Targets (issue 8): N = 1: p99 <= 60 ms; N >= 2: p99 <= 150 ms; lost = duplicates = 0 (and
+nothing unsealed or out of order). ``--crop-bytes`` is refused before anything starts when the
+crop it makes could not be sealed (``check_crop_bytes``).
 
 Where the time goes: both sides trace each envelope into a file (``actors.delivery_trace``; the
 van runs as ``bench.traced_van``), and ``breakdown`` splits each alert's latency into stages,
@@ -60,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.delivery_trace import DeliveryMark, Stage
+from bench.alert_burst_unit import crop_refusal
 from bench.node_processes import BurstUnitProcess, start_burst_unit, start_van
 from bench.trace_lines import read_arrivals, read_marks
 from bench.van_events import ReceivedAlert, read_van_alerts
@@ -89,6 +94,22 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 )
 """The stages of ``breakdown`` (module docstring): name, from point, to point (a ``Stage``,
 ``CAPTURED`` or ``ARRIVED``)."""
+
+
+def check_crop_bytes(crop_bytes: int) -> None:
+    """Refuse (``UserInputError``, naming ``--crop-bytes``) a size whose crop no alert may
+    carry (``bench.alert_burst_unit.crop_refusal``): every alert would be unsealable, a run that
+    measures nothing."""
+    why = crop_refusal(crop_bytes)
+    if why is not None:
+        raise UserInputError(f"--crop-bytes {crop_bytes}: {why}")
+
+
+def unsealed(summaries: dict[str, dict[str, object]]) -> int:
+    """Alerts the units were told and did not seal (each unit's summary: ``told`` less
+    ``alerts_sealed``; a unit without a summary counts none: its exit code says it failed)."""
+    return sum(max(0, int(str(summary.get("told", 0))) - int(str(summary.get("alerts_sealed", 0))))
+               for summary in summaries.values())
 
 
 def target_p99_ms(units: int) -> float:
@@ -213,6 +234,7 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
         raise UserInputError(f"--units must be 1-{MAX_UNITS}, got {units}")
     if alerts < 1 or burst < 0 or not 0 < rate <= 100:
         raise UserInputError("--alerts must be >= 1, --burst >= 0, --rate in (0, 100]")
+    check_crop_bytes(crop_bytes)
     with tempfile.TemporaryDirectory(prefix="lfr-bench-uplink-") as tmp:
         root = Path(tmp)
         watchlist = build_demo_watchlist(root / "demo.lfrw")
@@ -255,7 +277,7 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
         "units": units, "alerts": sent, "alerts_per_unit": alerts + burst,
         "rate_per_unit": rate, "burst_per_unit": burst, "bursts_together": burst_together,
         "crop_bytes": crop_bytes,
-        **figures, "van_cpu_s": round(van_cpu, 2),
+        **figures, "unsealed": unsealed(summaries), "van_cpu_s": round(van_cpu, 2),
         "unit_cpu_s": sorted(float(str(summary.get("cpu_s", 0.0)))
                              for summary in summaries.values()),
         "unit_signing_cpu_s": sorted(float(str(summary.get("signing_cpu_s", 0.0)))
@@ -266,6 +288,7 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
     p99 = figures["latency_ms_p99"]
     result["target_met"] = bool(
         figures["lost"] == 0 and figures["duplicates"] == 0 and figures["out_of_order"] == 0
+        and result["unsealed"] == 0
         and not result["unit_exit_codes_nonzero"] and isinstance(p99, float)
         and p99 <= target_p99_ms(units))
     return result

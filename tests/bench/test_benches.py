@@ -16,6 +16,8 @@ import pytest
 import bench.gallery_bench
 from actors.delivery_trace import DeliveryMark, Stage
 from bench import pipeline_bench
+from bench.alert_burst_unit import crop_refusal
+from bench.alert_burst_unit import main as alert_burst_unit_main
 from bench.gallery_bench import (
     address_space_left_bytes,
     available_memory_bytes,
@@ -25,7 +27,7 @@ from bench.gallery_bench import (
 from bench.pipeline_bench import run_pipeline_bench
 from bench.runtime_bench import run_runtime_bench
 from bench.trace_lines import TraceLineHandler, read_arrivals, read_marks
-from bench.uplink_bench import arrivals_by_seq, breakdown
+from bench.uplink_bench import arrivals_by_seq, breakdown, run_uplink_bench, unsealed
 from bench.van_events import ReceivedAlert
 from guards.user_input import UserInputError
 from runtime.datachannel import FrameArrival
@@ -257,3 +259,37 @@ def test_the_envelopes_of_one_batch_share_their_frame() -> None:
         ("unit-1", 5): 0.5, ("unit-1", 6): 1.5, ("unit-1", 7): 1.5, ("unit-1", 8): 1.5,
         ("unit-1", 9): 2.5}
     assert arrivals_by_seq(started, lines[:2]) == {}  # three batches, two frames: left out
+
+
+@pytest.mark.parametrize(("crop_bytes", "why"), [
+    (0, "a crop has at least 1 byte, got 0"),
+    (999_999_999, (r"a crop no alert may carry \(event body field crop_jpeg: \d+ bytes; "
+                   r"1 to 204800 expected\)"))])
+def test_a_crop_size_no_alert_may_carry_is_refused_before_anything_starts(
+        crop_bytes: int, why: str) -> None:
+    # Before: the units started, sealed none of their alerts (each unsealable) and the bench
+    # reported 0 alerts, 0 lost after 30 s.
+    assert re.fullmatch("(it makes )?" + why, str(crop_refusal(crop_bytes)))
+    with pytest.raises(UserInputError, match=f"--crop-bytes {crop_bytes}: "):
+        run_uplink_bench(1, crop_bytes=crop_bytes)
+    with pytest.raises(SystemExit) as refused:
+        alert_burst_unit_main(["--config", "unit.toml", "--crop-bytes", str(crop_bytes)])
+    assert refused.value.code == 2
+
+
+def test_the_crop_sizes_alerts_may_carry_pass() -> None:
+    for crop_bytes in (1, 20_000, 200_000):
+        assert crop_refusal(crop_bytes) is None
+
+
+def test_lfr_bench_uplink_names_a_bad_crop_size_and_exits_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "lfr", "bench", "uplink", "--crop-bytes",
+                           "300000"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert "--crop-bytes 300000: it makes a crop no alert may carry" in done.stderr
+
+
+def test_alerts_told_and_never_sealed_are_counted() -> None:
+    assert unsealed({"unit-1": {"told": 11, "alerts_sealed": 9},
+                     "unit-2": {"told": 11, "alerts_sealed": 11},
+                     "unit-3": {}}) == 2
