@@ -80,8 +80,8 @@ class BurstPlan:
     """Steady alerts before the burst (``alerts``: at the end)."""
     first_index: int
     """Index of the first alert (a restarted unit continues with new ids)."""
-    crop_bytes: int
-    """Approximate size of each crop JPEG."""
+    crop: bytes
+    """The JPEG crop every alert carries (``bench_crop``)."""
     drain_timeout_s: float
     """Seconds to wait for the van's acknowledgements after the last alert."""
     start_file: Path | None
@@ -112,16 +112,17 @@ def noise_jpeg(target_bytes: int, seed: int = 7) -> bytes:
     return data
 
 
-def crop_refusal(crop_bytes: int) -> str | None:
-    """Why no alert could carry the crop ``noise_jpeg(crop_bytes)`` makes (the event body's
-    limits: ``check_crop_jpeg``), or None when it can."""
+def bench_crop(crop_bytes: int) -> bytes:
+    """The crop every alert carries, ``noise_jpeg(crop_bytes)``, checked as the event body
+    checks it (``check_crop_jpeg``); ``ValueError`` saying why when no alert could carry it."""
     if crop_bytes < 1:
-        return f"a crop has at least 1 byte, got {crop_bytes}"
+        raise ValueError(f"a crop has at least 1 byte, got {crop_bytes}")
+    crop = noise_jpeg(crop_bytes)
     try:
-        check_crop_jpeg(noise_jpeg(crop_bytes))
+        check_crop_jpeg(crop)
     except EventBodyError as exc:
-        return f"it makes a crop no alert may carry ({exc})"
-    return None
+        raise ValueError(f"it makes a crop no alert may carry ({exc})") from None
+    return crop
 
 
 def _write_line(record: dict[str, object]) -> None:
@@ -157,7 +158,7 @@ async def run_unit(system: ActorSystem, config: UnitConfig, plan: BurstPlan) -> 
     if plan.trace_file is not None:
         install_trace(os.open(plan.trace_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
                               0o600), frames=False)
-    crop = noise_jpeg(plan.crop_bytes)
+    crop = plan.crop
     outbox = Outbox.open(config.outbox)
     dialer = VanDialer(system, unit, SignalingClientConfig(
         config.van_url, van, config.van_tls_fingerprint), Codec())
@@ -270,11 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--burst-after must be 0 to --alerts")
     if not 0.1 <= args.receipt_timeout_s <= 3600:
         parser.error("--receipt-timeout-s must be 0.1 to 3600")
-    why = crop_refusal(args.crop_bytes)
-    if why is not None:
-        parser.error(f"--crop-bytes {args.crop_bytes}: {why}")
+    try:
+        crop = bench_crop(args.crop_bytes)
+    except ValueError as exc:
+        parser.error(f"--crop-bytes {args.crop_bytes}: {exc}")
     plan = BurstPlan(args.alerts, args.rate, args.burst, burst_after, args.first_index,
-                     args.crop_bytes, args.drain_timeout_s,
+                     crop, args.drain_timeout_s,
                      None if args.start_file is None else Path(args.start_file),
                      None if args.trace is None else Path(args.trace),
                      receipt_timeout_s=args.receipt_timeout_s)

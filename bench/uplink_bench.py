@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.delivery_trace import DeliveryMark, Stage
-from bench.alert_burst_unit import crop_refusal
+from bench.alert_burst_unit import bench_crop
 from bench.node_processes import BurstUnitProcess, start_burst_unit, start_van
 from bench.trace_lines import read_arrivals, read_marks
 from bench.van_events import ReceivedAlert, read_van_alerts
@@ -98,11 +98,12 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 
 def check_crop_bytes(crop_bytes: int) -> None:
     """Refuse (``UserInputError``, naming ``--crop-bytes``) a size whose crop no alert may
-    carry (``bench.alert_burst_unit.crop_refusal``): every alert would be unsealable, a run that
+    carry (``bench.alert_burst_unit.bench_crop``): every alert would be unsealable, a run that
     measures nothing."""
-    why = crop_refusal(crop_bytes)
-    if why is not None:
-        raise UserInputError(f"--crop-bytes {crop_bytes}: {why}")
+    try:
+        bench_crop(crop_bytes)
+    except ValueError as exc:
+        raise UserInputError(f"--crop-bytes {crop_bytes}: {exc}") from None
 
 
 def unsealed(summaries: dict[str, dict[str, object]]) -> int:
@@ -285,10 +286,16 @@ def run_uplink_bench(units: int, *, alerts: int = 60, rate: float = 2.0, burst: 
         "elapsed_s": round(elapsed, 1),
         "unit_exit_codes_nonzero": sorted(name for name, code in codes.items() if code != 0),
         "van_exit_code": van_code, "target_p99_ms": target_p99_ms(units), **stages}
-    p99 = figures["latency_ms_p99"]
-    result["target_met"] = bool(
-        figures["lost"] == 0 and figures["duplicates"] == 0 and figures["out_of_order"] == 0
-        and result["unsealed"] == 0
-        and not result["unit_exit_codes_nonzero"] and isinstance(p99, float)
-        and p99 <= target_p99_ms(units))
+    result["target_met"] = target_met(result)
     return result
+
+
+def target_met(result: dict[str, object]) -> bool:
+    """Whether a run's figures meet issue 8's targets: nothing unsealed, lost, stored twice or
+    out of order, every unit exited 0, and the p99 within ``target_p99_ms``."""
+    p99, units = result["latency_ms_p99"], result["units"]
+    return bool(
+        result["lost"] == 0 and result["duplicates"] == 0 and result["out_of_order"] == 0
+        and result["unsealed"] == 0 and not result["unit_exit_codes_nonzero"]
+        and isinstance(p99, float) and isinstance(units, int)
+        and p99 <= target_p99_ms(units))

@@ -15,8 +15,9 @@ import pytest
 
 import bench.gallery_bench
 from actors.delivery_trace import DeliveryMark, Stage
+from actors.unit.event_body import MAX_CROP_BYTES
 from bench import pipeline_bench
-from bench.alert_burst_unit import crop_refusal
+from bench.alert_burst_unit import bench_crop
 from bench.alert_burst_unit import main as alert_burst_unit_main
 from bench.gallery_bench import (
     address_space_left_bytes,
@@ -27,7 +28,13 @@ from bench.gallery_bench import (
 from bench.pipeline_bench import run_pipeline_bench
 from bench.runtime_bench import run_runtime_bench
 from bench.trace_lines import TraceLineHandler, read_arrivals, read_marks
-from bench.uplink_bench import arrivals_by_seq, breakdown, run_uplink_bench, unsealed
+from bench.uplink_bench import (
+    arrivals_by_seq,
+    breakdown,
+    run_uplink_bench,
+    target_met,
+    unsealed,
+)
 from bench.van_events import ReceivedAlert
 from guards.user_input import UserInputError
 from runtime.datachannel import FrameArrival
@@ -269,7 +276,8 @@ def test_a_crop_size_no_alert_may_carry_is_refused_before_anything_starts(
         crop_bytes: int, why: str) -> None:
     # Before: the units started, sealed none of their alerts (each unsealable) and the bench
     # reported 0 alerts, 0 lost after 30 s.
-    assert re.fullmatch("(it makes )?" + why, str(crop_refusal(crop_bytes)))
+    with pytest.raises(ValueError, match=f"^(it makes )?{why}$"):
+        bench_crop(crop_bytes)
     with pytest.raises(UserInputError, match=f"--crop-bytes {crop_bytes}: "):
         run_uplink_bench(1, crop_bytes=crop_bytes)
     with pytest.raises(SystemExit) as refused:
@@ -279,7 +287,7 @@ def test_a_crop_size_no_alert_may_carry_is_refused_before_anything_starts(
 
 def test_the_crop_sizes_alerts_may_carry_pass() -> None:
     for crop_bytes in (1, 20_000, 200_000):
-        assert crop_refusal(crop_bytes) is None
+        assert 0 < len(bench_crop(crop_bytes)) <= MAX_CROP_BYTES
 
 
 def test_lfr_bench_uplink_names_a_bad_crop_size_and_exits_2() -> None:
@@ -293,3 +301,16 @@ def test_alerts_told_and_never_sealed_are_counted() -> None:
     assert unsealed({"unit-1": {"told": 11, "alerts_sealed": 9},
                      "unit-2": {"told": 11, "alerts_sealed": 11},
                      "unit-3": {}}) == 2
+
+
+@pytest.mark.parametrize(("changes", "met"), [
+    ({}, True), ({"latency_ms_p99": 60.1}, False), ({"units": 16, "latency_ms_p99": 150.0}, True),
+    ({"units": 16, "latency_ms_p99": 150.1}, False), ({"latency_ms_p99": None}, False),
+    ({"unsealed": 1}, False), ({"lost": 1}, False), ({"duplicates": 1}, False),
+    ({"out_of_order": 1}, False), ({"unit_exit_codes_nonzero": ["unit-1"]}, False)])
+def test_the_target_needs_every_alert_sealed_and_delivered_once_in_order_in_time(
+        changes: dict[str, object], met: bool) -> None:
+    result: dict[str, object] = {"units": 1, "latency_ms_p99": 60.0, "unsealed": 0, "lost": 0,
+                                 "duplicates": 0, "out_of_order": 0,
+                                 "unit_exit_codes_nonzero": []}
+    assert target_met({**result, **changes}) is met
