@@ -15,7 +15,7 @@ from audit.log import AuditLog, Pending
 from audit.record import GENESIS_HASH, AuditFieldError, AuditRecord, FieldValue, make_record
 from audit.refusals import RefusalRecorder
 from audit.verify import verify_audit_file
-from audit.writer import WRITER_MAILBOX, AuditCounts, AuditSink, AuditWriter
+from audit.writer import WRITER_MAILBOX, Appender, AuditCounts, AuditSink, AuditWriter
 from runtime.mailbox import MailboxConfig, MailboxPolicy
 from runtime.system import ActorSystem, SystemConfig
 from tests.actors.support import eventually
@@ -29,12 +29,19 @@ async def system() -> AsyncIterator[ActorSystem]:
     await started.stop()
 
 
+async def writer_sink(system: ActorSystem, trail: Appender) -> AuditSink:
+    """A sink to a new ``AuditWriter`` over ``trail`` with the nodes' mailbox (its counts on
+    ``sink.counts``)."""
+    counts = AuditCounts()
+    return AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
+                                        WRITER_MAILBOX), counts)
+
+
 async def test_records_reach_the_trail_in_order_and_a_bad_one_fails_alone(
         tmp_path: Path, system: ActorSystem) -> None:
     trail = AuditLog.open(tmp_path / "audit.log", "van-1")
-    counts = AuditCounts()
-    sink = AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
-                                        WRITER_MAILBOX), counts)
+    sink = await writer_sink(system, trail)
+    counts = sink.counts
     sink.record(AuditKind.UNIT_CONNECTED, peer="unit-1")
     sink.record(AuditKind.INPUT_REFUSED, source="link", peer="unit-1",
                 reason=b"raw bytes".hex() * 100)  # over the text limit: refused by the log
@@ -87,9 +94,8 @@ async def test_a_full_backlog_drops_and_counts_without_waiting(system: ActorSyst
 async def test_a_burst_is_written_in_groups_in_order_and_the_chain_holds(
         tmp_path: Path, system: ActorSystem) -> None:
     trail = AuditLog.open(tmp_path / "audit.log", "van-1")
-    counts = AuditCounts()
-    sink = AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
-                                        WRITER_MAILBOX), counts)
+    sink = await writer_sink(system, trail)
+    counts = sink.counts
     for seq in range(1, 301):  # told at once, as the van's stored batch is
         sink.record(AuditKind.ALERT_SENT, unit="unit-1", seq=seq)
     await eventually(lambda: counts.written == 300)
@@ -104,10 +110,9 @@ async def test_a_burst_is_written_in_groups_in_order_and_the_chain_holds(
 
 async def test_a_failed_group_fails_its_records_and_the_writer_goes_on(
         system: ActorSystem) -> None:
-    counts = AuditCounts()
     trail = _FailingOnce()
-    sink = AuditSink(await system.spawn("audit", lambda: AuditWriter(trail, counts),
-                                        WRITER_MAILBOX), counts)
+    sink = await writer_sink(system, trail)
+    counts = sink.counts
     for _ in range(3):
         sink.record(AuditKind.UNIT_CONNECTED, peer="unit-1")
     await eventually(lambda: counts.failed == 3)
